@@ -1,0 +1,449 @@
+"""SSMLayer: one diagonal state-space layer whose behaviour is set by an :class:`SSMConfig`.
+
+u: (B, L, H) -> (B, L, H). With G groups of c = D/G channels and n stored modes each:
+
+1. Input branch. expand > 0 (Mamba): x = W_x u, z = W_z u, D = expand·H; else x = u.
+   conv = k > 0: x = SiLU(causal depthwise conv_k(x))  (the last tap sees the current token).
+2. Selection (Mamba §3.2; DESIGN.md "the layer, precisely"), from x_t through one
+   projection x_proj to [δ (dt_rank) | B-part | C-part]:
+   - Δ: selective  Δ_t = softplus(W_Δ δ_t + b_Δ), per channel (SISO) or per state (MIMO);
+     else Δ = exp(log_dt), learned, per channel (SISO, as S4D) or per state (MIMO, as S5).
+   - SISO: B_t, C_t ∈ R^n (C^n for complex states) shared by all channels (Mamba); a
+     non-selective SISO layer has B ≡ 1 and a learned C (S4D folds B into C).
+   - MIMO / grouped: learned B ∈ C^{G×n×c}, C ∈ C^{G×c×n} (S5); selection makes per-state
+     gains  B_t = diag(1 + s_B(x_t)) B,  C_t = C diag(1 + s_C(x_t)), s linear in x_t and
+     zero at initialisation, so a selective MIMO layer starts as S5.
+3. Dynamics:  h_t = Ā_t ⊙ h_{t-1} + F_t ⊙ (B_t x_t),  (Ā, F) from :mod:`models.discretize`;
+   y_t = s · Re(C_t h_t) + D ⊙ x_t,  s = 2 with conjugate symmetry (the dropped conjugate
+   modes contribute the conjugate), else 1. Bidirectional: a second recurrence right to
+   left with the same Ā, B̄ and its own C (S5): y += s·Re(C' h'_t).
+4. Output: silu: y ⊙ SiLU(z) (Mamba); glu: GLU(W GELU(y)) with W: D -> 2D (S4D, S5's
+   full_glu); half_glu1: g = GELU(y), g ⊙ σ(W g); half_glu2: y ⊙ σ(W GELU(y)) (S5);
+   none: GELU(y). Then out_proj D -> H when D ≠ H.
+
+Choices the papers leave open, fixed here:
+- Re A = -exp(A_log) for every preset (S4D and Mamba do this; S5 stores Re Λ directly and
+  clips it): the function at initialisation is the same, and stability holds by construction.
+- MIMO layers whose init is not HiPPO sample B̃ and C̃ directly (V = I).
+- A complex selective SISO B_t / C_t takes 2n outputs of x_proj (real, imaginary parts).
+
+Compute modes change how h is computed, never what is computed (see :mod:`models.scan`):
+``recurrent``, ``scan``, ``chunked``, ``fft`` (Δ not selective), ``cuda`` (mamba-ssm's kernel,
+the real SISO Mamba point only), ``auto``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import init as ssm_init
+from .config import SSMConfig
+from .cuda import run_selective_scan, selective_scan_kernel
+from .discretize import discretize, log_transition
+from .scan import linear_scan
+
+
+@dataclass
+class Selection:
+    """Input-dependent pieces of one forward pass (None where not selective).
+
+    delta: (B, L, G, 1|n) or (G, 1|n); B_t, C_t (SISO): (B, L, n); gain_B, gain_C (MIMO):
+    (B, L, G, n); delta_raw: (B, L, D or G·n) before bias and softplus (for the cuda mode).
+    """
+
+    delta: torch.Tensor
+    B_t: torch.Tensor | None = None
+    C_t: torch.Tensor | None = None
+    gain_B: torch.Tensor | None = None
+    gain_C: torch.Tensor | None = None
+    delta_raw: torch.Tensor | None = None
+
+
+class SSMLayer(nn.Module):
+    def __init__(self, cfg: SSMConfig):
+        super().__init__()
+        self.cfg = cfg
+        H, D, G, c, n, N = cfg.d_model, cfg.d_inner, cfg.n_groups, cfg.channels_per_group, cfg.n_modes, cfg.d_state
+        self.siso = cfg.structure == "siso"
+        self.scale = 2.0 if (cfg.complex and cfg.conj_sym) else 1.0
+        parts = 2 if cfg.complex else 1  # real numbers per stored coefficient
+
+        # 1. input branch
+        self.in_proj = nn.Linear(H, D * (2 if cfg.gate == "silu" else 1), bias=False) if cfg.expand else None
+        self.conv1d = nn.Conv1d(D, D, cfg.conv, groups=D, padding=cfg.conv - 1) if cfg.conv else None
+
+        # 2. selection projections
+        sel = cfg.selective
+        self.dt_rank = cfg.resolved_dt_rank if "dt" in sel else 0
+        self.n_dt = D if self.siso else G * n
+        width = n * parts if self.siso else G * n  # B-part / C-part width of x_proj
+        self.b_width = width if "B" in sel else 0
+        self.c_width = width if "C" in sel else 0
+        proj = self.dt_rank + self.b_width + self.c_width
+        self.x_proj = nn.Linear(D, proj, bias=False) if proj else None
+        self.dt_proj = nn.Linear(self.dt_rank, self.n_dt, bias=True) if "dt" in sel else None
+        self.log_dt = None if "dt" in sel else nn.Parameter(torch.empty(G, 1 if self.siso else n))
+
+        # 3. dynamics
+        self.A_log = nn.Parameter(torch.empty(G, n))
+        self.A_imag = nn.Parameter(torch.empty(G, n)) if cfg.complex else None
+        shape_B = None if self.siso else (G, n, c)
+        shape_C = None if (self.siso and "C" in sel) else ((G, n) if self.siso else (G, c, n))
+        tail = (2,) if cfg.complex else ()
+        self.B = nn.Parameter(torch.empty(*shape_B, *tail)) if shape_B else None
+        self.C = nn.Parameter(torch.empty(*shape_C, *tail)) if shape_C else None
+        self.C_backward = (
+            nn.Parameter(torch.empty(*shape_C, *tail)) if (shape_C and cfg.bidirectional) else None
+        )
+        if cfg.bidirectional and self.C_backward is None:
+            raise ValueError(
+                "bidirectional=True is not valid with a selective C in a SISO layer (C_t is shared by both "
+                "directions); expected selective without 'C', or structure='mimo'"
+            )
+        self.D = nn.Parameter(torch.empty(D))
+
+        # 4. output
+        out_width = {"glu": 2 * D, "half_glu1": D, "half_glu2": D}.get(cfg.gate)
+        self.output_linear = nn.Linear(D, out_width) if out_width else None
+        self.out_proj = nn.Linear(D, H, bias=False) if cfg.expand else None
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ initialisation
+    def reset_parameters(self) -> None:
+        cfg = self.cfg
+        G, c, n, N = cfg.n_groups, cfg.channels_per_group, cfg.n_modes, cfg.d_state
+        with torch.no_grad():
+            V = None
+            if cfg.init == "hippo" and not self.siso:
+                Lambda, V = ssm_init.hippo_blocks(N, cfg.blocks, cfg.conj_sym)
+                Lambda = Lambda.expand(G, n)
+            else:
+                Lambda = torch.stack([ssm_init.eigenvalues(cfg.init, n, N, cfg.complex) for _ in range(G)])
+            self.A_log.copy_(torch.log(-Lambda.real))
+            if self.A_imag is not None:
+                self.A_imag.copy_(Lambda.imag)
+
+            if self.log_dt is not None:
+                self.log_dt.copy_(torch.log(ssm_init.log_uniform(tuple(self.log_dt.shape), cfg.dt_min, cfg.dt_max)))
+            if self.dt_proj is not None:
+                std = self.dt_rank ** -0.5
+                nn.init.uniform_(self.dt_proj.weight, -std, std)
+                dt = ssm_init.log_uniform((self.n_dt,), cfg.dt_min, cfg.dt_max).clamp(min=cfg.dt_init_floor)
+                self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+            if self.x_proj is not None and not self.siso:
+                self.x_proj.weight[self.dt_rank :].zero_()  # gains start at 1: the layer starts as S5
+
+            if self.B is not None:
+                self._init_B(V)
+            for C in (self.C, self.C_backward):
+                if C is not None:
+                    self._init_C(C, V)
+            {"normal": nn.init.normal_, "ones": nn.init.ones_, "zeros": nn.init.zeros_}[cfg.skip_init](self.D)
+
+    def _init_B(self, V: torch.Tensor | None) -> None:
+        """S5: B ~ lecun_normal (N × c), B̃ = V^* B; without V, B̃ sampled directly."""
+        cfg = self.cfg
+        G, c, n, N = cfg.n_groups, cfg.channels_per_group, cfg.n_modes, cfg.d_state
+        if not cfg.complex:
+            ssm_init.lecun_normal_(self.B, fan_in=c)
+            return
+        if V is not None:
+            B = ssm_init.lecun_normal_(torch.empty(G, N, c, dtype=torch.float64), fan_in=c)
+            B_tilde = torch.einsum("Nn,gNc->gnc", V.conj(), B.to(torch.complex128))
+        else:
+            parts = ssm_init.lecun_normal_(torch.empty(G, n, c, 2, dtype=torch.float64), fan_in=c)
+            B_tilde = torch.view_as_complex(parts / math.sqrt(2))
+        self.B.copy_(torch.view_as_real(B_tilde))
+
+    def _init_C(self, C: nn.Parameter, V: torch.Tensor | None) -> None:
+        """SISO: C ~ N(0, 1) complex (S4D) or real. MIMO: S5's C_init options, C̃ = C V."""
+        cfg = self.cfg
+        G, c, n, N = cfg.n_groups, cfg.channels_per_group, cfg.n_modes, cfg.d_state
+        if self.siso:
+            if cfg.complex:
+                C.copy_(torch.randn(G, n, 2, dtype=torch.float64) / math.sqrt(2))
+            else:
+                nn.init.normal_(C)
+            return
+        if not cfg.complex:
+            ssm_init.lecun_normal_(C, fan_in=n)
+            return
+        if cfg.c_init == "complex_normal":
+            C.copy_(torch.randn(G, c, n, 2, dtype=torch.float64) * math.sqrt(0.5))
+            return
+        size = N if V is not None else n
+        fan_in = size if cfg.c_init == "trunc_standard_normal" else c
+        raw = ssm_init.lecun_normal_(torch.empty(G, c, size, 2, dtype=torch.float64), fan_in=fan_in)
+        C_full = torch.view_as_complex(raw)
+        C_tilde = torch.einsum("gcN,Nn->gcn", C_full, V) if V is not None else C_full
+        C.copy_(torch.view_as_real(C_tilde))
+
+    # ------------------------------------------------------------------ parameters as tensors
+    def A(self) -> torch.Tensor:
+        """Continuous-time eigenvalues, (G, n): -exp(A_log) (+ i A_imag)."""
+        real = -torch.exp(self.A_log)
+        return torch.complex(real, self.A_imag) if self.A_imag is not None else real
+
+    def _coefficients(self, param: torch.Tensor) -> torch.Tensor:
+        return torch.view_as_complex(param) if self.cfg.complex else param
+
+    def dynamics_parameters(self) -> list[str]:
+        """Names of the SSM dynamics parameters (own learning rate, no weight decay; S4/S5)."""
+        names = ["A_log", "A_imag", "log_dt", "B", "C", "C_backward", "D", "dt_proj.weight", "dt_proj.bias"]
+        own = dict(self.named_parameters())
+        return [name for name in names if name in own]
+
+    # ------------------------------------------------------------------ forward pieces
+    def check_input(self, u: torch.Tensor, step: bool = False) -> None:
+        """ValueError naming the expected shape/dtype, before any work is done."""
+        H = self.cfg.d_model
+        expected = f"(batch, {H})" if step else f"(batch, length, {H})"
+        rank = 2 if step else 3
+        if not isinstance(u, torch.Tensor):
+            raise ValueError(f"expected a tensor of shape {expected}, got {type(u).__name__}")
+        if u.dim() != rank or u.shape[-1] != H:
+            raise ValueError(f"expected input of shape {expected}, got {tuple(u.shape)}")
+        if not step and u.shape[1] == 0:
+            raise ValueError(f"expected input of shape {expected} with length >= 1, got length 0")
+        dtype = self.A_log.dtype
+        if not u.is_floating_point() or (u.dtype != dtype and not torch.is_autocast_enabled(u.device.type)):
+            raise ValueError(f"expected input of dtype {dtype} and shape {expected}, got dtype {u.dtype}")
+
+    def _branch(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """u (B, L, H) -> x (B, L, D), z (B, L, D) or None (before the conv)."""
+        if self.in_proj is None:
+            return u, None
+        xz = self.in_proj(u)
+        if self.cfg.gate == "silu":
+            x, z = xz.chunk(2, dim=-1)
+            return x, z
+        return xz, None
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv1d is None:
+            return x
+        L = x.shape[1]
+        return F.silu(self.conv1d(x.transpose(1, 2))[..., :L].transpose(1, 2))
+
+    def _selection(self, x: torch.Tensor) -> Selection:
+        """x: (B, L, D) -> Δ and the selective B, C pieces."""
+        cfg = self.cfg
+        batch, L, _ = x.shape
+        G, n = cfg.n_groups, cfg.n_modes
+        per = 1 if self.siso else n
+        if self.x_proj is None:
+            return Selection(delta=torch.exp(self.log_dt))
+        dt_low, b_part, c_part = torch.split(self.x_proj(x), [self.dt_rank, self.b_width, self.c_width], dim=-1)
+        if self.dt_proj is not None:
+            delta_raw = F.linear(dt_low, self.dt_proj.weight)
+            delta = F.softplus(delta_raw + self.dt_proj.bias).view(batch, L, G, per)
+        else:
+            delta_raw, delta = None, torch.exp(self.log_dt)
+        sel = Selection(delta=delta, delta_raw=delta_raw)
+        if self.siso:
+            sel.B_t = self._siso_vector(b_part) if self.b_width else None
+            sel.C_t = self._siso_vector(c_part) if self.c_width else None
+        else:
+            sel.gain_B = 1 + b_part.view(batch, L, G, n) if self.b_width else None
+            sel.gain_C = 1 + c_part.view(batch, L, G, n) if self.c_width else None
+        return sel
+
+    def _siso_vector(self, part: torch.Tensor) -> torch.Tensor:
+        """(B, L, n·parts) -> (B, L, n), complex from (real, imag) pairs for a complex state."""
+        if not self.cfg.complex:
+            return part
+        return torch.view_as_complex(part.unflatten(-1, (self.cfg.n_modes, 2)).contiguous())
+
+    def _input(self, x: torch.Tensor, sel: Selection) -> torch.Tensor:
+        """B_t x_t: (B, L, G, n) (SISO without selective B: (B, L, G, 1), broadcast over n),
+        in the state's dtype."""
+        batch, L, _ = x.shape
+        G, c = self.cfg.n_groups, self.cfg.channels_per_group
+        if self.siso:
+            u = x.unsqueeze(-1).to(self._state_dtype())
+            return u * sel.B_t.unsqueeze(2) if sel.B_t is not None else u
+        xg = x.view(batch, L, G, c)
+        if self.cfg.complex:
+            Bx = torch.view_as_complex(torch.einsum("blgc,gnck->blgnk", xg, self.B).contiguous())
+        else:
+            Bx = torch.einsum("blgc,gnc->blgn", xg, self.B)
+        return Bx * sel.gain_B if sel.gain_B is not None else Bx
+
+    def _readout(self, h: torch.Tensor, sel: Selection, C_param: torch.Tensor | None) -> torch.Tensor:
+        """s · Re(C_t h_t): h (B, L, G, n) -> (B, L, D)."""
+        batch, L = h.shape[:2]
+        cplx = self.cfg.complex
+        hr = torch.view_as_real(h) if cplx else h  # (B, L, G, n[, 2])
+        conj = torch.tensor([1.0, -1.0], dtype=hr.dtype, device=hr.device) * self.scale
+        if self.siso:
+            if C_param is None:  # selective C_t (B, L, n), shared by channels
+                Ct = torch.view_as_real(sel.C_t) * conj if cplx else sel.C_t * self.scale
+                return torch.einsum("blgnk,blnk->blg" if cplx else "blgn,bln->blg", hr, Ct)
+            Cw = C_param * conj if cplx else C_param * self.scale
+            return torch.einsum("blgnk,gnk->blg" if cplx else "blgn,gn->blg", hr, Cw)
+        if sel.gain_C is not None:
+            hr = hr * (sel.gain_C.unsqueeze(-1) if cplx else sel.gain_C)
+        Cw = C_param * conj if cplx else C_param * self.scale
+        y = torch.einsum("blgnk,gcnk->blgc" if cplx else "blgn,gcn->blgc", hr, Cw)
+        return y.reshape(batch, L, -1)
+
+    def _state_dtype(self) -> torch.dtype:
+        dtype = self.A_log.dtype
+        if not self.cfg.complex:
+            return dtype
+        return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+    # ------------------------------------------------------------------ modes
+    def resolve_mode(self, device: torch.device, length: int) -> str:
+        """The compute mode for this input: the configured one, or the ``auto`` pick.
+
+        auto: mamba-ssm's kernel where it applies on a GPU; an FFT convolution for a fully
+        time-invariant SISO layer (O(L log L), no states materialised); otherwise the
+        chunked scan on CPU and the associative scan on GPU (measured fastest, see
+        ``python -m models.bench``).
+        """
+        cfg, mode = self.cfg, self.cfg.mode
+        if mode == "cuda" and (device.type != "cuda" or selective_scan_kernel() is None):
+            raise ValueError(
+                f"mode='cuda' needs mamba-ssm's CUDA kernels and a CUDA tensor, got device {device}; "
+                "expected mode in ['auto', 'recurrent', 'scan', 'chunked']"
+            )
+        if mode != "auto":
+            return mode
+        if device.type == "cuda" and cfg.supports_cuda_kernel and selective_scan_kernel() is not None:
+            return "cuda"
+        if cfg.time_invariant and self.siso:
+            return "fft"
+        return "scan" if device.type == "cuda" else "chunked"
+
+    def _mix(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        """The SSM proper: x (B, L, D) -> y (B, L, D), before the gate."""
+        sel = self._selection(x)
+        A = self.A()
+        if mode == "cuda":
+            return run_selective_scan(selective_scan_kernel(), x, sel.delta_raw, self.dt_proj.bias.float(),
+                                      A.float(), sel.B_t, sel.C_t, self.D.float()).to(x.dtype)
+        A_bar, factor = discretize(self.cfg.discretization, A, sel.delta)
+        if mode == "fft" and self.siso and self.C is not None and sel.B_t is None:
+            y = self._kernel_conv(x, A, sel.delta, A_bar, factor)
+        else:
+            b = factor * self._input(x, sel)
+            if b.shape[-1] != A_bar.shape[-1]:
+                b = b.expand(*b.shape[:-1], A_bar.shape[-1])
+            a = A_bar if A_bar.dim() == 4 else A_bar.expand(1, 1, *A_bar.shape)
+            log_a = log_transition(self.cfg.discretization, A, sel.delta, A_bar) if mode == "fft" else None
+            y = self._readout(self._states(a, b, mode, log_a), sel, self.C)
+            if self.cfg.bidirectional:
+                h_backward = self._states(a.flip(1), b.flip(1), mode, log_a).flip(1)
+                y = y + self._readout(h_backward, sel, self.C_backward)
+        return y + x * self.D
+
+    def _states(self, a: torch.Tensor, b: torch.Tensor, mode: str, log_a: torch.Tensor | None) -> torch.Tensor:
+        """h (B, L, G, n) from a (·, L|1, G, n) and b (B, L, G, n) by the chosen mode."""
+        if mode == "fft":
+            return _state_conv(log_a, b)
+        return linear_scan(a, b, mode, self.cfg.chunk_size)
+
+    def _kernel_conv(self, x, A, delta, A_bar, factor) -> torch.Tensor:
+        """Time-invariant SISO as a convolution with the SSM kernel (S4D):
+        K[l, g] = s · Re Σ_n C[g, n] F[g, n] Ā[g, n]^l  (a Vandermonde product), y = K * x.
+        """
+        L = x.shape[1]
+        log_a = log_transition(self.cfg.discretization, A, delta, A_bar)  # (G, n)
+        powers = torch.exp(log_a.unsqueeze(-1) * torch.arange(L, device=x.device, dtype=x.dtype))  # (G, n, L)
+        y = None
+        for C_param, flip in ((self.C, False), (self.C_backward, True)):
+            if C_param is None:
+                continue
+            weight = self._coefficients(C_param) * factor * self.scale  # (G, n)
+            K = torch.einsum("gn,gnl->lg", weight, powers)
+            K = K.real if K.is_complex() else K
+            x_dir = x.flip(1) if flip else x
+            y_dir = _causal_fft_conv(x_dir, K)
+            y_dir = y_dir.flip(1) if flip else y_dir
+            y = y_dir if y is None else y + y_dir
+        return y
+
+    def _output(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        gate = self.cfg.gate
+        if gate == "silu":
+            y = y * F.silu(z)
+        elif gate == "glu":
+            y = F.glu(self.output_linear(F.gelu(y)), dim=-1)
+        elif gate == "half_glu1":
+            g = F.gelu(y)
+            y = g * torch.sigmoid(self.output_linear(g))
+        elif gate == "half_glu2":
+            y = y * torch.sigmoid(self.output_linear(F.gelu(y)))
+        else:
+            y = F.gelu(y)
+        return self.out_proj(y) if self.out_proj is not None else y
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """u: (B, L, H) -> (B, L, H)."""
+        self.check_input(u)
+        mode = self.resolve_mode(u.device, u.shape[1])
+        x, z = self._branch(u)
+        return self._output(self._mix(self._conv(x), mode), z)
+
+    # ------------------------------------------------------------------ recurrent inference
+    def init_state(self, batch: int) -> dict[str, torch.Tensor]:
+        """Zero state for :meth:`step`: ``h`` (batch, G, n) and, with a conv, ``conv``
+        (batch, D, k): the last k pre-conv inputs, oldest first (mamba-ssm's layout)."""
+        if self.cfg.bidirectional:
+            raise ValueError("step() is not valid for a bidirectional layer: it needs the future; "
+                             "expected bidirectional=False")
+        p = self.A_log
+        state = {"h": torch.zeros(batch, self.cfg.n_groups, self.cfg.n_modes, dtype=self._state_dtype(), device=p.device)}
+        if self.conv1d is not None:
+            state["conv"] = torch.zeros(batch, self.cfg.d_inner, self.cfg.conv, dtype=p.dtype, device=p.device)
+        return state
+
+    def step(self, u_t: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One token: u_t (B, H) -> y_t (B, H), new state. O(1) in the sequence length."""
+        if self.cfg.bidirectional:
+            raise ValueError("step() is not valid for a bidirectional layer; expected bidirectional=False")
+        self.check_input(u_t, step=True)
+        x, z = self._branch(u_t.unsqueeze(1))  # (B, 1, D)
+        new_state = {}
+        if self.conv1d is not None:
+            window = torch.cat([state["conv"][..., 1:], x.transpose(1, 2)], dim=-1)  # (B, D, k)
+            new_state["conv"] = window
+            x = F.silu((window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias).unsqueeze(1)
+        sel = self._selection(x)
+        A_bar, factor = discretize(self.cfg.discretization, self.A(), sel.delta)
+        b = (factor * self._input(x, sel))[:, 0]
+        h = A_bar.squeeze(1) * state["h"] + b if A_bar.dim() == 4 else A_bar * state["h"] + b
+        new_state["h"] = h
+        y = self._readout(h.unsqueeze(1), sel, self.C) + x * self.D
+        return self._output(y, z)[:, 0], new_state
+
+
+def _causal_fft_conv(x: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """y[:, t] = Σ_{s<=t} K[t-s] x[:, s] by FFT at length 2L. x: (B, L, D), K: (L, D)."""
+    L = x.shape[1]
+    n = 2 * L
+    y = torch.fft.irfft(torch.fft.rfft(x, n=n, dim=1) * torch.fft.rfft(K, n=n, dim=0), n=n, dim=1)
+    return y[:, :L]
+
+
+def _state_conv(log_a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """States of a time-invariant recurrence as a convolution: h_t = Σ_k Ā^k b_{t-k}.
+
+    log_a: (G, n) with Ā = exp(log_a); b: (B, L, G, n). By FFT at length 2L.
+    """
+    L = b.shape[1]
+    n = 2 * L
+    lags = torch.arange(L, device=b.device, dtype=log_a.real.dtype)
+    kernel = torch.exp(lags.view(L, 1, 1) * log_a)  # (L, G, n)
+    if not b.is_complex() and not kernel.is_complex():
+        return torch.fft.irfft(torch.fft.rfft(b, n=n, dim=1) * torch.fft.rfft(kernel, n=n, dim=0), n=n, dim=1)[:, :L]
+    cdtype = b.dtype if b.is_complex() else kernel.dtype
+    spectrum = torch.fft.fft(b.to(cdtype), n=n, dim=1) * torch.fft.fft(kernel.to(cdtype), n=n, dim=0)
+    h = torch.fft.ifft(spectrum, n=n, dim=1)[:, :L]
+    return h if b.is_complex() else h.real  # a real state under a complex log Ā stays real
