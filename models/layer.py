@@ -115,6 +115,8 @@ class SSMLayer(nn.Module):
 
     # ------------------------------------------------------------------ initialisation
     def reset_parameters(self) -> None:
+        if self.A_log.is_meta:  # shapes only (models.sizing): nothing to initialise
+            return
         cfg = self.cfg
         G, c, n, N = cfg.n_groups, cfg.channels_per_group, cfg.n_modes, cfg.d_state
         with torch.no_grad():
@@ -361,7 +363,7 @@ class SSMLayer(nn.Module):
             if C_param is None:
                 continue
             weight = self._coefficients(C_param) * factor * self.scale  # (G, n)
-            K = torch.einsum("gn,gnl->lg", weight, powers)
+            K = torch.einsum("gn,gnl->lg", weight.to(powers.dtype), powers)
             K = K.real if K.is_complex() else K
             x_dir = x.flip(1) if flip else x
             y_dir = _causal_fft_conv(x_dir, K)

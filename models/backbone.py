@@ -1,0 +1,170 @@
+"""Block and Backbone: the SSM layer inside a residual network.
+
+Block (pre-norm, as S4/S5/Mamba):  v = u + Dropout(SSMLayer(Norm(u)));  with a feed-forward
+network,  v = v + Dropout(FFN(Norm(v))),  FFN = Linear(H, eH) -> GELU -> Linear(eH, H).
+(``prenorm=False`` applies each norm after its residual sum instead.)
+
+Backbone: encoder (token embedding or a linear map of features) -> blocks -> final norm ->
+readout (last position / mean over positions / every position) -> head Linear(H, d_output)
+(no head when d_output is None: the features are the output).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import IOSpec, ModelConfig
+from .layer import SSMLayer
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, width: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class BatchNormSeq(nn.BatchNorm1d):
+    """BatchNorm over channels of (B, L, H) or (B, H) inputs (S5's LRA setting)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            return super().forward(x)
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+def make_norm(kind: str, width: int) -> nn.Module:
+    if kind == "layer":
+        return nn.LayerNorm(width)
+    if kind == "batch":
+        return BatchNormSeq(width)
+    if kind == "rms":
+        return RMSNorm(width)
+    return nn.Identity()
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        H = cfg.d_model
+        self.prenorm = cfg.prenorm
+        self.norm = make_norm(cfg.norm, H)
+        self.mixer = SSMLayer(cfg.ssm)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.ffn = None
+        if cfg.ffn_expand:
+            self.ffn_norm = make_norm(cfg.norm, H)
+            self.ffn = nn.Sequential(
+                nn.Linear(H, cfg.ffn_expand * H), nn.GELU(), nn.Linear(cfg.ffn_expand * H, H), nn.Dropout(cfg.dropout)
+            )
+
+    def _add(self, u: torch.Tensor, norm: nn.Module, fn) -> torch.Tensor:
+        return u + fn(norm(u)) if self.prenorm else norm(u + fn(u))
+
+    def _feed_forward(self, v: torch.Tensor) -> torch.Tensor:
+        return v if self.ffn is None else self._add(v, self.ffn_norm, self.ffn)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """u: (B, L, H) -> (B, L, H)."""
+        return self._feed_forward(self._add(u, self.norm, lambda x: self.dropout(self.mixer(x))))
+
+    def step(self, u_t: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """u_t: (B, H) -> (B, H), new state."""
+        new_state: dict = {}
+
+        def mix(x: torch.Tensor) -> torch.Tensor:
+            y, updated = self.mixer.step(x, state)
+            new_state.update(updated)
+            return self.dropout(y)
+
+        return self._feed_forward(self._add(u_t, self.norm, mix)), new_state
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: ModelConfig, spec: IOSpec):
+        super().__init__()
+        self.cfg, self.spec = cfg, spec
+        H = cfg.d_model
+        if spec.vocab_size is not None:
+            self.encoder = nn.Embedding(spec.vocab_size, H)
+        else:
+            self.encoder = nn.Linear(spec.d_input, H)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = make_norm(cfg.norm, H)
+        self.head = nn.Linear(H, spec.d_output) if spec.d_output is not None else None
+
+    @property
+    def output_size(self) -> int:
+        return self.spec.d_output if self.spec.d_output is not None else self.cfg.d_model
+
+    def check_input(self, x: torch.Tensor, step: bool = False) -> None:
+        """ValueError naming the expected shape and dtype, before any work is done."""
+        spec = self.spec
+        tokens = spec.vocab_size is not None
+        if tokens:
+            expected = "(batch,)" if step else "(batch, length)"
+            rank = 1 if step else 2
+        else:
+            expected = f"(batch, {spec.d_input})" if step else f"(batch, length, {spec.d_input})"
+            rank = 2 if step else 3
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"expected a tensor of shape {expected}, got {type(x).__name__}")
+        if x.dim() != rank or (not tokens and x.shape[-1] != spec.d_input):
+            raise ValueError(f"expected input of shape {expected}, got {tuple(x.shape)}")
+        if not step and x.shape[1] == 0:
+            raise ValueError(f"expected input of shape {expected} with length >= 1, got length 0")
+        if tokens and x.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"expected token ids (torch.int64) of shape {expected}, got dtype {x.dtype}")
+        param_dtype = self.encoder.weight.dtype
+        if not tokens and (x.dtype != param_dtype and not torch.is_autocast_enabled(x.device.type)):
+            raise ValueError(f"expected input of dtype {param_dtype} and shape {expected}, got dtype {x.dtype}")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x -> (B, L, H) after the final norm."""
+        self.check_input(x)
+        h = self.encoder(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.final_norm(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, L) token ids or (B, L, d_input) features.
+        Returns (B, L, d_out) for readout 'all', else (B, d_out) (d_out = d_output or H)."""
+        h = self.features(x)
+        if self.spec.readout == "last":
+            h = h[:, -1]
+        elif self.spec.readout == "mean":
+            h = h.mean(1)
+        return self.head(h) if self.head is not None else h
+
+    def init_state(self, batch: int) -> dict:
+        """State for :meth:`step`: one per block, plus the running sum for a mean readout."""
+        state = {"blocks": [block.mixer.init_state(batch) for block in self.blocks]}
+        if self.spec.readout == "mean":
+            p = self.encoder.weight
+            state["sum"] = torch.zeros(batch, self.cfg.d_model, dtype=p.dtype, device=p.device)
+            state["count"] = 0
+        return state
+
+    def step(self, x_t: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """One position: x_t (B,) token ids or (B, d_input) -> (B, d_out), new state.
+
+        The output is what :meth:`forward` would return for the sequence so far (for the
+        ``all`` readout: its newest position)."""
+        self.check_input(x_t, step=True)
+        h = self.encoder(x_t)
+        new_blocks = []
+        for block, block_state in zip(self.blocks, state["blocks"]):
+            h, new = block.step(h, block_state)
+            new_blocks.append(new)
+        h = self.final_norm(h)
+        new_state = {"blocks": new_blocks}
+        if self.spec.readout == "mean":
+            new_state["sum"] = state["sum"] + h
+            new_state["count"] = state["count"] + 1
+            h = new_state["sum"] / new_state["count"]
+        return (self.head(h) if self.head is not None else h), new_state

@@ -1,0 +1,59 @@
+"""S5, S4D and Mamba as named points of the ablation space.
+
+Each preset returns an :class:`SSMConfig`; keyword overrides move along any axis from there
+(``s5(selective="dt,B,C")`` is a selective MIMO layer, ``s4d(structure="mimo")`` is S4D's
+output stage around one MIMO SSM). :func:`model_preset` wraps the layer in the block and
+norm that the preset's paper uses.
+
+* S5 (Smith et al. 2023): one MIMO SSM with P = d_state states over all H channels,
+  HiPPO-N init in ``blocks`` blocks, conjugate symmetry, learned per-state log step, ZOH,
+  C ~ trunc_standard_normal then C̃ = CV, D ~ N(0, 1), half_glu1 output (the official
+  LRA scripts' activation).
+* S4D (Gu et al. 2022): H SISO SSMs of N = d_state (N/2 complex modes), S4D-Lin, one Δ per
+  channel, B folded into C, ZOH, FFT convolution, GELU -> Linear(H, 2H) -> GLU.
+* Mamba (Gu & Dao 2023): expand 2, causal conv k = 4 + SiLU, selective Δ (rank
+  ceil(H/16)), B, C, S4D-Real A, ZOH for A with Euler for B, D = 1, y ⊙ SiLU(z), out_proj.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .config import ModelConfig, SSMConfig
+
+
+def s5(d_model: int = 64, d_state: int = 64, **overrides: Any) -> SSMConfig:
+    base = dict(structure="mimo", selective=(), gate="half_glu1", conv=0, expand=0, init="hippo",
+                discretization="zoh", complex=True, conj_sym=True, c_init="trunc_standard_normal",
+                skip_init="normal")
+    return SSMConfig(d_model=d_model, d_state=d_state, **{**base, **overrides})
+
+
+def s4d(d_model: int = 64, d_state: int = 64, **overrides: Any) -> SSMConfig:
+    base = dict(structure="siso", selective=(), gate="glu", conv=0, expand=0, init="s4d_lin",
+                discretization="zoh", complex=True, conj_sym=True, skip_init="normal")
+    return SSMConfig(d_model=d_model, d_state=d_state, **{**base, **overrides})
+
+
+def mamba(d_model: int = 64, d_state: int = 16, **overrides: Any) -> SSMConfig:
+    base = dict(structure="siso", selective=("dt", "B", "C"), gate="silu", conv=4, expand=2,
+                init="s4d_real", discretization="zoh_euler", complex=False, skip_init="ones")
+    return SSMConfig(d_model=d_model, d_state=d_state, **{**base, **overrides})
+
+
+PRESETS: dict[str, Callable[..., SSMConfig]] = {"s5": s5, "s4d": s4d, "mamba": mamba}
+PRESET_NORMS = {"s5": "layer", "s4d": "layer", "mamba": "rms"}
+
+
+def preset(name: str, **overrides: Any) -> SSMConfig:
+    """The layer config of a named preset, with overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"preset={name!r} is not valid; expected one of {sorted(PRESETS)}")
+    return PRESETS[name](**overrides)
+
+
+def model_preset(name: str, n_layers: int = 2, dropout: float = 0.0, norm: str | None = None,
+                 ffn_expand: int = 0, **layer_overrides: Any) -> ModelConfig:
+    """A whole backbone config around a preset layer (norm as in the preset's paper)."""
+    return ModelConfig(ssm=preset(name, **layer_overrides), n_layers=n_layers, dropout=dropout,
+                       norm=norm or PRESET_NORMS[name], ffn_expand=ffn_expand)

@@ -1,0 +1,155 @@
+"""Size of a configuration, and helpers that size one config to match another.
+
+* :func:`param_count` — exact: the module is built on PyTorch's ``meta`` device (no
+  memory, no initialisation cost) and its parameters' ``numel`` are summed.
+* :func:`state_size` — real numbers carried from one step to the next by the SSM
+  recurrence (conv windows excluded): G · N per layer with conjugate symmetry or a real
+  state, G · 2N for a complex state without it (each complex number is two reals).
+  This is the convention of the papers: S5's P, S4D's and Mamba's H·N / D·N.
+* :func:`flops_per_token` — a documented estimate (see its docstring).
+* :func:`match_state_size`, :func:`match_param_count` — pick d_state or a width so two
+  configurations compare at equal state size or equal parameter count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .backbone import Backbone
+from .config import IOSpec, ModelConfig, SSMConfig
+from .layer import SSMLayer
+
+Config = SSMConfig | ModelConfig
+
+
+def _default_spec(cfg: ModelConfig) -> IOSpec:
+    return IOSpec(d_input=cfg.d_model, d_output=None)
+
+
+def build_on_meta(cfg: Config, spec: IOSpec | None = None) -> nn.Module:
+    """The module for a config, on the meta device (shapes only)."""
+    with torch.device("meta"):
+        if isinstance(cfg, SSMConfig):
+            return SSMLayer(cfg)
+        return Backbone(cfg, spec or _default_spec(cfg))
+
+
+def param_count(cfg: Config, spec: IOSpec | None = None) -> int:
+    """Exact number of parameters of ``SSMLayer(cfg)`` or ``Backbone(cfg, spec)``."""
+    return sum(p.numel() for p in build_on_meta(cfg, spec).parameters())
+
+
+def state_size(cfg: Config) -> int:
+    """Real numbers in the recurrent SSM state (all layers for a ModelConfig)."""
+    if isinstance(cfg, ModelConfig):
+        return cfg.n_layers * state_size(cfg.ssm)
+    per_mode = 2 if cfg.complex else 1
+    return cfg.n_groups * cfg.n_modes * per_mode
+
+
+def _layer_flops(cfg: SSMConfig, length: int | None) -> float:
+    D, G, c, n = cfg.d_inner, cfg.n_groups, cfg.channels_per_group, cfg.n_modes
+    states = G * n
+    cmul = 6 if cfg.complex else 1  # one complex multiply = 4 multiplies + 2 adds
+    mac_real_by_state = 2 * (2 if cfg.complex else 1)  # real x times a complex coefficient
+    directions = 2 if cfg.bidirectional else 1
+    layer = build_on_meta(cfg)
+    flops = sum(2 * m.weight.numel() for m in layer.modules() if isinstance(m, nn.Linear))
+    flops += 2 * D * cfg.conv
+    if cfg.structure == "siso":
+        b_map = states * (mac_real_by_state if "B" in cfg.selective else 0)
+        read = states * 2 * (2 if cfg.complex else 1)
+    else:
+        b_map = G * n * c * mac_real_by_state
+        read = G * c * n * 2 * (2 if cfg.complex else 1)
+    gains = states * (("B" in cfg.selective) + ("C" in cfg.selective)) * (2 if cfg.structure == "mimo" else 0)
+    discretize = states * (cmul + 2) if "dt" in cfg.selective else 0  # exp and the B̄ factor per state
+    recurrence = states * (cmul + (2 if cfg.complex else 1))  # a*h + b
+    if cfg.supports_fft and cfg.structure == "siso" and "B" not in cfg.selective and "C" not in cfg.selective \
+            and cfg.mode in ("fft", "auto") and length:
+        # FFT convolution instead of the recurrence: forward+inverse real FFT at 2L per channel
+        recurrence = read = 0
+        b_map = D * 2 * 5 * math.log2(2 * length)
+    flops += discretize + gains + directions * (b_map + recurrence + read) + 3 * D
+    return float(flops)
+
+
+def flops_per_token(cfg: Config, spec: IOSpec | None = None, length: int | None = None) -> float:
+    """Estimated forward FLOPs per token.
+
+    Counting rules: a multiply-add is 2 FLOPs; a complex multiply 6; each Linear applies
+    its weight once per token; the recurrence costs one multiply-add per state per token;
+    Δ-selective layers add the discretisation (one exp and one factor per state); an FFT
+    convolution (when ``length`` is given and the layer uses it) costs 5·log2(2L) per
+    channel for each of the two real FFTs instead of the recurrence. Norms, the
+    embedding lookup and activations are counted as 3 FLOPs per channel.
+    """
+    if isinstance(cfg, SSMConfig):
+        return _layer_flops(cfg, length)
+    spec = spec or _default_spec(cfg)
+    H = cfg.d_model
+    per_block = _layer_flops(cfg.ssm, length) + 5 * H
+    if cfg.ffn_expand:
+        per_block += 2 * 2 * H * cfg.ffn_expand * H + 5 * H
+    flops = cfg.n_layers * per_block
+    if spec.d_input is not None:
+        flops += 2 * spec.d_input * H
+    if spec.d_output is not None:
+        flops += 2 * H * spec.d_output
+    return float(flops)
+
+
+def match_state_size(cfg: SSMConfig, target: int) -> SSMConfig:
+    """A copy of ``cfg`` whose d_state gives ``state_size == target`` exactly.
+
+    Raises ValueError naming the nearest achievable sizes when no d_state fits.
+    """
+    options = []
+    for d_state in range(1, max(2, 2 * target) + 1):
+        try:
+            candidate = replace(cfg, d_state=d_state)
+        except ValueError:
+            continue
+        size = state_size(candidate)
+        if size == target:
+            return candidate
+        options.append(size)
+        if size > target:
+            break
+    nearest = sorted(set(options), key=lambda s: abs(s - target))[:2]
+    raise ValueError(f"state size {target} is not reachable by d_state for this config; nearest: {nearest}")
+
+
+def match_param_count(cfg: Config, target: int, field: str = "d_state", spec: IOSpec | None = None,
+                      candidates: Iterable[int] | None = None) -> Config:
+    """A copy of ``cfg`` with the integer ``field`` of its layer ("d_state" or "d_model")
+    chosen so its parameter count is closest to ``target`` (exact where possible).
+
+    ``candidates`` restricts the values tried (default 1..4096 for d_state, 1..2048 for
+    d_model); invalid values (e.g. odd d_state under conjugate symmetry) are skipped.
+    """
+    if field not in ("d_state", "d_model"):
+        raise ValueError(f"field={field!r} is not valid; expected one of ['d_state', 'd_model']")
+    layer = cfg.ssm if isinstance(cfg, ModelConfig) else cfg
+    values = candidates if candidates is not None else range(1, 4097 if field == "d_state" else 2049)
+    best, best_gap = None, None
+    for value in values:
+        try:
+            new_layer = replace(layer, **{field: value})
+            new = replace(cfg, ssm=new_layer) if isinstance(cfg, ModelConfig) else new_layer
+        except ValueError:
+            continue
+        count = param_count(new, spec)
+        gap = abs(count - target)
+        if best_gap is None or gap < best_gap:
+            best, best_gap = new, gap
+        if count > target and gap > (best_gap or 0):
+            break  # parameter count grows with both fields: no closer value beyond here
+    if best is None:
+        raise ValueError(f"no valid value of {field} found for target parameter count {target}")
+    return best

@@ -1,0 +1,35 @@
+"""Shared helpers for the tests (tiny sizes, float64 where exactness is checked)."""
+
+from __future__ import annotations
+
+import torch
+
+from models import SSMConfig, SSMLayer
+
+
+def randomize_(module: torch.nn.Module, scale: float = 0.2, seed: int = 0) -> torch.nn.Module:
+    """Move every parameter away from its initial value (tests must not rely on init structure)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+    return module
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def valid_modes(cfg: SSMConfig) -> list[str]:
+    return ["recurrent", "scan", "chunked"] + (["fft"] if cfg.supports_fft else [])
+
+
+def outputs_and_grads(layer: SSMLayer, u: torch.Tensor, mode: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """y and the gradients of a fixed random projection of y w.r.t. u and every parameter."""
+    layer.cfg.mode = mode
+    u = u.detach().requires_grad_(True)
+    y = layer(u)
+    weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+    params = [p for p in layer.parameters()]
+    grads = torch.autograd.grad((y * weights).sum(), [u, *params], allow_unused=True)
+    return y.detach(), [torch.zeros_like(t) if g is None else g for g, t in zip(grads, [u, *params])]

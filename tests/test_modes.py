@@ -1,0 +1,74 @@
+"""Every compute mode computes the same function as the step-by-step recurrence (float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import SSMLayer, preset
+from models.scan import linear_scan
+
+from helpers import outputs_and_grads, randomize_, relative_error, valid_modes
+
+CONFIGS = {
+    "s5": preset("s5", d_model=6, d_state=8, blocks=2),
+    "s5_bilinear_bidirectional": preset("s5", d_model=6, d_state=8, discretization="bilinear", bidirectional=True),
+    "s5_no_conj_sym": preset("s5", d_model=4, d_state=4, conj_sym=False, c_init="complex_normal"),
+    "s4d": preset("s4d", d_model=6, d_state=8),
+    "s4d_inv_bidirectional": preset("s4d", d_model=6, d_state=8, init="s4d_inv", bidirectional=True),
+    "mamba": preset("mamba", d_model=6, d_state=4),
+    "selective_mimo": preset("s5", d_model=6, d_state=8, selective="dt,B,C"),
+    "gated_mimo": preset("s5", d_model=6, d_state=8, gate="silu", expand=1, conv=3),
+    "grouped_mimo": preset("s5", d_model=6, d_state=4, groups=3, selective="B,C"),
+    "complex_selective_siso": preset("mamba", d_model=4, d_state=4, complex=True, init="s4d_lin",
+                                     discretization="zoh"),
+    "real_lti_siso": preset("s4d", d_model=4, d_state=4, complex=False, init="s4d_real", discretization="bilinear"),
+    "siso_selective_B_only": preset("s4d", d_model=4, d_state=4, selective="B"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("length", [1, 23])
+def test_every_mode_equals_recurrent(name: str, length: int) -> None:
+    cfg = CONFIGS[name].with_(chunk_size=5)
+    torch.manual_seed(0)
+    layer = randomize_(SSMLayer(cfg).double())
+    u = torch.randn(2, length, cfg.d_model, dtype=torch.float64)
+    y_ref, g_ref = outputs_and_grads(layer, u, "recurrent")
+    for mode in valid_modes(cfg)[1:]:
+        y, grads = outputs_and_grads(layer, u, mode)
+        assert relative_error(y, y_ref) < 1e-10, (name, mode)
+        for (pname, _), g, gr in zip([("input", None), *layer.named_parameters()], grads, g_ref):
+            if gr.abs().max() > 0:
+                assert relative_error(g, gr) < 1e-10, (name, mode, pname)
+            else:
+                assert g.abs().max() == 0, (name, mode, pname)
+
+
+@pytest.mark.parametrize("complex_state", [False, True])
+@pytest.mark.parametrize("time_invariant", [False, True])
+@pytest.mark.parametrize("chunk_size", [None, 1, 3, 64])
+def test_scan_kernels_equal_loop(complex_state: bool, time_invariant: bool, chunk_size: int | None) -> None:
+    dtype = torch.complex128 if complex_state else torch.float64
+    g = torch.Generator().manual_seed(3)
+    for length in (1, 2, 3, 8, 31):
+        b = torch.randn(2, length, 3, dtype=dtype, generator=g).requires_grad_()
+        shape = (1, 1, 3) if time_invariant else (2, length, 3)
+        a = (0.95 * torch.randn(shape, dtype=dtype, generator=g) / 1.5).requires_grad_()
+        ref = linear_scan(a, b, "recurrent")
+        w = torch.randn(ref.shape, dtype=dtype, generator=g)
+        ref_grads = torch.autograd.grad((ref * w).real.sum(), [a, b])
+        for mode in ("scan", "chunked"):
+            h = linear_scan(a, b, mode, chunk_size)
+            grads = torch.autograd.grad((h * w).real.sum(), [a, b])
+            assert relative_error(h, ref) < 1e-12
+            for got, want in zip(grads, ref_grads):
+                assert relative_error(got, want) < 1e-12
+
+
+def test_recurrence_matches_definition() -> None:
+    """The reference loop itself against h_t written out by hand."""
+    a = torch.tensor([[[0.5], [2.0], [-1.0]]], dtype=torch.float64)
+    b = torch.tensor([[[1.0], [1.0], [3.0]]], dtype=torch.float64)
+    h = linear_scan(a, b, "recurrent")
+    assert h.flatten().tolist() == [1.0, 3.0, 0.0]  # 1; 2*1+1; -1*3+3

@@ -1,0 +1,72 @@
+"""Token-by-token step() equals forward() (float32, tolerance 1e-5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import models
+from models import IOSpec, SSMLayer, model_preset, preset
+
+from helpers import randomize_
+
+LAYERS = {
+    "s5": preset("s5", d_model=8, d_state=8),
+    "s4d": preset("s4d", d_model=8, d_state=8),
+    "mamba": preset("mamba", d_model=8, d_state=4),
+    "selective_mimo": preset("s5", d_model=8, d_state=8, selective="dt,B,C"),
+    "gated_mimo": preset("s5", d_model=8, d_state=8, gate="silu", expand=1, conv=4),
+    "bilinear_real": preset("s4d", d_model=8, d_state=4, complex=False, init="s4d_real", discretization="bilinear"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer_step_equals_forward(name: str) -> None:
+    torch.manual_seed(0)
+    layer = randomize_(SSMLayer(LAYERS[name]), scale=0.1)
+    u = torch.randn(3, 17, 8)
+    with torch.no_grad():
+        y = layer(u)
+        state = layer.init_state(3)
+        steps = []
+        for t in range(u.shape[1]):
+            y_t, state = layer.step(u[:, t], state)
+            steps.append(y_t)
+    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["s5", "s4d", "mamba"])
+@pytest.mark.parametrize("readout", ["last", "mean", "all"])
+def test_backbone_step_equals_forward(name: str, readout: str) -> None:
+    torch.manual_seed(0)
+    cfg = model_preset(name, n_layers=2, d_model=8, d_state=8, ffn_expand=2)
+    model = models.build(cfg, IOSpec(vocab_size=11, d_output=5, readout=readout)).eval()
+    x = torch.randint(0, 11, (2, 9))
+    with torch.no_grad():
+        y = model(x)
+        state = model.init_state(2)
+        outs = []
+        for t in range(x.shape[1]):
+            out, state = model.step(x[:, t], state)
+            outs.append(out)
+    expected = y[:, -1] if readout == "all" else y
+    torch.testing.assert_close(outs[-1], expected, rtol=1e-5, atol=1e-5)
+    if readout == "all":
+        torch.testing.assert_close(torch.stack(outs, 1), y, rtol=1e-5, atol=1e-5)
+
+
+def test_step_is_constant_memory() -> None:
+    """The state does not grow with the number of steps taken."""
+    layer = SSMLayer(preset("mamba", d_model=8, d_state=4))
+    state = layer.init_state(1)
+    sizes = {k: v.shape for k, v in state.items()}
+    with torch.no_grad():
+        for _ in range(50):
+            _, state = layer.step(torch.randn(1, 8), state)
+    assert {k: v.shape for k, v in state.items()} == sizes
+
+
+def test_bidirectional_step_is_refused() -> None:
+    layer = SSMLayer(preset("s5", d_model=4, d_state=4, bidirectional=True))
+    with pytest.raises(ValueError, match="bidirectional"):
+        layer.init_state(1)
