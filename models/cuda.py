@@ -16,11 +16,12 @@ import torch
 def selective_scan_kernel() -> Callable | None:
     """mamba-ssm's ``selective_scan_fn`` if its compiled extension imports, else None."""
     try:
+        import selective_scan_cuda  # the compiled extension the function needs
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-        import selective_scan_cuda  # noqa: F401  (the compiled extension the function needs)
     except Exception:  # ImportError, or a broken CUDA build raising at import
         return None
-    return selective_scan_fn
+    # a stand-in module (see models.peers) has no kernels
+    return selective_scan_fn if hasattr(selective_scan_cuda, "fwd") else None
 
 
 def run_selective_scan(kernel: Callable, x: torch.Tensor, delta_raw: torch.Tensor, delta_bias: torch.Tensor,
