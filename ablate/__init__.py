@@ -1,0 +1,1 @@
+"""The experiment app: Hydra entry point, tasks, trainer, results, benchmarks."""
