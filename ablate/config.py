@@ -1,0 +1,224 @@
+"""Typed configuration of one run, and its validation before any training starts.
+
+The Hydra schema (registered as ``run_schema``) types every key. The model's layer schema is
+derived from :class:`models.SSMConfig` field by field, so the two cannot drift apart.
+:func:`resolve` turns a composed config into validated objects (``models.ModelConfig``, the
+task, ``TrainerConfig``), raising ``ValueError`` with a one-line message that names the bad
+value and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from models import IOSpec, ModelConfig, SSMConfig, match_param_count, match_state_size, param_count, state_size
+from models.config import NORMS
+
+from . import tasks
+
+PRECISIONS = ("auto", "fp32", "bf16")
+MATCH_BY = ("none", "state_size", "param_count")
+
+
+def _omegaconf_type(hint: Any) -> Any:
+    """``int | None`` -> ``Optional[int]``; anything OmegaConf cannot type -> ``Any``."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return Optional[args[0]] if len(args) == 1 and args[0] in (int, float, str, bool) else Any
+    return hint if hint in (int, float, str, bool) else Any
+
+
+def _schema_from(cls: type, name: str) -> type:
+    """A Hydra structured-config dataclass with the fields and defaults of ``cls``."""
+    hints = typing.get_type_hints(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        default = f.default
+        if isinstance(default, tuple):
+            specs.append((f.name, Any, field(default_factory=lambda d=default: list(d))))
+        else:
+            specs.append((f.name, _omegaconf_type(hints[f.name]), field(default=default)))
+    return dataclasses.make_dataclass(name, specs)
+
+
+LayerSchema = _schema_from(SSMConfig, "LayerSchema")
+
+
+@dataclass
+class MatchSchema:
+    """Resize the model so it matches a reference in total state size or parameter count.
+
+    ``reference``: a preset (s5 / s4d / mamba) built at the same d_model, n_layers and
+    ``reference_d_state`` (default: the model's own d_state). ``field``: what to resize.
+    """
+
+    by: str = "none"
+    reference: str = "s4d"
+    reference_d_state: Optional[int] = None
+    field: str = "d_state"
+
+
+@dataclass
+class ModelSchema:
+    preset: str = "s4d"
+    n_layers: int = 2
+    norm: str = "layer"
+    prenorm: bool = True
+    dropout: float = 0.0
+    ffn_expand: int = 0
+    ssm: LayerSchema = field(default_factory=LayerSchema)
+    match: MatchSchema = field(default_factory=MatchSchema)
+
+
+@dataclass
+class TrainerConfig:
+    """The shared trainer (see ablate.trainer). Defaults run on a laptop CPU."""
+
+    max_steps: int = 300
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    lr: float = 3e-3
+    ssm_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 30
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    time_budget_s: Optional[float] = None
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    checkpoint: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        positive = {"max_steps": self.max_steps, "batch_size": self.batch_size,
+                    "eval_batch_size": self.eval_batch_size, "eval_every": self.eval_every}
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"trainer.{name}={value!r} is not valid; expected an integer >= 1")
+        for name in ("lr", "ssm_lr"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"trainer.{name}={value!r} is not valid; expected a learning rate > 0")
+        for name in ("weight_decay", "warmup_steps", "grad_clip"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"trainer.{name}={value!r} is not valid; expected a value >= 0")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"trainer.time_budget_s={self.time_budget_s!r} is not valid; expected > 0 or null")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"trainer.precision={self.precision!r} is not valid; expected one of {list(PRECISIONS)}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"trainer.device={self.device!r} is not valid; expected 'auto', 'cpu' or 'cuda[:N]'")
+
+
+@dataclass
+class RunSchema:
+    model: ModelSchema = field(default_factory=ModelSchema)
+    task: Dict[str, Any] = field(default_factory=lambda: {"name": "sdigits"})
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    experiment: str = "default"
+    seed: int = 0
+    results_dir: str = "results/${experiment}"
+    rerun: bool = False
+    tags: List[str] = field(default_factory=list)
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="run_schema", node=RunSchema)
+
+
+@dataclass
+class ResolvedRun:
+    """Everything a run needs, validated."""
+
+    experiment: str
+    seed: int
+    results_dir: str
+    rerun: bool
+    model: ModelConfig
+    preset: str
+    task: tasks.Task
+    task_cfg: dict
+    trainer: TrainerConfig
+    match: dict
+    identity: dict  # what the run id hashes: the resolved configuration and seed
+
+
+def _build_model_config(model: dict, spec: IOSpec) -> tuple[ModelConfig, dict]:
+    """ModelConfig from the composed model node, resized when ``match.by`` asks for it."""
+    from models import model_preset
+
+    match = dict(model.pop("match"))
+    preset_name = model.pop("preset")
+    model["ssm"] = SSMConfig(**model["ssm"])
+    cfg = ModelConfig(**model)
+    if match["by"] not in MATCH_BY:
+        raise ValueError(f"model.match.by={match['by']!r} is not valid; expected one of {list(MATCH_BY)}")
+    if match["by"] == "none":
+        return cfg, {"match_by": "none", "match_target": None}
+    ref_state = match["reference_d_state"] or cfg.ssm.d_state
+    reference = model_preset(match["reference"], n_layers=cfg.n_layers, d_model=cfg.d_model, d_state=ref_state,
+                             norm=cfg.norm, ffn_expand=cfg.ffn_expand)
+    if match["by"] == "state_size":
+        target = state_size(reference)
+        if match["field"] != "d_state":
+            raise ValueError(f"model.match.field={match['field']!r} is not valid for state_size; expected 'd_state'")
+        cfg = dataclasses.replace(cfg, ssm=match_state_size(cfg.ssm, target // cfg.n_layers))
+    else:
+        target = param_count(reference, spec)
+        cfg = match_param_count(cfg, target, field=match["field"], spec=spec)
+    return cfg, {"match_by": match["by"], "match_reference": match["reference"], "match_target": target}
+
+
+def check_writable(results_dir: str, min_free_mb: float = 50.0) -> None:
+    """Fail before training when results cannot be written: not a directory, not writable,
+    or less than ``min_free_mb`` free."""
+    path = os.path.abspath(results_dir)
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ValueError(f"results_dir={results_dir!r} is not valid: {probe} is not a directory")
+    if not os.access(probe, os.W_OK):
+        raise ValueError(f"results_dir={results_dir!r} is not writable")
+    free_mb = shutil.disk_usage(probe).free / 2**20
+    if free_mb < min_free_mb:
+        raise ValueError(f"results_dir={results_dir!r} has {free_mb:.0f} MB free; at least {min_free_mb:.0f} MB needed")
+
+
+def resolve(cfg: DictConfig) -> ResolvedRun:
+    """Validate a composed config and build the task and model configuration.
+
+    Raises ValueError (or FileNotFoundError for missing data) naming the bad value.
+    """
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    trainer = TrainerConfig(**plain["trainer"])
+    model_node = dict(plain["model"])
+    if model_node.get("norm") not in NORMS:
+        raise ValueError(f"model.norm={model_node.get('norm')!r} is not valid; expected one of {list(NORMS)}")
+    task = tasks.build(plain["task"], data_seed=plain["seed"])
+    model_cfg, match = _build_model_config(model_node, task.spec.io)
+    if model_cfg.ssm.bidirectional and task.spec.causal:
+        raise ValueError(f"model.ssm.bidirectional=True is not valid for the causal task {task.spec.name!r}; "
+                         "expected bidirectional=False")
+    check_writable(plain["results_dir"])
+    identity = {
+        "model": {"preset": plain["model"]["preset"], **dataclasses.asdict(model_cfg)},
+        "task": plain["task"],
+        "trainer": {k: v for k, v in plain["trainer"].items() if k not in ("progress", "checkpoint")},
+        "seed": plain["seed"],
+    }
+    identity["model"]["ssm"]["selective"] = list(model_cfg.ssm.selective)
+    return ResolvedRun(experiment=plain["experiment"], seed=plain["seed"], results_dir=plain["results_dir"],
+                       rerun=plain["rerun"], model=model_cfg, preset=plain["model"]["preset"], task=task,
+                       task_cfg=plain["task"], trainer=trainer, match=match, identity=identity)

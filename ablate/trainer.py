@@ -1,0 +1,235 @@
+"""The trainer shared by every model, so that only the model differs between runs.
+
+* AdamW with three parameter groups: SSM dynamics parameters (A, Δ, B, C, D of every
+  SSMLayer; see ``SSMLayer.dynamics_parameters``) get ``ssm_lr`` and no weight decay (S4,
+  S5); biases, norm weights and other vectors get ``lr`` and no weight decay; matrices get
+  ``lr`` and ``weight_decay``.
+* Linear warmup for ``warmup_steps``, then cosine decay to 0 at ``max_steps``.
+* Gradient clipping by global norm; bf16 autocast and optional ``torch.compile`` on GPU.
+* Seeds: the model is initialised from the run seed (by the caller); the order of
+  training batches is a function of (seed, epoch) alone, so a resumed run sees exactly
+  the batches it would have seen.
+* Evaluation on the validation split every ``eval_every`` steps and at the end; a
+  checkpoint at each evaluation (model, optimiser, schedule, RNG state, curve), from which
+  an interrupted run resumes.
+* A non-finite loss stops the run with status ``diverged``; ``time_budget_s`` stops it
+  early with ``stopped_by='time_budget'``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from models import SSMLayer
+
+from .config import TrainerConfig
+from .tasks import Split, Task
+
+log = logging.getLogger(__name__)
+
+
+def parameter_groups(model: nn.Module, cfg: TrainerConfig) -> tuple[list[dict], dict[str, list[str]]]:
+    """AdamW groups and the parameter names in each ('ssm', 'no_decay', 'decay')."""
+    dynamics = set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, SSMLayer):
+            dynamics.update(f"{prefix}.{name}" if prefix else name for name in module.dynamics_parameters())
+    names: dict[str, list[str]] = {"ssm": [], "no_decay": [], "decay": []}
+    params: dict[str, list[nn.Parameter]] = {"ssm": [], "no_decay": [], "decay": []}
+    for name, p in model.named_parameters():
+        group = "ssm" if name in dynamics else ("no_decay" if p.ndim < 2 else "decay")
+        names[group].append(name)
+        params[group].append(p)
+    settings = {"ssm": (cfg.ssm_lr, 0.0), "no_decay": (cfg.lr, 0.0), "decay": (cfg.lr, cfg.weight_decay)}
+    groups = [dict(params=params[g], lr=settings[g][0], weight_decay=settings[g][1], name=g)
+              for g in names if params[g]]
+    return groups, names
+
+
+def warmup_cosine(warmup: int, total: int):
+    """Multiplier of the base learning rate at a step (LambdaLR)."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device={name!r} is not valid: no CUDA device is available; expected 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+@dataclass
+class TrainResult:
+    status: str
+    stopped_by: str
+    steps: int
+    metrics: dict[str, Any]
+    curve: list[dict[str, Any]]
+    param_groups: dict[str, list[str]] = field(default_factory=dict)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainerConfig, seed: int, checkpoint_path: str | None = None):
+        self.cfg = cfg
+        self.seed = seed
+        self.checkpoint_path = checkpoint_path if cfg.checkpoint else None
+        self.device = resolve_device(cfg.device)
+        self.autocast = self.device.type == "cuda" and cfg.precision in ("auto", "bf16")
+
+    # ------------------------------------------------------------------ data order
+    def _batch(self, train: Split, step: int, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(train)
+        per_epoch = max(1, n // self.cfg.batch_size)  # drop the last partial batch
+        epoch, index = divmod(step, per_epoch)
+        if cache.get("epoch") != epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            cache["epoch"], cache["order"] = epoch, torch.randperm(n, generator=generator)
+        idx = cache["order"][index * self.cfg.batch_size : (index + 1) * self.cfg.batch_size]
+        return train.x[idx].to(self.device), train.y[idx].to(self.device)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, task: Task, split: Split) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        loss_sum, metric_sum, count, items = 0.0, 0.0, 0, 0
+        for batch in split.batches(self.cfg.eval_batch_size, shuffle=False):
+            batch = batch.to(self.device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+                out = model(batch.x)
+            n = batch.x.shape[0]
+            loss_sum += task.loss(out, batch.y).item() * n
+            count += n
+            s, k = task.score(out, batch.y)
+            metric_sum, items = metric_sum + s, items + k
+        model.train(was_training)
+        return {"loss": loss_sum / max(1, count), task.spec.metric: metric_sum / max(1, items)}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, state: dict) -> None:
+        if not self.checkpoint_path:
+            return
+        os.makedirs(os.path.dirname(self.checkpoint_path), exist_ok=True)
+        tmp = self.checkpoint_path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint_path)
+
+    def _load(self) -> dict | None:
+        if not self.checkpoint_path or not os.path.exists(self.checkpoint_path):
+            return None
+        try:
+            return torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        except Exception as err:  # a checkpoint torn by a crash: start over
+            log.warning("ignoring unreadable checkpoint %s (%s)", self.checkpoint_path, err)
+            return None
+
+    def remove_checkpoint(self) -> None:
+        if self.checkpoint_path and os.path.exists(self.checkpoint_path):
+            os.remove(self.checkpoint_path)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, model: nn.Module, task: Task, label: str = "") -> TrainResult:
+        cfg, metric = self.cfg, task.spec.metric
+        model.to(self.device).train()
+        groups, group_names = parameter_groups(model, cfg)
+        optimizer = torch.optim.AdamW(groups)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, cfg.max_steps))
+        forward = torch.compile(model) if (cfg.compile and self.device.type == "cuda") else model
+        train, val = task.split("train"), task.split("val")
+        step, curve, best, train_time, tokens = 0, [], None, 0.0, 0
+        saved = self._load()
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            schedule.load_state_dict(saved["schedule"])
+            torch.set_rng_state(saved["rng"])
+            step, curve, best = saved["step"], saved["curve"], saved["best"]
+            train_time, tokens = saved["train_time"], saved["tokens"]
+            log.info("%s resumed from step %d", label, step)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        cache: dict = {}
+        status, stopped_by = "ok", "max_steps"
+        bar = tqdm(total=cfg.max_steps, initial=step, desc=label, disable=not cfg.progress, leave=False)
+        running = None
+        while step < cfg.max_steps:
+            x, y = self._batch(train, step, cache)
+            start = time.perf_counter()
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+                out = forward(x)
+            loss = task.loss(out, y)
+            if not torch.isfinite(loss):
+                status, stopped_by = "diverged", "nan"
+                log.warning("%s diverged at step %d (loss %s)", label, step, loss.item())
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            schedule.step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            train_time += time.perf_counter() - start
+            tokens += x.shape[0] * x.shape[1]
+            step += 1
+            running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+            bar.update(1)
+            over_budget = cfg.time_budget_s is not None and train_time >= cfg.time_budget_s
+            if step % cfg.eval_every == 0 or step == cfg.max_steps or over_budget:
+                scores = self.evaluate(model, task, val)
+                curve.append({"step": step, "train_time_s": train_time, "tokens": tokens, "train_loss": running,
+                              "val_loss": scores["loss"], f"val_{metric}": scores[metric]})
+                if best is None or _better(scores[metric], best, task.spec.higher_is_better):
+                    best = scores[metric]
+                bar.set_postfix(loss=f"{running:.3f}", **{metric: f"{scores[metric]:.3f}"},
+                                tok_s=f"{tokens / max(train_time, 1e-9):.0f}")
+                self._save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "schedule": schedule.state_dict(), "rng": torch.get_rng_state(), "step": step,
+                            "curve": curve, "best": best, "train_time": train_time, "tokens": tokens})
+            if over_budget:
+                stopped_by = "time_budget"
+                break
+        bar.close()
+        metrics: dict[str, Any] = {"train_time_s": train_time, "tokens_seen": tokens,
+                                   "tokens_per_s": tokens / train_time if train_time > 0 else float("nan")}
+        if status == "ok":
+            final_val = curve[-1] if curve else {}
+            metrics.update({f"final_val_{metric}": final_val.get(f"val_{metric}"), "final_val_loss": final_val.get("val_loss"),
+                            f"best_val_{metric}": best})
+            test = self.evaluate(model, task, task.split("test"))
+            metrics.update({f"test_{metric}": test[metric], "test_loss": test["loss"]})
+            for name, split in task.extra_evaluations().items():
+                extra = self.evaluate(model, task, split)
+                metrics[f"{name}_{metric}"] = extra[metric]
+        metrics.update(peak_memory())
+        return TrainResult(status=status, stopped_by=stopped_by, steps=step, metrics=metrics, curve=curve,
+                           param_groups=group_names)
+
+
+def _better(value: float, best: float, higher: bool) -> bool:
+    return value > best if higher else value < best
+
+
+def peak_memory() -> dict[str, Any]:
+    """Peak memory: the CUDA allocator's peak on GPU, else the process's peak resident set."""
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20, "peak_memory_kind": "cuda_allocator"}
+    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_memory_kind": "process_max_rss"}
