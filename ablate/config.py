@@ -1,6 +1,6 @@
 """Typed configuration of one run, and its validation before any training starts.
 
-The Hydra schema (registered as ``run_schema``) types every key. The model's layer schema is
+The Hydra schemas type the ``model`` and ``trainer`` nodes. The model's layer schema is
 derived from :class:`models.SSMConfig` field by field, so the two cannot drift apart.
 :func:`resolve` turns a composed config into validated objects (``models.ModelConfig``, the
 task, ``TrainerConfig``), raising ``ValueError`` with a one-line message that names the bad
@@ -15,7 +15,7 @@ import shutil
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -121,20 +121,14 @@ class TrainerConfig:
             raise ValueError(f"trainer.device={self.device!r} is not valid; expected 'auto', 'cpu' or 'cuda[:N]'")
 
 
-@dataclass
-class RunSchema:
-    model: ModelSchema = field(default_factory=ModelSchema)
-    task: Dict[str, Any] = field(default_factory=lambda: {"name": "sdigits"})
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    experiment: str = "default"
-    seed: int = 0
-    results_dir: str = "results/${experiment}"
-    rerun: bool = False
-    tags: List[str] = field(default_factory=list)
-
-
 def register() -> None:
-    ConfigStore.instance().store(name="run_schema", node=RunSchema)
+    """Type the ``model`` and ``trainer`` nodes (conf/config.yaml lists them in its defaults).
+
+    The root stays open, so run flags such as ``+rerun=true`` can be added on the command line.
+    """
+    store = ConfigStore.instance()
+    store.store(group="schema", name="model", node=ModelSchema)
+    store.store(group="schema", name="trainer", node=TrainerConfig)
 
 
 @dataclass
@@ -160,8 +154,14 @@ def _build_model_config(model: dict, spec: IOSpec) -> tuple[ModelConfig, dict]:
 
     match = dict(model.pop("match"))
     preset_name = model.pop("preset")
-    model["ssm"] = SSMConfig(**model["ssm"])
-    cfg = ModelConfig(**model)
+    try:
+        model["ssm"] = SSMConfig(**model["ssm"])
+    except ValueError as err:
+        raise ValueError(f"model.ssm.{err}") from None
+    try:
+        cfg = ModelConfig(**model)
+    except ValueError as err:
+        raise ValueError(f"model.{err}") from None
     if match["by"] not in MATCH_BY:
         raise ValueError(f"model.match.by={match['by']!r} is not valid; expected one of {list(MATCH_BY)}")
     if match["by"] == "none":
@@ -202,6 +202,8 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
     Raises ValueError (or FileNotFoundError for missing data) naming the bad value.
     """
     plain = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(plain.get("seed"), int) or isinstance(plain.get("seed"), bool):
+        raise ValueError(f"seed={plain.get('seed')!r} is not valid; expected an integer")
     trainer = TrainerConfig(**plain["trainer"])
     model_node = dict(plain["model"])
     if model_node.get("norm") not in NORMS:
@@ -220,5 +222,5 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
     }
     identity["model"]["ssm"]["selective"] = list(model_cfg.ssm.selective)
     return ResolvedRun(experiment=plain["experiment"], seed=plain["seed"], results_dir=plain["results_dir"],
-                       rerun=plain["rerun"], model=model_cfg, preset=plain["model"]["preset"], task=task,
+                       rerun=bool(plain.get("rerun", False)), model=model_cfg, preset=plain["model"]["preset"], task=task,
                        task_cfg=plain["task"], trainer=trainer, match=match, identity=identity)

@@ -84,7 +84,26 @@ class MQARConfig:
         if not isinstance(self.power_a, (int, float)) or isinstance(self.power_a, bool) or not 0 < self.power_a <= 1:
             raise ValueError(f"task.power_a={self.power_a!r} is not valid; expected > 0 and <= 1")
         if not isinstance(self.random_non_queries, bool):
-            raise ValueError(f"task.random_non_queries={self.random_non_queries!r} is not valid; expected true or false")
+            raise ValueError(
+                f"task.random_non_queries={self.random_non_queries!r} is not valid; expected true or false"
+            )
+
+
+def _distinct(n: int, pool: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, k) int64: per row, k distinct integers from 0 .. pool-1, a uniformly random
+    k-subset in uniformly random order."""
+    if k * (k - 1) > 4 * pool:  # collisions likely: rank i.i.d. uniform keys, O(n pool)
+        return torch.rand(n, pool, generator=generator).topk(k, dim=1).indices
+    # Rejection: i.i.d. draws conditioned on being distinct are a uniform ordered k-subset.
+    # A row is accepted with probability >= about exp(-k^2 / 2 pool) >= exp(-2).
+    out = torch.randint(0, pool, (n, k), generator=generator)
+    redo = torch.arange(n)
+    while True:
+        rows = out[redo].sort(dim=1).values
+        redo = redo[(rows[:, 1:] == rows[:, :-1]).any(dim=1)]
+        if len(redo) == 0:
+            return out
+        out[redo] = torch.randint(0, pool, (len(redo), k), generator=generator)
 
 
 class MQAR(Task):
@@ -102,9 +121,8 @@ class MQAR(Task):
         n = {"train": c.n_train, "val": c.n_val, "test": c.n_test}[split]
         k, half, context = c.num_kv, c.vocab_size // 2, 2 * c.num_kv
         slots = (c.length - context) // 2
-        # Uniform draws without replacement: the K largest of i.i.d. uniform keys.
-        keys = torch.rand(n, half - 1, generator=generator).topk(k, dim=1).indices + 1
-        values = torch.rand(n, c.vocab_size - half, generator=generator).topk(k, dim=1).indices + half
+        keys = _distinct(n, half - 1, k, generator) + 1
+        values = _distinct(n, c.vocab_size - half, k, generator) + half
         weights = torch.arange(1, slots + 1, dtype=torch.float64) ** (c.power_a - 1)
         gaps = torch.multinomial(weights.expand(n, slots), k, replacement=False, generator=generator)
 

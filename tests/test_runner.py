@@ -1,0 +1,115 @@
+"""End to end: `python -m ablate` sweeps into parquet, skips finished runs, resumes killed
+runs, and refuses bad input before training."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REQUIRED = ["run_id", "experiment", "seed", "status", "preset", "task", "param_count", "state_size",
+            "train_time_s", "tokens_per_s", "test_accuracy", "best_val_accuracy", "final_val_accuracy",
+            "peak_memory_mb", "version_torch", "version_python", "device", "model.ssm.structure",
+            "model.ssm.d_state", "trainer.lr"]
+
+
+def ablate(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "ablate", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def rows(results_dir) -> pd.DataFrame:
+    files = sorted(glob.glob(os.path.join(results_dir, "runs", "*.parquet")))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+
+
+def test_smoke_sweep_writes_one_row_per_run_and_skips_on_rerun(tmp_path) -> None:
+    out = tmp_path / "smoke"
+    first = ablate("+experiment=smoke", f"results_dir={out}", "-m")
+    assert first.returncode == 0, first.stderr[-2000:]
+    df = rows(out)
+    assert len(df) == 4 and df["run_id"].is_unique
+    assert set(df["preset"]) == {"s4d", "s5"} and set(df["seed"]) == {0, 1}
+    assert (df["status"] == "ok").all()
+    assert not df[REQUIRED].isna().any().any(), df[REQUIRED].isna().sum()
+    assert len(glob.glob(os.path.join(out, "curves", "*.parquet"))) == 4
+    assert not glob.glob(os.path.join(out, "checkpoints", "*.pt"))  # removed once finished
+    mtimes = {f: os.path.getmtime(f) for f in glob.glob(os.path.join(out, "runs", "*.parquet"))}
+    second = ablate("+experiment=smoke", f"results_dir={out}", "-m")
+    assert second.returncode == 0
+    assert second.stderr.count("already finished") + second.stdout.count("already finished") == 4
+    assert {f: os.path.getmtime(f) for f in mtimes} == mtimes  # nothing retrained or rewritten
+
+
+def test_same_seed_same_metrics_and_rerun_flag(tmp_path) -> None:
+    args = ["model=s5", "model.ssm.d_model=8", "model.ssm.d_state=4", "trainer.max_steps=6", "trainer.eval_every=3",
+            "trainer.progress=false"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert ablate(*args, f"results_dir={a}").returncode == 0
+    assert ablate(*args, f"results_dir={b}").returncode == 0
+    ra, rb = rows(a).iloc[0], rows(b).iloc[0]
+    assert ra["run_id"] == rb["run_id"]
+    for col in ("test_accuracy", "test_loss", "final_val_loss"):
+        assert ra[col] == rb[col]
+    forced = ablate(*args, f"results_dir={a}", "+rerun=true")
+    assert forced.returncode == 0 and "already finished" not in forced.stdout + forced.stderr
+    other = ablate(*args, "seed=1", f"results_dir={a}")
+    assert other.returncode == 0
+    df = rows(a)
+    assert len(df) == 2 and df["test_loss"].nunique() == 2
+
+
+def test_killed_run_resumes_from_its_checkpoint_to_the_same_row(tmp_path) -> None:
+    args = ["model=s4d", "model.ssm.d_model=16", "model.ssm.d_state=8", "trainer.max_steps=400",
+            "trainer.eval_every=20", "trainer.progress=false", "model.dropout=0.1"]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", *args, f"results_dir={killed}"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not glob.glob(os.path.join(killed, "checkpoints", "*.pt")) and time.time() < deadline:
+        assert proc.poll() is None, "the run finished before it could be killed"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not glob.glob(os.path.join(killed, "runs", "*.parquet"))  # no row for an unfinished run
+    resumed = ablate(*args, f"results_dir={killed}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from step" in resumed.stdout + resumed.stderr
+    clean = tmp_path / "clean"
+    assert ablate(*args, f"results_dir={clean}").returncode == 0
+    a, b = rows(killed).iloc[0], rows(clean).iloc[0]
+    assert a["steps"] == b["steps"] == 400
+    for col in ("test_accuracy", "test_loss", "final_val_loss"):
+        assert a[col] == pytest.approx(b[col], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("override, first_line", [
+    ("model=s6", "In 'config': Could not find 'model/s6'"),
+    ("task=nosuchtask", "In 'config': Could not find 'task/nosuchtask'"),
+    ("trainer.lr=-0.1", "error: trainer.lr=-0.1 is not valid"),
+    ("model.ssm.d_state=0", "error: model.ssm.d_state=0 is not valid"),
+    ("model.ssm.structure=diagonal", "error: model.ssm.structure='diagonal' is not valid"),
+    ("trainer.max_steps=0", "error: trainer.max_steps=0 is not valid"),
+])
+def test_bad_input_is_a_one_line_error_before_training(tmp_path, override: str, first_line: str) -> None:
+    result = ablate(override, f"results_dir={tmp_path}")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[0].startswith(first_line)
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_unwritable_results_dir_is_refused_before_training(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = ablate(f"results_dir={blocker}/sub")
+    assert result.returncode == 2
+    assert "is not a directory" in result.stderr
