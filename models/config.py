@@ -27,7 +27,8 @@ from typing import Any, Iterable
 
 STRUCTURES = ("mimo", "siso")
 SELECTIVE_PARAMS = ("dt", "B", "C")
-GATES = ("none", "glu", "half_glu1", "half_glu2", "silu")
+GATES = ("none", "glu", "half_glu1", "half_glu2", "silu", "h3")
+BRANCH_GATES = ("silu", "h3")  # gates that multiply projections of the input
 INITS = ("hippo", "s4d_lin", "s4d_inv", "s4d_real", "random")
 DISCRETIZATIONS = ("zoh", "bilinear", "zoh_euler")
 C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
@@ -131,10 +132,11 @@ class SSMConfig:
                 raise ValueError(
                     f"groups={self.groups!r} is not valid; it must divide the {d_inner} SSM channels"
                 )
-        if self.gate == "silu" and self.expand == 0:
+        if self.gate in BRANCH_GATES and self.expand == 0:
             raise ValueError(
-                "gate='silu' is not valid with expand=0: the SiLU gate multiplies a z-branch that only "
-                "exists with an input projection; set expand >= 1 or use gate in ['none', 'glu', 'half_glu1', 'half_glu2']"
+                f"gate={self.gate!r} is not valid with expand=0: it multiplies projections of the input that "
+                "only exist with an input projection; set expand >= 1 or use gate in "
+                "['none', 'glu', 'half_glu1', 'half_glu2']"
             )
         if not self.complex and self.init in COMPLEX_INITS:
             raise ValueError(

@@ -17,7 +17,8 @@ u: (B, L, H) -> (B, L, H). With G groups of c = D/G channels and n stored modes 
    y_t = s · Re(C_t h_t) + D ⊙ x_t,  s = 2 with conjugate symmetry (the dropped conjugate
    modes contribute the conjugate), else 1. Bidirectional: a second recurrence right to
    left with the same Ā, B̄ and its own C (S5): y += s·Re(C' h'_t).
-4. Output: silu: y ⊙ SiLU(z) (Mamba); glu: GLU(W GELU(y)) with W: D -> 2D (S4D, S5's
+4. Output: silu: y ⊙ SiLU(z) (Mamba); h3: y ⊙ q, where the SSM read k ⊙ v (H3's
+   multiplicative gates, Fu et al. 2023, with the short conv standing in for its shift SSM); glu: GLU(W GELU(y)) with W: D -> 2D (S4D, S5's
    full_glu); half_glu1: g = GELU(y), g ⊙ σ(W g); half_glu2: y ⊙ σ(W GELU(y)) (S5);
    none: GELU(y). Then out_proj D -> H when D ≠ H.
 
@@ -74,7 +75,8 @@ class SSMLayer(nn.Module):
         parts = 2 if cfg.complex else 1  # real numbers per stored coefficient
 
         # 1. input branch
-        self.in_proj = nn.Linear(H, D * (2 if cfg.gate == "silu" else 1), bias=False) if cfg.expand else None
+        branches = {"silu": 2, "h3": 3}.get(cfg.gate, 1)  # x | x, z | q, k, v
+        self.in_proj = nn.Linear(H, D * branches, bias=False) if cfg.expand else None
         self.conv1d = nn.Conv1d(D, D, cfg.conv, groups=D, padding=cfg.conv - 1) if cfg.conv else None
 
         # 2. selection projections
@@ -217,20 +219,35 @@ class SSMLayer(nn.Module):
             raise ValueError(f"expected input of dtype {dtype} and shape {expected}, got dtype {u.dtype}")
 
     def _branch(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """u (B, L, H) -> x (B, L, D), z (B, L, D) or None (before the conv)."""
+        """u (B, L, H) -> x (B, L, D), z (B, L, D) or None.
+
+        silu: x, z = W_x u, W_z u. h3: q, k, v = W_q u, W_k u, W_v u; the SSM reads k ⊙ v
+        (k after the short conv when conv > 0) and its output is multiplied by z = q.
+        """
         if self.in_proj is None:
             return u, None
-        xz = self.in_proj(u)
+        projected = self.in_proj(u)
         if self.cfg.gate == "silu":
-            x, z = xz.chunk(2, dim=-1)
+            x, z = projected.chunk(2, dim=-1)
             return x, z
-        return xz, None
+        if self.cfg.gate == "h3":
+            q, kv = projected.split([self.cfg.d_inner, 2 * self.cfg.d_inner], dim=-1)
+            return kv, q
+        return projected, None
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        """SiLU(causal depthwise conv(x)), x: (B, L, D)."""
         if self.conv1d is None:
             return x
         L = x.shape[1]
         return F.silu(self.conv1d(x.transpose(1, 2))[..., :L].transpose(1, 2))
+
+    def _ssm_input(self, x: torch.Tensor, conv) -> torch.Tensor:
+        """The SSM's input from the branch output: conv(x), or conv(k) ⊙ v for the h3 gate."""
+        if self.cfg.gate == "h3":
+            k, v = x.chunk(2, dim=-1)
+            return conv(k) * v
+        return conv(x)
 
     def _selection(self, x: torch.Tensor) -> Selection:
         """x: (B, L, D) -> Δ and the selective B, C pieces."""
@@ -260,6 +277,15 @@ class SSMLayer(nn.Module):
         if not self.cfg.complex:
             return part
         return torch.view_as_complex(part.unflatten(-1, (self.cfg.n_modes, 2)).contiguous())
+
+    def _driving_term(self, x: torch.Tensor, sel: Selection, factor: torch.Tensor) -> torch.Tensor:
+        """b_t = F_t ⊙ (B_t x_t): (B, L, G, n) (SISO without selective B and with a
+        per-channel F: (B, L, G, 1), broadcast over n), in the state's dtype."""
+        if self.siso and factor.shape[-1] == 1:
+            # F is per channel (Euler B̄ = Δ B): scale x first, then one outer product with B_t
+            u = (factor * x.unsqueeze(-1)).to(self._state_dtype())
+            return u * sel.B_t.unsqueeze(2) if sel.B_t is not None else u
+        return factor * self._input(x, sel)
 
     def _input(self, x: torch.Tensor, sel: Selection) -> torch.Tensor:
         """B_t x_t: (B, L, G, n) (SISO without selective B: (B, L, G, 1), broadcast over n),
@@ -334,7 +360,7 @@ class SSMLayer(nn.Module):
         if mode == "fft" and self.siso and self.C is not None and sel.B_t is None:
             y = self._kernel_conv(x, A, sel.delta, A_bar, factor)
         else:
-            b = factor * self._input(x, sel)
+            b = self._driving_term(x, sel, factor)
             if b.shape[-1] != A_bar.shape[-1]:
                 b = b.expand(*b.shape[:-1], A_bar.shape[-1])
             a = A_bar if A_bar.dim() == 4 else A_bar.expand(1, 1, *A_bar.shape)
@@ -375,6 +401,8 @@ class SSMLayer(nn.Module):
         gate = self.cfg.gate
         if gate == "silu":
             y = y * F.silu(z)
+        elif gate == "h3":
+            y = y * z
         elif gate == "glu":
             y = F.glu(self.output_linear(F.gelu(y)), dim=-1)
         elif gate == "half_glu1":
@@ -391,7 +419,7 @@ class SSMLayer(nn.Module):
         self.check_input(u)
         mode = self.resolve_mode(u.device, u.shape[1])
         x, z = self._branch(u)
-        return self._output(self._mix(self._conv(x), mode), z)
+        return self._output(self._mix(self._ssm_input(x, self._conv), mode), z)
 
     # ------------------------------------------------------------------ recurrent inference
     def init_state(self, batch: int) -> dict[str, torch.Tensor]:
@@ -411,15 +439,20 @@ class SSMLayer(nn.Module):
         if self.cfg.bidirectional:
             raise ValueError("step() is not valid for a bidirectional layer; expected bidirectional=False")
         self.check_input(u_t, step=True)
-        x, z = self._branch(u_t.unsqueeze(1))  # (B, 1, D)
+        x, z = self._branch(u_t.unsqueeze(1))  # (B, 1, D) (h3: (B, 1, 2D))
         new_state = {}
-        if self.conv1d is not None:
-            window = torch.cat([state["conv"][..., 1:], x.transpose(1, 2)], dim=-1)  # (B, D, k)
+
+        def conv_step(x1: torch.Tensor) -> torch.Tensor:
+            if self.conv1d is None:
+                return x1
+            window = torch.cat([state["conv"][..., 1:], x1.transpose(1, 2)], dim=-1)  # (B, D, k)
             new_state["conv"] = window
-            x = F.silu((window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias).unsqueeze(1)
+            return F.silu((window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias).unsqueeze(1)
+
+        x = self._ssm_input(x, conv_step)
         sel = self._selection(x)
         A_bar, factor = discretize(self.cfg.discretization, self.A(), sel.delta)
-        b = (factor * self._input(x, sel))[:, 0]
+        b = self._driving_term(x, sel, factor)[:, 0]
         h = A_bar.squeeze(1) * state["h"] + b if A_bar.dim() == 4 else A_bar * state["h"] + b
         new_state["h"] = h
         y = self._readout(h.unsqueeze(1), sel, self.C) + x * self.D

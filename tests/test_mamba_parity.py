@@ -78,7 +78,7 @@ def test_cuda_mode_argument_mapping(reference, monkeypatch) -> None:
     g_ref = torch.autograd.grad(y_ref.sum(), list(layer.parameters()))
     # the device check is the only CUDA-specific step: call the mode directly
     x, z = layer._branch(u)
-    y = layer._output(layer._mix(layer._conv(x), "cuda"), z)
+    y = layer._output(layer._mix(layer._ssm_input(x, layer._conv), "cuda"), z)
     g = torch.autograd.grad(y.sum(), list(layer.parameters()))
     assert relative_error(y, y_ref) < 1e-7  # the reference scan computes A in float32
     for a, b in zip(g, g_ref):

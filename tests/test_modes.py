@@ -19,6 +19,7 @@ CONFIGS = {
     "mamba": preset("mamba", d_model=6, d_state=4),
     "selective_mimo": preset("s5", d_model=6, d_state=8, selective="dt,B,C"),
     "gated_mimo": preset("s5", d_model=6, d_state=8, gate="silu", expand=1, conv=3),
+    "h3_gated_siso": preset("s4d", d_model=4, d_state=4, gate="h3", expand=1, conv=2),
     "grouped_mimo": preset("s5", d_model=6, d_state=4, groups=3, selective="B,C"),
     "complex_selective_siso": preset("mamba", d_model=4, d_state=4, complex=True, init="s4d_lin",
                                      discretization="zoh"),

@@ -16,6 +16,7 @@ LAYERS = {
     "mamba": preset("mamba", d_model=8, d_state=4),
     "selective_mimo": preset("s5", d_model=8, d_state=8, selective="dt,B,C"),
     "gated_mimo": preset("s5", d_model=8, d_state=8, gate="silu", expand=1, conv=4),
+    "h3_gated_selective": preset("mamba", d_model=8, d_state=4, gate="h3"),
     "bilinear_real": preset("s4d", d_model=8, d_state=4, complex=False, init="s4d_real", discretization="bilinear"),
 }
 

@@ -78,7 +78,7 @@ def test_cuda_mode_on_cpu_is_refused() -> None:
         layer(torch.randn(1, 3, 4))
 
 
-COMBINATIONS = list(itertools.product(["mimo", "siso"], ["", "dt", "B", "C", "dt,B,C"], ["none", "glu", "silu"]))
+COMBINATIONS = list(itertools.product(["mimo", "siso"], ["", "dt", "B", "C", "dt,B,C"], ["none", "glu", "silu", "h3"]))
 
 
 @pytest.mark.parametrize("structure, selective, gate", COMBINATIONS)
@@ -86,7 +86,7 @@ def test_every_headline_combination_trains(structure: str, selective: str, gate:
     """A few AdamW steps on a fixed batch of a tiny regression task reduce the loss."""
     torch.manual_seed(0)
     cfg = SSMConfig(d_model=8, d_state=8, structure=structure, selective=selective, gate=gate,
-                    expand=1 if gate == "silu" else 0, init="s4d_lin")
+                    expand=1 if gate in ("silu", "h3") else 0, init="s4d_lin")
     model = models.build(ModelConfig(ssm=cfg, n_layers=1), IOSpec(d_input=3, d_output=2, readout="all"))
     x = torch.randn(4, 12, 3)
     target = torch.cumsum(x[..., :2], dim=1) / 4  # needs memory of the past

@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from .base import IGNORE, Batch, Split, Task, TaskSpec, config_from_dict
+from .adding import Adding
+from .copying import Copying
+from .induction_heads import InductionHeads
+from .mqar import MQAR
 from .sdigits import SDigits
+from .selective_copying import SelectiveCopying
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (SDigits,)}
+TASKS: dict[str, type[Task]] = {
+    cls.name: cls for cls in (SDigits, SelectiveCopying, InductionHeads, MQAR, Copying, Adding)
+}
 
 
 def build(cfg: dict[str, Any], data_seed: int = 0) -> Task:
