@@ -68,12 +68,22 @@ def _odd_even(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def default_chunk_size(length: int) -> int:
-    """sqrt(L) balances the in-chunk steps against the carry steps."""
-    return max(1, int(round(math.sqrt(length))))
+    """About sqrt(L), which balances the in-chunk steps against the carry steps; a divisor
+    of L near it when there is one (no padding needed)."""
+    root = math.sqrt(length)
+    divisors = [d for d in range(max(1, int(root / 2)), int(2 * root) + 1) if length % d == 0]
+    if divisors:
+        return min(divisors, key=lambda d: abs(d - root))
+    return max(1, int(round(root)))
 
 
 def _chunked(a: torch.Tensor, b: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-    """Chunk-parallel scan (no autograd). a: (·, L|1, *S), b: (B, L, *S)."""
+    """Chunk-parallel scan (no autograd). a: (·, L|1, *S), b: (B, L, *S).
+
+    Pass 1, all chunks at once: local states with a zero start, and each chunk's product
+    of transitions P_k. Carries: s_k = P_{k-1} s_{k-1} + (local end state of chunk k-1).
+    Pass 2: h_t += (a_{start}···a_t) s_k, the running product kept per step.
+    """
     batch, L, *S = b.shape
     T = min(chunk_size or default_chunk_size(L), L)
     K = -(-L // T)
@@ -85,26 +95,29 @@ def _chunked(a: torch.Tensor, b: torch.Tensor, chunk_size: int | None = None) ->
             a = torch.cat([a, a.new_ones(a.shape[0], pad, *S)], 1)
     b_c = b.reshape(batch, K, T, *S)
     a_c = a.unsqueeze(1) if invariant else a.reshape(a.shape[0], K, T, *S)  # (·, K|1, T|1, *S)
-    h = torch.empty_like(b_c)
     a_steps = [a_c[:, :, 0]] * T if invariant else a_c.unbind(2)
     b_steps = b_c.unbind(2)
+    h = torch.empty_like(b_c)
     current = b_steps[0]
     h[:, :, 0] = current
+    product = None if invariant else a_steps[0]
     for t in range(1, T):
         current = torch.addcmul(b_steps[t], a_steps[t], current)
         h[:, :, t] = current
+        if not invariant:
+            product = product * a_steps[t]
     if K > 1:
         if invariant:
-            a_cum = torch.cumprod(a_c.expand(a_c.shape[0], 1, T, *S), 2)  # a^(t+1), (·, 1, T, *S)
-        else:
-            a_cum = torch.cumprod(a_c, 2)  # (·, K, T, *S)
+            product = a_steps[0] ** T
         start = torch.zeros_like(b_c[:, 0, 0])
         starts = [start]
         for k in range(1, K):
-            start = torch.addcmul(h[:, k - 1, -1], a_cum[:, 0 if invariant else k - 1, -1], start)
+            start = torch.addcmul(h[:, k - 1, -1], product[:, 0 if invariant else k - 1], start)
             starts.append(start)
-        carry = torch.stack(starts, 1).unsqueeze(2)  # (B, K, 1, *S)
-        h = torch.addcmul(h, a_cum, carry)
+        running = torch.stack(starts, 1)  # (B, K, *S): the state entering each chunk
+        for t in range(T):
+            running = running * a_steps[t]
+            h[:, :, t] += running
     return h.reshape(batch, K * T, *S)[:, :L]
 
 
