@@ -125,3 +125,12 @@ def test_results_dir_check_names_the_problem(tmp_path) -> None:
         check_writable(str(blocker / "sub"))
     with pytest.raises(ValueError, match="MB free"):
         check_writable(str(tmp_path), min_free_mb=1e12)
+
+
+def test_parallel_sweep_with_joblib_loses_no_row(tmp_path) -> None:
+    result = ablate("+experiment=smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                    f"results_dir={tmp_path}", "-m")
+    assert result.returncode == 0, result.stderr[-2000:]
+    df = rows(tmp_path)
+    assert len(df) == 4 and df["run_id"].is_unique and (df["status"] == "ok").all()
+    assert not glob.glob(os.path.join(tmp_path, "runs", ".*.tmp"))
