@@ -9,7 +9,8 @@ All functions return float64 / complex128 tensors; the layer casts them to its d
   S is diagonalised as S = V diag(Λ) V^*, V unitary.
 * S4D-Lin  (Gu et al. 2022, "On the Parameterization and Initialization of Diagonal SSMs", §4):
   A_n = -1/2 + i π n.
-* S4D-Inv  (same paper): A_n = -1/2 + i (N/π) (N / (2n+1) - 1), N the number of complex modes.
+* S4D-Inv  (same paper): A_n = -1/2 + i (N/π) (N / (2n+1) - 1), N = d_state (the official
+  code's convention: N counts both halves of the conjugate pairs), n = 0..N/2-1.
 * S4D-Real (same paper; Mamba's default): A_n = -(n+1).
 * random: Re A = -exp(z), z ~ N(log 1/2, 1); Im A ~ U(0, π n_modes) sorted (the S4D-Lin range).
 """
@@ -60,10 +61,10 @@ def s4d_lin(n_modes: int) -> torch.Tensor:
     return torch.complex(torch.full_like(n, -0.5), math.pi * n)
 
 
-def s4d_inv(n_modes: int) -> torch.Tensor:
-    """A_n = -1/2 + i (N/π)(N/(2n+1) - 1), N = n_modes; (n_modes,) complex128."""
+def s4d_inv(n_modes: int, d_state: int) -> torch.Tensor:
+    """A_n = -1/2 + i (N/π)(N/(2n+1) - 1), N = d_state, n < n_modes; (n_modes,) complex128."""
     n = torch.arange(n_modes, dtype=torch.float64)
-    N = float(n_modes)
+    N = float(d_state)
     return torch.complex(torch.full_like(n, -0.5), N / math.pi * (N / (2 * n + 1) - 1))
 
 
@@ -112,7 +113,7 @@ def eigenvalues(init: str, n_modes: int, d_state: int, complex_state: bool,
     if init == "s4d_lin":
         return s4d_lin(n_modes)
     if init == "s4d_inv":
-        return s4d_inv(n_modes)
+        return s4d_inv(n_modes, d_state)
     if init == "s4d_real":
         values = s4d_real(n_modes)
         return values.to(torch.complex128) if complex_state else values

@@ -150,17 +150,18 @@ class SSMLayer(nn.Module):
             {"normal": nn.init.normal_, "ones": nn.init.ones_, "zeros": nn.init.zeros_}[cfg.skip_init](self.D)
 
     def _init_B(self, V: torch.Tensor | None) -> None:
-        """S5: B ~ lecun_normal (N × c), B̃ = V^* B; without V, B̃ sampled directly."""
+        """S5: B ~ lecun_normal over (N, c) (fan_in N, JAX's convention for that shape),
+        B̃ = V^* B; without V, B̃ sampled directly with the same variance per entry."""
         cfg = self.cfg
         G, c, n, N = cfg.n_groups, cfg.channels_per_group, cfg.n_modes, cfg.d_state
         if not cfg.complex:
-            ssm_init.lecun_normal_(self.B, fan_in=c)
+            ssm_init.lecun_normal_(self.B, fan_in=N)
             return
         if V is not None:
-            B = ssm_init.lecun_normal_(torch.empty(G, N, c, dtype=torch.float64), fan_in=c)
+            B = ssm_init.lecun_normal_(torch.empty(G, N, c, dtype=torch.float64), fan_in=N)
             B_tilde = torch.einsum("Nn,gNc->gnc", V.conj(), B.to(torch.complex128))
         else:
-            parts = ssm_init.lecun_normal_(torch.empty(G, n, c, 2, dtype=torch.float64), fan_in=c)
+            parts = ssm_init.lecun_normal_(torch.empty(G, n, c, 2, dtype=torch.float64), fan_in=N)
             B_tilde = torch.view_as_complex(parts / math.sqrt(2))
         self.B.copy_(torch.view_as_real(B_tilde))
 
@@ -180,8 +181,10 @@ class SSMLayer(nn.Module):
         if cfg.c_init == "complex_normal":
             C.copy_(torch.randn(G, c, n, 2, dtype=torch.float64) * math.sqrt(0.5))
             return
+        # trunc_standard_normal: each row drawn as lecun_normal of shape (1, N, 2): fan_in N;
+        # lecun_normal: one draw of shape (c, N, 2): fan_in c·N (JAX's fan_in convention)
         size = N if V is not None else n
-        fan_in = size if cfg.c_init == "trunc_standard_normal" else c
+        fan_in = size if cfg.c_init == "trunc_standard_normal" else c * size
         raw = ssm_init.lecun_normal_(torch.empty(G, c, size, 2, dtype=torch.float64), fan_in=fan_in)
         C_full = torch.view_as_complex(raw)
         C_tilde = torch.einsum("gcN,Nn->gcn", C_full, V) if V is not None else C_full

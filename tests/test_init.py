@@ -36,8 +36,8 @@ def test_s4d_formulas() -> None:
     assert torch.allclose(lin, torch.complex(torch.full_like(n, -0.5), math.pi * n))
     real = ssm_init.s4d_real(4)
     assert real.tolist() == [-1.0, -2.0, -3.0, -4.0]
-    inv = ssm_init.s4d_inv(4)
-    assert torch.allclose(inv.imag, 4 / math.pi * (4 / (2 * n + 1) - 1))
+    inv = ssm_init.s4d_inv(4, d_state=8)
+    assert torch.allclose(inv.imag, 8 / math.pi * (8 / (2 * n + 1) - 1))
     assert torch.allclose(inv.real, torch.full_like(n, -0.5))
 
 
@@ -106,3 +106,18 @@ def test_s5_log_step_range_and_selective_mimo_starts_as_s5() -> None:
     sel.load_state_dict(s5.state_dict(), strict=False)  # same A, B, C, D, Δ; x_proj stays as initialised
     u = torch.randn(2, 5, 4)
     torch.testing.assert_close(sel(u), s5(u))  # gains start at 1: same function at init
+
+
+def test_s5_B_and_C_follow_the_official_initialisation() -> None:
+    """Without conjugate symmetry V is square and unitary: V B̃ recovers the real lecun_normal
+    B (std 1/sqrt(P), fan_in P), and C̃ V^* the real and imaginary parts of C (std 1/sqrt(P))."""
+    torch.manual_seed(0)
+    P, H = 64, 96
+    layer = SSMLayer(preset("s5", d_model=H, d_state=P, conj_sym=False)).double()
+    _, V = ssm_init.hippo_legs_normal_eig(P)
+    B = V @ torch.view_as_complex(layer.B[0])  # (P, H)
+    assert B.imag.abs().max() < 1e-6
+    assert abs(B.real.std().item() - 1 / math.sqrt(P)) < 0.1 / math.sqrt(P)
+    C = torch.view_as_complex(layer.C[0]) @ V.conj().T  # (H, P)
+    assert abs(C.real.std().item() - 1 / math.sqrt(P)) < 0.1 / math.sqrt(P)
+    assert abs(C.imag.std().item() - 1 / math.sqrt(P)) < 0.1 / math.sqrt(P)
