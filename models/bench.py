@@ -76,7 +76,7 @@ class Settings:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The run's sizes: the brief's defaults, or tiny ones with ``--quick``."""
     if args.quick:
-        return Settings(repeats=args.repeats or 1, warmup=1, budget_s=args.budget, s5_shape=(2, 64, 32, 32),
+        return Settings(repeats=args.repeats or 1, warmup=2, budget_s=args.budget, s5_shape=(2, 64, 32, 32),
                         mamba_shape=(2, 32, 16), sweep_d_model=16, sweep_batch=2, sweep_lengths=(32, 64),
                         step_count=20, step_warmup=5, slow_call_s=SLOW_CALL_S)
     lengths = tuple(256 * 2 ** k for k in range(int(math.log2(args.max_length // 256)) + 1))
@@ -445,7 +445,7 @@ def print_header(settings: Settings) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m models.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat: a smoke run")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat after 2 warm-ups: a smoke run")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per median (default 5; 1 with --quick)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
     parser.add_argument("--budget", type=float, default=10.0,

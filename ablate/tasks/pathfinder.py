@@ -62,11 +62,8 @@ Scoring: one label per image (``loss_on='pooled'``), 2 classes, ``readout='mean'
 from __future__ import annotations
 
 import math
-import random
-from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import accumulate
 
 import numpy as np
 import torch
@@ -77,7 +74,6 @@ from .base import Split, Task, TaskSpec, validate_fields
 
 ANGLES = 48  # direction grid
 SUB = 4  # positions on a 1/SUB pixel grid
-TRIES = 10  # proposals per paddle; start places per contour
 SELF_LINK = 3  # a paddle may come close to its contour's last SELF_LINK paddles only
 BORDER = 1  # id of the pixels outside the image; object ids start at 2
 
@@ -148,77 +144,92 @@ def link_distance(cfg: PathfinderConfig) -> int:
     return math.ceil(cfg.paddle_gap) + 1
 
 
-@dataclass
-class _Stamp:
-    zone: np.ndarray  # flat canvas offsets within link distance of the ink (ink included)
-    ink: np.ndarray  # flat canvas offsets of the ink
-    value: np.ndarray  # intensity of each ink pixel, in (0, 1]
-
-
 def _profile(d: np.ndarray, w: float) -> np.ndarray:
     return np.clip((w - d) / min(w, 1.0), 0.0, 1.0)
 
 
-def _stamps(starts: np.ndarray, ends: np.ndarray, w: float, link: int, reach: int, width: int) -> list[_Stamp]:
-    """One stamp per segment ``starts[i] -> ends[i]`` (points relative to the base pixel,
-    (row, col)): the pixels it inks and the pixels within ``link`` of those."""
+@dataclass
+class _Stamps:
+    """Pre-rendered segments, as flat offsets on the canvas from the pixel holding the start."""
+
+    zone: np.ndarray  # (n, Z) offsets within the link distance of the ink (rows padded by repeats)
+    ink: list[np.ndarray]  # offsets of the ink
+    value: list[np.ndarray]  # intensity of each ink pixel, in (0, 1]
+
+
+def _stamps(starts: np.ndarray, ends: np.ndarray, w: float, link: int, reach: int, width: int) -> _Stamps:
+    """Stamps of the segments ``starts[i] -> ends[i]`` ((row, col), relative to the pixel
+    holding the start); a segment of length 0 is a disc."""
     r = np.arange(-reach, reach + 1, dtype=np.float64)
     py, px = r[:, None], r[None, :]
     ay, ax = starts[:, 0, None, None], starts[:, 1, None, None]
     dy, dx = (ends[:, 0] - starts[:, 0])[:, None, None], (ends[:, 1] - starts[:, 1])[:, None, None]
     norm2 = dy * dy + dx * dx
     t = np.clip(((py - ay) * dy + (px - ax) * dx) / np.where(norm2 > 0, norm2, 1.0), 0.0, 1.0)
-    dist = np.hypot(py - ay - t * dy, px - ax - t * dx)
-    value = _profile(dist, w)
+    value = _profile(np.hypot(py - ay - t * dy, px - ax - t * dx), w)
     ink = value > 0
-    zone = ink.copy()
+    zone = ink.copy()  # dilate by a (2 link + 1)-sided square
     g = ink.shape[1]
     for sy in range(-link, link + 1):
         for sx in range(-link, link + 1):
-            shifted = np.zeros_like(ink)
-            shifted[:, max(sy, 0) : g + min(sy, 0), max(sx, 0) : g + min(sx, 0)] = \
+            zone[:, max(sy, 0) : g + min(sy, 0), max(sx, 0) : g + min(sx, 0)] |= \
                 ink[:, max(-sy, 0) : g + min(-sy, 0), max(-sx, 0) : g + min(-sx, 0)]
-            zone |= shifted
     if zone[:, [0, -1], :].any() or zone[:, :, [0, -1]].any():
-        raise AssertionError("pathfinder stamp window too small")  # reach is computed to avoid this
+        raise AssertionError("pathfinder stamp window too small")  # reach is chosen to avoid this
     flat = (np.arange(g)[:, None] - reach) * width + (np.arange(g)[None, :] - reach)
-    return [_Stamp(flat[z], flat[i], value[s][i].astype(np.float32)) for s, (z, i) in enumerate(zip(zone, ink))]
+    zones = [flat[z] for z in zone]
+    size = max(len(z) for z in zones)
+    table = np.stack([np.concatenate([z, np.full(size - len(z), z[0])]) for z in zones]).astype(np.int32)
+    return _Stamps(table, [flat[i] for i in ink], [value[s][i].astype(np.float32) for s, i in enumerate(ink)])
 
 
 @dataclass
 class _Geometry:
+    """Everything about drawing that depends on the configuration alone. Positions are in
+    1/SUB pixels; a paddle is (y, x, angle) = its start and direction; its stamp is
+    ``angle * SUB**2 + q`` with ``q = (y % SUB) * SUB + x % SUB``."""
+
     size: int
     pad: int
     width: int
-    link: int
-    paddle: list[_Stamp]  # index (angle * SUB + qy) * SUB + qx
-    marker: list[_Stamp]  # index qy * SUB + qx
-    step: list[tuple[int, int]]  # paddle vector per angle, in 1/SUB pixels
-    gap: list[tuple[int, int]]  # gap vector per angle, in 1/SUB pixels
-    turn_cdf: list[float]  # cumulative weights of turns 0 .. ANGLES-1 (in angle steps)
+    paddle: _Stamps
+    marker: _Stamps  # index q
+    step: list[tuple[int, int]]  # paddle vector per direction
+    turn_weights: np.ndarray  # (T,) continuity weights of the turns of positive weight
+    next_angle: list[list[int]]  # [angle][turn] direction of the next paddle
+    next_move: list[list[tuple[int, int]]]  # [angle][turn] next start minus this start
+    next_zone: np.ndarray  # (ANGLES, SUB**2, T, Z) zones of the next paddle's candidates, from this base
 
 
 @lru_cache(maxsize=8)
 def _geometry(size: int, length: float, gap: float, thickness: float, radius: float, continuity: float,
               link: int) -> _Geometry:
     w_paddle, w_marker = thickness / 2 + 0.5, radius + 0.5
-    reach = math.ceil(max(length, w_marker) + w_paddle) + link + 2
-    pad = reach + math.ceil(gap) + link + 4
+    reach = math.ceil(max(length + w_paddle, w_marker)) + link + 2
+    pad = reach + math.ceil(length + gap) + link + 4
     width = size + 2 * pad
-    theta = 2 * math.pi * np.arange(ANGLES) / ANGLES
-    step = [(round(length * SUB * math.sin(a)), round(length * SUB * math.cos(a))) for a in theta]
-    gap_v = [(round(gap * SUB * math.sin(a)), round(gap * SUB * math.cos(a))) for a in theta]
+    theta = 2 * np.pi * np.arange(ANGLES) / ANGLES
+    unit = np.stack([np.sin(theta), np.cos(theta)], 1)
+    step = np.round(length * SUB * unit).astype(np.int64)
+    gap_v = np.round(gap * SUB * unit).astype(np.int64)
     sub = np.arange(SUB) / SUB
-    starts = np.stack(np.broadcast_arrays(sub[None, :, None], sub[None, None, :]), -1)  # (1, SUB, SUB, 2)
-    starts = np.broadcast_to(starts, (ANGLES, SUB, SUB, 2)).reshape(-1, 2)
-    vec = np.repeat(np.array(step, dtype=np.float64) / SUB, SUB * SUB, axis=0)
-    paddle = _stamps(starts, starts + vec, w_paddle, link, reach, width)
-    centres = starts[: SUB * SUB]
-    marker = _stamps(centres, centres, w_marker, link, reach, width)
-    delta = np.minimum(theta, 2 * math.pi - theta)
-    weights = np.cos(np.minimum(delta * continuity, math.pi / 2)) ** 2
-    weights[weights < 1e-9] = 0.0
-    return _Geometry(size, pad, width, link, paddle, marker, step, gap_v, list(accumulate(weights.tolist())))
+    offsets = np.stack(np.meshgrid(sub, sub, indexing="ij"), -1).reshape(-1, 2)  # (SUB**2, 2), index q
+    starts = np.tile(offsets, (ANGLES, 1))
+    paddle = _stamps(starts, starts + np.repeat(step / SUB, SUB * SUB, axis=0), w_paddle, link, reach, width)
+    marker = _stamps(offsets, offsets, w_marker, link, reach, width)
+    delta = np.minimum(theta, 2 * np.pi - theta)
+    weights = np.cos(np.minimum(delta * continuity, np.pi / 2)) ** 2
+    turns = np.nonzero(weights > 1e-9)[0]
+    next_angle = (np.arange(ANGLES)[:, None] + turns[None, :]) % ANGLES  # (ANGLES, T)
+    move = step[:, None, :] + gap_v[next_angle]  # (ANGLES, T, 2)
+    qy, qx = np.divmod(np.arange(SUB * SUB), SUB)
+    ry = qy[None, :, None] + move[:, None, :, 0]  # (ANGLES, SUB**2, T), from this base pixel
+    rx = qx[None, :, None] + move[:, None, :, 1]
+    base = (ry // SUB) * width + rx // SUB
+    stamp = next_angle[:, None, :] * SUB * SUB + (ry % SUB) * SUB + rx % SUB
+    next_zone = paddle.zone[stamp] + base[..., None].astype(np.int32)
+    return _Geometry(size, pad, width, paddle, marker, [tuple(v) for v in step.tolist()], weights[turns],
+                     next_angle.tolist(), [[tuple(v) for v in row] for row in move.tolist()], next_zone)
 
 
 @dataclass
@@ -226,8 +237,8 @@ class PathfinderSample:
     """Images with what drew them. images: (N, S, S) float32 in [-1, 1]; labels: (N,) int64;
     contours: (N, S, S) int16, the contour whose paddle inked each pixel (0 none, 1 and 2
     the target contours A and B, 3.. distractors); markers: (N, S, S) int8 (0 none, 1 or 2:
-    which marker); marker_centres: (N, 2, 2) float32 (row, col); distractors: (N,) int64,
-    distractor contours placed."""
+    which marker's disc inked the pixel); marker_centres: (N, 2, 2) float32 (row, col);
+    distractors: (N,) int64, distractor contours placed."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -238,127 +249,180 @@ class PathfinderSample:
 
 
 class _Canvas:
-    """One image under construction: ids (who inked each pixel) and intensities, on a
-    canvas with ``pad`` pixels of border (id BORDER) around the image."""
+    """One image under construction: which object claims each pixel (``ids``, 0 none), on a
+    canvas with ``pad`` pixels of border (id BORDER) around the image. Every paddle and
+    every marker disc gets the next id, so ids grow in drawing order; intensities are
+    painted at the end (:meth:`paint`)."""
 
     def __init__(self, geo: _Geometry):
         self.geo = geo
         ids = np.full((geo.width, geo.width), BORDER, dtype=np.int32)
         ids[geo.pad : geo.pad + geo.size, geo.pad : geo.pad + geo.size] = 0
         self.ids = ids.reshape(-1)
-        self.img = np.zeros(geo.width * geo.width, dtype=np.float32)
-        self.owner = [0, 0]  # contour index of each id (0 for markers)
-        self.marker_of = [0, 0]  # marker index of each id
-        self.centres: list[tuple[float, float]] = []  # marker centres, pixels (row, col)
+        self.owner = [0, 0]  # per id: contour index (0 for marker discs)
+        self.puts: list[tuple] = []  # per id from 2 on: (pixels, their ids before, stamps, stamp index)
+        self.markers: list[tuple[int, int, int]] = []  # (marker index, y, x) of the discs to paint
         self.placed = 0  # distractor contours placed
 
-    def base(self, y: int, x: int) -> tuple[int, int]:
-        """(flat index of the pixel holding the point, sub-pixel index); y, x in 1/SUB px."""
+    def where(self, y: int, x: int) -> tuple[int, int]:
+        """(flat index of the pixel holding the point (y, x), sub-pixel index q)."""
         g = self.geo
         return (y // SUB + g.pad) * g.width + x // SUB + g.pad, (y % SUB) * SUB + x % SUB
 
-    def fits(self, b: int, stamp: _Stamp, lo: int, hi: int, link: int) -> bool:
-        """No foreign ink near the stamp's ink (ids in lo..hi are not foreign), and, if
-        ``link`` > 0, some ink with an id in link..hi within the link distance."""
-        v = self.ids[b + stamp.zone]
-        if ((v > 0) & ((v < lo) | (v > hi))).any():
-            return False
-        return link <= 0 or bool((v >= link).any())
+    def fits(self, zones: np.ndarray, lo: int, hi: int, link: int) -> np.ndarray:
+        """Per candidate (a row of absolute ``zones``): no pixel claimed by an id outside
+        ``lo..hi`` within the link distance of its ink, and, if ``link`` > 0, a pixel of an id
+        in ``link..hi`` there."""
+        v = self.ids[zones]
+        ok = ~((v > 0) & ((v < lo) | (v > hi))).any(-1)
+        return ok & (v >= link).any(-1) if link > 0 else ok
 
-    def put(self, b: int, stamp: _Stamp, contour: int, marker: int = 0) -> int:
+    def put(self, b: int, stamps: _Stamps, s: int, contour: int) -> int:
+        """Claim the ink of stamp ``s`` placed at ``b`` for a new id (pixels already claimed by
+        the same contour keep their id when the new object is a marker disc)."""
         new = len(self.owner)
-        self.owner.append(contour)
-        self.marker_of.append(marker)
-        at = b + stamp.ink
+        at = b + stamps.ink[s]
+        if stamps is self.geo.marker:
+            at = at[self.ids[at] == 0]
+        self.puts.append((at, self.ids[at], stamps, s, b))
         self.ids[at] = new
-        self.img[at] = np.maximum(self.img[at], stamp.value)
+        self.owner.append(contour)
         return new
 
-    def snapshot(self) -> tuple:
-        return self.ids.copy(), self.img.copy(), len(self.owner)
+    def pop(self) -> None:
+        """Undo the last :meth:`put`."""
+        at, before = self.puts.pop()[:2]
+        self.ids[at] = before
+        self.owner.pop()
 
-    def restore(self, snap: tuple) -> None:
-        self.ids, self.img = snap[0].copy(), snap[1].copy()
-        del self.owner[snap[2] :], self.marker_of[snap[2] :]
+    def rewind(self, count: int) -> None:
+        while len(self.puts) > count:
+            self.pop()
+
+    def paint(self) -> tuple[np.ndarray, np.ndarray]:
+        """(intensities, marker index) of the image's pixels, each (S, S)."""
+        g = self.geo
+        img = np.zeros(g.width * g.width, dtype=np.float32)
+        for at, _, stamps, s, b in self.puts:
+            if stamps is g.paddle:
+                img[b + stamps.ink[s]] = np.maximum(img[b + stamps.ink[s]], stamps.value[s])
+        marks = np.zeros(g.width * g.width, dtype=np.int8)
+        for m, y, x in self.markers:
+            b, q = self.where(y, x)
+            at = b + g.marker.ink[q]
+            img[at] = np.maximum(img[at], g.marker.value[q])
+            marks[at] = m
+        inner = slice(g.pad, g.pad + g.size)
+        return img.reshape(g.width, g.width)[inner, inner], marks.reshape(g.width, g.width)[inner, inner]
+
+    def contours(self) -> np.ndarray:
+        g = self.geo
+        inner = slice(g.pad, g.pad + g.size)
+        return np.asarray(self.owner, dtype=np.int16)[self.ids.reshape(g.width, g.width)[inner, inner]]
 
 
-def _contour(cv: _Canvas, rng: random.Random, y: int, x: int, angle: int, paddles: int, index: int):
-    """Grow one contour from (y, x) (1/SUB px) heading ``angle``; returns its (origin,
-    terminal) tips and id range, or None (the canvas is then restored)."""
+def _choose(rng: np.random.Generator, weights: np.ndarray) -> int:
+    """An index drawn with probability proportional to ``weights`` (some positive)."""
+    cdf = np.cumsum(weights)
+    return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(weights) - 1)
+
+
+def _contour(cv: _Canvas, rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, paddles: int, index: int,
+             claim_tips: bool = False):
+    """A contour of ``paddles`` paddles whose first one starts at one of the candidate
+    points (ys, xs), drawn uniformly among those where it fits, heading a random direction
+    (up to 3 starts). Returns (origin tip, terminal tip, paddle id range) or None (nothing
+    drawn)."""
     g = cv.geo
     span = g.size * SUB
-    if not (0 <= y < span and 0 <= x < span):
-        return None
-    snap = cv.snapshot()
+    inside = (ys >= 0) & (ys < span) & (xs >= 0) & (xs < span)
+    ys, xs = ys[inside], xs[inside]
+    angles = rng.integers(0, ANGLES, len(ys))
+    b = (ys // SUB + g.pad) * g.width + xs // SUB + g.pad
+    q = (ys % SUB) * SUB + xs % SUB
     first = len(cv.owner)
-    b, q = cv.base(y, x)
-    stamp = g.paddle[angle * SUB * SUB + q]
-    if not cv.fits(b, stamp, first, first, 0):
-        return None
-    last = cv.put(b, stamp, index)
-    origin = (y, x)
-    cdf, total = g.turn_cdf, g.turn_cdf[-1]
-    for _ in range(paddles - 1):
-        ey, ex = y + g.step[angle][0], x + g.step[angle][1]
-        for _ in range(TRIES):
-            turn = min(bisect_right(cdf, rng.random() * total), ANGLES - 1)
-            new_angle = (angle + turn) % ANGLES
-            ny, nx = ey + g.gap[new_angle][0], ex + g.gap[new_angle][1]
-            b, q = cv.base(ny, nx)
-            stamp = g.paddle[new_angle * SUB * SUB + q]
-            if cv.fits(b, stamp, max(first, last + 1 - SELF_LINK), last + 1, last):
-                break
-        else:
-            cv.restore(snap)
-            return None
-        last = cv.put(b, stamp, index)
-        y, x, angle = ny, nx, new_angle
-    terminal = (y + g.step[angle][0], x + g.step[angle][1])
-    return origin, terminal, (first, last)
-
-
-def _random_contour(cv: _Canvas, rng: random.Random, paddles: int, index: int, near=None, distance: float = 0.0):
-    """A contour started at a random place (or ``distance`` px from ``near``, a point in
-    1/SUB px), trying up to TRIES starts."""
-    span = cv.geo.size * SUB
-    for _ in range(TRIES):
-        if near is None:
-            y, x = rng.randrange(span), rng.randrange(span)
-        else:
-            phi = rng.random() * 2 * math.pi
-            y, x = near[0] + round(distance * SUB * math.sin(phi)), near[1] + round(distance * SUB * math.cos(phi))
-        got = _contour(cv, rng, y, x, rng.randrange(ANGLES), paddles, index)
-        if got is not None:
-            return got
+    ok = np.nonzero(cv.fits(g.paddle.zone[angles * SUB * SUB + q] + b[:, None], first, first, 0))[0]
+    for _ in range(min(len(ok), 3)):
+        pick = ok[rng.integers(len(ok))]
+        grown = _grow(cv, rng, int(ys[pick]), int(xs[pick]), int(angles[pick]), paddles, index, claim_tips)
+        if grown is not None:
+            return grown
     return None
 
 
-def _image(cfg: PathfinderConfig, geo: _Geometry, rng: random.Random, label: int) -> _Canvas | None:
+def _grow(cv: _Canvas, rng: np.random.Generator, y: int, x: int, angle: int, paddles: int, index: int,
+          claim_tips: bool):
+    """Draw a contour from its (fitting) first paddle. Each next paddle is drawn among all
+    turns where it fits, by continuity weight; at a dead end the last paddle is withdrawn
+    and redrawn among its remaining turns (at most ``paddles`` withdrawals). With
+    ``claim_tips``, marker discs at both tips are claimed (painted later only where a
+    marker goes) and must fit too. None (canvas as before) on failure."""
+    g = cv.geo
+    depth = len(cv.puts)
+    first = len(cv.owner)
+    b, q = cv.where(y, x)
+    cv.put(b, g.paddle, angle * SUB * SUB + q, index)
+    path = [(y, x, angle, b, q)]  # each paddle drawn
+    options: list[np.ndarray] = []  # per paddle after the first: weights of its turns left
+    chosen: list[int] = []
+    budget = paddles
+    while len(path) < paddles:
+        y, x, angle, b, q = path[-1]
+        last = first + len(path) - 1
+        weights = g.turn_weights * cv.fits(g.next_zone[angle, q] + b, max(first, last + 1 - SELF_LINK), last, last)
+        while not weights.any():  # dead end: withdraw the last paddle, redraw it elsewhere
+            if not options or budget == 0:
+                cv.rewind(depth)
+                return None
+            budget -= 1
+            cv.pop()
+            path.pop()
+            weights = options.pop().copy()
+            weights[chosen.pop()] = 0.0
+            y, x, angle, b, q = path[-1]
+        i = _choose(rng, weights)
+        options.append(weights)
+        chosen.append(i)
+        dy, dx = g.next_move[angle][i]
+        y, x, angle = y + dy, x + dx, g.next_angle[angle][i]
+        b, q = cv.where(y, x)
+        cv.put(b, g.paddle, angle * SUB * SUB + q, index)
+        path.append((y, x, angle, b, q))
+    last = first + paddles - 1
+    y, x, angle = path[-1][:3]
+    tips = (path[0][:2], (y + g.step[angle][0], x + g.step[angle][1]))
+    if claim_tips:
+        for ty, tx in tips:
+            b, q = cv.where(ty, tx)
+            if not cv.fits(g.marker.zone[q] + b, first, last, first):
+                cv.rewind(depth)
+                return None
+            cv.put(b, g.marker, q, 0)
+    return tips[0], tips[1], (first, last)
+
+
+def _uniform_points(rng: np.random.Generator, size: int, n: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    return rng.integers(0, size * SUB, n), rng.integers(0, size * SUB, n)
+
+
+def _image(cfg: PathfinderConfig, geo: _Geometry, rng: np.random.Generator, label: int) -> _Canvas | None:
     cv = _Canvas(geo)
-    a = _random_contour(cv, rng, cfg.contour_length, 1)
+    a = _contour(cv, rng, *_uniform_points(rng, geo.size), cfg.contour_length, 1, claim_tips=True)
     if a is None:
         return None
-    b = _random_contour(cv, rng, cfg.contour_length, 2, near=a[0], distance=cfg.seed_distance)
+    phi = (np.arange(64) + rng.random()) * (2 * np.pi / 64)
+    ys = a[0][0] + np.round(cfg.seed_distance * SUB * np.sin(phi)).astype(np.int64)
+    xs = a[0][1] + np.round(cfg.seed_distance * SUB * np.cos(phi)).astype(np.int64)
+    b = _contour(cv, rng, ys, xs, cfg.contour_length, 2, claim_tips=True)
     if b is None:
         return None
-    first = rng.randrange(2)
+    first = int(rng.integers(2))
     targets = (a, b)
     ends = ((targets[first], 0), (targets[first if label else 1 - first], 1))  # (contour, which tip)
-    centres = []
-    for m, (contour, tip) in enumerate(ends, start=1):
-        y, x = contour[tip]
-        base, q = cv.base(y, x)
-        lo, hi = contour[2]
-        if not cv.fits(base, geo.marker[q], lo, hi, lo):
-            return None
-        cv.put(base, geo.marker[q], 0, marker=m)
-        centres.append((y / SUB, x / SUB))
-    cv.centres = centres
-    placed = 0  # distractors are numbered 3, 4, ... in the order they are placed
-    for i in range(cfg.num_distractors):
-        if _random_contour(cv, rng, cfg.distractor_length, 3 + placed) is not None:
-            placed += 1
-    cv.placed = placed
+    cv.markers = [(m, *contour[tip]) for m, (contour, tip) in enumerate(ends, start=1)]
+    for _ in range(cfg.num_distractors):  # distractors are numbered 3, 4, ... as placed
+        if _contour(cv, rng, *_uniform_points(rng, geo.size), cfg.distractor_length, 3 + cv.placed) is not None:
+            cv.placed += 1
     return cv
 
 
@@ -366,32 +430,29 @@ def render(cfg: PathfinderConfig, n: int, seed: int) -> PathfinderSample:
     """``n`` images and what drew them; deterministic in ``seed``."""
     geo = _geometry(cfg.image_size, float(cfg.paddle_length), float(cfg.paddle_gap), float(cfg.thickness),
                     float(cfg.marker_radius), float(cfg.continuity), link_distance(cfg))
-    rng = random.Random(seed)
-    s, p, w = geo.size, geo.pad, geo.width
+    rng = np.random.Generator(np.random.PCG64(seed))
+    s = geo.size
     images = np.empty((n, s, s), dtype=np.float32)
     contours = np.empty((n, s, s), dtype=np.int16)
     markers = np.empty((n, s, s), dtype=np.int8)
     centres = np.empty((n, 2, 2), dtype=np.float32)
-    labels = np.empty(n, dtype=np.int64)
+    labels = (rng.random(n) < 0.5).astype(np.int64)
     placed = np.empty(n, dtype=np.int64)
     for i in range(n):
-        label = int(rng.random() < 0.5)
-        for _ in range(500):
-            cv = _image(cfg, geo, rng, label)
+        for _ in range(200):
+            cv = _image(cfg, geo, rng, int(labels[i]))
             if cv is not None:
                 break
         else:
             raise RuntimeError(
-                f"Pathfinder could not draw an image in 500 tries with image_size={cfg.image_size}, "
-                f"contour_length={cfg.contour_length}, paddle_length={cfg.paddle_length}, paddle_gap={cfg.paddle_gap}, "
-                f"seed_distance={cfg.seed_distance}; use shorter contours or a larger image"
+                f"Pathfinder could not draw an image in 200 tries with image_size={cfg.image_size}, "
+                f"contour_length={cfg.contour_length}, paddle_length={cfg.paddle_length}, "
+                f"paddle_gap={cfg.paddle_gap}, seed_distance={cfg.seed_distance}; "
+                "use shorter contours or a larger image"
             )
-        ids = cv.ids.reshape(w, w)[p : p + s, p : p + s]
-        images[i] = cv.img.reshape(w, w)[p : p + s, p : p + s]
-        contours[i] = np.asarray(cv.owner, dtype=np.int16)[ids]
-        markers[i] = np.asarray(cv.marker_of, dtype=np.int8)[ids]
-        centres[i] = cv.centres
-        labels[i] = label
+        images[i], markers[i] = cv.paint()
+        contours[i] = cv.contours()
+        centres[i] = [(y / SUB, x / SUB) for _, y, x in cv.markers]
         placed[i] = cv.placed
     return PathfinderSample(2 * images - 1, labels, contours, markers, centres, placed)
 
