@@ -386,7 +386,7 @@ class SSMLayer(nn.Module):
         """
         L = x.shape[1]
         log_a = log_transition(self.cfg.discretization, A, delta, A_bar)  # (G, n)
-        powers = torch.exp(log_a.unsqueeze(-1) * torch.arange(L, device=x.device, dtype=x.dtype))  # (G, n, L)
+        powers = _powers(log_a.unsqueeze(-1), torch.arange(L, device=x.device, dtype=x.dtype))  # (G, n, L)
         y = None
         for C_param, flip in ((self.C, False), (self.C_backward, True)):
             if C_param is None:
@@ -462,6 +462,14 @@ class SSMLayer(nn.Module):
         return self._output(y, z)[:, 0], new_state
 
 
+def _powers(log_a: torch.Tensor, lags: torch.Tensor) -> torch.Tensor:
+    """Ā^l = exp(l log Ā) for integer lags l, broadcast. For complex log Ā it is built from
+    its modulus and angle (torch.polar), several times faster than a complex exp."""
+    if not log_a.is_complex():
+        return torch.exp(lags * log_a)
+    return torch.polar(torch.exp(lags * log_a.real), lags * log_a.imag)
+
+
 def _causal_fft_conv(x: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """y[:, t] = Σ_{s<=t} K[t-s] x[:, s] by FFT at length 2L. x: (B, L, D), K: (L, D)."""
     L = x.shape[1]
@@ -478,7 +486,7 @@ def _state_conv(log_a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     L = b.shape[1]
     n = 2 * L
     lags = torch.arange(L, device=b.device, dtype=log_a.real.dtype)
-    kernel = torch.exp(lags.view(L, 1, 1) * log_a)  # (L, G, n)
+    kernel = _powers(log_a, lags.view(L, 1, 1))  # (L, G, n)
     if not b.is_complex() and not kernel.is_complex():
         return torch.fft.irfft(torch.fft.rfft(b, n=n, dim=1) * torch.fft.rfft(kernel, n=n, dim=0), n=n, dim=1)[:, :L]
     cdtype = b.dtype if b.is_complex() else kernel.dtype

@@ -74,6 +74,8 @@ from .base import Split, Task, TaskSpec, validate_fields
 
 ANGLES = 48  # direction grid
 SUB = 4  # positions on a 1/SUB pixel grid
+BACKTRACK = 1  # withdrawals allowed per paddle of a contour
+STARTS = 3  # start points tried per contour
 SELF_LINK = 3  # a paddle may come close to its contour's last SELF_LINK paddles only
 BORDER = 1  # id of the pixels outside the image; object ids start at 2
 
@@ -254,8 +256,10 @@ class _Canvas:
     every marker disc gets the next id, so ids grow in drawing order; intensities are
     painted at the end (:meth:`paint`)."""
 
-    def __init__(self, geo: _Geometry):
+    def __init__(self, geo: _Geometry, rng: np.random.Generator):
         self.geo = geo
+        self.rng = rng
+        self._uniforms: list[float] = []
         ids = np.full((geo.width, geo.width), BORDER, dtype=np.int32)
         ids[geo.pad : geo.pad + geo.size, geo.pad : geo.pad + geo.size] = 0
         self.ids = ids.reshape(-1)
@@ -263,6 +267,12 @@ class _Canvas:
         self.puts: list[tuple] = []  # per id from 2 on: (pixels, their ids before, stamps, stamp index)
         self.markers: list[tuple[int, int, int]] = []  # (marker index, y, x) of the discs to paint
         self.placed = 0  # distractor contours placed
+
+    def uniform(self) -> float:
+        """A uniform draw in [0, 1) from ``rng`` (drawn in blocks, for speed)."""
+        if not self._uniforms:
+            self._uniforms = self.rng.random(256).tolist()[::-1]
+        return self._uniforms.pop()
 
     def where(self, y: int, x: int) -> tuple[int, int]:
         """(flat index of the pixel holding the point (y, x), sub-pixel index q)."""
@@ -321,12 +331,6 @@ class _Canvas:
         return np.asarray(self.owner, dtype=np.int16)[self.ids.reshape(g.width, g.width)[inner, inner]]
 
 
-def _choose(rng: np.random.Generator, weights: np.ndarray) -> int:
-    """An index drawn with probability proportional to ``weights`` (some positive)."""
-    cdf = np.cumsum(weights)
-    return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(weights) - 1)
-
-
 def _contour(cv: _Canvas, rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, paddles: int, index: int,
              claim_tips: bool = False):
     """A contour of ``paddles`` paddles whose first one starts at one of the candidate
@@ -342,7 +346,7 @@ def _contour(cv: _Canvas, rng: np.random.Generator, ys: np.ndarray, xs: np.ndarr
     q = (ys % SUB) * SUB + xs % SUB
     first = len(cv.owner)
     ok = np.nonzero(cv.fits(g.paddle.zone[angles * SUB * SUB + q] + b[:, None], first, first, 0))[0]
-    for _ in range(min(len(ok), 3)):
+    for _ in range(min(len(ok), STARTS)):
         pick = ok[rng.integers(len(ok))]
         grown = _grow(cv, rng, int(ys[pick]), int(xs[pick]), int(angles[pick]), paddles, index, claim_tips)
         if grown is not None:
@@ -358,30 +362,39 @@ def _grow(cv: _Canvas, rng: np.random.Generator, y: int, x: int, angle: int, pad
     ``claim_tips``, marker discs at both tips are claimed (painted later only where a
     marker goes) and must fit too. None (canvas as before) on failure."""
     g = cv.geo
+    ids, turn_weights, next_zone = cv.ids, g.turn_weights, g.next_zone
     depth = len(cv.puts)
     first = len(cv.owner)
     b, q = cv.where(y, x)
     cv.put(b, g.paddle, angle * SUB * SUB + q, index)
     path = [(y, x, angle, b, q)]  # each paddle drawn
-    options: list[np.ndarray] = []  # per paddle after the first: weights of its turns left
+    options: list[np.ndarray] = []  # per paddle after the first: cumulative weights of its turns
     chosen: list[int] = []
-    budget = paddles
+    budget = BACKTRACK * paddles
     while len(path) < paddles:
         y, x, angle, b, q = path[-1]
         last = first + len(path) - 1
-        weights = g.turn_weights * cv.fits(g.next_zone[angle, q] + b, max(first, last + 1 - SELF_LINK), last, last)
-        while not weights.any():  # dead end: withdraw the last paddle, redraw it elsewhere
+        # A turn fits if no id in 1 .. lo-1 (another object, or this contour's paddles
+        # before the last SELF_LINK) is within the link distance of its ink, and the last
+        # paddle is (no newer ids exist yet). With v - 1 read unsigned, free pixels (0) are huge.
+        v = ids[next_zone[angle, q] + b]
+        v -= 1
+        lo = max(first, last + 1 - SELF_LINK)
+        foreign = (v.view(np.uint32) < lo - 1).any(-1)
+        linked = (v == last - 1).any(-1)
+        cdf = np.cumsum(turn_weights * (linked > foreign))
+        while cdf[-1] <= 0:  # dead end: withdraw the last paddle, redraw it among its other turns
             if not options or budget == 0:
                 cv.rewind(depth)
                 return None
             budget -= 1
             cv.pop()
             path.pop()
-            weights = options.pop().copy()
-            weights[chosen.pop()] = 0.0
+            cdf, i = options.pop(), chosen.pop()
+            cdf = cdf - np.where(np.arange(len(cdf)) >= i, cdf[i] - (cdf[i - 1] if i else 0.0), 0.0)
             y, x, angle, b, q = path[-1]
-        i = _choose(rng, weights)
-        options.append(weights)
+        i = min(int(np.searchsorted(cdf, cv.uniform() * cdf[-1], side="right")), len(cdf) - 1)
+        options.append(cdf)
         chosen.append(i)
         dy, dx = g.next_move[angle][i]
         y, x, angle = y + dy, x + dx, g.next_angle[angle][i]
@@ -406,7 +419,7 @@ def _uniform_points(rng: np.random.Generator, size: int, n: int = 32) -> tuple[n
 
 
 def _image(cfg: PathfinderConfig, geo: _Geometry, rng: np.random.Generator, label: int) -> _Canvas | None:
-    cv = _Canvas(geo)
+    cv = _Canvas(geo, rng)
     a = _contour(cv, rng, *_uniform_points(rng, geo.size), cfg.contour_length, 1, claim_tips=True)
     if a is None:
         return None
