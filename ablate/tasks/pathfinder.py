@@ -345,7 +345,10 @@ def _contour(cv: _Canvas, rng: np.random.Generator, ys: np.ndarray, xs: np.ndarr
     b = (ys // SUB + g.pad) * g.width + xs // SUB + g.pad
     q = (ys % SUB) * SUB + xs % SUB
     first = len(cv.owner)
-    ok = np.nonzero(cv.fits(g.paddle.zone[angles * SUB * SUB + q] + b[:, None], first, first, 0))[0]
+    ok = cv.fits(g.paddle.zone[angles * SUB * SUB + q] + b[:, None], first, first, 0)
+    if claim_tips:  # room for a marker disc at the start too
+        ok &= cv.fits(g.marker.zone[q] + b[:, None], first, first, 0)
+    ok = np.nonzero(ok)[0]
     for _ in range(min(len(ok), STARTS)):
         pick = ok[rng.integers(len(ok))]
         grown = _grow(cv, rng, int(ys[pick]), int(xs[pick]), int(angles[pick]), paddles, index, claim_tips)
@@ -371,18 +374,37 @@ def _grow(cv: _Canvas, rng: np.random.Generator, y: int, x: int, angle: int, pad
     options: list[np.ndarray] = []  # per paddle after the first: cumulative weights of its turns
     chosen: list[int] = []
     budget = BACKTRACK * paddles
-    while len(path) < paddles:
+    no_turn = np.zeros(len(turn_weights))
+    while True:
         y, x, angle, b, q = path[-1]
         last = first + len(path) - 1
-        # A turn fits if no id in 1 .. lo-1 (another object, or this contour's paddles
-        # before the last SELF_LINK) is within the link distance of its ink, and the last
-        # paddle is (no newer ids exist yet). With v - 1 read unsigned, free pixels (0) are huge.
-        v = ids[next_zone[angle, q] + b]
-        v -= 1
-        lo = max(first, last + 1 - SELF_LINK)
-        foreign = (v.view(np.uint32) < lo - 1).any(-1)
-        linked = (v == last - 1).any(-1)
-        cdf = np.cumsum(turn_weights * (linked > foreign))
+        if len(path) == paddles:
+            if not claim_tips:
+                break
+            # Claim marker discs at both tips (the start's was checked when it was chosen);
+            # if the far one does not fit, redraw the last paddle.
+            oy, ox = path[0][:2]
+            if not _disc_fits(cv, oy, ox, first, last):
+                raise AssertionError("pathfinder marker disc does not fit")
+            b, q = cv.where(oy, ox)
+            cv.put(b, g.marker, q, 0)
+            ty, tx = y + g.step[angle][0], x + g.step[angle][1]
+            if _disc_fits(cv, ty, tx, first, last):
+                b, q = cv.where(ty, tx)
+                cv.put(b, g.marker, q, 0)
+                break
+            cv.pop()
+            cdf = no_turn
+        else:
+            # A turn fits if no id in 1 .. lo-1 (another object, or this contour's paddles
+            # before the last SELF_LINK) is within the link distance of its ink, and the last
+            # paddle is (no newer ids exist yet). With v - 1 read unsigned, free pixels are huge.
+            v = ids[next_zone[angle, q] + b]
+            v -= 1
+            lo = max(first, last + 1 - SELF_LINK)
+            foreign = (v.view(np.uint32) < lo - 1).any(-1)
+            linked = (v == last - 1).any(-1)
+            cdf = np.cumsum(turn_weights * (linked > foreign))
         while cdf[-1] <= 0:  # dead end: withdraw the last paddle, redraw it among its other turns
             if not options or budget == 0:
                 cv.rewind(depth)
@@ -401,17 +423,15 @@ def _grow(cv: _Canvas, rng: np.random.Generator, y: int, x: int, angle: int, pad
         b, q = cv.where(y, x)
         cv.put(b, g.paddle, angle * SUB * SUB + q, index)
         path.append((y, x, angle, b, q))
-    last = first + paddles - 1
     y, x, angle = path[-1][:3]
-    tips = (path[0][:2], (y + g.step[angle][0], x + g.step[angle][1]))
-    if claim_tips:
-        for ty, tx in tips:
-            b, q = cv.where(ty, tx)
-            if not cv.fits(g.marker.zone[q] + b, first, last, first):
-                cv.rewind(depth)
-                return None
-            cv.put(b, g.marker, q, 0)
-    return tips[0], tips[1], (first, last)
+    return path[0][:2], (y + g.step[angle][0], x + g.step[angle][1]), (first, first + paddles - 1)
+
+
+def _disc_fits(cv: _Canvas, y: int, x: int, first: int, last: int) -> bool:
+    """A marker disc at (y, x) claimed for the contour with paddle ids first..last fits:
+    only that contour within the link distance of it, and the disc touches it."""
+    b, q = cv.where(y, x)
+    return bool(cv.fits(cv.geo.marker.zone[q] + b, first, last, first))
 
 
 def _uniform_points(rng: np.random.Generator, size: int, n: int = 32) -> tuple[np.ndarray, np.ndarray]:
