@@ -99,9 +99,10 @@ def test_killed_run_resumes_from_its_checkpoint_to_the_same_row(tmp_path) -> Non
     ("model.ssm.d_state=0", "error: model.ssm.d_state=0 is not valid"),
     ("model.ssm.structure=diagonal", "error: model.ssm.structure='diagonal' is not valid"),
     ("trainer.max_steps=0", "error: trainer.max_steps=0 is not valid"),
+    ("task=lra task.data_dir=/no/such/dir", "error: LRA listops: data_dir '/no/such/dir' is not a folder"),
 ])
 def test_bad_input_is_a_one_line_error_before_training(tmp_path, override: str, first_line: str) -> None:
-    result = ablate(override, f"results_dir={tmp_path}")
+    result = ablate(*override.split(), f"results_dir={tmp_path}")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[0].startswith(first_line)
     assert not os.path.exists(tmp_path / "runs")

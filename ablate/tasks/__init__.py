@@ -8,12 +8,16 @@ from .base import IGNORE, Batch, Split, Task, TaskSpec, config_from_dict
 from .adding import Adding
 from .copying import Copying
 from .induction_heads import InductionHeads
+from .listops import ListOps
+from .lra import LRA
 from .mqar import MQAR
+from .pathfinder import Pathfinder
 from .sdigits import SDigits
 from .selective_copying import SelectiveCopying
 
 TASKS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (SDigits, SelectiveCopying, InductionHeads, MQAR, Copying, Adding)
+    cls.name: cls
+    for cls in (SDigits, SelectiveCopying, InductionHeads, MQAR, Copying, Adding, ListOps, Pathfinder, LRA)
 }
 
 

@@ -222,7 +222,8 @@ class ListOpsConfig:
                 f"task.max_args={self.max_args!r} is not valid with task.min_args={self.min_args!r}; "
                 "expected max_args >= min_args"
             )
-        if not isinstance(self.leaf_prob, (int, float)) or isinstance(self.leaf_prob, bool) or not 0 <= self.leaf_prob < 1:
+        leaf_prob = self.leaf_prob
+        if not isinstance(leaf_prob, (int, float)) or isinstance(leaf_prob, bool) or not 0 <= leaf_prob < 1:
             raise ValueError(f"task.leaf_prob={self.leaf_prob!r} is not valid; expected >= 0 and < 1")
         if self.min_length > self.max_length:
             raise ValueError(

@@ -3,60 +3,70 @@ two circular markers joined by one dashed curved contour? Two classes, one image
 pixel by pixel.
 
 What is generated (a re-implementation of the task's definition, in the spirit of the
-``snakes2`` generator, github.com/drewlinsley/pathfinder, with LRA's parameters; our
-drawing is not theirs, so images are similar in kind, not identical):
+``snakes2`` generator, github.com/drewlinsley/pathfinder, with LRA's parameters; the
+drawing is ours, so the images are of the same kind, not the same images):
 
 * Contours ("snakes") are chains of *paddles*: line segments of ``paddle_length`` pixels
-  and stroke ``thickness``, separated by gaps of ``paddle_gap`` pixels (the dashes). Paddle
-  ``j + 1`` starts ``paddle_gap`` beyond the end of paddle ``j`` along its own direction.
-  Directions lie on a grid of 48 angles (7.5 degrees); the turn ``delta`` from one paddle to
-  the next is drawn with weight ``cos(min(|delta| * continuity, pi / 2)) ** 2`` (snakes2's
-  continuity rule: larger ``continuity`` means straighter contours; 1.0 allows turns up
-  to 90 degrees). A proposal that breaks a rule below is redrawn (up to 10 times), then
-  the contour is abandoned.
-* Every image holds two target contours A and B of ``contour_length`` paddles each, B
-  starting ``seed_distance`` pixels from A's start in a random direction, then two
-  markers: discs of ``marker_radius`` centred on contour ends. One target contour ``i``
-  (A or B, at random) gets a marker on its first end; the second marker goes on the far
-  end of the same contour for label 1 (connected) or on the far end of the other target
-  contour for label 0 (as snakes2 does, so both classes show the same ink: two long
-  contours, two markers). Labels are drawn uniformly (p = 1/2 each).
-* Then up to ``num_distractors`` distractor contours of ``distractor_length`` paddles,
-  each started at up to 10 random places and dropped if it cannot be completed.
+  and stroke ``thickness``, separated by gaps of ``paddle_gap`` pixels (the dashes): paddle
+  ``j + 1`` starts ``paddle_gap`` beyond the end of paddle ``j``, along its own direction.
+  Directions lie on a grid of 48 angles (7.5 degrees). The turn ``delta`` from one paddle
+  to the next is drawn among the turns where the next paddle obeys the rules below, with
+  weight ``cos(min(|delta| * continuity, pi / 2)) ** 2`` (snakes2's continuity rule: a
+  larger ``continuity`` makes straighter contours; 1.0 allows turns up to 90 degrees). At
+  a dead end the last paddle is withdrawn and redrawn among its other turns (at most
+  ``contour_length`` withdrawals per contour), else the contour is abandoned.
+* Every image holds two target contours A and B of ``contour_length`` paddles each; B
+  starts ``seed_distance`` pixels from A's start, in a random direction, at a place where
+  its first paddle fits. Then two markers, discs of ``marker_radius`` centred on contour
+  tips: one target contour (A or B, at random) gets a marker on its first tip; the
+  second marker goes on the far tip of the same contour for label 1 (connected) or on the
+  far tip of the other target contour for label 0. As in snakes2, both classes show the
+  same ink: two long contours, two markers. Labels are drawn with p = 1/2 each.
+* Then ``num_distractors`` distractor contours of ``distractor_length`` paddles, each
+  tried from up to 3 random starts (among 32 random points, where its first paddle fits)
+  and dropped if it cannot be completed, so crowded images hold fewer (about 3 of 5 on
+  average at 32x32, 4.5 of 5 at 64x64).
 
-Rules that make the label a property of the pixels (checked on the raster, per proposal):
-* ink pixels of different objects (contours, and markers counted with the contour they
-  sit on) are more than ``link_distance = ceil(paddle_gap) + 1`` pixels apart in the
-  max-norm (Chebyshev), and every pixel outside the image counts as another object;
-* each paddle has an ink pixel within ``link_distance`` of its predecessor's ink (and each
-  marker of its contour's ink), so the dashes of one contour stay linked;
+Rules that make the label a property of the pixels, checked on the raster for every
+paddle and marker drawn (``link_distance = ceil(paddle_gap) + 1``, distances in the
+max-norm, i.e. Chebyshev):
+* ink of different objects is more than ``link_distance`` apart. The objects are the
+  contours, each with a disc of the marker's size claimed at both of its tips when it is
+  a target contour (so markers, wherever they go, keep clear of other contours, and the
+  two markers keep clear of each other in both classes); the outside of the image is an
+  object too;
+* each paddle has ink within ``link_distance`` of its predecessor's ink, and each marker
+  of its contour's, so the dashes of one contour stay linked;
 * a paddle keeps ``link_distance`` clear of its own contour except its last 3 paddles (no
-  coils or self-touching).
+  coils, no touching itself).
 Consequence (tested): with ``ink = image > -1`` and ink pixels linked when their max-norm
-distance is at most ``link_distance`` (equivalently: dilate the ink by a
-``link_distance``-sided square and take 8-connected components), the two marker centres
-lie in one component if and only if the label is 1. Images that cannot be completed are
-redrawn whole with the same label.
+distance is at most ``link_distance`` (the same as dilating the ink by a
+``link_distance``-sided square and taking 8-connected components), the two marker centres
+lie in one component if and only if the label is 1. An image whose target contours
+cannot be completed is redrawn whole, with the same label.
 
 Rendering: pixel ``(i, j)`` has its centre at ``(i, j)``; positions live on a quarter-pixel
-grid. A paddle at distance ``d`` from a pixel centre gives intensity
+grid. A paddle at distance ``d`` from a pixel centre gives the pixel intensity
 ``clip((w - d) / min(w, 1), 0, 1)`` with ``w = thickness / 2 + 0.5`` (a stroke
-anti-aliased over one pixel), a marker the same with ``w = marker_radius + 0.5``; objects
-combine by max. The background is 0. Images are mapped to ``[-1, 1]`` (``2 v - 1``; the
-background is exactly -1), flattened row-major into a ``(size**2, 1)`` feature sequence.
+anti-aliased over one pixel), a marker the same with ``w = marker_radius + 0.5``;
+intensities below 1/255 are dropped, overlaps combine by max, the background is 0.
+Images are mapped to ``[-1, 1]`` by ``2 v - 1`` (the background is exactly -1) and
+flattened row-major into a ``(image_size**2, 1)`` feature sequence. :func:`render` also returns which contour and
+which marker inked each pixel, for inspection and tests.
 
-Parameters (``None`` takes the preset of the nearest LRA resolution, 32 for
-``image_size <= 48``, else 64). 32x32 ("hard", LRA's Pathfinder32): contour length 14,
+Parameters left ``None`` take the preset of the nearer LRA resolution (32 for
+``image_size <= 48``, else 64). 32x32, LRA's Pathfinder32 "hard": contour length 14,
 distractor length 14 // 3 = 4, 20 // 4 = 5 distractors, paddle length 2, gap (snakes2's
-margin) 1, thickness 0.5, marker radius 1.5, seed distance 7, continuity 1.0. 64x64
-(LRA's Pathfinder64): paddle length 5 (snakes2's default), gap 1, thickness 1, marker
-radius 2.5, seed distance 12, continuity 1.8, contour length 14, distractor length 4,
-22 // 4 = 5 distractors. Our clearance rule is stricter than snakes2's (which only keeps
-paddles about one margin apart), so distractors are sometimes dropped in crowded images.
+margin) 1, thickness 0.5, marker radius 1.5, seed distance 7, continuity 1.0. 64x64, LRA's
+Pathfinder64: paddle length 5 (snakes2's default: LRA's overrides leave it), gap 1,
+thickness 1, marker radius 2.5, seed distance 12, continuity 1.8, contour length 14,
+distractor length 4, 22 // 4 = 5 distractors. Our clearance rule is stricter than
+snakes2's (which keeps paddles about one margin apart and lets markers fall anywhere),
+hence the dropped distractors.
 
 Scoring: one label per image (``loss_on='pooled'``), 2 classes, ``readout='mean'``
-(non-causal; ``'last'`` is allowed for causal models). Splits are drawn independently
-(LRA: a random 80/10/10 split of one generated set).
+(non-causal; ``'last'`` is allowed, for causal models). The three splits are drawn
+independently (LRA: a random 80/10/10 split of one generated set).
 """
 
 from __future__ import annotations
@@ -70,7 +80,7 @@ import torch
 
 from models import IOSpec
 
-from .base import Split, Task, TaskSpec, validate_fields
+from .base import SPLITS, Split, Task, TaskSpec
 
 ANGLES = 48  # direction grid
 SUB = 4  # positions on a 1/SUB pixel grid
@@ -78,6 +88,7 @@ BACKTRACK = 1  # withdrawals allowed per paddle of a contour
 STARTS = 3  # start points tried per contour
 SELF_LINK = 3  # a paddle may come close to its contour's last SELF_LINK paddles only
 BORDER = 1  # id of the pixels outside the image; object ids start at 2
+MIN_INK = 1 / 255  # fainter anti-aliasing is dropped (so every ink pixel is > -1 in float32)
 
 PRESETS = {
     32: dict(contour_length=14, paddle_length=2.0, paddle_gap=1.0, thickness=0.5, marker_radius=1.5,
@@ -87,14 +98,42 @@ PRESETS = {
 }
 
 
-def _number(cfg: object, name: str, low: float, high: float) -> None:
-    value = getattr(cfg, name)
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"task.{name}={value!r} is not valid; expected an integer >= {low} and <= {high}")
+
+
+def _check_number(name: str, value: object, low: float, high: float) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
         raise ValueError(f"task.{name}={value!r} is not valid; expected a number >= {low} and <= {high}")
 
 
+@dataclass(frozen=True)
+class PathfinderParams:
+    """A configuration with every ``None`` replaced by its preset (see the module doc)."""
+
+    image_size: int
+    contour_length: int
+    distractor_length: int
+    num_distractors: int
+    paddle_length: float
+    paddle_gap: float
+    thickness: float
+    marker_radius: float
+    seed_distance: float
+    continuity: float
+
+    @property
+    def link_distance(self) -> int:
+        """Max-norm distance up to which ink pixels count as linked (bridges the dashes)."""
+        return math.ceil(self.paddle_gap) + 1
+
+
 @dataclass
 class PathfinderConfig:
+    """Geometry fields left ``None`` take the preset of the nearer LRA resolution
+    (:meth:`params` resolves them); lengths are in pixels."""
+
     image_size: int = 32
     contour_length: int | None = None
     distractor_length: int | None = None
@@ -111,39 +150,41 @@ class PathfinderConfig:
     readout: str = "mean"
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "n_train", "n_val", "n_test"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"task.{name}={value!r} is not valid; expected an integer")
-        validate_fields(self, {"image_size": (16, 256), "n_train": (1, None), "n_val": (1, None), "n_test": (1, None)})
-        preset = PRESETS[32 if self.image_size <= 48 else 64]
-        for name in ("contour_length", "paddle_length", "paddle_gap", "thickness", "marker_radius",
-                     "seed_distance", "continuity"):
-            if getattr(self, name) is None:
-                setattr(self, name, preset[name])
-        if self.distractor_length is None and isinstance(self.contour_length, int):
-            self.distractor_length = max(1, self.contour_length // 3)
-        if self.num_distractors is None and isinstance(self.distractor_length, int) and self.distractor_length > 0:
-            self.num_distractors = preset["distractor_budget"] // self.distractor_length
-        for name in ("contour_length", "distractor_length", "num_distractors"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"task.{name}={value!r} is not valid; expected an integer")
-        validate_fields(self, {"contour_length": (2, 64), "distractor_length": (1, 64), "num_distractors": (0, 64)})
+        _check_int("image_size", self.image_size, 16, 256)
+        for name in ("n_train", "n_val", "n_test"):
+            _check_int(name, getattr(self, name), 1, 10**9)
         size = self.image_size
-        _number(self, "paddle_length", 1.0, size / 4)
-        _number(self, "paddle_gap", 0.5, 4.0)
-        _number(self, "thickness", 0.5, 4.0)
-        _number(self, "marker_radius", 0.5, 8.0)
-        _number(self, "seed_distance", 1.0, size / 2)
-        _number(self, "continuity", 0.5, 10.0)
+        ints = {"contour_length": (2, 64), "distractor_length": (1, 64), "num_distractors": (0, 64)}
+        numbers = {"paddle_length": (1.0, size / 4), "paddle_gap": (0.5, 4.0), "thickness": (0.5, 4.0),
+                   "marker_radius": (0.5, 8.0), "seed_distance": (1.0, size / 2), "continuity": (0.5, 10.0)}
+        for name, (low, high) in ints.items():
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), low, high)
+        for name, (low, high) in numbers.items():
+            if getattr(self, name) is not None:
+                _check_number(name, getattr(self, name), low, high)
         if self.readout not in ("mean", "last"):
             raise ValueError(f"task.readout={self.readout!r} is not valid; expected one of ['mean', 'last']")
+        self.params()  # presets must be valid too (e.g. seed_distance <= image_size / 2)
 
-
-def link_distance(cfg: PathfinderConfig) -> int:
-    """Max-norm distance up to which ink pixels count as linked (bridges the dashes)."""
-    return math.ceil(cfg.paddle_gap) + 1
+    def params(self) -> PathfinderParams:
+        preset = PRESETS[32 if self.image_size <= 48 else 64]
+        value = {name: preset[name] if getattr(self, name) is None else getattr(self, name)
+                 for name in ("contour_length", "paddle_length", "paddle_gap", "thickness", "marker_radius",
+                              "seed_distance", "continuity")}
+        distractor_length = self.distractor_length
+        if distractor_length is None:
+            distractor_length = max(1, value["contour_length"] // 3)
+        num_distractors = self.num_distractors
+        if num_distractors is None:
+            num_distractors = preset["distractor_budget"] // distractor_length
+        if value["seed_distance"] > self.image_size / 2:
+            raise ValueError(
+                f"task.seed_distance={value['seed_distance']!r} is not valid with task.image_size={self.image_size}; "
+                f"expected seed_distance <= {self.image_size / 2}"
+            )
+        floats = {name: float(v) for name, v in value.items() if name != "contour_length"}
+        return PathfinderParams(self.image_size, value["contour_length"], distractor_length, num_distractors, **floats)
 
 
 def _profile(d: np.ndarray, w: float) -> np.ndarray:
@@ -169,7 +210,8 @@ def _stamps(starts: np.ndarray, ends: np.ndarray, w: float, link: int, reach: in
     norm2 = dy * dy + dx * dx
     t = np.clip(((py - ay) * dy + (px - ax) * dx) / np.where(norm2 > 0, norm2, 1.0), 0.0, 1.0)
     value = _profile(np.hypot(py - ay - t * dy, px - ax - t * dx), w)
-    ink = value > 0
+    ink = value >= MIN_INK
+    value[~ink] = 0.0
     zone = ink.copy()  # dilate by a (2 link + 1)-sided square
     g = ink.shape[1]
     for sy in range(-link, link + 1):
@@ -264,7 +306,7 @@ class _Canvas:
         ids[geo.pad : geo.pad + geo.size, geo.pad : geo.pad + geo.size] = 0
         self.ids = ids.reshape(-1)
         self.owner = [0, 0]  # per id: contour index (0 for marker discs)
-        self.puts: list[tuple] = []  # per id from 2 on: (pixels, their ids before, stamps, stamp index)
+        self.puts: list[tuple] = []  # per id from 2 on: (pixels, their ids before, stamps, stamp, base)
         self.markers: list[tuple[int, int, int]] = []  # (marker index, y, x) of the discs to paint
         self.placed = 0  # distractor contours placed
 
@@ -313,7 +355,7 @@ class _Canvas:
         """(intensities, marker index) of the image's pixels, each (S, S)."""
         g = self.geo
         img = np.zeros(g.width * g.width, dtype=np.float32)
-        for at, _, stamps, s, b in self.puts:
+        for _, _, stamps, s, b in self.puts:
             if stamps is g.paddle:
                 img[b + stamps.ink[s]] = np.maximum(img[b + stamps.ink[s]], stamps.value[s])
         marks = np.zeros(g.width * g.width, dtype=np.int8)
@@ -335,7 +377,7 @@ def _contour(cv: _Canvas, rng: np.random.Generator, ys: np.ndarray, xs: np.ndarr
              claim_tips: bool = False):
     """A contour of ``paddles`` paddles whose first one starts at one of the candidate
     points (ys, xs), drawn uniformly among those where it fits, heading a random direction
-    (up to 3 starts). Returns (origin tip, terminal tip, paddle id range) or None (nothing
+    (up to STARTS starts). Returns (origin tip, terminal tip, paddle id range) or None (nothing
     drawn)."""
     g = cv.geo
     span = g.size * SUB
@@ -348,9 +390,7 @@ def _contour(cv: _Canvas, rng: np.random.Generator, ys: np.ndarray, xs: np.ndarr
     ok = cv.fits(g.paddle.zone[angles * SUB * SUB + q] + b[:, None], first, first, 0)
     if claim_tips:  # room for a marker disc at the start too
         ok &= cv.fits(g.marker.zone[q] + b[:, None], first, first, 0)
-    ok = np.nonzero(ok)[0]
-    for _ in range(min(len(ok), STARTS)):
-        pick = ok[rng.integers(len(ok))]
+    for pick in rng.permutation(np.nonzero(ok)[0])[:STARTS]:
         grown = _grow(cv, rng, int(ys[pick]), int(xs[pick]), int(angles[pick]), paddles, index, claim_tips)
         if grown is not None:
             return grown
@@ -438,7 +478,7 @@ def _uniform_points(rng: np.random.Generator, size: int, n: int = 32) -> tuple[n
     return rng.integers(0, size * SUB, n), rng.integers(0, size * SUB, n)
 
 
-def _image(cfg: PathfinderConfig, geo: _Geometry, rng: np.random.Generator, label: int) -> _Canvas | None:
+def _image(cfg: PathfinderParams, geo: _Geometry, rng: np.random.Generator, label: int) -> _Canvas | None:
     cv = _Canvas(geo, rng)
     a = _contour(cv, rng, *_uniform_points(rng, geo.size), cfg.contour_length, 1, claim_tips=True)
     if a is None:
@@ -461,8 +501,9 @@ def _image(cfg: PathfinderConfig, geo: _Geometry, rng: np.random.Generator, labe
 
 def render(cfg: PathfinderConfig, n: int, seed: int) -> PathfinderSample:
     """``n`` images and what drew them; deterministic in ``seed``."""
-    geo = _geometry(cfg.image_size, float(cfg.paddle_length), float(cfg.paddle_gap), float(cfg.thickness),
-                    float(cfg.marker_radius), float(cfg.continuity), link_distance(cfg))
+    cfg = cfg.params()
+    geo = _geometry(cfg.image_size, cfg.paddle_length, cfg.paddle_gap, cfg.thickness, cfg.marker_radius,
+                    cfg.continuity, cfg.link_distance)
     rng = np.random.Generator(np.random.PCG64(seed))
     s = geo.size
     images = np.empty((n, s, s), dtype=np.float32)
@@ -502,13 +543,12 @@ class Pathfinder(Task):
 
     @property
     def link_distance(self) -> int:
-        return link_distance(self.cfg)
+        """Max-norm distance up to which ink pixels count as linked (bridges the dashes)."""
+        return self.cfg.params().link_distance
 
     def render(self, split: str) -> PathfinderSample:
         """The split's images with their contour and marker maps (for inspection and tests);
-        the same draws as :meth:`split`."""
-        from .base import SPLITS
-
+        the same draws as :meth:`split` (whose seed derivation, from :class:`Task`, this repeats)."""
         seed = 1_000_003 * self.data_seed + SPLITS.index(split)
         return render(self.cfg, self._size(split), self._seed(torch.Generator().manual_seed(seed)))
 

@@ -1,0 +1,353 @@
+"""One result set -> a report directory: tables (Markdown, LaTeX, CSV), figures (PNG, PDF), summary.md.
+
+    analysis = analyse(load_results(["results/mimo_vs_siso"]))
+    files = write_report(analysis, Path("results/mimo_vs_siso/report"))
+
+:func:`analyse` does all the bookkeeping once (swept axes, configuration labels, aggregation
+over seeds, status counts); the table, plot and summary functions only format it. The
+notebooks in ``analysis/notebooks`` call the same functions.
+
+Files written (those without data are skipped):
+
+    summary.md                       what was compared, what was held equal, headline differences
+    tables.md, tables.tex            every table below, concatenated
+    results_<task>.md/.tex           configurations x metrics, mean ± std (n), best in bold
+    extrapolation_<task>.md/.tex     metric at each test length (induction heads)
+    speed_time.md/.tex, speed_memory.md/.tex   benchmark: time and memory per length
+    aggregate.csv                    the numbers behind the tables (mean, std, n, ci95, status counts)
+    final.png/.pdf                   final test metric per configuration, 95% CI, a panel per task
+    curves.png/.pdf                  learning curves with a band over seeds
+    extrapolation.png/.pdf           metric against test length
+    params.png/.pdf                  metric against parameter count
+    heatmap.png/.pdf                 mean metric over two swept axes (when exactly two are swept)
+    speed_time.png/.pdf, speed_memory.png/.pdf  log-log benchmark plots
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from . import bench as bench_lib
+from . import plots, summary
+from .axes import add_config_column, format_value, label_axes, ordered_labels, short_name, swept_axes
+from .load import ResultSet, load_results
+from .stats import aggregate, describe_excluded, extrapolation_columns, metric_direction, ok_runs, status_counts
+from .tables import Cell, Table, column_title, latex_label, results_table, seeds_phrase, to_latex, to_markdown
+
+log = logging.getLogger(__name__)
+
+
+def table_columns(metric: str) -> list[str]:
+    """The metric columns of a results table for a task scored by ``metric``, in order."""
+    return [f"test_{metric}", f"best_val_{metric}", "test_loss", "param_count", "state_size", "tokens_per_s",
+            "peak_memory_mb"]
+
+
+def aggregated_columns(runs: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
+    """Every numeric result column worth aggregating: the table columns of each metric, the
+    final-validation and timing columns, and the extrapolation columns."""
+    cols: list[str] = []
+    for metric in metrics:
+        cols += table_columns(metric) + [f"final_val_{metric}"]
+        cols += [c for _, c in extrapolation_columns(runs.columns, metric)]
+    cols += ["final_val_loss", "train_time_s", "flops_per_token", "steps"]
+    return [c for c in dict.fromkeys(cols) if c in runs.columns]
+
+
+@dataclass
+class Analysis:
+    """A loaded result set with its bookkeeping done.
+
+    runs:           every run, with a 'config' label column (all statuses)
+    axes:           swept config columns (see :func:`analysis.axes.swept_axes`)
+    label_axes:     the subset that names configurations
+    metric_by_task: task -> 'accuracy' | 'mse', in display order
+    order:          task -> configuration labels in display order
+    agg:            :func:`analysis.stats.aggregate` indexed by (task, config), ok runs only
+    counts:         :func:`analysis.stats.status_counts` indexed by (task, config)
+    curves:         curve rows of ok runs with task and config joined on
+    bench:          benchmark rows (may be empty)
+    palette:        config label -> colour
+    """
+
+    results: ResultSet
+    runs: pd.DataFrame
+    axes: list[str]
+    label_axes: list[str]
+    metric_by_task: dict[str, str]
+    order: dict[str, list[str]]
+    agg: pd.DataFrame
+    counts: pd.DataFrame
+    curves: pd.DataFrame
+    bench: pd.DataFrame
+    palette: dict[str, tuple] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        """The runs with status ok."""
+        return ok_runs(self.runs)
+
+    @property
+    def axis_title(self) -> str:
+        """The label axes' short names joined, for legends and axis titles."""
+        return ", ".join(short_name(a, self.label_axes) for a in self.label_axes) or "configuration"
+
+    def labels_frame(self, task: str) -> pd.DataFrame:
+        """One row per configuration of ``task`` (index: config label, display order), one column
+        per label axis (header: its short name) with the formatted values."""
+        order = self.order[task]
+        if not self.label_axes:
+            return pd.DataFrame({"Configuration": order}, index=order)
+        first = self.runs[self.runs["task"] == task].drop_duplicates("config").set_index("config")
+        return pd.DataFrame({short_name(a, self.label_axes): [format_value(first.loc[c, a]) for c in order]
+                             for a in self.label_axes}, index=order)
+
+
+def analyse(results: ResultSet) -> Analysis:
+    """Detect the swept axes, label configurations and aggregate over seeds."""
+    runs = results.runs
+    if runs.empty:
+        empty = pd.DataFrame()
+        return Analysis(results, runs, [], [], {}, {}, empty, empty, empty, results.bench)
+    axes = swept_axes(runs)
+    labels = label_axes(runs, axes)
+    runs = add_config_column(runs, labels)
+    metric_by_task = {t: str(g["metric"].mode().iloc[0])
+                      for t, g in sorted(runs.groupby("task", sort=False), key=lambda kv: str(kv[0]))}
+    order = {t: ordered_labels(g, labels, g["config"]) for t, g in runs.groupby("task", sort=False)}
+    agg = aggregate(runs, ["task", "config"], aggregated_columns(runs, set(metric_by_task.values())))
+    counts = status_counts(runs, ["task", "config"])
+    curves = results.curves
+    if not curves.empty:
+        info = ok_runs(runs)[["run_id", "task", "config", "seed"]]
+        curves = curves.drop(columns=[c for c in ("task", "config", "seed") if c in curves.columns]).merge(
+            info, on="run_id", how="inner")
+    all_labels = [l for t in metric_by_task for l in order[t]]
+    return Analysis(results=results, runs=runs, axes=axes, label_axes=labels, metric_by_task=metric_by_task,
+                    order=order, agg=agg, counts=counts, curves=curves, bench=results.bench,
+                    palette=plots.palette_for(all_labels))
+
+
+def task_caption(an: Analysis, task: str) -> str:
+    """Caption of a task's results table: metric and direction, seeds, what was held equal,
+    how many runs were excluded and why."""
+    metric = an.metric_by_task[task]
+    column = f"test_{metric}"
+    runs = an.runs[an.runs["task"] == task]
+    ok = ok_runs(runs)
+    n_cells = list(an.agg.loc[task][column]["n"]) if column in an.agg.columns.get_level_values(0) else []
+    seeds = seeds_phrase(n_cells, ok["seed"].nunique() if "seed" in ok else 0)
+    direction = "higher" if metric_direction(metric) else "lower"
+    caption = (f"{column_title(column, arrows=False)} on {task} ({direction} is better): mean ± std over {seeds}; "
+               f"n = successful runs per cell in parentheses; best per column in bold. "
+               f"{summary.held_equal_phrase(runs)}")
+    excluded = describe_excluded(an.counts.loc[task].drop(columns="total").sum())
+    caption += f" Excluded from the means: {excluded} run(s)." if excluded else ""
+    return caption
+
+
+def task_table(an: Analysis, task: str, columns: Sequence[str] | None = None) -> Table:
+    """The results table of one task (rows = configurations, columns = metrics)."""
+    metric = an.metric_by_task[task]
+    labels = an.labels_frame(task)
+    agg, counts = an.agg.loc[task], an.counts.loc[task]
+    direction = {f"test_{metric}": metric_direction(metric), f"best_val_{metric}": metric_direction(metric)}
+    return results_table(agg, counts, labels, list(columns or table_columns(metric)), task_caption(an, task),
+                         latex_label(f"tab:results-{task}"), direction=direction)
+
+
+def extrapolation_table(an: Analysis, task: str) -> Table | None:
+    """Metric at each test length (``test_len_<L>_<metric>``, plus the training length's test
+    metric) for one task; None when the task has no such columns."""
+    metric = an.metric_by_task[task]
+    runs = an.runs[an.runs["task"] == task]
+    cols = [(L, c) for L, c in extrapolation_columns(runs.columns, metric) if runs[c].notna().any()]
+    if not cols:
+        return None
+    agg = an.agg.loc[task]
+    train_length = None
+    if "task.length" in runs.columns and runs["task.length"].notna().any():
+        train_length = format_value(pd.to_numeric(runs["task.length"], errors="coerce").dropna().iloc[0])
+    columns = [f"test_{metric}"] + [c for _, c in cols]
+    labels = an.labels_frame(task)
+    table = results_table(agg, an.counts.loc[task], labels, columns, "", latex_label(f"tab:extrapolation-{task}"),
+                          direction={c: metric_direction(metric) for c in columns})
+    trained = f"L={train_length} (train)" if train_length else "Train length"
+    table.header[len(labels.columns)] = trained + (" ↑" if metric_direction(metric) else " ↓")
+    ok = ok_runs(runs)
+    table.caption = (f"Test {metric} on {task} at longer test sequences than trained on"
+                     + (f" (trained at length {train_length})" if train_length else "")
+                     + f": mean ± std over {seeds_phrase(list(agg[columns[-1]]['n']), ok['seed'].nunique())}; "
+                     "best per length in bold.")
+    return table
+
+
+def speed_tables(an: Analysis) -> dict[str, Table]:
+    """Benchmark tables: {'speed_time': ..., 'speed_memory': ...} (those with data)."""
+    tables = {}
+    if an.bench.empty:
+        return tables
+    time_col = "fwdbwd_ms" if "fwdbwd_ms" in an.bench.columns and an.bench["fwdbwd_ms"].notna().any() else "fwd_ms"
+    for name, col in (("speed_time", time_col), ("speed_memory", "peak_memory_mb")):
+        table = bench_lib.speed_table(an.bench, col, label=f"tab:{name.replace('_', '-')}")
+        if table is not None:
+            tables[name] = table
+    return tables
+
+
+def heatmap_means(an: Analysis) -> dict[str, pd.DataFrame]:
+    """For exactly two label axes: task -> mean test metric pivoted (rows: first axis, columns:
+    second); {} otherwise."""
+    if len(an.label_axes) != 2:
+        return {}
+    row_axis, col_axis = an.label_axes
+    out = {}
+    for task, metric in an.metric_by_task.items():
+        column = f"test_{metric}"
+        if column not in an.agg.columns.get_level_values(0) or task not in an.agg.index.get_level_values(0):
+            continue
+        means = an.agg.loc[task][(column, "mean")]
+        first = an.runs[an.runs["task"] == task].drop_duplicates("config").set_index("config")
+        frame = pd.DataFrame({"row": [format_value(first.loc[c, row_axis]) for c in means.index],
+                              "col": [format_value(first.loc[c, col_axis]) for c in means.index],
+                              "value": means.to_numpy()})
+        pivot = frame.pivot_table(index="row", columns="col", values="value", aggfunc="mean", dropna=False, sort=False)
+        from .axes import sort_key
+        pivot = pivot.loc[sorted(pivot.index, key=sort_key), sorted(pivot.columns, key=sort_key)]
+        pivot.index.name, pivot.columns.name = short_name(row_axis, an.label_axes), short_name(col_axis, an.label_axes)
+        out[task] = pivot
+    return out
+
+
+def aggregate_csv(an: Analysis) -> pd.DataFrame:
+    """The numbers behind the tables, flat: task, config, label axes, <column>_<stat>, status counts."""
+    if an.agg.empty:
+        return pd.DataFrame()
+    flat = an.agg.copy()
+    flat.columns = [f"{col}_{stat}" for col, stat in flat.columns]
+    flat = flat.join(an.counts.add_prefix("runs_"))
+    flat = flat.reset_index()
+    first = an.runs.drop_duplicates(["task", "config"]).set_index(["task", "config"])
+    for axis in an.label_axes:
+        flat.insert(2 + an.label_axes.index(axis), axis,
+                    [format_value(first.loc[(t, c), axis]) for t, c in zip(flat["task"], flat["config"])])
+    return flat
+
+
+def make_figures(an: Analysis, out: Path, formats: Sequence[str] = plots.FORMATS) -> list[Path]:
+    """Every figure that has data, into ``out``; returns the files written."""
+    written: list[Path] = []
+    title = an.axis_title
+    if not an.runs.empty:
+        written += plots.plot_final(an.runs, an.metric_by_task, an.order, an.palette, out / "final", title, formats)
+        written += plots.plot_curves(an.curves, an.metric_by_task, an.order, an.palette, out / "curves", title, formats)
+        written += plots.plot_extrapolation(an.ok, an.metric_by_task, an.order, an.palette, out / "extrapolation",
+                                            title, formats)
+        written += plots.plot_vs_params(an.agg, an.metric_by_task, an.order, an.palette, out / "params", title,
+                                        formats)
+        written += plots.plot_heatmap(heatmap_means(an), an.metric_by_task, out / "heatmap", formats)
+    if not an.bench.empty:
+        written += bench_lib.plot_speed(an.bench, out / "speed_time", out / "speed_memory", formats)
+    return written
+
+
+def make_tables(an: Analysis) -> dict[str, Table]:
+    """Every table that has data: {file stem: Table}."""
+    tables: dict[str, Table] = {}
+    for task in an.metric_by_task:
+        tables[f"results_{task}"] = task_table(an, task)
+        extra = extrapolation_table(an, task)
+        if extra is not None:
+            tables[f"extrapolation_{task}"] = extra
+    tables.update(speed_tables(an))
+    return tables
+
+
+def summary_markdown(an: Analysis, tables: dict[str, Table], figures: Sequence[Path]) -> str:
+    """The text of summary.md (links are relative to the report directory)."""
+    title = ", ".join(sorted(set(an.runs["experiment"].dropna().astype(str)))) if "experiment" in an.runs else ""
+    lines = [f"# Report: {title or ', '.join(d.name for d in an.results.dirs)}", ""]
+    lines.append("Source: " + ", ".join(f"`{d}`" for d in an.results.dirs) + ".")
+    if not an.runs.empty:
+        lines.append(summary.status_line(an.runs))
+    if an.results.skipped:
+        lines.append(f"Skipped {len(an.results.skipped)} unreadable file(s): "
+                     + ", ".join(f"`{p.name}`" for p in an.results.skipped) + ".")
+    if not an.runs.empty:
+        lines += ["", "## What was compared", ""]
+        lines += summary.compared_lines(an.runs, an.axes, an.label_axes, an.metric_by_task)
+        lines += ["", "## What was held equal", ""]
+        lines += summary.held_lines(an.runs, an.axes)
+        lines += ["", "## Headline differences", ""]
+        for task, metric in an.metric_by_task.items():
+            lines += [f"### {task} (test {metric}, {'higher' if metric_direction(metric) else 'lower'} is better)", ""]
+            ok = an.ok[an.ok["task"] == task]
+            lines += summary.headline(task, metric, ok, an.agg.loc[task], an.order[task], an.label_axes)
+            lines += summary.extrapolation_headline(task, metric, ok)
+            lines.append("")
+        bad = summary.excluded_runs(an.runs)
+        if bad:
+            lines += ["## Runs not averaged in", ""] + bad + [""]
+    if not an.bench.empty:
+        lines += ["## Speed", ""]
+        devices = ", ".join(bench_lib.devices(an.bench))
+        counts = bench_lib.status_counts(an.bench)
+        lines.append(f"- Benchmarked on {devices}: {sum(counts.values())} measurements"
+                     + (f" ({describe_excluded(pd.Series(counts)).replace('_', ' ')} not measured)"
+                        if describe_excluded(pd.Series(counts)) else "") + ".")
+        fastest = bench_lib.fastest_per_length(an.bench, "fwdbwd_ms" if "fwdbwd_ms" in an.bench else "fwd_ms")
+        if len(fastest):
+            lines.append("- Fastest per length: " + "; ".join(
+                f"L={int(r.length)}: {r.series} ({r.value:.3g} ms)" for r in fastest.itertuples()) + ".")
+        lines.append("")
+    lines += ["## Tables", ""] + [f"- [{stem}]({stem}.md) ([LaTeX]({stem}.tex)): {t.caption.split(':')[0]}"
+                                  for stem, t in tables.items()]
+    lines += ["- [aggregate.csv](aggregate.csv): the numbers behind them", "", "## Figures", ""]
+    for path in figures:
+        if path.suffix == ".png":
+            lines += [f"![{path.stem}]({path.name})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(an: Analysis, out: Path, formats: Sequence[str] = plots.FORMATS) -> list[Path]:
+    """Write tables, figures and summary.md for ``an`` into ``out``; returns the files written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    tables = make_tables(an)
+    for stem, table in tables.items():
+        for suffix, render in ((".md", to_markdown), (".tex", to_latex)):
+            path = out / f"{stem}{suffix}"
+            path.write_text(render(table))
+            written.append(path)
+    if tables:
+        (out / "tables.md").write_text("\n".join(to_markdown(t) for t in tables.values()))
+        (out / "tables.tex").write_text("\n".join(to_latex(t) for t in tables.values()))
+        written += [out / "tables.md", out / "tables.tex"]
+    flat = aggregate_csv(an)
+    if not flat.empty:
+        flat.to_csv(out / "aggregate.csv", index=False)
+        written.append(out / "aggregate.csv")
+    figures = make_figures(an, out, formats)
+    written += figures
+    (out / "summary.md").write_text(summary_markdown(an, tables, figures))
+    written.append(out / "summary.md")
+    log.info("wrote %d files to %s", len(written), out)
+    return written
+
+
+def build_report(inputs: Sequence[str | Path], out: str | Path | None = None,
+                 formats: Sequence[str] = plots.FORMATS) -> list[Path]:
+    """Load ``inputs`` (directories or globs), analyse, and write the report.
+
+    out: report directory; default ``<first results directory>/report``.
+    Returns the files written. Raises AnalysisError for missing/empty input.
+    """
+    results = load_results(inputs)
+    target = Path(out) if out is not None else results.dirs[0] / "report"
+    return write_report(analyse(results), target, formats)
