@@ -219,6 +219,7 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
         "task": plain["task"],
         "trainer": {k: v for k, v in plain["trainer"].items() if k not in ("progress", "checkpoint")},
         "seed": plain["seed"],
+        "match": match,
     }
     identity["model"]["ssm"]["selective"] = list(model_cfg.ssm.selective)
     return ResolvedRun(experiment=plain["experiment"], seed=plain["seed"], results_dir=plain["results_dir"],

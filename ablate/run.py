@@ -12,6 +12,7 @@ import torch
 import models
 
 from .config import ResolvedRun
+from .preemption import Preempted
 from .results import CHECKPOINTS, environment, finished_status, flatten, path_of, run_id, write_run
 from .trainer import Trainer
 
@@ -47,6 +48,10 @@ def execute(run: ResolvedRun, overrides: list[str]) -> dict[str, Any] | None:
     started = time.time()
     try:
         result = trainer.fit(model, run.task, label=label)
+    except Preempted as stop:
+        log.warning("run %s (%s) %s; checkpoint saved, a resubmitted run resumes from it", rid, label, stop)
+        stop.watcher.hand_over()
+        raise SystemExit(128 + stop.signum) from None
     except Exception as err:  # the sweep goes on; the row says what went wrong
         log.error("run %s (%s) failed: %s", rid, label, err)
         row.update(status="failed", stopped_by="error", error=f"{type(err).__name__}: {err}",
@@ -57,7 +62,7 @@ def execute(run: ResolvedRun, overrides: list[str]) -> dict[str, Any] | None:
         row.update({f"params_{group}": ",".join(names) for group, names in result.param_groups.items()})
         curve = result.curve
     row["wall_time_s"] = time.time() - started
-    config = flatten({k: v for k, v in run.identity.items() if k != "seed"})
+    config = flatten({k: v for k, v in run.identity.items() if k not in ("seed", "match")})
     row.update({k: v for k, v in config.items() if k not in row})
     row.update(environment())
     write_run(run.results_dir, row, curve)

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from models import SSMLayer
 
 from .config import TrainerConfig
+from .preemption import Preempted, PreemptionWatcher
 from .tasks import Split, Task
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,15 @@ def warmup_cosine(warmup: int, total: int):
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return factor
+
+
+def spread_over_gpus(device: str, job_number: int) -> str:
+    """``auto`` on a machine with several GPUs: job n of a sweep uses GPU n mod count, so
+    parallel runs (joblib launcher) spread one per GPU. Anything else is kept."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device == "auto" and count > 1:
+        return f"cuda:{job_number % count}"
+    return device
 
 
 def resolve_device(name: str) -> torch.device:
@@ -145,6 +155,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def fit(self, model: nn.Module, task: Task, label: str = "") -> TrainResult:
+        """Train, evaluate on schedule, test at the end. Raises :class:`Preempted` (after
+        saving a checkpoint) when SIGTERM or SIGUSR1 arrives."""
+        with PreemptionWatcher() as watcher:
+            return self._fit(model, task, label, watcher)
+
+    def _fit(self, model: nn.Module, task: Task, label: str, watcher: PreemptionWatcher) -> TrainResult:
         cfg, metric = self.cfg, task.spec.metric
         model.to(self.device).train()
         groups, group_names = parameter_groups(model, cfg)
@@ -152,7 +168,14 @@ class Trainer:
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, cfg.max_steps))
         forward = torch.compile(model) if (cfg.compile and self.device.type == "cuda") else model
         train, val = task.split("train"), task.split("val")
-        step, curve, best, train_time, tokens = 0, [], None, 0.0, 0
+        step, curve, best, train_time, tokens, running = 0, [], None, 0.0, 0, None
+
+        def checkpoint() -> None:
+            self._save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(), "rng": torch.get_rng_state(), "step": step,
+                        "curve": curve, "best": best, "train_time": train_time, "tokens": tokens,
+                        "running": running})
+
         saved = self._load()
         if saved is not None:
             model.load_state_dict(saved["model"])
@@ -160,15 +183,18 @@ class Trainer:
             schedule.load_state_dict(saved["schedule"])
             torch.set_rng_state(saved["rng"])
             step, curve, best = saved["step"], saved["curve"], saved["best"]
-            train_time, tokens = saved["train_time"], saved["tokens"]
+            train_time, tokens, running = saved["train_time"], saved["tokens"], saved["running"]
             log.info("%s resumed from step %d", label, step)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         cache: dict = {}
         status, stopped_by = "ok", "max_steps"
         bar = tqdm(total=cfg.max_steps, initial=step, desc=label, disable=not cfg.progress, leave=False)
-        running = None
         while step < cfg.max_steps:
+            if watcher.requested:
+                checkpoint()
+                bar.close()
+                raise Preempted(watcher.received, step, watcher)
             x, y = self._batch(train, step, cache)
             start = time.perf_counter()
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
@@ -200,9 +226,7 @@ class Trainer:
                     best = scores[metric]
                 bar.set_postfix(loss=f"{running:.3f}", **{metric: f"{scores[metric]:.3f}"},
                                 tok_s=f"{tokens / max(train_time, 1e-9):.0f}")
-                self._save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "schedule": schedule.state_dict(), "rng": torch.get_rng_state(), "step": step,
-                            "curve": curve, "best": best, "train_time": train_time, "tokens": tokens})
+                checkpoint()
             if over_budget:
                 stopped_by = "time_budget"
                 break

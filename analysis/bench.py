@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
@@ -92,7 +91,7 @@ def speed_table(bench: pd.DataFrame, column: str = "fwdbwd_ms", caption: str | N
     for L in lengths:
         index = [(s, L) for s in series]
         present = [i for i in index if i in agg.index]
-        column_cells = dict(zip(present, stat_column(agg, column, present))) if present else {}
+        column_cells = dict(zip(present, stat_column(agg, column, present, significant=True))) if present else {}
         for cell in column_cells.values():
             cell.show_n = cell.n > 1
         cells[L] = [column_cells.get(i, Cell(n=0)) for i in index]
@@ -125,7 +124,7 @@ def plot_speed(bench: pd.DataFrame, stem_time: Path, stem_memory: Path,
                formats: Sequence[str] = FORMATS) -> list[Path]:
     """Log-log plots against sequence length: time (a panel for forward and one for
     forward+backward) and peak memory; colour by name, line style by mode. A length a series
-    could not run (over budget, OOM) is an 'x' at the top of the panel. Returns the files written.
+    could not run (over budget, OOM) is a triangle at the top of the panel. Returns the files written.
     """
     rows = sweep_rows(bench)
     if rows.empty:
@@ -164,10 +163,10 @@ def _loglog(rows: pd.DataFrame, columns: Sequence[str], palette: dict, stem: Pat
             ax.set_ylabel(titles.get(col, col))
             trans = blended_transform_factory(ax.transData, ax.transAxes)
             for _, row in bad.iterrows():
-                ax.plot(row["length"], 0.97, marker="x", color=palette.get(row["name"], "black"), transform=trans,
+                ax.plot(row["length"], 0.97, marker="v", color=palette.get(row["name"], "black"), transform=trans,
                         clip_on=False, linestyle="none")
             if len(bad):
-                ax.text(0.01, 0.99, "x: over budget / OOM", transform=ax.transAxes, fontsize="x-small",
+                ax.text(0.01, 0.99, "▼: not measured (over budget / OOM)", transform=ax.transAxes, fontsize="x-small",
                         va="top", color="grey")
         handles, labels = axes[0].get_legend_handles_labels()
         for ax in axes:

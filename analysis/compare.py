@@ -158,9 +158,12 @@ def _restrict_metrics(a: Side, b: Side) -> tuple[pd.DataFrame, pd.DataFrame]:
             pub["task"] = other["task"].iloc[0]
     if not a.published and not b.published:
         fa, fb = fa[fa["primary"]], fb[fb["primary"]]
-    else:
-        names = set(fa["metric"]) if a.published else set(fb["metric"])
+    else:  # keep what the published side reports: its metrics, and its tasks when it names them
+        pub = fa if a.published else fb
+        names, tasks = set(pub["metric"]), set(pub["task"].dropna())
         fa, fb = fa[fa["metric"].isin(names)], fb[fb["metric"].isin(names)]
+        if tasks:
+            fa, fb = fa[fa["task"].isin(tasks) | fa["task"].isna()], fb[fb["task"].isin(tasks) | fb["task"].isna()]
     return fa, fb
 
 
@@ -207,6 +210,8 @@ def compare_table(merged: pd.DataFrame, a: Side, b: Side, key: Sequence[str] | N
     matched = int(merged["matched"].sum())
     how = f"by the values of {', '.join(key)}" if key else "by configuration label"
     metric_text = ", ".join(sorted(merged["metric"].dropna().unique()))
+    tasks = sorted(merged["task"].dropna().astype(str).unique())
+    metric_text += f" on {', '.join(tasks)}" if tasks and not show_task else ""
     caption = (f"{metric_text}: {a.name} ({a.source}) against {b.name} ({b.source}); "
                f"mean ± std (n) where known; Δ = {a.name} − {b.name}. Rows matched {how}: "
                f"{matched} of {len(merged)}.")

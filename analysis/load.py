@@ -13,8 +13,8 @@ versions of the runner:
 - a file written by an older version with fewer columns still loads: the missing values are
   NaN, and the hidden column ``_absent`` lists, per row, the columns its file lacked (so
   :mod:`analysis.axes` does not mistake "not recorded" for "a different setting");
-- the essential columns (``run_id``, ``task``, ``metric``, ``status``, ``match_by``) are
-  filled in from what is there when an old file lacks them.
+- the essential columns (``run_id``, ``task``, ``metric``, ``status``) are filled in from
+  what is there when an old file lacks them.
 
 Hidden bookkeeping columns start with an underscore: ``_file`` (the parquet path), ``_source``
 (the results directory), ``_absent`` (see above).
@@ -113,8 +113,10 @@ def read_parquet_files(paths: Iterable[Path]) -> tuple[list[tuple[Path, pd.DataF
         try:
             frame = pd.read_parquet(path)
         except Exception as err:  # pyarrow raises several types for damaged files
-            log.warning("skipping %s: not a readable parquet file (%s: %s)", path, type(err).__name__,
-                        str(err).splitlines()[0] if str(err) else "")
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            detail = detail if len(detail) <= 100 else detail[:97] + "..."
+            log.warning("skipping %s: not a readable parquet file (%s%s)", path, type(err).__name__,
+                        f": {detail}" if detail and str(path) not in detail else "")
             skipped.append(Path(path))
             continue
         if frame.empty:
@@ -188,7 +190,8 @@ def normalize_runs(frame: pd.DataFrame) -> pd.DataFrame:
 
     run_id <- file stem; task <- ``task.name``; preset <- ``model.preset``; metric <- the metric
     whose ``test_``/``best_val_`` column is filled; status <- ``ok`` when the test metric is
-    there, else ``failed``; match_by <- ``none``. Metric columns become numeric. Rows repeating
+    there, else ``failed``; match_by <- ``none`` when no file has it (a value missing from some
+    files stays NaN: unknown, not "unmatched"). Metric columns become numeric. Rows repeating
     a run_id (the same run copied twice) keep the first, with a warning.
     """
     frame = frame.copy()
@@ -215,8 +218,8 @@ def normalize_runs(frame: pd.DataFrame) -> pd.DataFrame:
         log.info("%d run(s) without a status column: inferred from whether a test metric was recorded", n)
         frame["status"] = inferred
     frame["status"] = frame["status"].astype(str)
-    match_by = frame["match_by"] if "match_by" in frame.columns else pd.Series(pd.NA, index=frame.index, dtype=object)
-    frame["match_by"] = match_by.fillna("none").astype(str)
+    if "match_by" not in frame.columns:  # no file recorded it: nothing was matched
+        frame["match_by"] = "none"
     if "seed" not in frame.columns:
         frame["seed"] = float("nan")
     duplicated = frame["run_id"].duplicated(keep="first")

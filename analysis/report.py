@@ -34,10 +34,10 @@ import pandas as pd
 
 from . import bench as bench_lib
 from . import plots, summary
-from .axes import add_config_column, format_value, label_axes, ordered_labels, short_name, swept_axes
+from .axes import add_config_column, format_value, label_axes, ordered_labels, short_name, sort_key, swept_axes
 from .load import ResultSet, load_results
 from .stats import aggregate, describe_excluded, extrapolation_columns, metric_direction, ok_runs, status_counts
-from .tables import Cell, Table, column_title, latex_label, results_table, seeds_phrase, to_latex, to_markdown
+from .tables import Table, column_title, latex_label, results_table, seeds_phrase, to_latex, to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,10 @@ def analyse(results: ResultSet) -> Analysis:
                     palette=plots.palette_for(all_labels))
 
 
-def task_caption(an: Analysis, task: str) -> str:
+def task_caption(an: Analysis, task: str, lead: str | None = None) -> str:
     """Caption of a task's results table: metric and direction, seeds, what was held equal,
-    how many runs were excluded and why."""
+    how many runs were excluded and why. ``lead``: the table's first column when it is not
+    the test metric (the caption then names the task only)."""
     metric = an.metric_by_task[task]
     column = f"test_{metric}"
     runs = an.runs[an.runs["task"] == task]
@@ -143,7 +144,9 @@ def task_caption(an: Analysis, task: str) -> str:
     n_cells = list(an.agg.loc[task][column]["n"]) if column in an.agg.columns.get_level_values(0) else []
     seeds = seeds_phrase(n_cells, ok["seed"].nunique() if "seed" in ok else 0)
     direction = "higher" if metric_direction(metric) else "lower"
-    caption = (f"{column_title(column, arrows=False)} on {task} ({direction} is better): mean ± std over {seeds}; "
+    title = (f"{column_title(column, arrows=False)} on {task} ({direction} is better)" if lead in (None, column)
+             else f"Results on {task}")
+    caption = (f"{title}: mean ± std over {seeds}; "
                f"n = successful runs per cell in parentheses; best per column in bold. "
                f"{summary.held_equal_phrase(runs)}")
     excluded = describe_excluded(an.counts.loc[task].drop(columns="total").sum())
@@ -157,7 +160,8 @@ def task_table(an: Analysis, task: str, columns: Sequence[str] | None = None) ->
     labels = an.labels_frame(task)
     agg, counts = an.agg.loc[task], an.counts.loc[task]
     direction = {f"test_{metric}": metric_direction(metric), f"best_val_{metric}": metric_direction(metric)}
-    return results_table(agg, counts, labels, list(columns or table_columns(metric)), task_caption(an, task),
+    columns = list(columns or table_columns(metric))
+    return results_table(agg, counts, labels, columns, task_caption(an, task, columns[0]),
                          latex_label(f"tab:results-{task}"), direction=direction)
 
 
@@ -200,28 +204,33 @@ def speed_tables(an: Analysis) -> dict[str, Table]:
     return tables
 
 
-def heatmap_means(an: Analysis) -> dict[str, pd.DataFrame]:
-    """For exactly two label axes: task -> mean test metric pivoted (rows: first axis, columns:
-    second); {} otherwise."""
-    if len(an.label_axes) != 2:
+def pivot_means(an: Analysis, task: str, row_axis: str, col_axis: str) -> pd.DataFrame:
+    """Mean test metric of ``task`` over two swept axes: rows = values of ``row_axis``, columns =
+    values of ``col_axis``, each cell the mean over the configurations (each a mean over seeds)
+    that share those two values. Index and columns are named after the axes' short names."""
+    column = f"test_{an.metric_by_task[task]}"
+    if column not in an.agg.columns.get_level_values(0) or task not in an.agg.index.get_level_values(0):
+        return pd.DataFrame()
+    means = an.agg.loc[task][(column, "mean")]
+    first = an.runs[an.runs["task"] == task].drop_duplicates("config").set_index("config")
+    frame = pd.DataFrame({"row": [format_value(first.loc[c, row_axis]) for c in means.index],
+                          "col": [format_value(first.loc[c, col_axis]) for c in means.index],
+                          "value": means.to_numpy(float)})
+    pivot = frame.pivot_table(index="row", columns="col", values="value", aggfunc="mean", dropna=False, sort=False)
+    pivot = pivot.loc[sorted(pivot.index, key=sort_key), sorted(pivot.columns, key=sort_key)]
+    names = list(an.axes) or [row_axis, col_axis]
+    pivot.index.name, pivot.columns.name = short_name(row_axis, names), short_name(col_axis, names)
+    return pivot
+
+
+def heatmap_means(an: Analysis, axes: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+    """task -> :func:`pivot_means` over ``axes`` (two columns; default: the label axes when there
+    are exactly two, else nothing)."""
+    axes = list(axes) if axes is not None else list(an.label_axes) if len(an.label_axes) == 2 else []
+    if len(axes) != 2:
         return {}
-    row_axis, col_axis = an.label_axes
-    out = {}
-    for task, metric in an.metric_by_task.items():
-        column = f"test_{metric}"
-        if column not in an.agg.columns.get_level_values(0) or task not in an.agg.index.get_level_values(0):
-            continue
-        means = an.agg.loc[task][(column, "mean")]
-        first = an.runs[an.runs["task"] == task].drop_duplicates("config").set_index("config")
-        frame = pd.DataFrame({"row": [format_value(first.loc[c, row_axis]) for c in means.index],
-                              "col": [format_value(first.loc[c, col_axis]) for c in means.index],
-                              "value": means.to_numpy()})
-        pivot = frame.pivot_table(index="row", columns="col", values="value", aggfunc="mean", dropna=False, sort=False)
-        from .axes import sort_key
-        pivot = pivot.loc[sorted(pivot.index, key=sort_key), sorted(pivot.columns, key=sort_key)]
-        pivot.index.name, pivot.columns.name = short_name(row_axis, an.label_axes), short_name(col_axis, an.label_axes)
-        out[task] = pivot
-    return out
+    out = {task: pivot_means(an, task, axes[0], axes[1]) for task in an.metric_by_task}
+    return {task: pivot for task, pivot in out.items() if not pivot.empty}
 
 
 def aggregate_csv(an: Analysis) -> pd.DataFrame:
@@ -232,6 +241,8 @@ def aggregate_csv(an: Analysis) -> pd.DataFrame:
     flat.columns = [f"{col}_{stat}" for col, stat in flat.columns]
     flat = flat.join(an.counts.add_prefix("runs_"))
     flat = flat.reset_index()
+    position = [an.order[t].index(c) if c in an.order.get(t, []) else 0 for t, c in zip(flat["task"], flat["config"])]
+    flat = flat.assign(_position=position).sort_values(["task", "_position"], kind="stable").drop(columns="_position")
     first = an.runs.drop_duplicates(["task", "config"]).set_index(["task", "config"])
     for axis in an.label_axes:
         flat.insert(2 + an.label_axes.index(axis), axis,
@@ -277,7 +288,7 @@ def summary_markdown(an: Analysis, tables: dict[str, Table], figures: Sequence[P
         lines.append(summary.status_line(an.runs))
     if an.results.skipped:
         lines.append(f"Skipped {len(an.results.skipped)} unreadable file(s): "
-                     + ", ".join(f"`{p.name}`" for p in an.results.skipped) + ".")
+                     + ", ".join(f"`{p.parent.name}/{p.name}`" for p in an.results.skipped) + ".")
     if not an.runs.empty:
         lines += ["", "## What was compared", ""]
         lines += summary.compared_lines(an.runs, an.axes, an.label_axes, an.metric_by_task)
@@ -305,7 +316,8 @@ def summary_markdown(an: Analysis, tables: dict[str, Table], figures: Sequence[P
             lines.append("- Fastest per length: " + "; ".join(
                 f"L={int(r.length)}: {r.series} ({r.value:.3g} ms)" for r in fastest.itertuples()) + ".")
         lines.append("")
-    lines += ["## Tables", ""] + [f"- [{stem}]({stem}.md) ([LaTeX]({stem}.tex)): {t.caption.split(':')[0]}"
+    lines += ["## Tables", ""] + [f"- [{stem}]({stem}.md) ([LaTeX]({stem}.tex)): "
+                                  + t.caption.split(":")[0].split(";")[0].split(" (")[0]
                                   for stem, t in tables.items()]
     lines += ["- [aggregate.csv](aggregate.csv): the numbers behind them", "", "## Figures", ""]
     for path in figures:

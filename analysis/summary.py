@@ -13,6 +13,7 @@ import pandas as pd
 
 from .axes import axis_values, constant_config, format_value, short_name, sort_key
 from .stats import describe_excluded, extrapolation_columns, metric_direction, ok_runs, welch_p_value
+from .tables import decimals_for
 
 MATCH_NAMES = {"state_size": "total state size", "param_count": "parameter count",
                "flops_per_token": "FLOPs per token", "flops": "FLOPs per token"}
@@ -33,14 +34,15 @@ def held_equal_phrase(runs: pd.DataFrame) -> str:
     """
     if runs.empty or "match_by" not in runs.columns:
         return "Not size-matched."
-    kinds = [k for k in dict.fromkeys(runs["match_by"].astype(str)) if k != "none"]
+    recorded = runs["match_by"].dropna().astype(str)
+    kinds = [k for k in dict.fromkeys(recorded) if k != "none"]
     reference = ""
     if "match_reference" in runs.columns and runs["match_reference"].notna().any():
         refs = sorted(set(runs["match_reference"].dropna().astype(str)))
         reference = f"matched to {', '.join(refs)}"
     if not kinds:
         return "Not size-matched."
-    if len(kinds) == 1 and (runs["match_by"] == kinds[0]).all():
+    if len(kinds) == 1 and (recorded == kinds[0]).all():
         target = ""
         if "match_target" in runs.columns:
             targets = pd.to_numeric(runs["match_target"], errors="coerce").dropna().unique()
@@ -49,7 +51,7 @@ def held_equal_phrase(runs: pd.DataFrame) -> str:
         detail = ", ".join(x for x in (reference, target) if x)
         return f"Held equal: {MATCH_NAMES.get(kinds[0], kinds[0])}" + (f" ({detail})." if detail else ".")
     parts = [f"{MATCH_NAMES.get(k, k)} (rows matched={k})" for k in kinds]
-    if (runs["match_by"] == "none").any():
+    if (recorded == "none").any():
         parts.append("nothing (rows matched=none)")
     return "Held equal: " + " or ".join(parts) + (f", {reference}." if reference else ".")
 
@@ -66,7 +68,7 @@ def _cell(mean: float, std: float, n: int, decimals: int = 3) -> str:
     if n == 0 or not np.isfinite(mean):
         return "no successful run"
     spread = f" ± {std:.{decimals}f}" if n > 1 and np.isfinite(std) else ""
-    return f"{mean:.{decimals}f}{spread} (n={n})"
+    return f"{mean:.{decimals}f}{spread} (n={int(n)})"
 
 
 def headline(task: str, metric: str, ok: pd.DataFrame, agg: pd.DataFrame, order: Sequence[str],
@@ -86,14 +88,15 @@ def headline(task: str, metric: str, ok: pd.DataFrame, agg: pd.DataFrame, order:
     higher = metric_direction(metric)
     ranked = stats.sort_values("mean", ascending=not higher)
     best = ranked.index[0]
-    lines = [f"- Best: **{best}** with test {metric} {_cell(*ranked.loc[best, ['mean', 'std', 'n']])}."]
+    d = decimals_for(list(ranked["mean"]))
+    lines = [f"- Best: **{best}** with test {metric} {_cell(*ranked.loc[best, ['mean', 'std', 'n']], d)}."]
 
     def versus(other: str, word: str) -> str:
         diff = ranked.loc[best, "mean"] - ranked.loc[other, "mean"]
         p = welch_p_value(ok.loc[ok["config"] == best, column], ok.loc[ok["config"] == other, column])
         ptext = f"Welch t-test p = {p:.2g}" if np.isfinite(p) else "too few seeds for a test"
-        return (f"- {word}: {other} {_cell(*ranked.loc[other, ['mean', 'std', 'n']])}; "
-                f"difference {diff:+.3f} ({ptext}).")
+        return (f"- {word}: {other} {_cell(*ranked.loc[other, ['mean', 'std', 'n']], d)}; "
+                f"difference {diff:+.{d}f} ({ptext}).")
 
     if len(ranked) >= 2:
         lines.append(versus(ranked.index[1], "Runner-up"))
@@ -107,7 +110,7 @@ def headline(task: str, metric: str, ok: pd.DataFrame, agg: pd.DataFrame, order:
             per_config = ok.groupby(["config", axis], dropna=False)[column].mean().reset_index()
             levels = per_config.groupby(axis, dropna=False)[column].mean()
             ordered = sorted(levels.items(), key=lambda kv: sort_key(kv[0]))
-            text = ", ".join(f"{format_value(k)} {v:.3f}" for k, v in ordered)
+            text = ", ".join(f"{format_value(k)} {v:.{d}f}" for k, v in ordered)
             others = ", ".join(short_name(a, label_axes) for a in label_axes if a != axis)
             lines.append(f"- Main effect of {short_name(axis, label_axes)} (averaged over {others}): {text}.")
     return lines
@@ -143,7 +146,8 @@ def excluded_runs(runs: pd.DataFrame) -> list[str]:
     bad = runs[runs["status"] != "ok"]
     lines = []
     for _, row in bad.iterrows():
-        error = str(row.get("error") or "").splitlines()[0][:120] if isinstance(row.get("error"), str) else ""
+        error = row.get("error")
+        error = error.strip().splitlines()[0][:120] if isinstance(error, str) and error.strip() else ""
         stopped = row.get("stopped_by")
         why = error or (f"stopped by {stopped}" if isinstance(stopped, str) and stopped else "")
         lines.append(f"- {row['task']}: {row.get('config', '')}, seed {format_value(row.get('seed'))}: "

@@ -31,7 +31,8 @@ INTEGER_COLUMNS = ("param_count", "state_size", "flops_per_token", "steps", "tok
 
 @dataclass
 class Cell:
-    """One table cell: plain ``text``, or a statistic (mean, std, n) printed with ``decimals``.
+    """One table cell: plain ``text``, or a statistic (mean, std, n) printed with ``decimals``
+    (None: three significant digits for each number).
 
     integer: print the mean as an integer and, when std is 0, the value alone (sizes).
     show_n: append '(n)'.
@@ -41,7 +42,7 @@ class Cell:
     mean: float = float("nan")
     std: float = float("nan")
     n: int = 0
-    decimals: int = 3
+    decimals: int | None = 3  # None: three significant digits per value
     bold: bool = False
     integer: bool = False
     show_n: bool = True
@@ -51,13 +52,17 @@ class Cell:
         return self.text is None and self.n > 0 and np.isfinite(self.mean)
 
     def _number(self, value: float) -> str:
-        return f"{value:.0f}" if self.integer else f"{value:.{self.decimals}f}"
+        if self.integer:
+            return f"{value:.0f}"
+        if self.decimals is None:  # three significant digits, never scientific
+            return f"{value:.{decimals_for([value], minimum=0)}f}"
+        return f"{value:.{self.decimals}f}"
 
     def _parts(self) -> tuple[str, str | None, str]:
         """(mean text, std text or None, n text) of a statistic cell."""
         mean = self._number(self.mean)
         spread = None
-        if self.n > 1 and np.isfinite(self.std) and not (self.integer and self.std == 0):
+        if (self.n > 1 or not self.show_n) and np.isfinite(self.std) and not (self.integer and self.std == 0):
             spread = self._number(self.std)
         count = f" ({self.n})" if self.show_n and not (self.integer and spread is None) else ""
         return mean, spread, count
@@ -97,7 +102,7 @@ class Table:
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _LATEX_UNICODE = {"±": r"$\pm$", "—": "---", "–": "--", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
-                  "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$", "≈": r"$\approx$", "Δ": r"$\Delta$", "·": r"$\cdot$"}
+                  "×": r"$\times$", "−": r"$-$", "≥": r"$\geq$", "≤": r"$\leq$", "≈": r"$\approx$", "Δ": r"$\Delta$", "·": r"$\cdot$"}
 
 
 def latex_escape(text: str) -> str:
@@ -133,24 +138,26 @@ def column_title(column: str, arrows: bool = True) -> str:
     return title
 
 
-def decimals_for(values: Sequence[float]) -> int:
-    """Decimals giving 3 significant digits to the largest |value| (at least 3 below 10, at most 6)."""
+def decimals_for(values: Sequence[float], minimum: int = 3) -> int:
+    """Decimals giving 3 significant digits to the largest |value|; at least ``minimum`` when
+    that value is below 10, at most 6."""
     finite = [abs(v) for v in values if v is not None and np.isfinite(v)]
     largest = max(finite) if finite else 0.0
     if largest == 0:
-        return 3
+        return minimum
     digits = 2 - math.floor(math.log10(largest))
     if largest < 10:
-        digits = max(digits, 3)
+        digits = max(digits, minimum)
     return int(min(max(digits, 0), 6))
 
 
 def stat_column(agg: pd.DataFrame, column: str, index: Sequence, *, bold_best: bool = True,
-                direction: bool | None = None) -> list[Cell]:
+                direction: bool | None = None, significant: bool = False) -> list[Cell]:
     """Cells for one aggregated column, in the order of ``index``.
 
     agg: output of :func:`analysis.stats.aggregate` (MultiIndex columns (column, stat)).
     direction: True if higher is better, False if lower; default from the column name.
+    significant: print each number with three significant digits instead of one precision per column.
     The best cells (ties at the printed precision included) are bold when bold_best and a
     direction exists and at least two rows have a value.
     """
@@ -160,14 +167,15 @@ def stat_column(agg: pd.DataFrame, column: str, index: Sequence, *, bold_best: b
     means, stds, ns = rows["mean"].to_numpy(float), rows["std"].to_numpy(float), rows["n"].to_numpy(int)
     integer = column in INTEGER_COLUMNS and all(float(m).is_integer() for m in means[np.isfinite(means)])
     decimals = decimals_for(means)
-    cells = [Cell(mean=m, std=s, n=int(n), decimals=decimals, integer=integer) for m, s, n in zip(means, stds, ns)]
+    cells = [Cell(mean=m, std=s, n=int(n), decimals=None if significant else decimals, integer=integer)
+             for m, s, n in zip(means, stds, ns)]
     better = higher_is_better(column) if direction is None else direction
     valued = [c for c in cells if c.has_value]
     if bold_best and better is not None and len(valued) >= 2:
         best = max if better else min
-        target = round(best(c.mean for c in valued), decimals)
+        target = best(c.mean for c in valued)
         for c in valued:
-            c.bold = round(c.mean, decimals) == target
+            c.bold = c._number(c.mean) == c._number(target)
     return cells
 
 

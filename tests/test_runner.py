@@ -135,3 +135,62 @@ def test_parallel_sweep_with_joblib_loses_no_row(tmp_path) -> None:
     df = rows(tmp_path)
     assert len(df) == 4 and df["run_id"].is_unique and (df["status"] == "ok").all()
     assert not glob.glob(os.path.join(tmp_path, "runs", ".*.tmp"))
+
+
+def test_preempted_run_checkpoints_and_resumes_to_the_same_row(tmp_path) -> None:
+    """SIGTERM (what SLURM sends before a kill): the run saves a checkpoint at the current step
+    and exits without a row; the resubmitted run resumes and ends with the uninterrupted row."""
+    args = ["model=s5", "model.ssm.d_model=16", "model.ssm.d_state=8", "trainer.max_steps=300",
+            "trainer.eval_every=100", "trainer.progress=false", "model.dropout=0.1"]
+    stopped = tmp_path / "stopped"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", *args, f"results_dir={stopped}"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not glob.glob(os.path.join(stopped, "checkpoints", "*.pt")) and time.time() < deadline:
+        assert proc.poll() is None, "the run finished before it could be preempted"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "preempted by SIGTERM at step" in output
+    assert not glob.glob(os.path.join(stopped, "runs", "*.parquet"))
+    resumed = ablate(*args, f"results_dir={stopped}")
+    assert resumed.returncode == 0 and "resumed from step" in resumed.stdout + resumed.stderr
+    clean = tmp_path / "clean"
+    assert ablate(*args, f"results_dir={clean}").returncode == 0
+    a, b = rows(stopped).iloc[0], rows(clean).iloc[0]
+    for col in ("test_accuracy", "test_loss", "final_val_loss", "best_val_accuracy"):
+        assert a[col] == pytest.approx(b[col], rel=1e-5, abs=1e-6)
+
+
+def test_four_processes_writing_one_experiment_directory(tmp_path) -> None:
+    args = ["model=s4d", "model.ssm.d_model=8", "model.ssm.d_state=4", "trainer.max_steps=4", "trainer.eval_every=2",
+            "trainer.progress=false", f"results_dir={tmp_path}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "ablate", *args, f"seed={seed}"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for seed in range(4)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0, 0]
+    df = rows(tmp_path)
+    assert sorted(df["seed"]) == [0, 1, 2, 3] and df["run_id"].is_unique
+    assert len(glob.glob(os.path.join(tmp_path, "curves", "*.parquet"))) == 4
+
+
+def test_plan_lists_runs_and_costs_without_training(tmp_path) -> None:
+    result = ablate("+experiment=smoke", f"results_dir={tmp_path}", "+plan=true", "-m")
+    assert result.returncode == 0
+    lines = [line for line in result.stdout.splitlines() if line.startswith("plan ")]
+    assert len(lines) == 4 and all("[to run]" in line and "GFLOP" in line for line in lines)
+    assert not os.path.exists(tmp_path / "runs")
+    assert ablate("+experiment=smoke", f"results_dir={tmp_path}", "-m").returncode == 0
+    again = ablate("+experiment=smoke", f"results_dir={tmp_path}", "+plan=true", "-m")
+    assert again.stdout.count("[done (skip)]") == 4
+
+
+def test_submitit_local_launcher_runs_the_sweep(tmp_path) -> None:
+    """The SLURM code path (submitit), exercised on this machine by the local executor."""
+    result = ablate("+experiment=smoke", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                    f"results_dir={tmp_path}", "-m", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    df = rows(tmp_path)
+    assert len(df) == 4 and (df["status"] == "ok").all()

@@ -1,0 +1,66 @@
+"""Preemption: SLURM sends SIGTERM (or the signal set with --signal, often SIGUSR1) before it
+kills a job. A run catches it, finishes the current optimiser step, saves a checkpoint and
+hands the signal on to whoever handled it before (submitit's handler requeues the job; the
+default handler ends the process), so the requeued run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+from typing import Any
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Preempted(Exception):
+    """Raised at a step boundary after a preemption signal; the checkpoint is already saved."""
+
+    def __init__(self, signum: int, step: int, watcher: "PreemptionWatcher"):
+        super().__init__(f"preempted by {signal.Signals(signum).name} at step {step}")
+        self.signum, self.step, self.watcher = signum, step, watcher
+
+
+class PreemptionWatcher:
+    """Context manager: records SIGTERM/SIGUSR1 instead of dying mid-step.
+
+    Handlers are only installed in the main thread (Python's rule); elsewhere it watches nothing.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.frame: FrameType | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        self.received, self.frame = signum, frame
+
+    def __enter__(self) -> "PreemptionWatcher":
+        try:
+            for sig in SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._record)
+        except ValueError:  # not the main thread
+            self._previous.clear()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.received is not None
+
+    def hand_over(self) -> None:
+        """Pass the recorded signal to the handler that was installed before ours."""
+        signum = self.received
+        if signum is None:
+            return
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        self.__exit__()
+        self._previous.clear()
+        if callable(previous):
+            previous(signum, self.frame)
+        elif previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)
