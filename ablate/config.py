@@ -94,6 +94,7 @@ class TrainerConfig:
     eval_every: int = 100
     time_budget_s: Optional[float] = None
     device: str = "auto"
+    threads: Optional[int] = None
     precision: str = "auto"
     compile: bool = False
     checkpoint: bool = True
@@ -115,6 +116,8 @@ class TrainerConfig:
                 raise ValueError(f"trainer.{name}={value!r} is not valid; expected a value >= 0")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             raise ValueError(f"trainer.time_budget_s={self.time_budget_s!r} is not valid; expected > 0 or null")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"trainer.threads={self.threads!r} is not valid; expected an integer >= 1 or null")
         if self.precision not in PRECISIONS:
             raise ValueError(f"trainer.precision={self.precision!r} is not valid; expected one of {list(PRECISIONS)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):

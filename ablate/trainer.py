@@ -12,6 +12,8 @@
 * Evaluation on the validation split every ``eval_every`` steps and at the end; a
   checkpoint at each evaluation (model, optimiser, schedule, RNG state, curve), from which
   an interrupted run resumes.
+* ``threads`` sets torch's CPU threads (null: torch's default, one per core); parallel
+  launchers on one machine should give each run cores / n_jobs threads.
 * A non-finite loss stops the run with status ``diverged``; ``time_budget_s`` stops it
   early with ``stopped_by='time_budget'``.
 """
@@ -100,6 +102,8 @@ class Trainer:
         self.seed = seed
         self.checkpoint_path = checkpoint_path if cfg.checkpoint else None
         self.device = resolve_device(cfg.device)
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         self.autocast = self.device.type == "cuda" and cfg.precision in ("auto", "bf16")
 
     # ------------------------------------------------------------------ data order

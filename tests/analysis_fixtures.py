@@ -141,30 +141,41 @@ def _truncate(frame: pd.DataFrame, path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def all_rows() -> list[dict]:
-    """Every run row of the fixture, in the state the 'older runner' wrote it (old columns dropped)."""
-    rows = [run_row(t, s, g, seed) for t in TASKS for s in STRUCTURES for g in GATES for seed in SEEDS]
-    rows.append(run_row("sdigits", "mimo", "silu", 3, status="diverged"))
-    rows.append(run_row("sdigits", "siso", "glu", 3, status="failed"))
-    for row in rows:
-        if (row["task"], row["model.ssm.structure"], row["model.ssm.gate"], row["seed"]) == OLD_RUN \
-                and row["status"] == "ok":
-            for col in OLD_MISSING:
-                row.pop(col)
+def all_rows(seeds: tuple[int, ...] = SEEDS, tasks: tuple[str, ...] = tuple(TASKS), damaged: bool = True) -> list[dict]:
+    """Every run row of the fixture; with ``damaged``, plus the diverged and failed runs and with
+    the 'older runner' row stripped of :data:`OLD_MISSING`."""
+    rows = [run_row(t, s, g, seed) for t in tasks for s in STRUCTURES for g in GATES for seed in seeds]
+    if damaged:
+        rows.append(run_row("sdigits", "mimo", "silu", 3, status="diverged"))
+        rows.append(run_row("sdigits", "siso", "glu", 3, status="failed"))
+        for row in rows:
+            if (row["task"], row["model.ssm.structure"], row["model.ssm.gate"], row["seed"]) == OLD_RUN \
+                    and row["status"] == "ok":
+                for col in OLD_MISSING:
+                    row.pop(col)
     return rows
 
 
-def make_results(root: Path, bench: bool = True, damaged: bool = True) -> Path:
-    """Write the synthetic results directory at ``root`` (see the module docstring); returns it."""
-    root = Path(root)
+def write_runs(root: Path, rows: list[dict]) -> None:
+    """Write run rows (and the curves of those that trained) the way the runner does."""
     (root / "runs").mkdir(parents=True, exist_ok=True)
     (root / "curves").mkdir(parents=True, exist_ok=True)
-    for row in all_rows():
+    for row in rows:
         pd.DataFrame([row]).to_parquet(root / "runs" / f"{row['run_id']}.parquet", index=False)
         if row.get("status", "ok") != "failed":
             curve_rows({**row, "metric": row.get("metric", "accuracy"),
                         "final_val_accuracy": row.get("final_val_accuracy", row.get("test_accuracy"))}
                        ).to_parquet(root / "curves" / f"{row['run_id']}.parquet", index=False)
+
+
+def make_results(root: Path, bench: bool = True, damaged: bool = True, seeds: tuple[int, ...] = SEEDS,
+                 tasks: tuple[str, ...] = tuple(TASKS)) -> Path:
+    """Write the synthetic results directory at ``root`` (see the module docstring); returns it.
+
+    bench: also write bench/; damaged: add the diverged, failed, truncated and old-format files.
+    """
+    root = Path(root)
+    write_runs(root, all_rows(seeds, tasks, damaged))
     if damaged:
         sample = run_row("sdigits", "siso", "silu", 7)
         _truncate(pd.DataFrame([sample]), root / "runs" / f"{TRUNCATED}.parquet")
