@@ -123,7 +123,9 @@ class Trainer:
         was_training = model.training
         model.eval()
         loss_sum, metric_sum, count, items = 0.0, 0.0, 0, 0
-        for batch in split.batches(self.cfg.eval_batch_size, shuffle=False):
+        # the same number of tokens per batch at any length (extrapolation sets are longer)
+        batch_size = max(1, self.cfg.eval_batch_size * task.spec.length // split.x.shape[1])
+        for batch in split.batches(batch_size, shuffle=False):
             batch = batch.to(self.device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
                 out = model(batch.x)
