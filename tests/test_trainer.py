@@ -1,0 +1,54 @@
+"""The shared trainer's pieces: parameter groups, schedule, data order."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import models
+from ablate.config import TrainerConfig
+from ablate.trainer import Trainer, parameter_groups, warmup_cosine
+from ablate.tasks import Split
+from models import IOSpec
+
+DYNAMICS = ("A_log", "A_imag", "log_dt", "dt_proj.weight", "dt_proj.bias", "mixer.B", "mixer.C", "mixer.D",
+            "C_backward")
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("s5", {}), ("s4d", {}), ("mamba", {}), ("s5", {"selective": "dt,B,C", "bidirectional": True}),
+])
+def test_ssm_dynamics_never_get_weight_decay(name: str, overrides: dict) -> None:
+    cfg = models.model_preset(name, n_layers=2, d_model=16, d_state=8, **overrides)
+    model = models.build(cfg, IOSpec(d_input=3, d_output=4))
+    groups, names = parameter_groups(model, TrainerConfig(lr=3e-3, ssm_lr=1e-3, weight_decay=0.1))
+    by_name = {n: g for g in groups for n in names[g["name"]]}
+    dynamics = [n for n, _ in model.named_parameters() if n.endswith(DYNAMICS)]
+    assert dynamics, "no dynamics parameters found"
+    for n in dynamics:
+        assert by_name[n]["weight_decay"] == 0.0 and by_name[n]["lr"] == 1e-3, n
+    decayed = [n for n in names.get("decay", [])]
+    assert decayed and all(p.ndim >= 2 for n, p in model.named_parameters() if n in decayed)
+    assert not any(n in decayed for n in dynamics)
+    assert sum(len(v) for v in names.values()) == len(list(model.parameters()))
+
+
+def test_warmup_then_cosine() -> None:
+    f = warmup_cosine(10, 110)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0, abs=1e-12)
+    assert f(35) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
+
+
+def test_batch_order_depends_on_seed_and_epoch_only() -> None:
+    split = Split(torch.arange(100).view(100, 1, 1).float(), torch.arange(100))
+    cfg = TrainerConfig(batch_size=10, device="cpu")
+    a, b, c = Trainer(cfg, seed=0), Trainer(cfg, seed=0), Trainer(cfg, seed=1)
+    order = lambda t, steps: [t._batch(split, s, {})[1].tolist() for s in steps]  # noqa: E731
+    assert order(a, range(25)) == order(b, range(25))  # same seed: same batches, also out of order (resume)
+    assert order(a, [23]) == [order(a, range(25))[23]]
+    assert order(a, range(10)) != order(c, range(10))
+    epoch = sorted(sum(order(a, range(10)), []))
+    assert epoch == list(range(100))  # one epoch sees every sample once
