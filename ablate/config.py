@@ -10,6 +10,7 @@ value and what would be valid.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import types
@@ -26,6 +27,7 @@ from models.config import NORMS
 from . import tasks
 
 PRECISIONS = ("auto", "fp32", "bf16")
+BUDGETS = ("steps", "tokens", "flops", "time")
 MATCH_BY = ("none", "state_size", "param_count")
 
 
@@ -148,7 +150,42 @@ class ResolvedRun:
     task_cfg: dict
     trainer: TrainerConfig
     match: dict
+    budget: dict  # what every run of the comparison gets equally, and how much
+    tuned: list  # config keys tuned over (selection on validation happens in analysis)
     identity: dict  # what the run id hashes: the resolved configuration and seed
+
+
+def apply_budget(trainer: TrainerConfig, budget: dict, model: ModelConfig, spec) -> dict:
+    """Turn ``budget`` (kind, value) into the trainer's stopping rule; returns the record.
+
+    steps: ``max_steps = value``; tokens: ``max_steps = ceil(value / (batch · length))``;
+    flops: ``max_steps = ceil(value / (3 · FLOPs per token · batch · length))`` (forward +
+    backward ≈ 3× forward); time: ``time_budget_s = value`` (max_steps stays an upper bound).
+    A null value keeps the trainer's own max_steps / time_budget_s.
+    """
+    from models import flops_per_token
+
+    kind, value = budget.get("kind", "steps"), budget.get("value")
+    if kind not in BUDGETS:
+        raise ValueError(f"budget.kind={kind!r} is not valid; expected one of {list(BUDGETS)}")
+    if value is not None and not (isinstance(value, (int, float)) and value > 0):
+        raise ValueError(f"budget.value={value!r} is not valid; expected a number > 0 or null")
+    tokens_per_step = trainer.batch_size * spec.length
+    if value is not None:
+        if kind == "steps":
+            trainer.max_steps = int(value)
+        elif kind == "tokens":
+            trainer.max_steps = max(1, math.ceil(value / tokens_per_step))
+        elif kind == "flops":
+            per_step = 3 * flops_per_token(model, spec.io, length=spec.length) * tokens_per_step
+            trainer.max_steps = max(1, math.ceil(value / per_step))
+        else:
+            trainer.time_budget_s = float(value)
+    if kind == "time":
+        value = trainer.time_budget_s
+    elif value is None:
+        value = trainer.max_steps if kind == "steps" else None
+    return {"budget_kind": kind, "budget_value": value}
 
 
 def _build_model_config(model: dict, spec: IOSpec) -> tuple[ModelConfig, dict]:
@@ -216,15 +253,18 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
     if model_cfg.ssm.bidirectional and task.spec.causal:
         raise ValueError(f"model.ssm.bidirectional=True is not valid for the causal task {task.spec.name!r}; "
                          "expected bidirectional=False")
+    budget = apply_budget(trainer, dict(plain.get("budget") or {}), model_cfg, task.spec)
+    tuned = list(plain.get("tuned") or [])
     check_writable(plain["results_dir"])
     identity = {
         "model": {"preset": plain["model"]["preset"], **dataclasses.asdict(model_cfg)},
         "task": plain["task"],
-        "trainer": {k: v for k, v in plain["trainer"].items() if k not in ("progress", "checkpoint")},
+        "trainer": {k: v for k, v in dataclasses.asdict(trainer).items() if k not in ("progress", "checkpoint", "threads")},
         "seed": plain["seed"],
         "match": match,
     }
     identity["model"]["ssm"]["selective"] = list(model_cfg.ssm.selective)
     return ResolvedRun(experiment=plain["experiment"], seed=plain["seed"], results_dir=plain["results_dir"],
                        rerun=bool(plain.get("rerun", False)), model=model_cfg, preset=plain["model"]["preset"], task=task,
-                       task_cfg=plain["task"], trainer=trainer, match=match, identity=identity)
+                       task_cfg=plain["task"], trainer=trainer, match=match, budget=budget, tuned=tuned,
+                       identity=identity)

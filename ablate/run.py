@@ -43,7 +43,7 @@ def execute(run: ResolvedRun, overrides: list[str]) -> dict[str, Any] | None:
         "param_count": sum(p.numel() for p in model.parameters()),
         "state_size": models.state_size(run.model),
         "flops_per_token": models.flops_per_token(run.model, spec.io, length=spec.length),
-        "device": str(trainer.device), **run.match,
+        "device": str(trainer.device), **run.match, **run.budget, "tuned": ",".join(run.tuned) or "none",
     }
     started = time.time()
     try:

@@ -13,8 +13,9 @@ Each side becomes a long frame (task, label, metric, mean, std, n):
   metric; accuracies written in percent (any value above 1) are divided by 100, and the
   caption says so.
 
-Rows are matched on (task, label, metric); labels compare case- and space-insensitively, and
-task is ignored when either side does not name one. Unmatched rows stay in the table with a dash
+Rows are matched on (task, label, metric); labels compare case- and space-insensitively. A
+side that names no task stands for every task of the other side, and a missing metric is the
+task's own test metric. Unmatched rows stay in the table with a dash
 on the side that lacks them. Output: compare.md/.tex (Task | Configuration | Metric | A | B |
 Δ = A − B), compare.csv, compare.png/.pdf.
 """
@@ -145,17 +146,23 @@ def load_side(spec: str, key: Sequence[str] | None = None, name: str | None = No
     return read_ours([spec], key, name)
 
 
+def _fill(frame: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    """A side without tasks stands for every task of the other side (its rows repeat per task);
+    a missing metric is the task's own metric on the other side (when that side is ours)."""
+    frame = frame.copy()
+    if frame["task"].isna().all() and other["task"].notna().any():
+        tasks = pd.DataFrame({"task": other["task"].dropna().unique()})
+        frame = frame.drop(columns="task").merge(tasks, how="cross")
+    if frame["metric"].isna().any() and "primary" in other.columns:
+        primary = other[other["primary"]].drop_duplicates("task").set_index("task")["metric"]
+        frame["metric"] = frame["metric"].fillna(frame["task"].map(primary))
+    return frame
+
+
 def _restrict_metrics(a: Side, b: Side) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fill a published side's missing task/metric from the other side and keep comparable metrics:
     those a published side names, or the tasks' own test metric when both sides are ours."""
-    fa, fb = a.frame.copy(), b.frame.copy()
-    for pub, other in ((fa, fb), (fb, fa)):
-        if pub["metric"].isna().any() and "primary" in other.columns:
-            primary = other[other["primary"]].drop_duplicates("task").set_index("task")["metric"]
-            default = primary.iloc[0] if primary.nunique() == 1 else np.nan
-            pub["metric"] = pub["metric"].fillna(pub["task"].map(primary)).fillna(default)
-        if pub["task"].isna().all() and other["task"].nunique() == 1:
-            pub["task"] = other["task"].iloc[0]
+    fa, fb = _fill(a.frame, b.frame), _fill(b.frame, a.frame)
     if not a.published and not b.published:
         fa, fb = fa[fa["primary"]], fb[fb["primary"]]
     else:  # keep what the published side reports: its metrics, and its tasks when it names them

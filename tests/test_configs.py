@@ -63,3 +63,24 @@ def test_every_sweep_cell_validates(tmp_path, experiment: str) -> None:
         assert run.experiment == experiment
         if run.model.ssm.mode == "auto" and "_paper" not in experiment:
             assert models.param_count(run.model, run.task.spec.io) > 0
+
+
+@pytest.mark.parametrize("kind, value", [("tokens", 64_000), ("flops", 5e10)])
+def test_budget_is_equal_across_configurations(tmp_path, kind: str, value: float) -> None:
+    """Runs of different models and sizes get the same tokens (or FLOPs) for training."""
+    register()
+    spent = []
+    for model, width in (("s4d", 16), ("s5", 32), ("mamba", 16)):
+        run = resolve(compose_with([f"model={model}", f"model.ssm.d_model={width}", f"budget.kind={kind}",
+                                    f"budget.value={value}", f"results_dir={tmp_path}"]))
+        tokens = run.trainer.max_steps * run.trainer.batch_size * run.task.spec.length
+        cost = tokens if kind == "tokens" else 3 * models.flops_per_token(run.model, run.task.spec.io,
+                                                                         length=run.task.spec.length) * tokens
+        per_step = cost / run.trainer.max_steps
+        assert value <= cost < value + per_step  # the smallest whole number of steps reaching the budget
+        spent.append(run.trainer.max_steps)
+    assert run.budget == {"budget_kind": kind, "budget_value": value}
+    if kind == "tokens":
+        assert len(set(spent)) == 1
+    with pytest.raises(ValueError, match="budget.kind='epochs'"):
+        resolve(compose_with(["budget.kind=epochs", f"results_dir={tmp_path}"]))
