@@ -24,14 +24,7 @@ import torch
 
 from models import IOSpec
 
-from .base import Split, Task, TaskSpec, validate_fields
-
-
-def _check_ints(cfg: object, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"task.{name}={value!r} is not valid; expected an integer")
+from .base import Split, Task, TaskSpec, check_ints, validate_fields
 
 
 @dataclass
@@ -43,7 +36,7 @@ class AddingConfig:
 
     def __post_init__(self) -> None:
         fields = ("length", "n_train", "n_val", "n_test")
-        _check_ints(self, fields)
+        check_ints(self, fields)
         validate_fields(self, {
             "length": (2, None),
             "n_train": (1, None),

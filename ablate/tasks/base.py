@@ -135,6 +135,14 @@ class Task:
         return (pred[keep] == y[keep]).sum().item(), int(keep.sum().item())
 
 
+def check_ints(cfg: Any, names: tuple[str, ...]) -> None:
+    """Each named field is an integer (not a bool, float or string)."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"task.{name}={value!r} is not valid; expected an integer")
+
+
 def validate_fields(cfg: Any, rules: dict[str, tuple]) -> None:
     """Check dataclass fields: rules maps a field name to (min, max) inclusive (None = open)."""
     for name, (low, high) in rules.items():

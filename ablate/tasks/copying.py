@@ -30,14 +30,7 @@ import torch
 
 from models import IOSpec
 
-from .base import IGNORE, Split, Task, TaskSpec, validate_fields
-
-
-def _check_ints(cfg: object, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"task.{name}={value!r} is not valid; expected an integer")
+from .base import IGNORE, Split, Task, TaskSpec, check_ints, validate_fields
 
 
 @dataclass
@@ -52,7 +45,7 @@ class CopyingConfig:
 
     def __post_init__(self) -> None:
         fields = ("n_copy", "n_symbols", "lag", "n_train", "n_val", "n_test")
-        _check_ints(self, fields)
+        check_ints(self, fields)
         validate_fields(self, {
             "n_copy": (1, None),
             "n_symbols": (1, None),

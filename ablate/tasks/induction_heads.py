@@ -31,16 +31,9 @@ import torch
 
 from models import IOSpec
 
-from .base import IGNORE, Split, Task, TaskSpec, validate_fields
+from .base import IGNORE, Split, Task, TaskSpec, check_ints, validate_fields
 
 MAX_LENGTH = 2**20
-
-
-def _check_ints(cfg: object, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"task.{name}={value!r} is not valid; expected an integer")
 
 
 @dataclass
@@ -55,7 +48,7 @@ class InductionHeadsConfig:
 
     def __post_init__(self) -> None:
         fields_ = ("vocab_size", "length", "n_train", "n_val", "n_test", "n_extrapolation")
-        _check_ints(self, fields_)
+        check_ints(self, fields_)
         validate_fields(self, {
             "vocab_size": (3, None),  # the trigger + at least two ordinary tokens
             "length": (3, MAX_LENGTH),  # first trigger, its successor, final trigger
