@@ -39,7 +39,8 @@ def execute(run: ResolvedRun, overrides: list[str]) -> dict[str, Any] | None:
     spec = run.task.spec
     row: dict[str, Any] = {
         "run_id": rid, "experiment": run.experiment, "seed": run.seed, "preset": run.preset,
-        "task": spec.name, "metric": spec.metric, "overrides": " ".join(overrides),
+        "task": spec.name, "metric": spec.metric, "higher_is_better": spec.higher_is_better,
+        "overrides": " ".join(overrides), "schema_version": 1,
         "param_count": sum(p.numel() for p in model.parameters()),
         "state_size": models.state_size(run.model),
         "flops_per_token": models.flops_per_token(run.model, spec.io, length=spec.length),

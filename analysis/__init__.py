@@ -15,6 +15,7 @@ Modules, one job each:
 - :mod:`analysis.summary`  the ``summary.md`` that ties a report together
 - :mod:`analysis.report`   one results set -> a report directory
 - :mod:`analysis.compare`  two result sets (ours, or published numbers in a CSV) side by side
+- :mod:`analysis.notebook` helpers that keep ``analysis/notebooks/*.ipynb`` thin
 """
 
 from .errors import AnalysisError

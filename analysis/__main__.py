@@ -64,9 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     folder = Path(os.path.commonpath([str(p.parent) for p in written])) if written else Path(".")
-    print(f"wrote {len(written)} files to {folder}/")
-    for path in written:
-        print(f"  {path.relative_to(folder) if path.is_relative_to(folder) else path}")
+    try:
+        print(f"wrote {len(written)} files to {folder}/")
+        for path in written:
+            print(f"  {path.relative_to(folder) if path.is_relative_to(folder) else path}")
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into `head`: the report is written, that is what counts
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

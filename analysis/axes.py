@@ -84,7 +84,8 @@ def _priority(col: str, order: Sequence[str]) -> tuple[int, int, str]:
 def swept_axes(runs: pd.DataFrame, task_col: str = "task") -> list[str]:
     """Config columns that vary across ``runs`` and are not fixed by the task, in priority order.
 
-    runs: run rows (pass the ok runs to describe what was compared; all runs also works).
+    runs: run rows of any status (a configuration whose runs all failed is still a configuration
+        of the sweep, and must be counted, so it has to keep its own label).
     Returns column names; empty when every run has the same configuration.
     """
     if runs.empty:

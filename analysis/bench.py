@@ -16,6 +16,7 @@ from typing import Sequence
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 from matplotlib.transforms import blended_transform_factory
 
 from .plots import FORMATS, PANEL_HEIGHT, save_figure, style
@@ -159,6 +160,11 @@ def _loglog(rows: pd.DataFrame, columns: Sequence[str], palette: dict, stem: Pat
                          units="series", estimator=None, markers=True, dashes=True, ax=ax)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
+            lengths = sorted(rows["length"].unique())
+            ax.set_xticks(lengths, [str(int(L)) for L in lengths])
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("sequence length")
             ax.set_ylabel(titles.get(col, col))
             trans = blended_transform_factory(ax.transData, ax.transAxes)

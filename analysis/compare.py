@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -97,12 +97,7 @@ def read_published(path: str | Path, name: str | None = None) -> Side:
     })
     frame.loc[frame["task"].isin(["", "nan"]), "task"] = np.nan
     frame["order"] = range(len(frame))
-    notes = []
-    accuracy = frame["metric"].astype(str).str.contains("accuracy")
-    if accuracy.any() and (frame.loc[accuracy, "mean"] > 1).any():
-        frame.loc[accuracy, ["mean", "std"]] = frame.loc[accuracy, ["mean", "std"]] / 100
-        notes.append(f"{name or path.stem}: accuracies given in percent, divided by 100")
-    return Side(name=name or path.stem, frame=frame, published=True, source=str(path), notes=notes)
+    return Side(name=name or path.stem, frame=frame, published=True, source=str(path), notes=[])
 
 
 def read_ours(inputs: Sequence[str], key: Sequence[str] | None = None, name: str | None = None) -> Side:
@@ -159,25 +154,41 @@ def _fill(frame: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _restrict_metrics(a: Side, b: Side) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Fill a published side's missing task/metric from the other side and keep comparable metrics:
-    those a published side names, or the tasks' own test metric when both sides are ours."""
+def _percent_to_fraction(side: Side, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Published accuracies above 1 are percentages: divide them (and their std) by 100."""
+    accuracy = frame["metric"].astype(str).str.contains("accuracy")
+    if not side.published or not accuracy.any() or not (frame.loc[accuracy, "mean"] > 1).any():
+        return frame, []
+    frame = frame.copy()
+    frame.loc[accuracy, ["mean", "std"]] = frame.loc[accuracy, ["mean", "std"]] / 100
+    return frame, [f"{side.name}: accuracies given in percent, divided by 100"]
+
+
+def resolve(a: Side, b: Side) -> tuple[Side, Side]:
+    """Make two sides comparable: fill a published side's missing task and metric from the other
+    side, turn published percentages into fractions, and keep the comparable rows (the metrics,
+    and tasks when named, that a published side reports; the tasks' own test metric when both
+    sides are ours). Returns new sides; resolving twice changes nothing."""
     fa, fb = _fill(a.frame, b.frame), _fill(b.frame, a.frame)
+    fa, notes_a = _percent_to_fraction(a, fa)
+    fb, notes_b = _percent_to_fraction(b, fb)
     if not a.published and not b.published:
         fa, fb = fa[fa["primary"]], fb[fb["primary"]]
-    else:  # keep what the published side reports: its metrics, and its tasks when it names them
+    else:
         pub = fa if a.published else fb
         names, tasks = set(pub["metric"]), set(pub["task"].dropna())
         fa, fb = fa[fa["metric"].isin(names)], fb[fb["metric"].isin(names)]
         if tasks:
             fa, fb = fa[fa["task"].isin(tasks) | fa["task"].isna()], fb[fb["task"].isin(tasks) | fb["task"].isna()]
-    return fa, fb
+    return (replace(a, frame=fa.reset_index(drop=True), notes=a.notes + notes_a),
+            replace(b, frame=fb.reset_index(drop=True), notes=b.notes + notes_b))
 
 
 def align(a: Side, b: Side) -> pd.DataFrame:
-    """Outer join of the two sides on (task, label, metric); columns task, label, metric,
-    mean_a, std_a, n_a, mean_b, std_b, n_b, diff (= mean_a - mean_b)."""
-    fa, fb = _restrict_metrics(a, b)
+    """Outer join of the two sides (after :func:`resolve`) on (task, label, metric); columns
+    task, label, metric, mean_a, std_a, n_a, mean_b, std_b, n_b, diff (= mean_a - mean_b), matched."""
+    a, b = resolve(a, b)
+    fa, fb = a.frame.copy(), b.frame.copy()
     both_tasks = fa["task"].notna().any() and fb["task"].notna().any()
     for f in (fa, fb):
         f["key"] = f["label"].map(normalize_label)
@@ -274,6 +285,7 @@ def run_compare(spec_a: str, spec_b: str, out: str | Path | None = None, key: Se
     a, b = load_side(spec_a, key, names[0]), load_side(spec_b, key, names[1])
     if a.name == b.name:
         a.name, b.name = f"A: {a.name}", f"B: {b.name}"
+    a, b = resolve(a, b)
     merged = align(a, b)
     if merged.empty:
         raise AnalysisError(f"nothing to compare between {spec_a!r} and {spec_b!r} (no shared metrics)")

@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 from matplotlib.transforms import blended_transform_factory
 
+from .axes import format_value
 from .stats import ci95_half_width, describe_excluded, extrapolation_columns, higher_is_better, ok_runs, status_counts
 from .tables import column_title
 
@@ -47,7 +49,7 @@ ERRORBAR = t_interval  # 95% confidence interval over seeds (Student t, exact an
 
 
 def style():
-    """The context every figure is drawn in (seaborn whitegrid, small fonts)."""
+    """The context every figure is drawn in (seaborn's whitegrid style, restored afterwards)."""
     return sns.axes_style("whitegrid")
 
 
@@ -66,7 +68,7 @@ def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = FORMATS) -> li
     for fmt in formats:
         path = stem.with_suffix("." + fmt)
         metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None} if fmt == "png" else None
-        fig.savefig(path, dpi=150, bbox_inches="tight", format=fmt, metadata=metadata)
+        fig.savefig(path, dpi=150, format=fmt, metadata=metadata)
         paths.append(path)
     return paths
 
@@ -226,6 +228,9 @@ def plot_extrapolation(runs: pd.DataFrame, metric_by_task: Mapping[str, str], or
             sns.lineplot(data=long, x="length", y="value", hue="config", hue_order=labels, palette=palette,
                          errorbar=ERRORBAR, marker="o", ax=ax)
             ax.set_xscale("log", base=2)
+            ticks = sorted(set(long["length"]))
+            ax.set_xticks(ticks, [format_value(float(L)) for L in ticks])
+            ax.xaxis.set_minor_locator(NullLocator())
             if task in train_length:
                 ax.axvline(train_length[task], color="grey", linestyle=":", linewidth=1)
                 ax.text(train_length[task], 0.02, " train length", transform=blended_transform_factory(

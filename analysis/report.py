@@ -111,7 +111,8 @@ class Analysis:
 def analyse(results: ResultSet) -> Analysis:
     """Detect the swept axes, label configurations and aggregate over seeds."""
     runs = results.runs
-    if runs.empty:
+    if runs.empty:  # benchmark results only
+        runs = pd.DataFrame(columns=["run_id", "task", "metric", "status", "seed", "config"])
         empty = pd.DataFrame()
         return Analysis(results, runs, [], [], {}, {}, empty, empty, empty, results.bench)
     axes = swept_axes(runs)
@@ -319,7 +320,9 @@ def summary_markdown(an: Analysis, tables: dict[str, Table], figures: Sequence[P
     lines += ["## Tables", ""] + [f"- [{stem}]({stem}.md) ([LaTeX]({stem}.tex)): "
                                   + t.caption.split(":")[0].split(";")[0].split(" (")[0]
                                   for stem, t in tables.items()]
-    lines += ["- [aggregate.csv](aggregate.csv): the numbers behind them", "", "## Figures", ""]
+    if not an.agg.empty:
+        lines.append("- [aggregate.csv](aggregate.csv): the numbers behind them")
+    lines += ["", "## Figures", ""]
     for path in figures:
         if path.suffix == ".png":
             lines += [f"![{path.stem}]({path.name})", ""]

@@ -143,6 +143,8 @@ def status_line(runs: pd.DataFrame) -> str:
 
 def excluded_runs(runs: pd.DataFrame) -> list[str]:
     """One bullet per non-ok run: configuration, seed, status and (first line of) error."""
+    if runs.empty or "status" not in runs.columns:
+        return []
     bad = runs[runs["status"] != "ok"]
     lines = []
     for _, row in bad.iterrows():

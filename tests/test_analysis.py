@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import matplotlib.image
-import numpy as np
 import pandas as pd
 import pytest
 
+import analysis.__main__ as analysis_cli
 import analysis_fixtures as fx
 from analysis.compare import run_compare
 from analysis.load import load_results
@@ -40,6 +40,13 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory) -> Path:
     return fx.make_results(tmp_path_factory.mktemp("analysis") / "synthetic")
+
+
+@pytest.fixture(scope="module")
+def small_results_dir(tmp_path_factory) -> Path:
+    """Two tasks, two seeds, benchmark rows, and the damaged files: what the notebooks run on."""
+    return fx.make_results(tmp_path_factory.mktemp("analysis_small") / "small", seeds=(0, 1),
+                           tasks=("sdigits", "induction_heads"))
 
 
 @pytest.fixture(scope="module")
@@ -282,21 +289,26 @@ def test_cli_writes_a_report_for_several_inputs_or_a_glob(results_dir, tmp_path)
     assert not (extra / "report").exists()
 
 
-@pytest.mark.parametrize("make", ["missing", "empty", "no_parquet", "all_corrupt"])
-def test_cli_fails_in_one_line_on_missing_or_empty_input(tmp_path, make) -> None:
+def test_cli_fails_in_one_line_on_a_missing_directory(tmp_path) -> None:
+    done = cli(str(tmp_path / "nowhere"))
+    assert done.returncode != 0
+    assert done.stderr.strip() == f"error: results directory {str(tmp_path / 'nowhere')!r} does not exist"
+
+
+@pytest.mark.parametrize("make", ["empty", "no_parquet", "all_corrupt", "glob_without_match"])
+def test_empty_input_is_a_one_line_error(tmp_path, make, capsys) -> None:
     target = tmp_path / "results"
-    if make != "missing":
-        target.mkdir()
+    target.mkdir()
     if make == "no_parquet":
         (target / "runs").mkdir()
         (target / "runs" / "notes.txt").write_text("nothing here")
     if make == "all_corrupt":
         (target / "runs").mkdir()
         (target / "runs" / "broken.parquet").write_bytes(b"PAR1 not really")
-    done = cli(str(target))
-    assert done.returncode != 0
-    errors = [l for l in done.stderr.splitlines() if not l.startswith("WARNING")]
-    assert len(errors) == 1 and errors[0].startswith("error: ") and str(target) in errors[0], done.stderr
+    spec = str(target / "*") if make == "glob_without_match" else str(target)
+    assert analysis_cli.main([spec]) == 2
+    err = [l for l in capsys.readouterr().err.strip().splitlines() if not l.startswith("WARNING")]
+    assert len(err) == 1 and err[0].startswith("error: ") and str(target) in err[0], err
 
 
 def test_report_without_bench_or_with_only_bench(tmp_path) -> None:
@@ -310,6 +322,8 @@ def test_report_without_bench_or_with_only_bench(tmp_path) -> None:
     written = {p.name for p in build_report([bench_only], formats=("png",))}
     assert {"speed_time.md", "speed_time.png", "speed_memory.png", "summary.md"} <= written
     assert not any(name.startswith("results_") for name in written)
+    for link in re.findall(r"\]\(([^)]+)\)", (bench_only / "report" / "summary.md").read_text()):
+        assert (bench_only / "report" / link).is_file(), link
 
 
 def test_configuration_whose_runs_all_failed_is_shown(tmp_path) -> None:
@@ -362,14 +376,14 @@ def test_compare_by_key_and_two_result_sets(results_dir, tmp_path) -> None:
 # --- notebooks ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["mimo_vs_siso", "gating_selectivity", "speed"])
-def test_notebook_executes_headless(name, results_dir, monkeypatch, tmp_path) -> None:
+def test_notebook_executes_headless(name, small_results_dir, monkeypatch) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     assert notebook.metadata["kernelspec"]["name"] == "python3"
     assert any("parameters" in c.metadata.get("tags", []) for c in notebook.cells)
     assert not any(c.get("outputs") for c in notebook.cells if c.cell_type == "code")  # committed without outputs
-    monkeypatch.setenv("SSM_ABLATE_RESULTS", str(results_dir))
+    monkeypatch.setenv("SSM_ABLATE_RESULTS", str(small_results_dir))
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
