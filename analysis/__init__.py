@@ -8,7 +8,9 @@ Modules, one job each:
 
 - :mod:`analysis.load`     parquet files -> run, curve and benchmark frames (tolerant of bad files)
 - :mod:`analysis.axes`     which configuration columns were swept, and short labels for them
-- :mod:`analysis.stats`    aggregation over seeds (mean, std, n, 95% CI), metric directions
+- :mod:`analysis.stats`    aggregation over seeds (mean, std, n, 95% CI), metric directions, Welch's t-test
+- :mod:`analysis.selection` tuned runs: one per (configuration, seed), selected on validation
+- :mod:`analysis.significance` the baseline row of each table and which rows differ from it
 - :mod:`analysis.tables`   Markdown and LaTeX (booktabs) tables
 - :mod:`analysis.plots`    seaborn figures saved as PNG and PDF
 - :mod:`analysis.bench`    benchmark (speed/memory vs length) tables and plots

@@ -4,6 +4,11 @@
     python -m analysis results/gating results/selectivity --out reports/gating_selectivity
     python -m analysis 'results/*'                           # every results directory (quote the glob)
     python -m analysis --compare results/presets paper.csv --key model.preset
+    python -m analysis results/gating --baseline "gate=none"   # significance against this row
+
+Tuned runs (the runner's ``tuned`` column) are selected on validation per configuration and
+seed; tables report the selected run's test metric, a 95% CI, and † where a row differs from the
+baseline row (first row unless ``--baseline``; Welch's t-test, p < 0.05, >= 3 seeds per cell).
 
 Exit status 0 on success; 2 with a one-line ``error: ...`` for a missing or empty directory,
 unreadable results or a bad CSV.
@@ -38,11 +43,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--key", metavar="COL[,COL]",
                         help="with --compare: run columns whose values name our configurations (e.g. model.preset)")
     parser.add_argument("--names", nargs=2, metavar=("NAME_A", "NAME_B"), help="with --compare: column titles")
+    parser.add_argument("--baseline", metavar="ROW",
+                        help="the row significance is tested against: a configuration label (e.g. 'siso, glu') "
+                             "or key=value pairs (e.g. 'gate=glu,structure=siso'); default: each table's first row")
     parser.add_argument("--formats", default="png,pdf", help="figure formats, comma-separated (default: png,pdf)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     args = parser.parse_args(argv)
     if bool(args.inputs) == bool(args.compare):
         parser.error("give results directories, or --compare A B (not both)")
+    if args.compare and args.baseline:
+        parser.error("--baseline is for reports, not --compare")
     return args
 
 
@@ -59,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from .report import build_report
 
-            written = build_report(args.inputs, args.out, formats)
+            written = build_report(args.inputs, args.out, formats, baseline=args.baseline)
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -3,9 +3,21 @@
     analysis = analyse(load_results(["results/mimo_vs_siso"]))
     files = write_report(analysis, Path("results/mimo_vs_siso/report"))
 
-:func:`analyse` does all the bookkeeping once (swept axes, configuration labels, aggregation
-over seeds, status counts); the table, plot and summary functions only format it. The
-notebooks in ``analysis/notebooks`` call the same functions.
+:func:`analyse` does all the bookkeeping once (swept axes, selection of the tuned runs on
+validation, configuration labels, aggregation over seeds, status counts, the baseline row of
+each task); the table, plot and summary functions only format it. The notebooks in
+``analysis/notebooks`` call the same functions.
+
+A fair comparison, in every results table:
+
+- tuning: when runs were tuned (``tuned`` column), one run per (configuration, seed) is selected
+  on validation (:mod:`analysis.selection`); the caption names the tuned keys and the grid, and
+  ``Sel. <key>`` columns show the values selected;
+- budget: the caption states what every row was given equally (``budget_kind`` =
+  ``budget_value``), or warns that budgets differ and between which rows;
+- significance: a 95% CI column (Student-t, over seeds) and † on rows whose test metric differs
+  from the baseline row's (two-sided Welch's t-test, p < 0.05, >= 3 seeds in both cells;
+  :mod:`analysis.significance`).
 
 Files written (those without data are skipped):
 
@@ -33,10 +45,12 @@ from typing import Sequence
 import pandas as pd
 
 from . import bench as bench_lib
-from . import plots, summary
+from . import plots, selection, summary
 from .axes import add_config_column, format_value, label_axes, ordered_labels, short_name, sort_key, swept_axes
 from .load import ResultSet, load_results
-from .stats import aggregate, describe_excluded, extrapolation_columns, metric_direction, ok_runs, status_counts
+from .significance import Baseline, p_text, resolve_baselines, significance, significance_phrase
+from .stats import (aggregate, describe_excluded, extrapolation_columns, metric_direction, ok_runs, status_counts,
+                    t_interval)
 from .tables import Table, column_title, latex_label, results_table, seeds_phrase, to_latex, to_markdown
 
 log = logging.getLogger(__name__)
@@ -63,8 +77,9 @@ def aggregated_columns(runs: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
 class Analysis:
     """A loaded result set with its bookkeeping done.
 
-    runs:           every run, with a 'config' label column (all statuses)
-    axes:           swept config columns (see :func:`analysis.axes.swept_axes`)
+    runs:           one run per (task, configuration, seed), with a 'config' label column (all
+                    statuses): every run, or when runs were tuned the one selected on validation
+    axes:           swept config columns that are not tuned (see :func:`analysis.axes.swept_axes`)
     label_axes:     the subset that names configurations
     metric_by_task: task -> 'accuracy' | 'mse', in display order
     order:          task -> configuration labels in display order
@@ -73,6 +88,10 @@ class Analysis:
     curves:         curve rows of ok runs with task and config joined on
     bench:          benchmark rows (may be empty)
     palette:        config label -> colour
+    all_runs:       every run (tuning candidates included), with 'config' and '_selected'
+    tuned:          the config keys tuned per configuration and seed (empty: nothing tuned)
+    higher_by_task: task -> whether a higher test metric is better
+    baselines:      task -> the baseline row of its significance marks
     """
 
     results: ResultSet
@@ -86,6 +105,10 @@ class Analysis:
     curves: pd.DataFrame
     bench: pd.DataFrame
     palette: dict[str, tuple] = field(default_factory=dict)
+    all_runs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    tuned: list[str] = field(default_factory=list)
+    higher_by_task: dict[str, bool] = field(default_factory=dict)
+    baselines: dict[str, Baseline] = field(default_factory=dict)
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -108,18 +131,31 @@ class Analysis:
                              for a in self.label_axes}, index=order)
 
 
-def analyse(results: ResultSet) -> Analysis:
-    """Detect the swept axes, label configurations and aggregate over seeds."""
+def analyse(results: ResultSet, baseline: str | None = None) -> Analysis:
+    """Detect the swept and tuned axes, select the tuned runs on validation, label
+    configurations, aggregate over seeds and pick each task's baseline row.
+
+    baseline: the configuration significance is tested against (a label or ``key=value,...``,
+        see :func:`analysis.significance.match_baseline`); default the first row of each table.
+        Raises AnalysisError when it names no configuration.
+    """
     runs = results.runs
     if runs.empty:  # benchmark results only
         runs = pd.DataFrame(columns=["run_id", "task", "metric", "status", "seed", "config"])
         empty = pd.DataFrame()
-        return Analysis(results, runs, [], [], {}, {}, empty, empty, empty, results.bench)
-    axes = swept_axes(runs)
+        return Analysis(results, runs, [], [], {}, {}, empty, empty, empty, results.bench, all_runs=runs)
+    all_runs = runs
+    tuned = selection.tuned_keys(all_runs)
+    axes = [a for a in swept_axes(all_runs) if a not in tuned]
+    if tuned:
+        runs = selection.select_runs(all_runs, axes, tuned)
     labels = label_axes(runs, axes)
     runs = add_config_column(runs, labels)
+    all_runs = add_config_column(all_runs, labels).assign(_selected=all_runs["run_id"].isin(set(runs["run_id"])))
     metric_by_task = {t: str(g["metric"].mode().iloc[0])
                       for t, g in sorted(runs.groupby("task", sort=False), key=lambda kv: str(kv[0]))}
+    higher_by_task = {t: selection.higher_is_better(all_runs[all_runs["task"] == t], m)
+                      for t, m in metric_by_task.items()}
     order = {t: ordered_labels(g, labels, g["config"]) for t, g in runs.groupby("task", sort=False)}
     agg = aggregate(runs, ["task", "config"], aggregated_columns(runs, set(metric_by_task.values())))
     counts = status_counts(runs, ["task", "config"])
@@ -129,9 +165,30 @@ def analyse(results: ResultSet) -> Analysis:
         curves = curves.drop(columns=[c for c in ("task", "config", "seed") if c in curves.columns]).merge(
             info, on="run_id", how="inner")
     all_labels = [l for t in metric_by_task for l in order[t]]
+    baselines = resolve_baselines(runs, {t: order[t] for t in metric_by_task}, axes, baseline)
     return Analysis(results=results, runs=runs, axes=axes, label_axes=labels, metric_by_task=metric_by_task,
                     order=order, agg=agg, counts=counts, curves=curves, bench=results.bench,
-                    palette=plots.palette_for(all_labels))
+                    palette=plots.palette_for(all_labels), all_runs=all_runs, tuned=tuned,
+                    higher_by_task=higher_by_task, baselines=baselines)
+
+
+def higher(an: Analysis, task: str) -> bool:
+    """Whether a higher test metric is better on ``task`` (recorded, else from the metric name)."""
+    return an.higher_by_task.get(task, metric_direction(an.metric_by_task[task]))
+
+
+def task_significance(an: Analysis, task: str) -> pd.DataFrame:
+    """:func:`analysis.significance.significance` of the task's test metric against its baseline."""
+    column = f"test_{an.metric_by_task[task]}"
+    return significance(an.runs[an.runs["task"] == task], column, an.order[task], an.baselines[task].label)
+
+
+def fairness_phrase(an: Analysis, task: str) -> str:
+    """Caption sentences on tuning and budget for one task ('' parts left out)."""
+    runs = an.all_runs[an.all_runs["task"] == task] if not an.all_runs.empty else an.runs[an.runs["task"] == task]
+    parts = [selection.tuning_phrase(runs, an.tuned, an.metric_by_task[task]),
+             summary.budget_phrase(runs, order=an.order.get(task))]
+    return " ".join(p for p in parts if p)
 
 
 def task_caption(an: Analysis, task: str, lead: str | None = None) -> str:
@@ -144,26 +201,46 @@ def task_caption(an: Analysis, task: str, lead: str | None = None) -> str:
     ok = ok_runs(runs)
     n_cells = list(an.agg.loc[task][column]["n"]) if column in an.agg.columns.get_level_values(0) else []
     seeds = seeds_phrase(n_cells, ok["seed"].nunique() if "seed" in ok else 0)
-    direction = "higher" if metric_direction(metric) else "lower"
+    direction = "higher" if higher(an, task) else "lower"
     title = (f"{column_title(column, arrows=False)} on {task} ({direction} is better)" if lead in (None, column)
              else f"Results on {task}")
+    ci = (f"95% CI: Student-t interval of the mean over seeds (n ≥ 2). "
+          if any(n >= 2 for n in n_cells) else "")
+    sig = significance_phrase(task_significance(an, task), an.baselines[task]) if n_cells else ""
     caption = (f"{title}: mean ± std over {seeds}; "
-               f"n = successful runs per cell in parentheses; best per column in bold. "
-               f"{summary.held_equal_phrase(runs)}")
+               f"n = successful runs per cell in parentheses; best per column in bold. {ci}"
+               + (f"{sig} " if sig else "")
+               + " ".join(p for p in (fairness_phrase(an, task), summary.held_equal_phrase(runs)) if p))
     excluded = describe_excluded(an.counts.loc[task].drop(columns="total").sum())
     caption += f" Excluded from the means: {excluded} run(s)." if excluded else ""
     return caption
 
 
+def selected_columns(an: Analysis, task: str) -> list[tuple[str, list[str]]]:
+    """('Sel. <key>', text per configuration) for each tuned key (empty when nothing was tuned)."""
+    if not an.tuned:
+        return []
+    values = selection.selected_values(an.runs[an.runs["task"] == task], an.tuned, an.order[task])
+    headers = selection.selected_headers(an.tuned)
+    return [(headers[k], values[k]) for k in an.tuned if k in values]
+
+
 def task_table(an: Analysis, task: str, columns: Sequence[str] | None = None) -> Table:
-    """The results table of one task (rows = configurations, columns = metrics)."""
+    """The results table of one task (rows = configurations, columns = metrics): the test
+    metric with its 95% CI, † marks and p against the baseline row, the other metrics, the
+    selected hyperparameters when runs were tuned, and the Runs column when runs were excluded."""
     metric = an.metric_by_task[task]
     labels = an.labels_frame(task)
     agg, counts = an.agg.loc[task], an.counts.loc[task]
-    direction = {f"test_{metric}": metric_direction(metric), f"best_val_{metric}": metric_direction(metric)}
+    better = higher(an, task)
+    main = f"test_{metric}"
+    direction = {main: better, f"best_val_{metric}": better}
     columns = list(columns or table_columns(metric))
+    sig = task_significance(an, task)
+    beside = {main: [("p vs baseline", [p_text(r) for _, r in sig.iterrows()])]} if sig["tested"].any() else {}
     return results_table(agg, counts, labels, columns, task_caption(an, task, columns[0]),
-                         latex_label(f"tab:results-{task}"), direction=direction)
+                         latex_label(f"tab:results-{task}"), direction=direction, ci_column=main,
+                         marks={main: list(sig["mark"])}, beside=beside, extra=selected_columns(an, task))
 
 
 def extrapolation_table(an: Analysis, task: str) -> Table | None:
@@ -188,7 +265,8 @@ def extrapolation_table(an: Analysis, task: str) -> Table | None:
     table.caption = (f"Test {metric} on {task} at longer test sequences than trained on"
                      + (f" (trained at length {train_length})" if train_length else "")
                      + f": mean ± std over {seeds_phrase(list(agg[columns[-1]]['n']), ok['seed'].nunique())}; "
-                     "best per length in bold.")
+                     "best per length in bold."
+                     + (f" {fairness_phrase(an, task)}" if fairness_phrase(an, task) else ""))
     return table
 
 
@@ -248,6 +326,24 @@ def aggregate_csv(an: Analysis) -> pd.DataFrame:
     for axis in an.label_axes:
         flat.insert(2 + an.label_axes.index(axis), axis,
                     [format_value(first.loc[(t, c), axis]) for t, c in zip(flat["task"], flat["config"])])
+    extra: dict[tuple[str, str], dict[str, object]] = {}
+    headers = selection.selected_headers(an.tuned)
+    for task, metric in an.metric_by_task.items():
+        sig = task_significance(an, task)
+        selected = dict(selected_columns(an, task))
+        column = f"test_{metric}"
+        stats = an.agg.loc[task][column] if column in an.agg.columns.get_level_values(0) else None
+        for i, config in enumerate(an.order[task]):
+            low, high = (t_interval(*stats.loc[config, ["mean", "std", "n"]]) if stats is not None
+                         else (float("nan"), float("nan")))
+            extra[(task, config)] = {
+                "test_ci95_low": low, "test_ci95_high": high, "baseline": bool(sig.loc[config, "baseline"]),
+                "diff_vs_baseline": sig.loc[config, "diff"], "p_vs_baseline": sig.loc[config, "p"],
+                "significant": bool(sig.loc[config, "significant"]),
+                **{f"selected_{k}": selected.get(headers[k], ["—"] * len(an.order[task]))[i] for k in an.tuned}}
+    columns = list(next(iter(extra.values())).keys()) if extra else []
+    for col in columns:
+        flat[col] = [extra.get((t, c), {}).get(col) for t, c in zip(flat["task"], flat["config"])]
     return flat
 
 
@@ -280,26 +376,39 @@ def make_tables(an: Analysis) -> dict[str, Table]:
     return tables
 
 
+def describe_status(runs: pd.DataFrame) -> str:
+    """'30 ok, 4 diverged, 2 failed'."""
+    counts = runs["status"].value_counts()
+    return ", ".join([f"{int(counts.get('ok', 0))} ok"] + [f"{int(n)} {s}" for s, n in counts.items() if s != "ok"])
+
+
 def summary_markdown(an: Analysis, tables: dict[str, Table], figures: Sequence[Path]) -> str:
     """The text of summary.md (links are relative to the report directory)."""
     title = ", ".join(sorted(set(an.runs["experiment"].dropna().astype(str)))) if "experiment" in an.runs else ""
     lines = [f"# Report: {title or ', '.join(d.name for d in an.results.dirs)}", ""]
     lines.append("Source: " + ", ".join(f"`{d}`" for d in an.results.dirs) + ".")
     if not an.runs.empty:
-        lines.append(summary.status_line(an.runs))
+        if an.tuned:
+            lines.append(f"{len(an.all_runs)} runs trained while tuning "
+                         f"({describe_status(an.all_runs)}); selection on validation kept one per "
+                         f"(configuration, seed): {summary.status_line(an.runs)}")
+        else:
+            lines.append(summary.status_line(an.runs))
     if an.results.skipped:
         lines.append(f"Skipped {len(an.results.skipped)} unreadable file(s): "
                      + ", ".join(f"`{p.parent.name}/{p.name}`" for p in an.results.skipped) + ".")
     if not an.runs.empty:
         lines += ["", "## What was compared", ""]
         lines += summary.compared_lines(an.runs, an.axes, an.label_axes, an.metric_by_task)
+        lines += selection.selection_lines(an.all_runs, an.runs, an.tuned, an.metric_by_task)
         lines += ["", "## What was held equal", ""]
-        lines += summary.held_lines(an.runs, an.axes)
+        lines += summary.held_lines(an.all_runs, list(an.axes) + list(an.tuned))
         lines += ["", "## Headline differences", ""]
         for task, metric in an.metric_by_task.items():
-            lines += [f"### {task} (test {metric}, {'higher' if metric_direction(metric) else 'lower'} is better)", ""]
+            lines += [f"### {task} (test {metric}, {'higher' if higher(an, task) else 'lower'} is better)", ""]
             ok = an.ok[an.ok["task"] == task]
             lines += summary.headline(task, metric, ok, an.agg.loc[task], an.order[task], an.label_axes)
+            lines += summary.significance_lines(task_significance(an, task), an.baselines[task], metric)
             lines += summary.extrapolation_headline(task, metric, ok)
             lines.append("")
         bad = summary.excluded_runs(an.runs)
@@ -357,12 +466,14 @@ def write_report(an: Analysis, out: Path, formats: Sequence[str] = plots.FORMATS
 
 
 def build_report(inputs: Sequence[str | Path], out: str | Path | None = None,
-                 formats: Sequence[str] = plots.FORMATS) -> list[Path]:
+                 formats: Sequence[str] = plots.FORMATS, baseline: str | None = None) -> list[Path]:
     """Load ``inputs`` (directories or globs), analyse, and write the report.
 
     out: report directory; default ``<first results directory>/report``.
-    Returns the files written. Raises AnalysisError for missing/empty input.
+    baseline: the row significance is tested against (see :func:`analyse`); default the first.
+    Returns the files written. Raises AnalysisError for missing/empty input or a baseline that
+    names no configuration.
     """
     results = load_results(inputs)
     target = Path(out) if out is not None else results.dirs[0] / "report"
-    return write_report(analyse(results), target, formats)
+    return write_report(analyse(results, baseline=baseline), target, formats)

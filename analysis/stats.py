@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -112,3 +113,27 @@ def extrapolation_columns(columns: Sequence[str], metric: str | None = None) -> 
         if match and (metric is None or match.group(2) == metric):
             found.append((int(match.group(1)), col))
     return sorted(found)
+
+
+MIN_SEEDS_FOR_TEST = 3  # fewer seeds in either cell: no significance test, no mark
+SIGNIFICANCE_LEVEL = 0.05
+
+
+def welch_test(a: Sequence[float], b: Sequence[float], min_n: int = MIN_SEEDS_FOR_TEST) -> float:
+    """Two-sided Welch t-test p-value (``scipy.stats.ttest_ind(a, b, equal_var=False)``) on the
+    finite values of ``a`` and ``b``; NaN with fewer than ``min_n`` values on either side (and
+    whatever scipy gives otherwise, e.g. NaN for two constant, equal samples)."""
+    a = np.asarray([x for x in a if np.isfinite(x)], dtype=float)
+    b = np.asarray([x for x in b if np.isfinite(x)], dtype=float)
+    if len(a) < max(min_n, 2) or len(b) < max(min_n, 2):
+        return float("nan")
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def t_interval(mean: float, std: float, n: int) -> tuple[float, float]:
+    """The Student-t 95% confidence interval of a mean from (mean, sample std, n); NaNs for n < 2.
+    The same as ``scipy.stats.t.interval(0.95, n - 1, loc=mean, scale=std / sqrt(n))``."""
+    half = ci95_half_width(std, n)
+    return (mean - half, mean + half) if np.isfinite(half) and np.isfinite(mean) else (float("nan"), float("nan"))

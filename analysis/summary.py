@@ -56,6 +56,65 @@ def held_equal_phrase(runs: pd.DataFrame) -> str:
     return "Held equal: " + " or ".join(parts) + (f", {reference}." if reference else ".")
 
 
+BUDGET_UNITS = {"time": " s"}
+
+
+def _budget_text(kind: object, value: object) -> str:
+    """'steps = 50', 'tokens = 1.6384e+06', 'time = 600 s'; 'flops = unset' without a value."""
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    if not np.isfinite(number):
+        return f"{kind} = unset"
+    text = format_value(float(number)) if abs(number) < 1e7 else f"{number:.6g}"
+    return f"{kind} = {text}{BUDGET_UNITS.get(str(kind), '')}"
+
+
+def budget_groups(runs: pd.DataFrame, config_col: str = "config",
+                  order: Sequence[str] | None = None) -> tuple[dict[str, list[str]], int]:
+    """The budgets the runs record, each with the configurations that got it.
+
+    order: configuration labels in table order (members and groups follow it; default first seen).
+    Returns ({'steps = 50': [config labels]}, number of runs that recorded no budget, e.g.
+    written by an older runner; they are left out of the check)."""
+    if runs.empty or "budget_kind" not in runs.columns:
+        return {}, len(runs)
+    recorded = runs[runs["budget_kind"].notna() & (runs["budget_kind"].astype(str) != "")]
+    value = recorded["budget_value"] if "budget_value" in recorded.columns else pd.Series(None, index=recorded.index)
+    groups: dict[str, list[str]] = {}
+    labels = recorded[config_col] if config_col in recorded.columns else pd.Series("all runs", index=recorded.index)
+    for kind, val, label in zip(recorded["budget_kind"], value, labels):
+        members = groups.setdefault(_budget_text(kind, val), [])
+        if str(label) not in members:
+            members.append(str(label))
+    if order is not None:
+        position = {label: i for i, label in enumerate(order)}
+        rank = lambda label: position.get(label, len(position))  # noqa: E731
+        groups = {k: sorted(v, key=rank) for k, v in sorted(groups.items(), key=lambda kv: min(map(rank, kv[1])))}
+    return groups, len(runs) - len(recorded)
+
+
+def budget_phrase(runs: pd.DataFrame, config_col: str = "config", order: Sequence[str] | None = None) -> str:
+    """What the runs were given equally: 'Budget held equal: steps = 50.', or a warning naming
+    the configurations when budgets differ across rows ('WARNING: budgets differ across rows:
+    steps = 50 (siso, glu; mimo, glu), steps = 100 (mimo, silu).'); '' when no run records one."""
+    groups, unrecorded = budget_groups(runs, config_col, order)
+    if not groups:
+        return ""
+    missing = f" ({unrecorded} run(s) recorded no budget)" if unrecorded else ""
+    if len(groups) == 1:
+        text = next(iter(groups))
+        if text.endswith("= unset"):
+            return f"Budget: {text.split(' =')[0]} declared without a value (trainer.max_steps applies){missing}."
+        return f"Budget held equal: {text}{missing}."
+    parts = [f"{text} ({'; '.join(configs)})" for text, configs in groups.items()]
+    return f"WARNING: budgets differ across rows: {', '.join(parts)}{missing}."
+
+
+def budgets_equal(runs: pd.DataFrame) -> bool | None:
+    """True when every run that records a budget has the same (kind, value); None when none records one."""
+    groups, _ = budget_groups(runs)
+    return None if not groups else len(groups) == 1
+
+
 def fixed_settings(runs: pd.DataFrame, axes: Sequence[str]) -> dict[str, str]:
     """The curated settings (:data:`FIXED_SETTINGS`) that were the same in every run and are not
     swept: {short name: value}."""
@@ -114,6 +173,38 @@ def headline(task: str, metric: str, ok: pd.DataFrame, agg: pd.DataFrame, order:
             others = ", ".join(short_name(a, label_axes) for a in label_axes if a != axis)
             lines.append(f"- Main effect of {short_name(axis, label_axes)} (averaged over {others}): {text}.")
     return lines
+
+
+def significance_lines(sig: pd.DataFrame, baseline, metric: str) -> list[str]:
+    """One bullet: which configurations differ significantly from the baseline row.
+
+    sig: :func:`analysis.significance.significance` of the task; baseline: its Baseline."""
+    from .significance import MARK
+    from .stats import MIN_SEEDS_FOR_TEST, SIGNIFICANCE_LEVEL
+
+    if len(sig) < 2:
+        return []
+    head = (f"- Against the baseline **{baseline.label}** ({baseline.reason}), two-sided Welch's t-test over seeds "
+            f"at p < {SIGNIFICANCE_LEVEL:g}")
+    tested = sig[sig["tested"]]
+    if tested.empty:
+        return [f"{head}: no test, significance needs ≥ {MIN_SEEDS_FOR_TEST} seeds per cell."]
+    d = decimals_for(list(sig["diff"].abs()))
+
+    def name(config: str, row: pd.Series) -> str:
+        p = f"p = {row['p']:.2g}" if np.isfinite(row["p"]) else "p n/a"
+        return f"{config} (Δ {row['diff']:+.{d}f}, {p})"
+
+    sig_rows = tested[tested["significant"]]
+    parts = [f"significantly different {MARK}: " + (", ".join(name(c, r) for c, r in sig_rows.iterrows())
+                                                    if len(sig_rows) else "none")]
+    rest = tested[~tested["significant"]]
+    if len(rest):
+        parts.append("within seed noise: " + ", ".join(name(c, r) for c, r in rest.iterrows()))
+    untested = sig[~sig["baseline"] & ~sig["tested"]]
+    if len(untested):
+        parts.append(f"not tested (< {MIN_SEEDS_FOR_TEST} seeds): " + ", ".join(untested.index))
+    return [f"{head} on test {metric}: " + "; ".join(parts) + "."]
 
 
 def extrapolation_headline(task: str, metric: str, ok: pd.DataFrame) -> list[str]:
@@ -183,8 +274,17 @@ def compared_lines(runs: pd.DataFrame, axes: Sequence[str], label_axes: Sequence
 
 
 def held_lines(runs: pd.DataFrame, axes: Sequence[str]) -> list[str]:
-    """Bullets for 'What was held equal': size matching and the fixed settings."""
+    """Bullets for 'What was held equal': size matching, the training budget (per task when the
+    tasks differ) and the fixed settings (``axes``: columns never listed as fixed, e.g. the swept
+    and the tuned ones)."""
     lines = [f"- {held_equal_phrase(runs)}"]
+    if "task" in runs.columns and "budget_kind" in runs.columns:
+        overall = budget_phrase(runs)
+        if overall.startswith("Budget held equal"):  # the same budget on every task
+            lines.append(f"- {overall}")
+        else:  # tasks may differ in budget; within a task the rows must not
+            lines += [f"- {t}: {p}" for t, p in ((t, budget_phrase(g)) for t, g in runs.groupby("task", sort=False))
+                      if p]
     fixed = fixed_settings(runs, axes)
     if fixed:
         lines.append("- Fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()) + ".")

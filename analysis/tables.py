@@ -36,6 +36,7 @@ class Cell:
 
     integer: print the mean as an integer and, when std is 0, the value alone (sizes).
     show_n: append '(n)'.
+    mark: a significance mark ('†') printed after the number, before '(n)'.
     """
 
     text: str | None = None
@@ -46,6 +47,7 @@ class Cell:
     bold: bool = False
     integer: bool = False
     show_n: bool = True
+    mark: str = ""
 
     @property
     def has_value(self) -> bool:
@@ -74,7 +76,7 @@ class Cell:
             return DASH
         mean, spread, count = self._parts()
         body = f"{mean} ± {spread}" if spread is not None else mean
-        return (f"**{body}**" if self.bold else body) + count
+        return (f"**{body}**" if self.bold else body) + self.mark + count
 
     def latex(self) -> str:
         if self.text is not None:
@@ -83,7 +85,8 @@ class Cell:
             return "--"
         mean, spread, count = self._parts()
         body = f"{mean} \\pm {spread}" if spread is not None else mean
-        return (f"$\\mathbf{{{body}}}$" if self.bold else f"${body}$") + count
+        mark = LATEX_MARKS.get(self.mark, f"^{{\\mbox{{{latex_escape(self.mark)}}}}}") if self.mark else ""
+        return (f"$\\mathbf{{{body}}}{mark}$" if self.bold else f"${body}{mark}$") + count
 
 
 @dataclass
@@ -101,7 +104,9 @@ class Table:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_UNICODE = {"±": r"$\pm$", "—": "---", "–": "--", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
+LATEX_MARKS = {"†": r"^{\dagger}", "‡": r"^{\ddagger}", "*": r"^{*}"}  # inside the cell's math
+_LATEX_UNICODE = {"±": r"$\pm$", "†": r"$^{\dagger}$", "‡": r"$^{\ddagger}$", "∈": r"$\in$", "…": r"\ldots{}",
+                  "<": r"$<$", ">": r"$>$", "→": r"$\rightarrow$", "—": "---", "–": "--", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
                   "×": r"$\times$", "−": r"$-$", "≥": r"$\geq$", "≤": r"$\leq$", "≈": r"$\approx$", "Δ": r"$\Delta$", "·": r"$\cdot$"}
 
 
@@ -187,8 +192,28 @@ def runs_cell(counts: pd.Series) -> Cell:
     return Cell(text=f"{ok} of {total} ({describe_excluded(counts)})")
 
 
+def ci_cells(agg: pd.DataFrame, column: str, index: Sequence, decimals: int | None = None) -> list[Cell]:
+    """'[low, high]' text cells: the Student-t 95% confidence interval of each row's mean of
+    ``column`` (mean ± ci95 from :func:`analysis.stats.aggregate`); '—' with fewer than 2 values."""
+    if column not in agg.columns.get_level_values(0):
+        return [Cell(text=DASH) for _ in index]
+    rows = agg.loc[list(index), column]
+    if decimals is None:
+        decimals = decimals_for(rows["mean"].to_numpy(float))
+    cells = []
+    for mean, half, n in zip(rows["mean"], rows["ci95"], rows["n"]):
+        if n < 2 or not (np.isfinite(mean) and np.isfinite(half)):
+            cells.append(Cell(text=DASH))
+        else:
+            cells.append(Cell(text=f"[{mean - half:.{decimals}f}, {mean + half:.{decimals}f}]"))
+    return cells
+
+
 def results_table(agg: pd.DataFrame, counts: pd.DataFrame, labels: pd.DataFrame, columns: Sequence[str],
-                  caption: str, label: str, direction: dict[str, bool] | None = None) -> Table:
+                  caption: str, label: str, direction: dict[str, bool] | None = None, *,
+                  ci_column: str | None = None, marks: dict[str, Sequence[str]] | None = None,
+                  beside: dict[str, Sequence[tuple[str, Sequence[str]]]] | None = None,
+                  extra: Sequence[tuple[str, Sequence[str]]] = ()) -> Table:
     """Rows = configurations, columns = aggregated metrics.
 
     agg: :func:`analysis.stats.aggregate` indexed by configuration (one task).
@@ -197,21 +222,43 @@ def results_table(agg: pd.DataFrame, counts: pd.DataFrame, labels: pd.DataFrame,
         label axis (its header is the column name).
     columns: which aggregated columns to show, in order (absent ones skipped).
     direction: overrides of better-direction per column.
+    ci_column: a shown column followed by a '95% CI' column ('[low, high]', Student-t).
+    marks: {column: one mark per row ('' for none)} printed after the cell's number ('†').
+    beside: {column: [(header, one text per row)]}: text columns placed right after a shown
+        column (after its CI column, if any).
+    extra: (header, one text per row) columns appended after the statistics.
     A 'Runs' column is added when any configuration has excluded (diverged/failed) runs.
     """
     direction = direction or {}
     index = list(labels.index)
     shown = [c for c in columns if c in agg.columns.get_level_values(0) and agg[c]["n"].sum() > 0]
-    header = list(labels.columns) + [column_title(c) if c not in direction else
-                                     column_title(c, arrows=False) + (" ↑" if direction[c] else " ↓") for c in shown]
     body = {c: stat_column(agg, c, index, direction=direction.get(c)) for c in shown}
+    for column, column_marks in (marks or {}).items():
+        for cell, mark in zip(body.get(column, []), column_marks):
+            cell.mark = mark if cell.has_value else ""
+    after: dict[str, list[tuple[str, list[Cell]]]] = {c: [] for c in shown}
+    if ci_column in shown:
+        decimals = body[ci_column][0].decimals if body[ci_column] else None
+        after[ci_column].append(("95% CI", ci_cells(agg, ci_column, index, decimals)))
+    for column, texts in (beside or {}).items():
+        if column in after:
+            after[column] += [(h, [Cell(text=str(t)) for t in values]) for h, values in texts]
+    header = list(labels.columns)
+    for c in shown:
+        header.append(column_title(c) if c not in direction else
+                      column_title(c, arrows=False) + (" ↑" if direction[c] else " ↓"))
+        header += [h for h, _ in after[c]]
+    header += [h for h, _ in extra]
     with_runs = bool((counts.loc[index, "ok"] != counts.loc[index, "total"]).any())
     if with_runs:
         header.append("Runs")
     rows = []
     for i, key in enumerate(index):
         row = [Cell(text=str(v)) for v in labels.loc[key]]
-        row += [body[c][i] for c in shown]
+        for c in shown:
+            row.append(body[c][i])
+            row += [cells[i] for _, cells in after[c]]
+        row += [Cell(text=str(texts[i])) for _, texts in extra]
         if with_runs:
             row.append(runs_cell(counts.loc[key]))
         rows.append(row)

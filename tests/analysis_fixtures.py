@@ -34,7 +34,9 @@ TASKS = {"sdigits": "accuracy", "induction_heads": "accuracy", "adding": "mse"}
 TEST_LENGTHS = (256, 512, 1024)
 OLD_RUN = ("sdigits", "siso", "glu", 2)
 OLD_MISSING = ("status", "metric", "best_val_accuracy", "final_val_accuracy", "tokens_per_s", "peak_memory_mb",
-               "model.ssm.conv", "match_by", "match_reference", "match_target")
+               "model.ssm.conv", "match_by", "match_reference", "match_target", "tuned", "budget_kind",
+               "budget_value", "higher_is_better", "schema_version", "params_ssm", "params_no_decay", "params_decay",
+               "trainer.weight_decay")
 TRUNCATED = "truncated0000000"
 
 
@@ -63,6 +65,8 @@ def run_row(task: str, structure: str, gate: str, seed: int, status: str = "ok")
         "param_count": 20000 + (4000 if structure == "mimo" else 0) + (1000 if gate == "silu" else 0),
         "state_size": 2048, "flops_per_token": 40000.0 + 1000 * (gate == "silu"), "device": "cpu",
         "match_by": "state_size", "match_reference": "s4d", "match_target": 2048,
+        "higher_is_better": metric == "accuracy", "schema_version": 1, "tuned": "none",
+        "budget_kind": "steps", "budget_value": 50,
         "status": status, "stopped_by": {"ok": "max_steps", "diverged": "nan", "failed": "error"}[status],
         "steps": 50 if status == "ok" else 20 if status == "diverged" else 0,
         "error": "RuntimeError: synthetic failure" if status == "failed" else "",
@@ -80,10 +84,15 @@ def run_row(task: str, structure: str, gate: str, seed: int, status: str = "ok")
         "model.ssm.complex": True, "model.ssm.mode": "auto", "model.n_layers": 2,
         "task.name": task, "task.length": 64 if task == "induction_heads" else 128,
         "trainer.max_steps": 50, "trainer.batch_size": 16, "trainer.lr": 0.003, "trainer.ssm_lr": 0.001,
+        "trainer.weight_decay": 0.01,
         "trainer.time_budget_s": None, "trainer.device": "auto",
         "version_torch": "2.13.0+cpu", "version_python": "3.11.7", "version_ssm_ablate": "0.1.0",
         "hostname": f"node{seed}", "gpu": "none", "finished_at": f"2026-01-0{seed + 1}T00:00:00+00:00",
     }
+    if status != "failed":  # the runner records the AdamW groups of a run that trained
+        row.update({"params_ssm": "layers.0.ssm.A_log,layers.0.ssm.dt_log,layers.1.ssm.A_log,layers.1.ssm.dt_log",
+                    "params_no_decay": "encoder.bias,layers.0.norm.weight,layers.1.norm.weight",
+                    "params_decay": "encoder.weight,layers.0.ssm.B,layers.0.ssm.C,layers.1.ssm.B,layers.1.ssm.C"})
     if task == "induction_heads":
         for i, length in enumerate(TEST_LENGTHS):
             decay = 0.05 * (i + 1) * (1 if gate == "silu" else 3)
@@ -197,3 +206,67 @@ def make_csv(path: Path) -> Path:
         "std": [0.5, 1.0, float("nan")],
     }).to_csv(path, index=False)
     return path
+
+
+# --- a tuned experiment -------------------------------------------------------------------------
+
+LRS = (0.001, 0.003)
+SSM_LRS = (0.0003, 0.001)
+TUNED_KEYS = "trainer.lr,trainer.ssm_lr"
+PLANTED = ("mimo", "silu", 0.003, 0.001)  # (structure, gate, lr, ssm_lr): test best, validation worst, every seed
+DIVERGED_TRAP = ("siso", "glu", 1, 0.003, 0.001)  # (structure, gate, seed, lr, ssm_lr): diverged, best val recorded
+ALL_FAILED = ("siso", "silu", 3)  # (structure, gate, seed): every grid point failed
+
+
+def tuned_row(task: str, structure: str, gate: str, seed: int, lr: float, ssm_lr: float, status: str = "ok",
+              budget: tuple[str, float] = ("steps", 50)) -> dict:
+    """One run of a tuning grid: validation and test scores depend on the configuration, the seed
+    and the grid point, and are correlated but not equal (selecting on test would pick differently)."""
+    row = run_row(task, structure, gate, seed, status=status)
+    metric = TASKS[task]
+    rng = np.random.default_rng(int(hashlib.md5(f"{task}{structure}{gate}{seed}{lr}{ssm_lr}".encode()).hexdigest()[:8],
+                                    16))
+    quality = _score(task, structure, gate, seed) + (0.04 if lr == 0.001 else 0.0) + rng.normal(0, 0.02)
+    val, test = quality + rng.normal(0, 0.015), quality + rng.normal(0, 0.015)
+    if metric == "mse":
+        val, test = abs(0.1 - val) / 10, abs(0.1 - test) / 10
+    row.update({"run_id": _rid(task, structure, gate, seed, lr, ssm_lr, status), "trainer.lr": lr,
+                "trainer.ssm_lr": ssm_lr, "tuned": TUNED_KEYS, "budget_kind": budget[0], "budget_value": budget[1],
+                "overrides": row["overrides"] + f" trainer.lr={lr} trainer.ssm_lr={ssm_lr}"})
+    if status == "ok":
+        row.update({f"best_val_{metric}": val, f"final_val_{metric}": val - 0.005 if metric == "accuracy" else val,
+                    f"test_{metric}": test, "test_loss": 1.0 - test if metric == "accuracy" else test})
+    if (structure, gate, lr, ssm_lr) == PLANTED[:4] and status == "ok":
+        best, worst = (0.999, 0.01) if metric == "accuracy" else (1e-5, 0.5)
+        row.update({f"best_val_{metric}": worst, f"final_val_{metric}": worst, f"test_{metric}": best,
+                    "test_loss": 1.0 - best if metric == "accuracy" else best})
+    return row
+
+
+def tuned_rows(tasks: tuple[str, ...] = ("sdigits",), seeds: tuple[int, ...] = SEEDS, traps: bool = True,
+               budget: tuple[str, float] = ("steps", 50)) -> list[dict]:
+    """Every (structure, gate, seed) trained at every (lr, ssm_lr) of the grid, tuned over both.
+
+    traps: the planted grid point (:data:`PLANTED`, best on test, worst on validation), a diverged
+    run with the best validation score on record (:data:`DIVERGED_TRAP`), and a (configuration,
+    seed) whose every run failed (:data:`ALL_FAILED`)."""
+    rows = []
+    for task in tasks:
+        for structure in STRUCTURES:
+            for gate in GATES:
+                for seed in seeds:
+                    for lr in LRS:
+                        for ssm_lr in SSM_LRS:
+                            status = "ok"
+                            if traps and (structure, gate, seed, lr, ssm_lr) == DIVERGED_TRAP:
+                                status = "diverged"
+                            row = tuned_row(task, structure, gate, seed, lr, ssm_lr, status, budget)
+                            if status == "diverged":
+                                metric = TASKS[task]
+                                row[f"best_val_{metric}"] = 0.999 if metric == "accuracy" else 1e-6
+                            rows.append(row)
+        if traps:
+            structure, gate, seed = ALL_FAILED
+            rows += [tuned_row(task, structure, gate, seed, lr, ssm_lr, "failed", budget)
+                     for lr in LRS for ssm_lr in SSM_LRS]
+    return rows

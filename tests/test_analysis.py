@@ -27,7 +27,7 @@ from analysis.report import analyse, build_report
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "analysis" / "notebooks"
-CELL = re.compile(r"^(\*\*)?(-?[\d.]+)(?: ± ([\d.]+))?(\*\*)?(?: \((\d+)\))?$")
+CELL = re.compile(r"^(\*\*)?(-?[\d.]+)(?: ± ([\d.]+))?(\*\*)?†?(?: \((\d+)\))?$")  # † marks significance
 FIGURES = ("final", "curves", "extrapolation", "params", "heatmap", "speed_time", "speed_memory")
 
 
