@@ -1,0 +1,182 @@
+"""The benchmark app (``python -m ablate.bench``) end to end at smoke sizes, its budget and
+memory stops, its config validation, and the scaling fit. No timing is asserted."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from ablate.bench import resolve
+from ablate.bench.measure import Deadline, OverBudget, is_out_of_memory, io_bytes
+from ablate.bench.run import COLUMNS
+from ablate.bench.scaling import fit_exponent
+from ablate.bench.series import predict_wall
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the columns another engineer's analysis reads, by these exact names
+ANALYSIS_COLUMNS = ("name", "peer", "preset", "mode", "batch", "length", "fwd_ms", "fwdbwd_ms", "tokens_per_s",
+                    "peak_memory_mb", "status", "device")
+REQUIRED = ANALYSIS_COLUMNS + ("d_model", "d_state", "tokens_per_s_fwd", "peak_memory_kind", "param_count",
+                               "flops_per_token", "threads", "version_torch", "step_ms", "steps_per_s",
+                               "state_bytes", "scaling_exponent", "floor_ms")
+SWEEP_VALUES = ("fwd_ms", "fwdbwd_ms", "tokens_per_s", "tokens_per_s_fwd", "peak_memory_mb", "param_count",
+                "flops_per_token", "length", "batch", "d_model", "d_state", "floor_ms")
+STEP_VALUES = ("step_ms", "steps_per_s", "state_bytes", "param_count")
+
+
+def run_bench(tmp_path, *overrides: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m ablate.bench scale=smoke results_dir=<tmp> OVERRIDES`` with one thread."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, "-m", "ablate.bench", "scale=smoke", "device=cpu", f"results_dir={tmp_path}", *overrides]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def only_parquet(tmp_path) -> pd.DataFrame:
+    files = glob.glob(os.path.join(str(tmp_path), "bench", "*.parquet"))
+    assert len(files) == 1, files
+    return pd.read_parquet(files[0])
+
+
+def test_smoke_benchmark_writes_a_valid_parquet(tmp_path) -> None:
+    done = run_bench(tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    frame = only_parquet(tmp_path)
+    assert set(REQUIRED) <= set(frame.columns), set(REQUIRED) - set(frame.columns)
+    assert list(frame.columns) == list(COLUMNS)
+    assert set(frame["status"]) <= {"ok", "over_budget", "oom", "skipped"}
+
+    sweep = frame[(frame["kind"] == "sweep") & (frame["status"] == "ok")]
+    ours = sweep[~sweep["peer"]]
+    assert {"s5", "s4d", "mamba"} <= set(ours["name"])
+    assert {("s4d", "fft"), ("s5", "scan"), ("mamba", "chunked"), ("mamba", "recurrent")} <= set(
+        zip(ours["name"], ours["mode"]))
+    assert not ((ours["name"] == "mamba") & (ours["mode"] == "fft")).any()  # fft is not valid for selective dt
+    assert not sweep[list(SWEEP_VALUES)].isna().any().any(), sweep[list(SWEEP_VALUES)].isna().sum()
+    assert (sweep["fwdbwd_ms"] > 0).all() and (sweep["tokens_per_s"] > 0).all()
+    assert set(sweep["peak_memory_kind"]) == {"cpu_allocator_profiler"}
+    assert set(sweep["device"]) == {"cpu"} and (frame["threads"] == 1).all()
+
+    # the peers installed (`make test` installs both) ran, labelled, with ratios against ours
+    expected = {}
+    if importlib.util.find_spec("mamba_ssm"):
+        expected.update({"mamba-ssm Mamba": "mamba", "mamba-ssm selective_scan_ref": "selective scan (ours)"})
+    if importlib.util.find_spec("s5"):
+        expected["s5-pytorch S5"] = "s5"
+    peers = sweep[sweep["peer"]]
+    assert dict(zip(peers["name"], peers["compare_to"])) == expected
+    assert not ours["name"].str.contains("mamba-ssm|s5-pytorch").any()
+    assert peers["ours_over_peer"].notna().all() and (peers["ours_over_peer"] > 0).all()
+    missing = frame[frame["peer"] & (frame["status"] == "skipped")]
+    assert missing["note"].str.contains("not installed").all()
+
+    # one fitted exponent per series, the same on each of its rows
+    assert sweep["scaling_exponent"].notna().all()
+    assert (sweep.groupby("series_id")["scaling_exponent"].nunique() == 1).all()
+
+    steps = frame[(frame["kind"] == "step") & (frame["status"] == "ok")]
+    assert {"s5", "s4d", "mamba"} | {n for n in expected if "scan" not in n} == set(steps["name"])
+    assert not steps[list(STEP_VALUES)].isna().any().any()
+    assert (steps["state_bytes"] > 0).all() and steps["length"].isna().all()
+    assert "ours (fastest mode) / peer" in done.stdout and "recurrent inference" in done.stdout
+
+
+def test_series_over_its_time_budget_is_recorded_not_crashed(tmp_path) -> None:
+    done = run_bench(tmp_path, "scale.budget_s=1e-6", "peers=false", "points=presets", "modes=[scan,fft]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    frame = only_parquet(tmp_path)
+    sweep = frame[frame["kind"] == "sweep"]
+    stopped = sweep[sweep["status"] == "over_budget"]
+    # each series stops at its first length: s5 and s4d in scan and fft, mamba in scan
+    assert sorted(zip(stopped["name"], stopped["mode"])) == [
+        ("mamba", "scan"), ("s4d", "fft"), ("s4d", "scan"), ("s5", "fft"), ("s5", "scan")]
+    assert (stopped["length"] == 32).all() and stopped["note"].str.contains("budget").all()
+    assert stopped["fwdbwd_ms"].isna().all() and stopped["scaling_exponent"].isna().all()
+    # fft asked for by name but not valid for mamba (selective dt): one 'skipped' row saying why
+    skipped = sweep[sweep["status"] == "skipped"]
+    assert list(zip(skipped["name"], skipped["mode"])) == [("mamba", "fft")]
+    assert skipped["note"].str.contains("time-invariant").all()
+    assert "over_budget" in done.stdout or ">budget" in done.stdout
+    steps = frame[frame["kind"] == "step"]
+    assert (steps["status"] == "over_budget").all()
+
+
+def test_bad_config_is_a_one_line_error_and_exit_status_2(tmp_path) -> None:
+    done = run_bench(tmp_path, "scale.repeats=0")
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    lines = done.stderr.strip().splitlines()
+    assert lines == ["error: scale.repeats=0 is not valid; expected an integer >= 1"], done.stderr
+    assert not glob.glob(os.path.join(str(tmp_path), "bench", "*.parquet"))
+
+
+def compose_bench(tmp_path, *overrides: str) -> dict:
+    """The composed bench config as a plain dict (what the CLI passes to ``resolve``)."""
+    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf", "bench"), version_base="1.3"):
+        cfg = compose("config", overrides=["scale=smoke", f"results_dir={tmp_path}", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("override, names", [
+    ("scale.lengths=[64,abc]", "scale.lengths"),
+    ("scale.budget_s=0", "scale.budget_s"),
+    ("+scale.lenghts=[64]", "scale.lenghts"),
+    ("device=tpu", "device"),
+    ("modes=[warp]", "modes"),
+    ("peers=maybe", "peers"),
+    ("threads=0", "threads"),
+    ("+points.bad={preset:s4d,overrides:{gate:sparkly}}", "points.bad.overrides"),
+    ("+points.bad={preset:s4d,overrides:{colour:red}}", "points.bad.overrides"),
+    ("+points.other={preset:s6}", "points.other.preset"),
+])
+def test_bad_config_values_are_named(tmp_path, override: str, names: str) -> None:
+    with pytest.raises(ValueError) as err:
+        resolve(compose_bench(tmp_path, override))
+    message = str(err.value)
+    assert names in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("points", ["presets", "ablations"])
+def test_shipped_point_sets_resolve(tmp_path, points: str) -> None:
+    settings = resolve(compose_bench(tmp_path, f"points={points}"))
+    assert {"s5", "s4d", "mamba"} <= {p.name for p in settings.points}
+    assert settings.device in ("cpu", "cuda") and settings.scale.repeats == 1
+
+
+# ---------------------------------------------------------------------------- units
+def test_fit_exponent_recovers_power_laws() -> None:
+    lengths = [256, 512, 1024, 2048]
+    assert fit_exponent(lengths, [3e-3 * L for L in lengths]) == pytest.approx(1.0)
+    assert fit_exponent(lengths, [1e-6 * L**2 for L in lengths]) == pytest.approx(2.0)
+    assert 1.0 < fit_exponent(lengths, [L * math.log(L) for L in lengths]) < 1.2
+    assert math.isnan(fit_exponent([256], [1.0]))
+    assert math.isnan(fit_exponent([256, 512], [1.0, float("nan")]))
+
+
+def test_predicted_time_grows_at_least_linearly() -> None:
+    assert predict_wall([], 1024) == 0.0
+    assert predict_wall([(256, 1.0, None)], 1024) == pytest.approx(4.0)
+    assert predict_wall([(256, 1.0, None), (512, 1.1, None)], 1024) == pytest.approx(2.2)  # slope < 1 -> 1
+    assert predict_wall([(256, 1.0, None), (512, 4.0, None)], 1024) == pytest.approx(16.0)  # quadratic
+
+
+def test_deadline_raises_only_with_calls_to_come() -> None:
+    deadline = Deadline(start=0.0, budget_s=1e-9)
+    deadline.plan(2)
+    deadline.tick(more_to_come=False)  # the last call may end past the deadline
+    with pytest.raises(OverBudget, match="2 of 2|budget"):
+        deadline.tick(more_to_come=True)
+
+
+def test_out_of_memory_detection_and_io_bytes() -> None:
+    assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB"))
+    assert is_out_of_memory(MemoryError())
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    assert io_bytes(input_bytes=10, output_bytes=10, param_bytes=1) == (21, 21 + 10 + 20 + 2)
