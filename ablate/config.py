@@ -193,7 +193,7 @@ def _build_model_config(model: dict, spec: IOSpec) -> tuple[ModelConfig, dict]:
     from models import model_preset
 
     match = dict(model.pop("match"))
-    preset_name = model.pop("preset")
+    model.pop("preset")  # a label of the run, not a ModelConfig field
     try:
         model["ssm"] = SSMConfig(**model["ssm"])
     except ValueError as err:

@@ -204,7 +204,7 @@ def task_caption(an: Analysis, task: str, lead: str | None = None) -> str:
     direction = "higher" if higher(an, task) else "lower"
     title = (f"{column_title(column, arrows=False)} on {task} ({direction} is better)" if lead in (None, column)
              else f"Results on {task}")
-    ci = (f"95% CI: Student-t interval of the mean over seeds (n ≥ 2). "
+    ci = ("95% CI: Student-t interval of the mean over seeds (n ≥ 2). "
           if any(n >= 2 for n in n_cells) else "")
     sig = significance_phrase(task_significance(an, task), an.baselines[task]) if n_cells else ""
     caption = (f"{title}: mean ± std over {seeds}; "

@@ -235,7 +235,7 @@ def bench_layer_pair(section: str, ours: Sequence[tuple[str, str, nn.Module]], p
     for name, includes, module in ours:
         mode = None
         if isinstance(module, SSMLayer):
-            resolved = module.resolve_mode(x.device, length)
+            resolved = module.resolve_mode(x.device)
             mode = resolved if module.cfg.mode == resolved else f"{module.cfg.mode}->{resolved}"
         timing = measure(module, x, settings.repeats, settings.warmup)
         timing.pop("wall_s")

@@ -69,7 +69,7 @@ class SSMLayer(nn.Module):
     def __init__(self, cfg: SSMConfig):
         super().__init__()
         self.cfg = cfg
-        H, D, G, c, n, N = cfg.d_model, cfg.d_inner, cfg.n_groups, cfg.channels_per_group, cfg.n_modes, cfg.d_state
+        H, D, G, c, n = cfg.d_model, cfg.d_inner, cfg.n_groups, cfg.channels_per_group, cfg.n_modes
         self.siso = cfg.structure == "siso"
         self.scale = 2.0 if (cfg.complex and cfg.conj_sym) else 1.0
         parts = 2 if cfg.complex else 1  # real numbers per stored coefficient
@@ -120,7 +120,7 @@ class SSMLayer(nn.Module):
         if self.A_log.is_meta:  # shapes only (models.sizing): nothing to initialise
             return
         cfg = self.cfg
-        G, c, n, N = cfg.n_groups, cfg.channels_per_group, cfg.n_modes, cfg.d_state
+        G, n, N = cfg.n_groups, cfg.n_modes, cfg.d_state
         with torch.no_grad():
             V = None
             if cfg.init == "hippo" and not self.siso:
@@ -330,7 +330,7 @@ class SSMLayer(nn.Module):
         return torch.complex128 if dtype == torch.float64 else torch.complex64
 
     # ------------------------------------------------------------------ modes
-    def resolve_mode(self, device: torch.device, length: int) -> str:
+    def resolve_mode(self, device: torch.device) -> str:
         """The compute mode for this input: the configured one, or the ``auto`` pick.
 
         auto: mamba-ssm's kernel where it applies on a GPU; an FFT convolution for a fully
@@ -420,7 +420,7 @@ class SSMLayer(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u: (B, L, H) -> (B, L, H)."""
         self.check_input(u)
-        mode = self.resolve_mode(u.device, u.shape[1])
+        mode = self.resolve_mode(u.device)
         x, z = self._branch(u)
         return self._output(self._mix(self._ssm_input(x, self._conv), mode), z)
 

@@ -181,7 +181,7 @@ def point_subjects(point: Point, device: torch.device, requested: Sequence[str] 
             inputs=sequence_inputs(cfg.d_model),
             flops=lambda length, cfg=cfg: flops_per_token(cfg, length=length), estimate_bytes=_layer_estimate(cfg),
             param_count=param_count(cfg), skip_reason=reason, version=version_of("ssm-ablate"),
-            resolve_mode=lambda module, device, length: module.resolve_mode(device, length)))
+            resolve_mode=lambda module, device, length: module.resolve_mode(device)))
     return subjects
 
 
