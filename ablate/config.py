@@ -21,7 +21,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from models import IOSpec, ModelConfig, SSMConfig, match_param_count, match_state_size, param_count, state_size
+from models import (IOSpec, ModelConfig, SSMConfig, flops_per_token, match_param_count, match_state_size,
+                    model_preset, param_count, state_size)
 from models.config import NORMS
 
 from . import tasks
@@ -163,8 +164,6 @@ def apply_budget(trainer: TrainerConfig, budget: dict, model: ModelConfig, spec)
     backward ≈ 3× forward); time: ``time_budget_s = value`` (max_steps stays an upper bound).
     A null value keeps the trainer's own max_steps / time_budget_s.
     """
-    from models import flops_per_token
-
     kind, value = budget.get("kind", "steps"), budget.get("value")
     if kind not in BUDGETS:
         raise ValueError(f"budget.kind={kind!r} is not valid; expected one of {list(BUDGETS)}")
@@ -190,8 +189,6 @@ def apply_budget(trainer: TrainerConfig, budget: dict, model: ModelConfig, spec)
 
 def _build_model_config(model: dict, spec: IOSpec) -> tuple[ModelConfig, dict]:
     """ModelConfig from the composed model node, resized when ``match.by`` asks for it."""
-    from models import model_preset
-
     match = dict(model.pop("match"))
     model.pop("preset")  # a label of the run, not a ModelConfig field
     try:

@@ -20,9 +20,11 @@ import platform
 import socket
 import tempfile
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import pandas as pd
+import torch
 
 RUNS, CURVES, CHECKPOINTS = "runs", "curves", "checkpoints"
 
@@ -91,10 +93,6 @@ def finished_status(results_dir: str, rid: str) -> str | None:
 
 def environment() -> dict[str, Any]:
     """Versions and hardware, recorded in every row."""
-    import torch
-
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         ours = version("ssm-ablate")
     except PackageNotFoundError:

@@ -204,21 +204,6 @@ def measure_slow(module: nn.Module, x: torch.Tensor, short_x: torch.Tensor, repe
 
 
 # ---------------------------------------------------------------------------- peers
-def import_mamba_reference() -> tuple[type, Callable] | None:
-    """(mamba-ssm's ``Mamba`` on its PyTorch reference paths, ``selective_scan_ref``), or None
-    when mamba-ssm is not installed.
-
-    Without its CUDA build, mamba-ssm imports only through a stand-in for the compiled
-    ``selective_scan_cuda`` module (``causal_conv1d`` and the Triton kernels are optional
-    imports it already guards). :func:`models.peers.mamba_reference` installs that stand-in
-    and returns a ``Mamba`` subclass whose forward uses ``selective_scan_ref`` and PyTorch's
-    conv (no ``causal_conv1d_fn``, no ``selective_state_update``) only during its own calls,
-    so nothing in mamba-ssm's modules is patched for other users. Construct it with
-    ``use_fast_path=False``.
-    """
-    return mamba_reference()
-
-
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     """||a - b|| / ||b||."""
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
@@ -297,7 +282,7 @@ def bench_mamba_reference(settings: Settings, seed: int) -> list[dict[str, Any]]
     includes = "in_proj, causal conv 4 + SiLU, selective dt/B/C, real S4D-Real state, D, y*SiLU(z), out_proj"
     ours = [("ours mamba preset", includes, SSMLayer(preset("mamba", d_model=H))),
             ("ours mamba preset", includes, SSMLayer(preset("mamba", d_model=H, mode="scan")))]
-    found = import_mamba_reference()
+    found = mamba_reference()  # Mamba on its PyTorch reference paths (see models.peers)
     peer = None
     if found is None:
         print("mamba-ssm is not installed: the Mamba reference is skipped")

@@ -13,6 +13,8 @@ import sys
 import types
 from typing import Callable
 
+import torch
+
 from .cuda import selective_scan_kernel
 
 
@@ -69,7 +71,6 @@ def copy_into_mamba(layer, reference) -> None:
     missing = sorted(set(theirs) - set(ours))
     if missing:
         raise ValueError(f"the layer lacks mamba-ssm parameters {missing}; build it with models.preset('mamba')")
-    import torch
     with torch.no_grad():
         for name, param in theirs.items():
             param.copy_(ours[name])

@@ -20,10 +20,26 @@ REQUIRED = ["run_id", "experiment", "seed", "status", "preset", "task", "param_c
             "model.ssm.d_state", "trainer.lr"]
 
 
+def subprocess_env() -> dict[str, str]:
+    """One torch thread per process; Hydra's short error reports."""
+    return {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"OMP_NUM_THREADS": "1"}
+
+
 def ablate(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "ablate", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "ablate", *args], cwd=ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_until_checkpoint(args: list[str], results_dir, keep_output: bool) -> subprocess.Popen:
+    """Start ``python -m ablate`` in the background and return once its first checkpoint exists."""
+    out = subprocess.PIPE if keep_output else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", *args, f"results_dir={results_dir}"], cwd=ROOT,
+                            env=subprocess_env(), stdout=out, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not glob.glob(os.path.join(results_dir, "checkpoints", "*.pt")) and time.time() < deadline:
+        assert proc.poll() is None, "the run finished before it could be interrupted"
+        time.sleep(0.05)
+    return proc
 
 
 def rows(results_dir) -> pd.DataFrame:
@@ -71,13 +87,7 @@ def test_killed_run_resumes_from_its_checkpoint_to_the_same_row(tmp_path) -> Non
     args = ["model=s4d", "model.ssm.d_model=16", "model.ssm.d_state=8", "trainer.max_steps=400",
             "trainer.eval_every=20", "trainer.progress=false", "model.dropout=0.1"]
     killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "ablate", *args, f"results_dir={killed}"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not glob.glob(os.path.join(killed, "checkpoints", "*.pt")) and time.time() < deadline:
-        assert proc.poll() is None, "the run finished before it could be killed"
-        time.sleep(0.05)
+    proc = start_until_checkpoint(args, killed, keep_output=False)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not glob.glob(os.path.join(killed, "runs", "*.parquet"))  # no row for an unfinished run
@@ -143,13 +153,7 @@ def test_preempted_run_checkpoints_and_resumes_to_the_same_row(tmp_path) -> None
     args = ["model=s5", "model.ssm.d_model=16", "model.ssm.d_state=8", "trainer.max_steps=300",
             "trainer.eval_every=100", "trainer.progress=false", "model.dropout=0.1"]
     stopped = tmp_path / "stopped"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "ablate", *args, f"results_dir={stopped}"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while not glob.glob(os.path.join(stopped, "checkpoints", "*.pt")) and time.time() < deadline:
-        assert proc.poll() is None, "the run finished before it could be preempted"
-        time.sleep(0.05)
+    proc = start_until_checkpoint(args, stopped, keep_output=True)
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0
@@ -167,8 +171,7 @@ def test_preempted_run_checkpoints_and_resumes_to_the_same_row(tmp_path) -> None
 def test_four_processes_writing_one_experiment_directory(tmp_path) -> None:
     args = ["model=s4d", "model.ssm.d_model=8", "model.ssm.d_state=4", "trainer.max_steps=4", "trainer.eval_every=2",
             "trainer.progress=false", f"results_dir={tmp_path}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "ablate", *args, f"seed={seed}"], cwd=ROOT, env=env,
+    procs = [subprocess.Popen([sys.executable, "-m", "ablate", *args, f"seed={seed}"], cwd=ROOT, env=subprocess_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for seed in range(4)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0, 0, 0]
     df = rows(tmp_path)
