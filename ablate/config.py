@@ -26,6 +26,7 @@ from models import (IOSpec, ModelConfig, SSMConfig, flops_per_token, match_param
 from models.config import NORMS
 
 from . import tasks
+from .results import flatten
 
 PRECISIONS = ("auto", "fp32", "bf16")
 BUDGETS = ("steps", "tokens", "flops", "time")
@@ -233,6 +234,18 @@ def check_writable(results_dir: str, min_free_mb: float = 50.0) -> None:
         raise ValueError(f"results_dir={results_dir!r} has {free_mb:.0f} MB free; at least {min_free_mb:.0f} MB needed")
 
 
+def check_tuned(tuned: list, identity: dict[str, Any]) -> None:
+    """Every tuned key must name a recorded config value (a column of the run's row), or the
+    analysis would have nothing to select over."""
+    keys = flatten({k: v for k, v in identity.items() if k not in ("seed", "match")})
+    tunable = sorted(k for k in keys if k.startswith(("trainer.", "model.", "task.")))
+    for key in tuned:
+        if key not in keys:
+            near = [k for k in tunable if k.startswith("trainer.")]
+            raise ValueError(f"tuned entry {key!r} is not a config key of the run; expected keys such as "
+                             f"{near} (any of {len(tunable)} model./task./trainer. keys)")
+
+
 def resolve(cfg: DictConfig) -> ResolvedRun:
     """Validate a composed config and build the task and model configuration.
 
@@ -261,6 +274,7 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
         "match": match,
     }
     identity["model"]["ssm"]["selective"] = list(model_cfg.ssm.selective)
+    check_tuned(tuned, identity)
     return ResolvedRun(experiment=plain["experiment"], seed=plain["seed"], results_dir=plain["results_dir"],
                        rerun=bool(plain.get("rerun", False)), model=model_cfg, preset=plain["model"]["preset"], task=task,
                        task_cfg=plain["task"], trainer=trainer, match=match, budget=budget, tuned=tuned,

@@ -164,6 +164,14 @@ def tuning_grid(runs: pd.DataFrame, tuned: Sequence[str]) -> dict[str, list[str]
     return axis_values(runs, [k for k in tuned if k in runs.columns])
 
 
+def grid_points(runs: pd.DataFrame, tuned: Sequence[str]) -> list[tuple[str, ...]]:
+    """The distinct (formatted) points of the tuning grid the runs tried, in natural order."""
+    if runs.empty or not tuned:
+        return []
+    points = {tuple(format_value(v) for v in row) for row in runs[list(tuned)].itertuples(index=False)}
+    return sorted(points, key=lambda p: tuple(sort_key(v) for v in p))
+
+
 def grid_notes(runs: pd.DataFrame, tuned: Sequence[str], config_col: str = "config") -> list[str]:
     """Warnings about an uneven grid: configurations tried over different grids, or
     (configuration, seed) pairs with fewer candidates than the full grid."""
@@ -194,7 +202,12 @@ def tuning_phrase(runs: pd.DataFrame, tuned: Sequence[str], metric: str) -> str:
     if not tuned:
         return "Hyperparameters not tuned: the same for every configuration." if tuning_recorded(runs) else ""
     grid = tuning_grid(runs, tuned)
-    over = ", ".join(f"{k} ∈ {{{', '.join(grid[k])}}}" for k in tuned if k in grid)
+    keys = [k for k in tuned if k in grid]
+    points = grid_points(runs, keys)
+    if len(keys) > 1 and len(points) < math.prod(len(grid[k]) for k in keys):  # tied keys: list the points
+        over = f"({', '.join(keys)}) ∈ {{{', '.join('(' + ', '.join(p) + ')' for p in points)}}}"
+    else:
+        over = ", ".join(f"{k} ∈ {{{', '.join(grid[k])}}}" for k in keys)
     text = (f"Tuned over {over} on validation (best validation {metric}), per configuration and seed; "
             "test metric of the selected run.")
     notes = grid_notes(runs, tuned)

@@ -84,3 +84,30 @@ def test_budget_is_equal_across_configurations(tmp_path, kind: str, value: float
         assert len(set(spent)) == 1
     with pytest.raises(ValueError, match="budget.kind='epochs'"):
         resolve(compose_with(["budget.kind=epochs", f"results_dir={tmp_path}"]))
+
+
+@pytest.mark.parametrize("experiment", ["mimo_vs_siso", "gating", "selectivity", "mamba_table1"])
+def test_comparison_experiments_tune_a_grid_by_default(tmp_path, experiment: str) -> None:
+    """Each configuration is trained at >= 2 points of a learning-rate grid (every tuned key is
+    swept, or follows a swept key), the run records what was tuned, and the GPU-scale variant
+    tunes a larger grid."""
+    register()
+
+    def grid(name: str) -> tuple[list[str], int]:
+        cfg = compose_with([f"+experiment={name}", f"results_dir={tmp_path}"], hydra_node=True)
+        params = dict(cfg.hydra.sweeper.params)
+        tuned = list(cfg.tuned)
+        swept = [k for k in tuned if k in params]
+        assert swept and "trainer.lr" in tuned, f"{name} tunes nothing"
+        for key in tuned:  # a key not swept must follow a swept one (e.g. ssm_lr: ${trainer.lr})
+            assert key in params or cfg.trainer[key.split(".")[1]] == cfg.trainer.lr, key
+        points = 1
+        for key in swept:
+            points *= len(split_values(params[key]))
+        run = resolve(compose_with([f"+experiment={name}", f"results_dir={tmp_path}"]))
+        assert run.tuned == tuned
+        return tuned, points
+
+    _, small = grid(experiment)
+    _, large = grid(f"{experiment}_paper")
+    assert 2 <= small < large

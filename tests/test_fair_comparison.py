@@ -22,9 +22,10 @@ from scipy import stats
 import analysis_fixtures as fx
 from analysis.load import load_results
 from analysis.report import analyse, build_report
-from analysis.selection import select_runs
+from analysis.selection import select_runs, tuning_phrase
 from test_analysis import CELL, assert_latex_shaped, cli, parse_markdown_table
 
+SEEDS = (0, 1, 2)
 CONFIG = ["model.ssm.structure", "model.ssm.gate"]
 CI = re.compile(r"^\[(-?[\d.]+), (-?[\d.]+)\]$")
 
@@ -157,6 +158,17 @@ def test_ties_go_to_the_smaller_learning_rate() -> None:
     runs = pd.DataFrame(rows).assign(_absent=[()] * 2)
     picked = select_runs(runs, [], ["trainer.lr", "trainer.ssm_lr"])
     assert len(picked) == 1 and picked.iloc[0]["trainer.lr"] == 0.001
+
+
+def test_tied_tuning_keys_are_described_by_their_grid_points() -> None:
+    """lr and ssm_lr swept together (ssm_lr = lr): the caption lists the 2 points tried, not a
+    4-point product; independent keys keep the per-key form."""
+    tied = pd.DataFrame([fx.tuned_row("sdigits", "siso", "glu", seed, lr, lr) for seed in SEEDS for lr in (0.001, 0.003)])
+    phrase = tuning_phrase(tied, ["trainer.lr", "trainer.ssm_lr"], "accuracy")
+    assert phrase.startswith("Tuned over (trainer.lr, trainer.ssm_lr) ∈ {(0.001, 0.001), (0.003, 0.003)} on validation")
+    full = pd.DataFrame([fx.tuned_row("sdigits", "siso", "glu", 0, lr, s) for lr in (0.001, 0.003) for s in (0.01, 0.1)])
+    assert tuning_phrase(full, ["trainer.lr", "trainer.ssm_lr"], "accuracy").startswith(
+        "Tuned over trainer.lr ∈ {0.001, 0.003}, trainer.ssm_lr ∈ {0.01, 0.1} on validation")
 
 
 # --- significance and confidence intervals ------------------------------------------------------

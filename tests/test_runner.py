@@ -110,6 +110,7 @@ def test_killed_run_resumes_from_its_checkpoint_to_the_same_row(tmp_path) -> Non
     ("model.ssm.structure=diagonal", "error: model.ssm.structure='diagonal' is not valid"),
     ("trainer.max_steps=0", "error: trainer.max_steps=0 is not valid"),
     ("task=lra task.data_dir=/no/such/dir", "error: LRA listops: data_dir '/no/such/dir' is not a folder"),
+    ("tuned=[trainer.learning_rate]", "error: tuned entry 'trainer.learning_rate' is not a config key"),
 ])
 def test_bad_input_is_a_one_line_error_before_training(tmp_path, override: str, first_line: str) -> None:
     result = ablate(*override.split(), f"results_dir={tmp_path}")
