@@ -204,6 +204,9 @@ def tuning_phrase(runs: pd.DataFrame, tuned: Sequence[str], metric: str) -> str:
     grid = tuning_grid(runs, tuned)
     keys = [k for k in tuned if k in grid]
     points = grid_points(runs, keys)
+    if len(points) == 1:
+        fixed = ", ".join(f"{k} = {v}" for k, v in zip(keys, points[0]))
+        return f"Not tuned: a one-point grid ({fixed}) for every configuration."
     if len(keys) > 1 and len(points) < math.prod(len(grid[k]) for k in keys):  # tied keys: list the points
         over = f"({', '.join(keys)}) ∈ {{{', '.join('(' + ', '.join(p) + ')' for p in points)}}}"
     else:

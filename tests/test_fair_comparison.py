@@ -169,6 +169,9 @@ def test_tied_tuning_keys_are_described_by_their_grid_points() -> None:
     full = pd.DataFrame([fx.tuned_row("sdigits", "siso", "glu", 0, lr, s) for lr in (0.001, 0.003) for s in (0.01, 0.1)])
     assert tuning_phrase(full, ["trainer.lr", "trainer.ssm_lr"], "accuracy").startswith(
         "Tuned over trainer.lr ∈ {0.001, 0.003}, trainer.ssm_lr ∈ {0.01, 0.1} on validation")
+    single = pd.DataFrame([fx.tuned_row("sdigits", "siso", "glu", seed, 0.003, 0.001) for seed in SEEDS])
+    assert tuning_phrase(single, ["trainer.lr", "trainer.ssm_lr"], "accuracy") == (
+        "Not tuned: a one-point grid (trainer.lr = 0.003, trainer.ssm_lr = 0.001) for every configuration.")
 
 
 # --- significance and confidence intervals ------------------------------------------------------
