@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from models import SSMConfig, SSMLayer
+from models import SSMConfig, SSMLayer, triton_scan
 
 
 def randomize_(module: torch.nn.Module, scale: float = 0.2, seed: int = 0) -> torch.nn.Module:
@@ -21,7 +21,10 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def valid_modes(cfg: SSMConfig) -> list[str]:
-    return ["recurrent", "scan", "chunked"] + (["fft"] if cfg.supports_fft else [])
+    """The modes that can run this config on the CPU, ``recurrent`` first (``triton`` under the
+    interpreter, see conftest.py)."""
+    return (["recurrent", "scan", "chunked"] + (["fft"] if cfg.supports_fft else [])
+            + (["triton"] if triton_scan.runs_on("cpu") else []))
 
 
 def outputs_and_grads(layer: SSMLayer, u: torch.Tensor, mode: str) -> tuple[torch.Tensor, list[torch.Tensor]]:

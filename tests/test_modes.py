@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import SSMLayer, preset
+from models import SSMLayer, preset, triton_scan
 from models.scan import linear_scan
 
 from helpers import outputs_and_grads, randomize_, relative_error, valid_modes
@@ -73,3 +73,21 @@ def test_recurrence_matches_definition() -> None:
     b = torch.tensor([[[1.0], [1.0], [3.0]]], dtype=torch.float64)
     h = linear_scan(a, b, "recurrent")
     assert h.flatten().tolist() == [1.0, 3.0, 0.0]  # 1; 2*1+1; -1*3+3
+
+
+@pytest.mark.skipif(not triton_scan.runs_on("cpu"), reason="the Triton kernels need TRITON_INTERPRET=1 on a CPU")
+@pytest.mark.parametrize("name", ["mamba", "s4d", "selective_mimo", "gated_mimo"])
+def test_triton_mode_under_bf16_autocast(name: str) -> None:
+    """Under autocast (the trainer's bf16 on a GPU) the kernels run in fp32 on upcast inputs: the
+    output is bf16 and as close to the fp32 output as the chunked mode's."""
+    torch.manual_seed(0)
+    layer = randomize_(SSMLayer(CONFIGS[name].with_(mode="triton")))
+    u = torch.randn(2, 9, layer.cfg.d_model)
+    y = layer(u)
+    errors = {}
+    for mode in ("triton", "chunked"):
+        layer.cfg.mode = mode
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y_bf16 = layer(u)
+        errors[mode] = relative_error(y_bf16.float(), y)
+    assert errors["triton"] < 2e-2 and errors["triton"] < 2 * errors["chunked"] + 1e-3, errors

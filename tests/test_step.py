@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import models
-from models import IOSpec, SSMLayer, model_preset, preset
+from models import IOSpec, SSMLayer, model_preset, preset, triton_scan
 
 from helpers import randomize_
 
@@ -21,10 +21,15 @@ LAYERS = {
 }
 
 
+TRITON = ["triton"] if triton_scan.runs_on("cpu") else []  # the interpreter without a GPU (conftest.py)
+
+
+@pytest.mark.parametrize("mode", ["auto", *TRITON])
 @pytest.mark.parametrize("name", sorted(LAYERS))
-def test_layer_step_equals_forward(name: str) -> None:
+def test_layer_step_equals_forward(name: str, mode: str) -> None:
+    """mode triton: forward() by the fused scan, step() by the fused single-step kernel (SISO)."""
     torch.manual_seed(0)
-    layer = randomize_(SSMLayer(LAYERS[name]), scale=0.1)
+    layer = randomize_(SSMLayer(LAYERS[name].with_(mode=mode)), scale=0.1)
     u = torch.randn(3, 17, 8)
     with torch.no_grad():
         y = layer(u)

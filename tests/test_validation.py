@@ -78,6 +78,13 @@ def test_cuda_mode_on_cpu_is_refused() -> None:
         layer(torch.randn(1, 3, 4))
 
 
+def test_triton_mode_without_a_gpu_or_the_interpreter_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # a CPU tensor, and triton not interpreting
+    layer = SSMLayer(preset("s5", d_model=4, d_state=4, mode="triton"))
+    with pytest.raises(ValueError, match=r"mode='triton' needs .*got device cpu"):
+        layer(torch.randn(1, 3, 4))
+
+
 COMBINATIONS = list(itertools.product(["mimo", "siso"], ["", "dt", "B", "C", "dt,B,C"], ["none", "glu", "silu", "h3"]))
 
 

@@ -18,7 +18,7 @@ from models import SSMConfig, preset
 from models.config import MODES
 from models.presets import PRESETS
 
-CONCRETE_MODES = tuple(m for m in MODES if m != "auto")  # recurrent, scan, chunked, fft, cuda: what modes=all times
+CONCRETE_MODES = tuple(m for m in MODES if m != "auto")  # recurrent, scan, chunked, fft, cuda, triton: what modes=all times
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import SSMLayer, flops_per_token, param_count, preset
+from models import SSMLayer, flops_per_token, param_count, preset, triton_scan
 from models.cuda import selective_scan_kernel
 from models.discretize import discretize
 from models.peers import copy_into_mamba, mamba_reference, s5_peer
@@ -154,11 +154,18 @@ def valid_modes(point: Point, device: torch.device, requested: Sequence[str] | N
                 reason = "cuda mode needs a GPU"
             elif selective_scan_kernel() is None:
                 reason = "cuda mode needs mamba-ssm's CUDA build"
+        elif mode == "triton" and not _times_triton(device):
+            reason = "triton mode is timed on a GPU only (on a CPU it runs in Triton's interpreter, a test tool)"
         if reason and requested is None:
             log.debug("%s: mode %s not timed: %s", point.name, mode, reason)
             continue  # modes=all: only the valid modes; a mode asked for by name gets a 'skipped' row
         out.append((mode, reason))
     return out
+
+
+def _times_triton(device: torch.device) -> bool:
+    """The Triton kernels are timed where they are compiled: CUDA, not the CPU interpreter."""
+    return device.type == "cuda" and triton_scan.runs_on(device)
 
 
 def _layer_estimate(cfg) -> Callable[[int, int], int]:
@@ -276,8 +283,12 @@ class SelectiveScanOurs(nn.Module):
         self.delta_bias = nn.Parameter(torch.log(torch.expm1(torch.full((D,), 0.01))))
 
     def forward(self, u: torch.Tensor, delta: torch.Tensor, B_t: torch.Tensor, C_t: torch.Tensor) -> torch.Tensor:
+        A = -torch.exp(self.A_log)
+        if self.mode == "triton":  # fused: no (B, L, D, N) tensor in memory
+            return triton_scan.selective_scan(u, delta, A, B=B_t, C=C_t, D=self.D, delta_bias=self.delta_bias,
+                                              delta_softplus=True, discretization="zoh_euler")
         dt = F.softplus(delta + self.delta_bias).unsqueeze(-1)  # (B, L, D, 1)
-        a, factor = discretize("zoh_euler", -torch.exp(self.A_log), dt)  # (B, L, D, N), (B, L, D, 1)
+        a, factor = discretize("zoh_euler", A, dt)  # (B, L, D, N), (B, L, D, 1)
         b = (factor * u.unsqueeze(-1)) * B_t.unsqueeze(2)  # (B, L, D, N)
         h = linear_scan(a, b, self.mode)
         return torch.einsum("bldn,bln->bld", h, C_t) + u * self.D
@@ -322,8 +333,10 @@ def selective_scan_subjects(H: int, N: int, device: torch.device, requested: Seq
     common = dict(preset="mamba", d_model=H, d_state=N, d_inner=D, flops=flops, estimate_bytes=estimate,
                   param_count=count)
     subjects = []
-    for mode in ("recurrent", "scan", "chunked"):
+    for mode in ("recurrent", "scan", "chunked", "triton"):
         if requested is not None and mode not in requested:
+            continue
+        if mode == "triton" and not _times_triton(device):
             continue
         subjects.append(Subject(
             name=SCAN_OURS, peer=False, mode=mode, includes="softplus(δ+b), zoh_euler, linear_scan, C·h + D u",

@@ -1,0 +1,1285 @@
+"""Fused diagonal selective scans in Triton: the (Bt, L, K, n) state never goes to memory.
+
+Notation: batch Bt, length L, K channels, n states per channel. Δ is δ (+ bias), through
+softplus when asked. Discretisation per channel k, state j, step t (:mod:`models.discretize`):
+
+* ``zoh``:        Ā = exp(ΔA),                   F = (Ā - 1)/A
+* ``zoh_euler``:  Ā = exp(ΔA),                   F = Δ           (Mamba's kernels)
+* ``bilinear``:   Ā = (1 + ΔA/2)/(1 - ΔA/2),     F = Δ/(1 - ΔA/2)
+
+A is real (negative) or complex (negative real part); complex numbers live in the kernels
+as two real planes, and every complex operation is written out on them (``_cmul`` ...).
+
+Entry points, each with a pure-PyTorch step-by-step twin ``*_reference`` that defines it:
+
+* :func:`selective_scan` (SISO: Mamba, S4D). u: (Bt, L, K) real.
+      h_t[k, j] = Ā_t[k, j] h_{t-1}[k, j] + F_t[k, j] B_t[j] u_t[k],   h_{-1} = 0
+      y_t[k] = scale · Re Σ_j C_t[(k,) j] h_t[k, j] + D[k] u_t[k],   out = y ⊙ silu(z)
+* :func:`diagonal_scan` (MIMO, S5: B and C are matmuls outside).
+      h_t[k] = Ā_t[k] h_{t-1}[k] + F_t[k] u_t[k],   g_t[k] = gain_t[k] h_t[k]
+* :func:`selective_state_step`: one step of :func:`selective_scan` from a given state.
+
+Kernels. The grid is (Bt, ⌈K / BLOCK_K⌉). A program holds the state of BLOCK_K channels
+(a (BLOCK_K, n_pow2) tile, two planes when complex) in registers and walks L in chunks of
+T = ``chunk_size`` steps. Per chunk it loads (T, BLOCK_K) tiles of u, δ, z and (T, n) tiles
+of B, C, forms the pairs (Ā_t, F_t B_t u_t), solves the chunk with ``tl.associative_scan``
+under  (a1, b1) • (a2, b2) = (a2 a1, a2 b1 + b2),  adds  (Ā_{t0}···Ā_t) h_{t0-1}  for the
+carried state, reduces over j for the readout and stores the (T, BLOCK_K) output. Steps past
+L, channels past K and states past n are identities (a = 1, b = 0). With autograd the
+forward also stores the state entering every chunk, (Bt, ⌈L/T⌉, K, n) (1/T of the states).
+
+The backward walks the chunks in reverse. It recomputes the chunk's states h_t from the
+stored chunk-start state, takes h_{t-1} by a one-row shift (``tl.gather``), and solves the
+adjoint recurrence  λ_t = ∂ℓ/∂h_t (direct) + conj(Ā_{t+1}) λ_{t+1}  through
+ν_t = conj(Ā_t) λ_t = conj(Ā_t)(∂ℓ/∂h_t + ν_{t+1}),  a reversed associative scan of the
+same form whose value at the chunk's first step is the carry into the previous chunk; then
+λ_t = ∂ℓ/∂h_t + ν_{t+1}. From λ:  ∂ℓ/∂(F B u)_t = λ_t,  ∂ℓ/∂Ā_t = λ_t conj(h_{t-1}),  and the
+chain rule to u, δ, bias, A, B, C, D, z. (Complex gradients follow PyTorch: for real ℓ and
+complex w, w.grad = ∂ℓ/∂Re w + i ∂ℓ/∂Im w, so w = f(v) holomorphic gives
+v.grad = w.grad · conj(f'(v)).) Sums over batch, time or channels (A, D, bias, a fixed C, a
+time-invariant δ, B and C shared by the channels) are written as per-program partial sums
+and reduced by torch afterwards: deterministic, no atomics.
+
+Memory traffic, in elements of the input's real dtype per (batch, step, channel) element,
+with c = 2 for complex A (1 for real), s = 1 for a per-step δ (0 for a (K,) δ), g = 1 with
+a gate z (else 0), b and q = 1 when B resp. C is shared (Bt, L, n) (else 0); A, D, the bias
+and a fixed C are O(K n) and left out:
+
+* forward:  u, δ·s, z·g read and out written: 2 + s + g; the (T, n) tiles of B and C are
+  read once per channel block: c·n·(b + q)/BLOCK_K; with autograd the chunk-start states are
+  written: c·n/T.
+* backward: u, δ·s, z·g, dout read and du, dδ·s, dz·g written: 3 + 2s + 2g; B and C read and
+  their per-block partial gradients written, then summed by torch: 3c·n·(b + q)/BLOCK_K; the
+  states read: c·n/T; with a bias, torch sums dδ once more for its gradient: s.
+* :func:`diagonal_scan` (n = 1; u, g, dg and du complex with A): forward c + s + g + c
+  (u, δ, gain read, g written) and c/T for the states; backward 2c + s + g (u, dg, δ, gain
+  read) + c + s + g (du, dδ, dgain written) + c/T. A real u with a complex A is first copied
+  to complex by torch (1 read, 2 written).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as nnf
+
+from .discretize import DISCRETIZE, discretize
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
+    tl = None
+
+_COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def runs_on(device: torch.device | str) -> bool:
+    """True when the kernels can run on tensors of ``device``: CUDA tensors with triton
+    compiled for the GPU, CPU tensors under the interpreter (TRITON_INTERPRET=1)."""
+    if triton is None:
+        return False
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    kind = torch.device(device).type
+    return (kind == "cuda" and not interpreted) or (kind == "cpu" and interpreted)
+
+
+def _triton_jit(fn):
+    """triton.jit; without triton the function stays plain Python and is never launched
+    (every entry point checks that the kernels can run before launching one)."""
+    return fn if triton is None else triton.jit(fn)
+
+
+# ---------------------------------------------------------------------------------------
+# Device helpers. A complex value is a pair (re, im) of real tensors; with COMPLEX false it
+# is real, and its imaginary part is the constant 0.0, never computed.
+# ---------------------------------------------------------------------------------------
+
+
+@_triton_jit
+def _load_complex(ptr, offs, mask, other, COMPLEX: tl.constexpr):
+    """x[offs] from a complex tensor stored as (..., 2) real pairs, or from a real one."""
+    if COMPLEX:
+        return tl.load(ptr + 2 * offs, mask=mask, other=other), tl.load(ptr + 2 * offs + 1, mask=mask, other=0.0)
+    else:
+        return tl.load(ptr + offs, mask=mask, other=other), 0.0
+
+
+@_triton_jit
+def _store_complex(ptr, offs, re, im, mask, COMPLEX: tl.constexpr):
+    """x[offs] = re + i·im into a complex tensor stored as (..., 2) real pairs, or re."""
+    if COMPLEX:
+        tl.store(ptr + 2 * offs, re, mask=mask)
+        tl.store(ptr + 2 * offs + 1, im, mask=mask)
+    else:
+        tl.store(ptr + offs, re, mask=mask)
+
+
+@_triton_jit
+def _cmul(ar, ai, br, bi, COMPLEX: tl.constexpr):
+    """a·b = (ar br - ai bi) + i (ar bi + ai br)."""
+    if COMPLEX:
+        return ar * br - ai * bi, ar * bi + ai * br
+    else:
+        return ar * br, 0.0
+
+
+@_triton_jit
+def _cmul_conj(ar, ai, br, bi, COMPLEX: tl.constexpr):
+    """a·conj(b) = (ar br + ai bi) + i (ai br - ar bi)."""
+    if COMPLEX:
+        return ar * br + ai * bi, ai * br - ar * bi
+    else:
+        return ar * br, 0.0
+
+
+@_triton_jit
+def _re_mul(ar, ai, br, bi, COMPLEX: tl.constexpr):
+    """Re(a·b) = ar br - ai bi."""
+    if COMPLEX:
+        return ar * br - ai * bi
+    else:
+        return ar * br
+
+
+@_triton_jit
+def _re_mul_conj(ar, ai, br, bi, COMPLEX: tl.constexpr):
+    """Re(a·conj(b)) = ar br + ai bi."""
+    if COMPLEX:
+        return ar * br + ai * bi
+    else:
+        return ar * br
+
+
+@_triton_jit
+def _cscale(ar, ai, s, COMPLEX: tl.constexpr):
+    """a·s for real s."""
+    if COMPLEX:
+        return ar * s, ai * s
+    else:
+        return ar * s, 0.0
+
+
+@_triton_jit
+def _cdiv(ar, ai, br, bi, COMPLEX: tl.constexpr):
+    """a/b = a·conj(b)/|b|²."""
+    if COMPLEX:
+        norm = br * br + bi * bi
+        return (ar * br + ai * bi) / norm, (ai * br - ar * bi) / norm
+    else:
+        return ar / br, 0.0
+
+
+@_triton_jit
+def _crecip(br, bi, COMPLEX: tl.constexpr):
+    """1/b = conj(b)/|b|²."""
+    if COMPLEX:
+        norm = br * br + bi * bi
+        return br / norm, -bi / norm
+    else:
+        return 1.0 / br, 0.0
+
+
+@_triton_jit
+def _cexp(ar, ai, COMPLEX: tl.constexpr):
+    """exp(a) = e^ar (cos ai + i sin ai)."""
+    if COMPLEX:
+        magnitude = tl.exp(ar)
+        return magnitude * tl.cos(ai), magnitude * tl.sin(ai)
+    else:
+        return tl.exp(ar), 0.0
+
+
+@_triton_jit
+def _csum(xr, xi, axis: tl.constexpr, COMPLEX: tl.constexpr):
+    """Σ x along axis."""
+    if COMPLEX:
+        return tl.sum(xr, axis), tl.sum(xi, axis)
+    else:
+        return tl.sum(xr, axis), 0.0
+
+
+@_triton_jit
+def _softplus(x):
+    """log(1 + e^x), and x itself above 20 (the threshold of torch's softplus)."""
+    stable = tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
+    return tl.where(x > 20.0, x, stable)
+
+
+@_triton_jit
+def _combine_real(a1, b1, a2, b2):
+    """(a1, b1) • (a2, b2) = (a2 a1, a2 b1 + b2): step 1 then step 2 of h ↦ a h + b."""
+    return a2 * a1, a2 * b1 + b2
+
+
+@_triton_jit
+def _combine_complex(a1r, a1i, b1r, b1i, a2r, a2i, b2r, b2i):
+    """(a1, b1) • (a2, b2) = (a2 a1, a2 b1 + b2) for complex a, b."""
+    ar = a2r * a1r - a2i * a1i
+    ai = a2r * a1i + a2i * a1r
+    br = a2r * b1r - a2i * b1i + b2r
+    bi = a2r * b1i + a2i * b1r + b2i
+    return ar, ai, br, bi
+
+
+@_triton_jit
+def _scan(a_re, a_im, b_re, b_im, REVERSE: tl.constexpr, COMPLEX: tl.constexpr):
+    """Inclusive scan of the pairs (a_t, b_t) along axis 0.
+
+    Forward: (Π_{s≤t} a_s, h_t) with h_t = a_t h_{t-1} + b_t, h_{-1} = 0.
+    REVERSE: (Π_{s≥t} a_s, g_t) with g_t = a_t g_{t+1} + b_t, g past the end = 0.
+    """
+    if COMPLEX:
+        return tl.associative_scan((a_re, a_im, b_re, b_im), 0, _combine_complex, reverse=REVERSE)
+    else:
+        a, b = tl.associative_scan((a_re, b_re), 0, _combine_real, reverse=REVERSE)
+        return a, 0.0, b, 0.0
+
+
+@_triton_jit
+def _identity_outside(valid, a_re, a_im, b_re, b_im, COMPLEX: tl.constexpr):
+    """(a, b) where valid, the identity step (1, 0) elsewhere (padding steps, channels, states)."""
+    if COMPLEX:
+        return (tl.where(valid, a_re, 1.0), tl.where(valid, a_im, 0.0),
+                tl.where(valid, b_re, 0.0), tl.where(valid, b_im, 0.0))
+    else:
+        return tl.where(valid, a_re, 1.0), 0.0, tl.where(valid, b_re, 0.0), 0.0
+
+
+@_triton_jit
+def _row(x, rows, r):
+    """x[r] along axis 0 (rows: the axis-0 index, broadcastable to x)."""
+    return tl.sum(tl.where(rows == r, x, 0.0), 0)
+
+
+@_triton_jit
+def _crow(xr, xi, rows, r, COMPLEX: tl.constexpr):
+    """x[r] along axis 0, complex."""
+    if COMPLEX:
+        return _row(xr, rows, r), _row(xi, rows, r)
+    else:
+        return _row(xr, rows, r), 0.0
+
+
+@_triton_jit
+def _shift_down(x, rows, first):
+    """y[t] = x[t - 1] along axis 0, y[0] = first (x's shape without axis 0)."""
+    source = tl.broadcast_to(tl.maximum(rows - 1, 0), x.shape)
+    return tl.where(rows == 0, first, tl.gather(x, source, 0))
+
+
+@_triton_jit
+def _shift_up(x, rows, last, T: tl.constexpr):
+    """y[t] = x[t + 1] along axis 0 (length T), y[T - 1] = last."""
+    source = tl.broadcast_to(tl.minimum(rows + 1, T - 1), x.shape)
+    return tl.where(rows == T - 1, last, tl.gather(x, source, 0))
+
+
+@_triton_jit
+def _cshift_down(xr, xi, rows, fr, fi, COMPLEX: tl.constexpr):
+    """Complex :func:`_shift_down`."""
+    if COMPLEX:
+        return _shift_down(xr, rows, fr), _shift_down(xi, rows, fi)
+    else:
+        return _shift_down(xr, rows, fr), 0.0
+
+
+@_triton_jit
+def _cshift_up(xr, xi, rows, lr, li, T: tl.constexpr, COMPLEX: tl.constexpr):
+    """Complex :func:`_shift_up`."""
+    if COMPLEX:
+        return _shift_up(xr, rows, lr, T), _shift_up(xi, rows, li, T)
+    else:
+        return _shift_up(xr, rows, lr, T), 0.0
+
+
+@_triton_jit
+def _load_delta(delta_ptr, bias_ptr, step_offs, step_mask, channel_offs, channel_mask,
+                PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """(pre, Δ): pre = δ + bias, Δ = softplus(pre) or pre.
+
+    A per-step δ is read at step_offs, a time-invariant (K,) δ and the bias at channel_offs
+    (their shapes broadcast: (T, BLOCK_K) against (1, BLOCK_K) in the scans).
+    """
+    if PER_STEP:
+        pre = tl.load(delta_ptr + step_offs, mask=step_mask, other=0.0)
+    else:
+        pre = tl.load(delta_ptr + channel_offs, mask=channel_mask, other=0.0)
+    if HAS_BIAS:
+        pre = pre + tl.load(bias_ptr + channel_offs, mask=channel_mask, other=0.0)
+    if SOFTPLUS:
+        return pre, _softplus(pre)
+    else:
+        return pre, pre
+
+
+@_triton_jit
+def _discretize(dt, a_re, a_im, METHOD: tl.constexpr, COMPLEX: tl.constexpr):
+    """(Ā, F) for step Δ = dt (real) and A (broadcasting); formulas in the module docstring."""
+    da_re, da_im = _cscale(a_re, a_im, dt, COMPLEX)
+    if METHOD == "bilinear":
+        # Ā = (1 + ΔA/2)/(1 - ΔA/2),  F = Δ/(1 - ΔA/2)
+        inv_re, inv_im = _crecip(1.0 - 0.5 * da_re, -0.5 * da_im, COMPLEX)
+        abar_re, abar_im = _cmul(1.0 + 0.5 * da_re, 0.5 * da_im, inv_re, inv_im, COMPLEX)
+        f_re, f_im = _cscale(inv_re, inv_im, dt, COMPLEX)
+    else:
+        # Ā = exp(ΔA)
+        abar_re, abar_im = _cexp(da_re, da_im, COMPLEX)
+        if METHOD == "zoh":
+            # F = (Ā - 1)/A
+            f_re, f_im = _cdiv(abar_re - 1.0, abar_im, a_re, a_im, COMPLEX)
+        else:
+            # F = Δ
+            f_re, f_im = dt, 0.0
+    return abar_re, abar_im, f_re, f_im
+
+
+@_triton_jit
+def _discretize_grad(dt, a_re, a_im, abar_re, abar_im, f_re, f_im, gabar_re, gabar_im, gf_re, gf_im,
+                     METHOD: tl.constexpr, COMPLEX: tl.constexpr):
+    """(∂ℓ/∂Δ, ∂ℓ/∂A) per element from gĀ = ∂ℓ/∂Ā and gF = ∂ℓ/∂F (PyTorch's convention).
+
+    With Ā, F holomorphic in A and Δ real:  ∂ℓ/∂Δ = Re(gĀ conj(∂Ā/∂Δ) + gF conj(∂F/∂Δ)),
+    ∂ℓ/∂A = gĀ conj(∂Ā/∂A) + gF conj(∂F/∂A), where
+      zoh, zoh_euler: ∂Ā/∂Δ = A Ā, ∂Ā/∂A = Δ Ā; zoh: ∂F/∂Δ = Ā, ∂F/∂A = (Δ Ā - F)/A;
+        zoh_euler: ∂F/∂Δ = 1, ∂F/∂A = 0;
+      bilinear, r = 1/(1 - ΔA/2)²: ∂Ā/∂Δ = A r, ∂Ā/∂A = Δ r, ∂F/∂Δ = r, ∂F/∂A = Δ² r/2.
+    """
+    if METHOD == "bilinear":
+        da_re, da_im = _cscale(a_re, a_im, dt, COMPLEX)
+        inv_re, inv_im = _crecip(1.0 - 0.5 * da_re, -0.5 * da_im, COMPLEX)
+        r_re, r_im = _cmul(inv_re, inv_im, inv_re, inv_im, COMPLEX)
+        # ∂ℓ/∂Δ = Re((gĀ conj(A) + gF) conj(r))
+        s_re, s_im = _cmul_conj(gabar_re, gabar_im, a_re, a_im, COMPLEX)
+        g_dt = _re_mul_conj(s_re + gf_re, s_im + gf_im, r_re, r_im, COMPLEX)
+        # ∂ℓ/∂A = (gĀ Δ + gF Δ²/2) conj(r)
+        p_re, p_im = _cscale(gabar_re, gabar_im, dt, COMPLEX)
+        q_re, q_im = _cscale(gf_re, gf_im, 0.5 * dt * dt, COMPLEX)
+        ga_re, ga_im = _cmul_conj(p_re + q_re, p_im + q_im, r_re, r_im, COMPLEX)
+    else:
+        # w = ∂ℓ/∂(ΔA) = gĀ conj(Ā):  ∂ℓ/∂Δ ∋ Re(w conj(A)),  ∂ℓ/∂A ∋ w Δ
+        w_re, w_im = _cmul_conj(gabar_re, gabar_im, abar_re, abar_im, COMPLEX)
+        g_dt = _re_mul_conj(w_re, w_im, a_re, a_im, COMPLEX)
+        ga_re, ga_im = _cscale(w_re, w_im, dt, COMPLEX)
+        if METHOD == "zoh":
+            g_dt += _re_mul_conj(gf_re, gf_im, abar_re, abar_im, COMPLEX)
+            dt_abar_re, dt_abar_im = _cscale(abar_re, abar_im, dt, COMPLEX)
+            p_re, p_im = _cdiv(dt_abar_re - f_re, dt_abar_im - f_im, a_re, a_im, COMPLEX)
+            gfa_re, gfa_im = _cmul_conj(gf_re, gf_im, p_re, p_im, COMPLEX)
+            ga_re += gfa_re
+            ga_im += gfa_im
+        else:
+            g_dt += gf_re
+    return g_dt, ga_re, ga_im
+
+
+# ---------------------------------------------------------------------------------------
+# selective_scan kernels
+# ---------------------------------------------------------------------------------------
+
+
+@_triton_jit
+def _selective_scan_fwd_kernel(
+    u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, scale_ptr, out_ptr, states_ptr,
+    L, K, N,
+    METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr, SAVE_STATES: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """out of :func:`selective_scan` for batch program_id(0) and channel block program_id(1).
+
+    u, δ (per step), z, out: (Bt, L, K); B, C (shared): (Bt, L, N); A, C (fixed): (K, N);
+    δ (time-invariant), bias, D: (K,); scale: (1,); states: (Bt, ⌈L/T⌉, K, N), the state
+    entering each chunk (written when SAVE_STATES). Complex tensors are their (..., 2) views.
+    """
+    pid_b = tl.program_id(0).to(tl.int64)
+    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    j = tl.arange(0, BLOCK_N)
+    steps = tl.arange(0, T)
+    rows = steps[:, None, None]
+    mask_k = k < K
+    mask_kn = mask_k[:, None] & (j < N)[None, :]
+    kn = k[:, None] * N + j[None, :]
+    n_chunks = tl.cdiv(L, T)
+    scale = tl.load(scale_ptr)
+    dtype = u_ptr.dtype.element_ty
+
+    a_re, a_im = _load_complex(A_ptr, kn, mask_kn, -1.0, COMPLEX)  # -1 keeps the padding finite
+    if HAS_D:
+        d = tl.load(D_ptr + k, mask=mask_k, other=0.0)
+    if not C_SHARED:
+        c_re, c_im = _load_complex(C_ptr, kn, mask_kn, 0.0, COMPLEX)
+
+    h_re = tl.zeros((BLOCK_K, BLOCK_N), dtype)
+    h_im = tl.zeros((BLOCK_K, BLOCK_N), dtype) if COMPLEX else 0.0
+    for chunk in range(0, n_chunks):
+        if SAVE_STATES:
+            _store_complex(states_ptr, (pid_b * n_chunks + chunk) * K * N + kn, h_re, h_im, mask_kn, COMPLEX)
+        t = chunk * T + steps
+        mask_t = t < L
+        mask_tk = mask_t[:, None] & mask_k[None, :]
+        tk = pid_b * L * K + t[:, None] * K + k[None, :]
+        tn = pid_b * L * N + t[:, None, None] * N + j[None, None, :]  # (T, 1, BLOCK_N)
+        mask_tn = mask_t[:, None, None] & (j < N)[None, None, :]
+        valid = mask_tk[:, :, None] & mask_kn
+
+        u = tl.load(u_ptr + tk, mask=mask_tk, other=0.0)
+        _, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
+                            DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
+        abar_re, abar_im, f_re, f_im = _discretize(dt[:, :, None], a_re, a_im, METHOD, COMPLEX)
+        # b_t = F_t B_t u_t  (B ≡ 1 when absent)
+        if HAS_B:
+            b_re, b_im = _load_complex(B_ptr, tn, mask_tn, 0.0, COMPLEX)
+            f_re, f_im = _cmul(f_re, f_im, b_re, b_im, COMPLEX)
+        x_re, x_im = _cscale(f_re, f_im, u[:, :, None], COMPLEX)
+        abar_re, abar_im, x_re, x_im = _identity_outside(valid, abar_re, abar_im, x_re, x_im, COMPLEX)
+
+        # h_t = (Ā_{t0}···Ā_t) h_{t0-1} + (the chunk's recurrence started from zero)
+        prod_re, prod_im, hl_re, hl_im = _scan(abar_re, abar_im, x_re, x_im, False, COMPLEX)
+        carry_re, carry_im = _cmul(prod_re, prod_im, h_re, h_im, COMPLEX)
+        hc_re = hl_re + carry_re
+        hc_im = hl_im + carry_im
+
+        # y_t = scale · Re Σ_j C_t h_t + D u_t,   out_t = y_t silu(z_t)
+        if C_SHARED:
+            c_re, c_im = _load_complex(C_ptr, tn, mask_tn, 0.0, COMPLEX)
+        y = scale * tl.sum(_re_mul(c_re, c_im, hc_re, hc_im, COMPLEX), 2)
+        if HAS_D:
+            y += d[None, :] * u
+        if HAS_Z:
+            zt = tl.load(z_ptr + tk, mask=mask_tk, other=0.0)
+            y = y * zt * tl.sigmoid(zt)
+        tl.store(out_ptr + tk, y, mask=mask_tk)
+        h_re, h_im = _crow(hc_re, hc_im, rows, T - 1, COMPLEX)
+
+
+@_triton_jit
+def _selective_scan_bwd_kernel(
+    u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, scale_ptr, states_ptr, dout_ptr,
+    du_ptr, dpre_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr,
+    L, K, N,
+    METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Gradients of :func:`selective_scan` for one (batch, channel block) program.
+
+    Inputs as the forward kernel, with its states and dout (Bt, L, K). Writes du, dz:
+    (Bt, L, K); dpre = ∂ℓ/∂(δ + bias): (Bt, L, K) for a per-step δ, else partial sums over
+    time (Bt, K); partial sums dA: (Bt, K, N) and dD: (Bt, K); dB, and dC when shared:
+    (⌈K/BLOCK_K⌉, Bt, L, N), one slice per channel block; dC fixed: (Bt, K, N).
+    """
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_k = tl.program_id(1)
+    n_batch = tl.num_programs(0)
+    k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    j = tl.arange(0, BLOCK_N)
+    steps = tl.arange(0, T)
+    rows = steps[:, None, None]
+    mask_k = k < K
+    mask_kn = mask_k[:, None] & (j < N)[None, :]
+    kn = k[:, None] * N + j[None, :]
+    n_chunks = tl.cdiv(L, T)
+    scale = tl.load(scale_ptr)
+    dtype = u_ptr.dtype.element_ty
+
+    a_re, a_im = _load_complex(A_ptr, kn, mask_kn, -1.0, COMPLEX)
+    dA_re = tl.zeros((BLOCK_K, BLOCK_N), dtype)
+    dA_im = tl.zeros((BLOCK_K, BLOCK_N), dtype) if COMPLEX else 0.0
+    if HAS_D:
+        d = tl.load(D_ptr + k, mask=mask_k, other=0.0)
+        dD = tl.zeros((BLOCK_K,), dtype)
+    if not DELTA_PER_STEP:
+        dpre_sum = tl.zeros((BLOCK_K,), dtype)
+    if not C_SHARED:
+        c_re, c_im = _load_complex(C_ptr, kn, mask_kn, 0.0, COMPLEX)
+        dC_re = tl.zeros((BLOCK_K, BLOCK_N), dtype)
+        dC_im = tl.zeros((BLOCK_K, BLOCK_N), dtype) if COMPLEX else 0.0
+    # ν_{t0'} = conj(Ā) λ at the first step of the chunk after the current one
+    nu_re = tl.zeros((BLOCK_K, BLOCK_N), dtype)
+    nu_im = tl.zeros((BLOCK_K, BLOCK_N), dtype) if COMPLEX else 0.0
+
+    for i in range(0, n_chunks):
+        chunk = n_chunks - 1 - i
+        t = chunk * T + steps
+        mask_t = t < L
+        mask_tk = mask_t[:, None] & mask_k[None, :]
+        tk = pid_b * L * K + t[:, None] * K + k[None, :]
+        tn = pid_b * L * N + t[:, None, None] * N + j[None, None, :]  # (T, 1, BLOCK_N)
+        mask_tn = mask_t[:, None, None] & (j < N)[None, None, :]
+        part_tn = (pid_k * n_batch + pid_b) * L * N + t[:, None] * N + j[None, :]  # (T, BLOCK_N)
+        valid = mask_tk[:, :, None] & mask_kn
+
+        # recompute the chunk: Ā_t, F_t B_t u_t, h_t and h_{t-1}
+        u = tl.load(u_ptr + tk, mask=mask_tk, other=0.0)
+        pre, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
+                              DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
+        dt = dt[:, :, None]
+        abar_re, abar_im, f_re, f_im = _discretize(dt, a_re, a_im, METHOD, COMPLEX)
+        if HAS_B:
+            b_re, b_im = _load_complex(B_ptr, tn, mask_tn, 0.0, COMPLEX)
+            fb_re, fb_im = _cmul(f_re, f_im, b_re, b_im, COMPLEX)
+        else:
+            fb_re, fb_im = f_re, f_im
+        x_re, x_im = _cscale(fb_re, fb_im, u[:, :, None], COMPLEX)
+        abar_re, abar_im, x_re, x_im = _identity_outside(valid, abar_re, abar_im, x_re, x_im, COMPLEX)
+        h0_re, h0_im = _load_complex(states_ptr, (pid_b * n_chunks + chunk) * K * N + kn, mask_kn, 0.0, COMPLEX)
+        prod_re, prod_im, hl_re, hl_im = _scan(abar_re, abar_im, x_re, x_im, False, COMPLEX)
+        carry_re, carry_im = _cmul(prod_re, prod_im, h0_re, h0_im, COMPLEX)
+        h_re = hl_re + carry_re
+        h_im = hl_im + carry_im
+        hp_re, hp_im = _cshift_down(h_re, h_im, rows, h0_re, h0_im, COMPLEX)
+
+        # readout and gate: y = scale Re Σ_j C h + D u,  out = y silu(z)
+        if C_SHARED:
+            c_re, c_im = _load_complex(C_ptr, tn, mask_tn, 0.0, COMPLEX)
+        dy = tl.load(dout_ptr + tk, mask=mask_tk, other=0.0)
+        if HAS_Z:
+            y = scale * tl.sum(_re_mul(c_re, c_im, h_re, h_im, COMPLEX), 2)
+            if HAS_D:
+                y += d[None, :] * u
+            zt = tl.load(z_ptr + tk, mask=mask_tk, other=0.0)
+            sig = tl.sigmoid(zt)
+            # ∂ℓ/∂z = dout · y · σ(z)(1 + z(1 - σ(z))),  ∂ℓ/∂y = dout · silu(z)
+            tl.store(dz_ptr + tk, dy * y * sig * (1.0 + zt * (1.0 - sig)), mask=mask_tk)
+            dy = dy * zt * sig
+        du = tl.zeros((T, BLOCK_K), dtype)
+        if HAS_D:
+            dD += tl.sum(dy * u, 0)
+            du = dy * d[None, :]
+        # direct ∂ℓ/∂h_t = scale dy conj(C_t),   ∂ℓ/∂C_t = scale dy conj(h_t)
+        gy = (scale * dy)[:, :, None]
+        g_re, g_im = _cscale(c_re, -c_im, gy, COMPLEX)
+        gc_re, gc_im = _cscale(h_re, -h_im, gy, COMPLEX)
+        if C_SHARED:
+            gc_re, gc_im = _csum(gc_re, gc_im, 1, COMPLEX)
+            _store_complex(dC_ptr, part_tn, gc_re, gc_im, mask_t[:, None] & (j < N)[None, :], COMPLEX)
+        else:
+            gc_re, gc_im = _csum(gc_re, gc_im, 0, COMPLEX)
+            dC_re += gc_re
+            dC_im += gc_im
+
+        # adjoint: ν_t = conj(Ā_t)(g_t + ν_{t+1})  (reversed scan),  λ_t = g_t + ν_{t+1}
+        beta_re, beta_im = _cmul_conj(g_re, g_im, abar_re, abar_im, COMPLEX)
+        suffix_re, suffix_im, nl_re, nl_im = _scan(abar_re, -abar_im, beta_re, beta_im, True, COMPLEX)
+        nuc_re, nuc_im = _cmul(suffix_re, suffix_im, nu_re, nu_im, COMPLEX)
+        nl_re += nuc_re
+        nl_im += nuc_im
+        nn_re, nn_im = _cshift_up(nl_re, nl_im, rows, nu_re, nu_im, T, COMPLEX)
+        lam_re = g_re + nn_re
+        lam_im = g_im + nn_im
+        nu_re, nu_im = _crow(nl_re, nl_im, rows, 0, COMPLEX)
+
+        # ∂ℓ/∂(F B u)_t = λ_t:  ∂ℓ/∂u = Re Σ_j λ conj(F B),  ∂ℓ/∂F = λ conj(B) u,  ∂ℓ/∂B = Σ_k λ conj(F) u
+        du += tl.sum(_re_mul_conj(lam_re, lam_im, fb_re, fb_im, COMPLEX), 2)
+        tl.store(du_ptr + tk, du, mask=mask_tk)
+        if HAS_B:
+            gf_re, gf_im = _cmul_conj(lam_re, lam_im, b_re, b_im, COMPLEX)
+            gb_re, gb_im = _cmul_conj(lam_re, lam_im, f_re, f_im, COMPLEX)
+            gb_re, gb_im = _cscale(gb_re, gb_im, u[:, :, None], COMPLEX)
+            gb_re, gb_im = _csum(gb_re, gb_im, 1, COMPLEX)
+            _store_complex(dB_ptr, part_tn, gb_re, gb_im, mask_t[:, None] & (j < N)[None, :], COMPLEX)
+        else:
+            gf_re, gf_im = lam_re, lam_im
+        gf_re, gf_im = _cscale(gf_re, gf_im, u[:, :, None], COMPLEX)
+        # ∂ℓ/∂Ā_t = λ_t conj(h_{t-1})
+        gabar_re, gabar_im = _cmul_conj(lam_re, lam_im, hp_re, hp_im, COMPLEX)
+        g_dt, ga_re, ga_im = _discretize_grad(dt, a_re, a_im, abar_re, abar_im, f_re, f_im,
+                                              gabar_re, gabar_im, gf_re, gf_im, METHOD, COMPLEX)
+        ga_re, ga_im = _csum(ga_re, ga_im, 0, COMPLEX)
+        dA_re += ga_re
+        dA_im += ga_im
+        dpre = tl.sum(g_dt, 2)
+        if SOFTPLUS:
+            dpre = dpre * tl.sigmoid(pre)
+        if DELTA_PER_STEP:
+            tl.store(dpre_ptr + tk, dpre, mask=mask_tk)
+        else:
+            dpre_sum += tl.sum(tl.where(mask_tk, dpre, 0.0), 0)
+
+    _store_complex(dA_ptr, pid_b * K * N + kn, dA_re, dA_im, mask_kn, COMPLEX)
+    if HAS_D:
+        tl.store(dD_ptr + pid_b * K + k, dD, mask=mask_k)
+    if not DELTA_PER_STEP:
+        tl.store(dpre_ptr + pid_b * K + k, dpre_sum, mask=mask_k)
+    if not C_SHARED:
+        _store_complex(dC_ptr, pid_b * K * N + kn, dC_re, dC_im, mask_kn, COMPLEX)
+
+
+@_triton_jit
+def _selective_step_kernel(
+    h_ptr, u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, scale_ptr, y_ptr, h_out_ptr,
+    K, N,
+    METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """One step of :func:`selective_scan` from state h, for one (batch, channel block).
+
+    h, h_out: (Bt, K, N); u, z, y, δ (per batch element): (Bt, K); B, C (shared): (Bt, N);
+    A, C (fixed): (K, N); δ (time-invariant), bias, D: (K,); scale: (1,).
+      h_out = Ā h + F B u,   y = scale · Re Σ_j C h_out + D u,   y ← y silu(z)
+    """
+    pid_b = tl.program_id(0).to(tl.int64)
+    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    j = tl.arange(0, BLOCK_N)
+    mask_k = k < K
+    mask_n = j < N
+    mask_kn = mask_k[:, None] & mask_n[None, :]
+    kn = k[:, None] * N + j[None, :]
+    bk = pid_b * K + k
+
+    a_re, a_im = _load_complex(A_ptr, kn, mask_kn, -1.0, COMPLEX)
+    h_re, h_im = _load_complex(h_ptr, pid_b * K * N + kn, mask_kn, 0.0, COMPLEX)
+    u = tl.load(u_ptr + bk, mask=mask_k, other=0.0)
+    _, dt = _load_delta(delta_ptr, bias_ptr, bk, mask_k, k, mask_k, DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
+    abar_re, abar_im, f_re, f_im = _discretize(dt[:, None], a_re, a_im, METHOD, COMPLEX)
+    if HAS_B:
+        b_re, b_im = _load_complex(B_ptr, pid_b * N + j, mask_n, 0.0, COMPLEX)
+        f_re, f_im = _cmul(f_re, f_im, b_re, b_im, COMPLEX)
+    x_re, x_im = _cscale(f_re, f_im, u[:, None], COMPLEX)
+    ah_re, ah_im = _cmul(abar_re, abar_im, h_re, h_im, COMPLEX)
+    h_re = ah_re + x_re
+    h_im = ah_im + x_im
+    _store_complex(h_out_ptr, pid_b * K * N + kn, h_re, h_im, mask_kn, COMPLEX)
+
+    if C_SHARED:
+        c_re, c_im = _load_complex(C_ptr, pid_b * N + j, mask_n, 0.0, COMPLEX)
+    else:
+        c_re, c_im = _load_complex(C_ptr, kn, mask_kn, 0.0, COMPLEX)
+    y = tl.load(scale_ptr) * tl.sum(_re_mul(c_re, c_im, h_re, h_im, COMPLEX), 1)
+    if HAS_D:
+        y += tl.load(D_ptr + k, mask=mask_k, other=0.0) * u
+    if HAS_Z:
+        zt = tl.load(z_ptr + bk, mask=mask_k, other=0.0)
+        y = y * zt * tl.sigmoid(zt)
+    tl.store(y_ptr + bk, y, mask=mask_k)
+
+
+# ---------------------------------------------------------------------------------------
+# diagonal_scan kernels
+# ---------------------------------------------------------------------------------------
+
+
+@_triton_jit
+def _diagonal_scan_fwd_kernel(
+    u_ptr, delta_ptr, bias_ptr, A_ptr, gain_ptr, out_ptr, states_ptr,
+    L, K,
+    METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_GAIN: tl.constexpr, SAVE_STATES: tl.constexpr, T: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """g of :func:`diagonal_scan` for batch program_id(0) and channel block program_id(1).
+
+    u, out: (Bt, L, K), complex with A; δ (per step), gain: (Bt, L, K) real; A, bias,
+    δ (time-invariant): (K,); states: (Bt, ⌈L/T⌉, K), the state entering each chunk.
+      h_t = Ā_t h_{t-1} + F_t u_t,   g_t = gain_t h_t
+    """
+    pid_b = tl.program_id(0).to(tl.int64)
+    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    steps = tl.arange(0, T)
+    rows = steps[:, None]
+    mask_k = k < K
+    n_chunks = tl.cdiv(L, T)
+    dtype = delta_ptr.dtype.element_ty
+
+    a_re, a_im = _load_complex(A_ptr, k, mask_k, -1.0, COMPLEX)
+    h_re = tl.zeros((BLOCK_K,), dtype)
+    h_im = tl.zeros((BLOCK_K,), dtype) if COMPLEX else 0.0
+    for chunk in range(0, n_chunks):
+        if SAVE_STATES:
+            _store_complex(states_ptr, (pid_b * n_chunks + chunk) * K + k, h_re, h_im, mask_k, COMPLEX)
+        t = chunk * T + steps
+        mask_tk = (t < L)[:, None] & mask_k[None, :]
+        tk = pid_b * L * K + t[:, None] * K + k[None, :]
+
+        u_re, u_im = _load_complex(u_ptr, tk, mask_tk, 0.0, COMPLEX)
+        _, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
+                            DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
+        abar_re, abar_im, f_re, f_im = _discretize(dt, a_re, a_im, METHOD, COMPLEX)
+        x_re, x_im = _cmul(f_re, f_im, u_re, u_im, COMPLEX)
+        abar_re, abar_im, x_re, x_im = _identity_outside(mask_tk, abar_re, abar_im, x_re, x_im, COMPLEX)
+        prod_re, prod_im, hl_re, hl_im = _scan(abar_re, abar_im, x_re, x_im, False, COMPLEX)
+        carry_re, carry_im = _cmul(prod_re, prod_im, h_re, h_im, COMPLEX)
+        hc_re = hl_re + carry_re
+        hc_im = hl_im + carry_im
+        if HAS_GAIN:
+            gain = tl.load(gain_ptr + tk, mask=mask_tk, other=0.0)
+            g_re, g_im = _cscale(hc_re, hc_im, gain, COMPLEX)
+        else:
+            g_re, g_im = hc_re, hc_im
+        _store_complex(out_ptr, tk, g_re, g_im, mask_tk, COMPLEX)
+        h_re, h_im = _crow(hc_re, hc_im, rows, T - 1, COMPLEX)
+
+
+@_triton_jit
+def _diagonal_scan_bwd_kernel(
+    u_ptr, delta_ptr, bias_ptr, A_ptr, gain_ptr, states_ptr, dout_ptr,
+    du_ptr, dpre_ptr, dA_ptr, dgain_ptr,
+    L, K,
+    METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_GAIN: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """Gradients of :func:`diagonal_scan` for one (batch, channel block) program.
+
+    Inputs as the forward kernel, with its states and dout (Bt, L, K) (complex with A).
+    Writes du (complex with A), dgain: (Bt, L, K); dpre = ∂ℓ/∂(δ + bias): (Bt, L, K) for a
+    per-step δ, else partial sums over time (Bt, K); partial sums dA: (Bt, K).
+    """
+    pid_b = tl.program_id(0).to(tl.int64)
+    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    steps = tl.arange(0, T)
+    rows = steps[:, None]
+    mask_k = k < K
+    n_chunks = tl.cdiv(L, T)
+    dtype = delta_ptr.dtype.element_ty
+
+    a_re, a_im = _load_complex(A_ptr, k, mask_k, -1.0, COMPLEX)
+    dA_re = tl.zeros((BLOCK_K,), dtype)
+    dA_im = tl.zeros((BLOCK_K,), dtype) if COMPLEX else 0.0
+    if not DELTA_PER_STEP:
+        dpre_sum = tl.zeros((BLOCK_K,), dtype)
+    nu_re = tl.zeros((BLOCK_K,), dtype)
+    nu_im = tl.zeros((BLOCK_K,), dtype) if COMPLEX else 0.0
+    for i in range(0, n_chunks):
+        chunk = n_chunks - 1 - i
+        t = chunk * T + steps
+        mask_tk = (t < L)[:, None] & mask_k[None, :]
+        tk = pid_b * L * K + t[:, None] * K + k[None, :]
+
+        # recompute the chunk: Ā_t, F_t u_t, h_t and h_{t-1}
+        u_re, u_im = _load_complex(u_ptr, tk, mask_tk, 0.0, COMPLEX)
+        pre, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
+                              DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
+        abar_re, abar_im, f_re, f_im = _discretize(dt, a_re, a_im, METHOD, COMPLEX)
+        x_re, x_im = _cmul(f_re, f_im, u_re, u_im, COMPLEX)
+        abar_re, abar_im, x_re, x_im = _identity_outside(mask_tk, abar_re, abar_im, x_re, x_im, COMPLEX)
+        h0_re, h0_im = _load_complex(states_ptr, (pid_b * n_chunks + chunk) * K + k, mask_k, 0.0, COMPLEX)
+        prod_re, prod_im, hl_re, hl_im = _scan(abar_re, abar_im, x_re, x_im, False, COMPLEX)
+        carry_re, carry_im = _cmul(prod_re, prod_im, h0_re, h0_im, COMPLEX)
+        h_re = hl_re + carry_re
+        h_im = hl_im + carry_im
+        hp_re, hp_im = _cshift_down(h_re, h_im, rows, h0_re, h0_im, COMPLEX)
+
+        # direct ∂ℓ/∂h_t = gain_t dg_t,   ∂ℓ/∂gain_t = Re(dg_t conj(h_t))
+        g_re, g_im = _load_complex(dout_ptr, tk, mask_tk, 0.0, COMPLEX)
+        if HAS_GAIN:
+            tl.store(dgain_ptr + tk, _re_mul_conj(g_re, g_im, h_re, h_im, COMPLEX), mask=mask_tk)
+            gain = tl.load(gain_ptr + tk, mask=mask_tk, other=0.0)
+            g_re, g_im = _cscale(g_re, g_im, gain, COMPLEX)
+
+        # adjoint: ν_t = conj(Ā_t)(g_t + ν_{t+1})  (reversed scan),  λ_t = g_t + ν_{t+1}
+        beta_re, beta_im = _cmul_conj(g_re, g_im, abar_re, abar_im, COMPLEX)
+        suffix_re, suffix_im, nl_re, nl_im = _scan(abar_re, -abar_im, beta_re, beta_im, True, COMPLEX)
+        nuc_re, nuc_im = _cmul(suffix_re, suffix_im, nu_re, nu_im, COMPLEX)
+        nl_re += nuc_re
+        nl_im += nuc_im
+        nn_re, nn_im = _cshift_up(nl_re, nl_im, rows, nu_re, nu_im, T, COMPLEX)
+        lam_re = g_re + nn_re
+        lam_im = g_im + nn_im
+        nu_re, nu_im = _crow(nl_re, nl_im, rows, 0, COMPLEX)
+
+        # ∂ℓ/∂(F u)_t = λ_t:  ∂ℓ/∂u = λ conj(F),  ∂ℓ/∂F = λ conj(u),  ∂ℓ/∂Ā_t = λ_t conj(h_{t-1})
+        du_re, du_im = _cmul_conj(lam_re, lam_im, f_re, f_im, COMPLEX)
+        _store_complex(du_ptr, tk, du_re, du_im, mask_tk, COMPLEX)
+        gf_re, gf_im = _cmul_conj(lam_re, lam_im, u_re, u_im, COMPLEX)
+        gabar_re, gabar_im = _cmul_conj(lam_re, lam_im, hp_re, hp_im, COMPLEX)
+        g_dt, ga_re, ga_im = _discretize_grad(dt, a_re, a_im, abar_re, abar_im, f_re, f_im,
+                                              gabar_re, gabar_im, gf_re, gf_im, METHOD, COMPLEX)
+        ga_re, ga_im = _csum(ga_re, ga_im, 0, COMPLEX)
+        dA_re += ga_re
+        dA_im += ga_im
+        dpre = g_dt
+        if SOFTPLUS:
+            dpre = dpre * tl.sigmoid(pre)
+        if DELTA_PER_STEP:
+            tl.store(dpre_ptr + tk, dpre, mask=mask_tk)
+        else:
+            dpre_sum += tl.sum(tl.where(mask_tk, dpre, 0.0), 0)
+
+    _store_complex(dA_ptr, pid_b * K + k, dA_re, dA_im, mask_k, COMPLEX)
+    if not DELTA_PER_STEP:
+        tl.store(dpre_ptr + pid_b * K + k, dpre_sum, mask=mask_k)
+
+
+# ---------------------------------------------------------------------------------------
+# Input checks (shared by the kernels and their references)
+# ---------------------------------------------------------------------------------------
+
+def _describe(x) -> str:
+    """What x is, for error messages."""
+    if isinstance(x, torch.Tensor):
+        return f"a tensor of shape {tuple(x.shape)} and dtype {x.dtype} on {x.device}"
+    return f"{type(x).__name__} {x!r}"
+
+
+def _expect(name: str, x, shapes: dict[str, tuple[int, ...]], dtypes: tuple[torch.dtype, ...]) -> str:
+    """Raise ValueError unless x is a tensor of one of `shapes` ({description: shape}) and one
+    of `dtypes`; return the description of its shape."""
+    allowed = " or ".join(f"{label} = {shape}" for label, shape in shapes.items())
+    kinds = " or ".join(str(d) for d in dict.fromkeys(dtypes))
+    if not isinstance(x, torch.Tensor) or x.dtype not in dtypes:
+        raise ValueError(f"{name} must be a tensor of shape {allowed} and dtype {kinds}; got {_describe(x)}")
+    for label, shape in shapes.items():
+        if tuple(x.shape) == shape:
+            return label
+    raise ValueError(f"{name} has shape {tuple(x.shape)}; expected {allowed}")
+
+
+def _check_real_input(name: str, x, ndim: int, axes: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dtype not in _COMPLEX_OF or x.dim() != ndim or x.numel() == 0:
+        raise ValueError(f"{name} must be a real {axes} tensor of dtype torch.float32 or torch.float64 with no "
+                         f"empty axis; got {_describe(x)}")
+
+
+def _check_common(discretization, tensors: dict) -> None:
+    """The discretisation name, and one device (u's) for every tensor."""
+    if discretization not in DISCRETIZE:
+        raise ValueError(f"discretization={discretization!r} is not valid; expected one of {list(DISCRETIZE)}")
+    device = tensors["u"].device
+    for name, x in tensors.items():
+        if x is not None and x.device != device:
+            raise ValueError(f"{name} is on device {x.device}; expected the device of u, {device}")
+
+
+def _check_scale(scale) -> None:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise ValueError(f"scale must be a real number (int or float); got {_describe(scale)}")
+
+
+def _check_A(A, K: int, axes: str, ndim: int, real: torch.dtype) -> None:
+    complex_ = _COMPLEX_OF[real]
+    if (not isinstance(A, torch.Tensor) or A.dim() != ndim or A.shape[0] != K or A.numel() == 0
+            or A.dtype not in (real, complex_)):
+        raise ValueError(f"A must be a {axes} tensor with K = {K} and dtype {real} or {complex_}; got {_describe(A)}")
+
+
+def _check_selective(u, delta, A, B, C, D, z, delta_bias, discretization, scale) -> None:
+    """ValueError on any input of :func:`selective_scan` outside its documented shapes and dtypes."""
+    _check_real_input("u", u, 3, "(Bt, L, K)")
+    batch, length, K = u.shape
+    real = u.dtype
+    _check_A(A, K, "(K, n)", 2, real)
+    n = A.shape[1]
+    state = A.dtype
+    _expect("delta", delta, {"(Bt, L, K)": (batch, length, K), "(K,)": (K,)}, (real,))
+    if B is not None:
+        _expect("B", B, {"(Bt, L, n)": (batch, length, n)}, (real, state))
+    if C is None:
+        raise ValueError(f"C is required: a (Bt, L, n) = {(batch, length, n)} or (K, n) = {(K, n)} tensor")
+    _expect("C", C, {"(Bt, L, n)": (batch, length, n), "(K, n)": (K, n)}, (state,))
+    for name, x, shape in (("D", D, (K,)), ("delta_bias", delta_bias, (K,)), ("z", z, (batch, length, K))):
+        if x is not None:
+            _expect(name, x, {"(K,)" if len(shape) == 1 else "(Bt, L, K)": shape}, (real,))
+    _check_scale(scale)
+    _check_common(discretization, dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias))
+
+
+def _check_step(h, u, delta, A, B, C, D, z, delta_bias, discretization, scale, fixed_C) -> bool:
+    """ValueError on any input of :func:`selective_state_step`; returns whether C is (K, n)."""
+    _check_real_input("u", u, 2, "(Bt, K)")
+    batch, K = u.shape
+    real = u.dtype
+    _check_A(A, K, "(K, n)", 2, real)
+    n = A.shape[1]
+    state = A.dtype
+    _expect("h", h, {"(Bt, K, n)": (batch, K, n)}, (state,))
+    _expect("delta", delta, {"(Bt, K)": (batch, K), "(K,)": (K,)}, (real,))
+    if B is not None:
+        _expect("B", B, {"(Bt, n)": (batch, n)}, (real, state))
+    if C is None:
+        raise ValueError(f"C is required: a (Bt, n) = {(batch, n)} or (K, n) = {(K, n)} tensor")
+    if fixed_C is None:
+        if batch == K:
+            raise ValueError(f"C of shape {(K, n)} is ambiguous when Bt = K = {K}: pass fixed_C=True for a per-channel "
+                             "C (K, n), fixed_C=False for a C (Bt, n) shared by the channels")
+        fixed_C = _expect("C", C, {"(Bt, n)": (batch, n), "(K, n)": (K, n)}, (state,)) == "(K, n)"
+    else:
+        _expect("C", C, {"(K, n)": (K, n)} if fixed_C else {"(Bt, n)": (batch, n)}, (state,))
+    for name, x, shape in (("D", D, (K,)), ("delta_bias", delta_bias, (K,)), ("z", z, (batch, K))):
+        if x is not None:
+            _expect(name, x, {"(K,)" if len(shape) == 1 else "(Bt, K)": shape}, (real,))
+    _check_scale(scale)
+    _check_common(discretization, dict(u=u, h=h, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias))
+    return fixed_C
+
+
+def _check_diagonal(u, delta, A, gain, delta_bias, discretization) -> None:
+    """ValueError on any input of :func:`diagonal_scan`."""
+    dtypes = (*_COMPLEX_OF, *_COMPLEX_OF.values())
+    if not isinstance(u, torch.Tensor) or u.dim() != 3 or u.numel() == 0 or u.dtype not in dtypes:
+        raise ValueError(f"u must be a (Bt, L, K) tensor of dtype float32, float64, complex64 or complex128 with no "
+                         f"empty axis; got {_describe(u)}")
+    batch, length, K = u.shape
+    real = u.dtype.to_real() if u.is_complex() else u.dtype
+    _check_A(A, K, "(K,)", 1, real)
+    if u.is_complex() and not A.is_complex():
+        raise ValueError(f"u is complex ({u.dtype}) but A is real ({A.dtype}); a complex u needs a complex A")
+    _expect("delta", delta, {"(Bt, L, K)": (batch, length, K), "(K,)": (K,)}, (real,))
+    if gain is not None:
+        _expect("gain", gain, {"(Bt, L, K)": (batch, length, K)}, (real,))
+    if delta_bias is not None:
+        _expect("delta_bias", delta_bias, {"(K,)": (K,)}, (real,))
+    _check_common(discretization, dict(u=u, delta=delta, A=A, gain=gain, delta_bias=delta_bias))
+
+
+def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) -> None:
+    """The tiling is valid (chunk_size None: no chunks), and the kernels can run on u's device."""
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 2
+                                   or chunk_size & (chunk_size - 1)):
+        raise ValueError(f"chunk_size={chunk_size!r} is not valid; expected a power of two >= 2")
+    if block_k is not None and (isinstance(block_k, bool) or not isinstance(block_k, int) or block_k < 1
+                                or block_k & (block_k - 1)):
+        raise ValueError(f"block_k={block_k!r} is not valid; expected None or a power of two >= 1")
+    if triton is None:
+        raise RuntimeError("triton is not installed; the *_reference functions compute the same in PyTorch")
+    if not runs_on(u.device):
+        raise ValueError(f"u is on device {u.device}; the Triton kernels need CUDA tensors, or CPU tensors with "
+                         "TRITON_INTERPRET=1 set before triton is imported")
+
+
+# ---------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------
+
+
+# Default tiling: BLOCK_K such that a program's (T, BLOCK_K, n_pow2) tile has _TILE_ELEMENTS
+# elements; the backward, with about twice the live values, runs on twice the warps. For fp32,
+# T = 16 and n = 16, ptxas (sm_90) then fits the real kernels in 255 registers per thread
+# without spilling; the complex backward spills about 40 bytes.
+_TILE_ELEMENTS = 1024
+_FORWARD_WARPS = 4
+_BACKWARD_WARPS = 8
+_STEP_ROWS = 16  # the step kernel's default BLOCK_K is that of a scan with this many rows
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """Settings shared by a forward launch and its backward."""
+
+    method: str
+    softplus: bool
+    chunk_size: int
+    block_k: int
+    block_n: int
+
+
+def _launch_settings(discretization: str, softplus, chunk_size: int, block_k: int | None, K: int, n: int) -> _Launch:
+    """Tile sizes: n padded to a power of two, and BLOCK_K (default: from _TILE_ELEMENTS)."""
+    block_n = triton.next_power_of_2(n)
+    if block_k is None:
+        block_k = min(triton.next_power_of_2(K), max(1, _TILE_ELEMENTS // (chunk_size * block_n)))
+    return _Launch(discretization, bool(softplus), chunk_size, block_k, block_n)
+
+
+def _prepared(x: torch.Tensor | None) -> torch.Tensor | None:
+    """Contiguous, with any lazy conjugation applied (differentiable; the kernels read memory)."""
+    return None if x is None else x.resolve_conj().contiguous()
+
+
+def _planes(x: torch.Tensor | None, placeholder: torch.Tensor) -> torch.Tensor:
+    """The kernel argument for x: its (..., 2) real view if complex; placeholder for None."""
+    if x is None:
+        return placeholder
+    return torch.view_as_real(x) if x.is_complex() else x
+
+
+def _as_complex(x: torch.Tensor, is_complex: bool) -> torch.Tensor:
+    """A kernel's (..., 2) real output as a complex tensor, or x when real."""
+    return torch.view_as_complex(x) if is_complex else x
+
+
+def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Launch, save_states: bool):
+    """out (Bt, L, K) and, when save_states, the chunk-start states (Bt, ⌈L/T⌉, K, n[, 2])."""
+    batch, length, K = u.shape
+    n = A.shape[1]
+    pairs = (2,) if A.is_complex() else ()
+    out = torch.empty_like(u)
+    n_chunks = triton.cdiv(length, launch.chunk_size)
+    states = u.new_empty((batch, n_chunks, K, n, *pairs)) if save_states else u
+    _selective_scan_fwd_kernel[(batch, triton.cdiv(K, launch.block_k))](
+        u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u), _planes(D, u),
+        _planes(z, u), scale, out, states, length, K, n,
+        METHOD=launch.method, COMPLEX=A.is_complex(), DELTA_PER_STEP=delta.dim() == 3,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=C.dim() == 3,
+        HAS_D=D is not None, HAS_Z=z is not None, SAVE_STATES=save_states, T=launch.chunk_size,
+        BLOCK_K=launch.block_k, BLOCK_N=launch.block_n, num_warps=_FORWARD_WARPS,
+    )
+    return out, (states if save_states else None)
+
+
+def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout, launch: _Launch):
+    """Gradients (u, delta, A, B, C, D, z, delta_bias) of :func:`selective_scan`; None for absent inputs."""
+    batch, length, K = u.shape
+    n = A.shape[1]
+    is_complex = A.is_complex()
+    pairs = (2,) if is_complex else ()
+    per_step = delta.dim() == 3
+    c_shared = C.dim() == 3
+    n_blocks = triton.cdiv(K, launch.block_k)
+    du = torch.empty_like(u)
+    dpre = u.new_empty((batch, length, K) if per_step else (batch, K))
+    dA = u.new_empty((batch, K, n, *pairs))
+    dB = u.new_empty((n_blocks, batch, length, n, *pairs)) if B is not None else u
+    dC = u.new_empty((n_blocks, batch, length, n, *pairs) if c_shared else (batch, K, n, *pairs))
+    dD = u.new_empty((batch, K)) if D is not None else u
+    dz = torch.empty_like(u) if z is not None else u
+    _selective_scan_bwd_kernel[(batch, n_blocks)](
+        u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u), _planes(D, u),
+        _planes(z, u), scale, states, dout, du, dpre, dA, dB, dC, dD, dz, length, K, n,
+        METHOD=launch.method, COMPLEX=is_complex, DELTA_PER_STEP=per_step, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=c_shared, HAS_D=D is not None,
+        HAS_Z=z is not None, T=launch.chunk_size, BLOCK_K=launch.block_k, BLOCK_N=launch.block_n,
+        num_warps=_BACKWARD_WARPS,
+    )
+    d_channel = dpre.sum((0, 1) if per_step else 0)  # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ
+    return (
+        du,
+        dpre if per_step else d_channel,
+        _as_complex(dA.sum(0), is_complex),
+        None if B is None else _as_complex(dB.sum(0), is_complex),
+        _as_complex(dC.sum(0), is_complex),
+        None if D is None else dD.sum(0),
+        None if z is None else dz,
+        None if delta_bias is None else d_channel,
+    )
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """selective_scan with the Triton forward and the hand-written Triton backward."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, scale, launch):
+        out, states = _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch, save_states=True)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, scale, states)
+        ctx.launch = launch
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        grads = _selective_backward(*ctx.saved_tensors, dout.contiguous(), ctx.launch)
+        return (*grads, None, None)
+
+
+def _diagonal_forward(u, delta, A, gain, delta_bias, launch: _Launch, save_states: bool):
+    """g (Bt, L, K) and, when save_states, the chunk-start states (Bt, ⌈L/T⌉, K[, 2])."""
+    batch, length, K = u.shape
+    out = torch.empty_like(u)
+    n_chunks = triton.cdiv(length, launch.chunk_size)
+    states = torch.empty((batch, n_chunks, K), dtype=u.dtype, device=u.device) if save_states else u
+    _diagonal_scan_fwd_kernel[(batch, triton.cdiv(K, launch.block_k))](
+        _planes(u, u), delta, _planes(delta_bias, delta), _planes(A, delta), _planes(gain, delta), _planes(out, u),
+        _planes(states, u), length, K,
+        METHOD=launch.method, COMPLEX=A.is_complex(), DELTA_PER_STEP=delta.dim() == 3,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.softplus, HAS_GAIN=gain is not None,
+        SAVE_STATES=save_states, T=launch.chunk_size, BLOCK_K=launch.block_k, num_warps=_FORWARD_WARPS,
+    )
+    return out, (states if save_states else None)
+
+
+def _diagonal_backward(u, delta, A, gain, delta_bias, states, dout, launch: _Launch):
+    """Gradients (u, delta, A, gain, delta_bias) of :func:`diagonal_scan`; None for absent inputs."""
+    batch, length, K = u.shape
+    is_complex = A.is_complex()
+    per_step = delta.dim() == 3
+    du = torch.empty_like(u)
+    dpre = delta.new_empty((batch, length, K) if per_step else (batch, K))
+    dA = torch.empty((batch, K), dtype=A.dtype, device=A.device)
+    dgain = torch.empty_like(gain) if gain is not None else delta
+    _diagonal_scan_bwd_kernel[(batch, triton.cdiv(K, launch.block_k))](
+        _planes(u, u), delta, _planes(delta_bias, delta), _planes(A, delta), _planes(gain, delta),
+        _planes(states, u), _planes(dout, u), _planes(du, u), dpre, _planes(dA, delta), dgain, length, K,
+        METHOD=launch.method, COMPLEX=is_complex, DELTA_PER_STEP=per_step, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=launch.softplus, HAS_GAIN=gain is not None, T=launch.chunk_size, BLOCK_K=launch.block_k,
+        num_warps=_BACKWARD_WARPS,
+    )
+    d_channel = dpre.sum((0, 1) if per_step else 0)  # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ
+    return (
+        du,
+        dpre if per_step else d_channel,
+        dA.sum(0),
+        None if gain is None else dgain,
+        None if delta_bias is None else d_channel,
+    )
+
+
+class _DiagonalScan(torch.autograd.Function):
+    """diagonal_scan with the Triton forward and the hand-written Triton backward."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, gain, delta_bias, launch):
+        out, states = _diagonal_forward(u, delta, A, gain, delta_bias, launch, save_states=True)
+        ctx.save_for_backward(u, delta, A, gain, delta_bias, states)
+        ctx.launch = launch
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        dout = dout.resolve_conj().contiguous()
+        return (*_diagonal_backward(*ctx.saved_tensors, dout, ctx.launch), None)
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
+
+
+# ---------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------
+
+
+def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   discretization="zoh", scale=1.0, *, chunk_size=16, block_k=None):
+    """The SISO selective scan (Mamba, S4D), fused: no (Bt, L, K, n) tensor is written.
+
+    u: (Bt, L, K) real (float32 or float64). delta: (Bt, L, K) per step, or (K,) for every
+    step; Δ = softplus(delta + delta_bias) if delta_softplus else delta + delta_bias.
+    A: (K, n) real or complex (of u's precision). B: None (B ≡ 1) or (Bt, L, n), shared by
+    the channels, complex only with a complex A. C: (Bt, L, n) shared, or (K, n) per channel,
+    complex iff A is. D: None or (K,). z: None or (Bt, L, K).
+      h_t[k, j] = Ā_t[k, j] h_{t-1}[k, j] + F_t[k, j] B_t[j] u_t[k],   h_{-1} = 0
+      y_t[k] = scale · Re Σ_j C_t[(k,) j] h_t[k, j] + D[k] u_t[k],   out = y ⊙ silu(z)
+    Returns out (Bt, L, K), u's dtype. Differentiable in every tensor input. chunk_size: T,
+    the steps per scanned chunk; block_k: channels per program (None: from the tile size).
+    """
+    _check_selective(u, delta, A, B, C, D, z, delta_bias, discretization, scale)
+    _check_launch(u, chunk_size, block_k)
+    if A.is_complex() and B is not None and not B.is_complex():
+        B = B.to(A.dtype)
+    u, delta, A, B, C, D, z, delta_bias = map(_prepared, (u, delta, A, B, C, D, z, delta_bias))
+    launch = _launch_settings(discretization, delta_softplus, chunk_size, block_k, u.shape[2], A.shape[1])
+    scale_t = torch.full((1,), float(scale), dtype=u.dtype, device=u.device)
+    if _needs_grad(u, delta, A, B, C, D, z, delta_bias):
+        return _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, scale_t, launch)
+    return _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale_t, launch, save_states=False)[0]
+
+
+def diagonal_scan(u, delta, A, gain=None, delta_bias=None, delta_softplus=False, discretization="zoh", *,
+                  chunk_size=16, block_k=None):
+    """The diagonal recurrence of a MIMO layer (S5), fused; B and C are matmuls outside.
+
+    u: (Bt, L, K), real, or complex with a complex A. delta: (Bt, L, K) or (K,) real, with
+    bias and softplus as in :func:`selective_scan`. A: (K,) real or complex. gain: None or
+    (Bt, L, K) real.
+      h_t[k] = Ā_t[k] h_{t-1}[k] + F_t[k] u_t[k],   h_{-1} = 0,   g_t[k] = gain_t[k] h_t[k]
+    Returns g (Bt, L, K), complex iff A is. Differentiable in every tensor input.
+    """
+    _check_diagonal(u, delta, A, gain, delta_bias, discretization)
+    _check_launch(u, chunk_size, block_k)
+    if A.is_complex() and not u.is_complex():
+        u = u.to(A.dtype)
+    u, delta, A, gain, delta_bias = map(_prepared, (u, delta, A, gain, delta_bias))
+    launch = _launch_settings(discretization, delta_softplus, chunk_size, block_k, u.shape[2], 1)
+    if _needs_grad(u, delta, A, gain, delta_bias):
+        return _DiagonalScan.apply(u, delta, A, gain, delta_bias, launch)
+    return _diagonal_forward(u, delta, A, gain, delta_bias, launch, save_states=False)[0]
+
+
+def selective_state_step(h, u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None, delta_softplus=False,
+                         discretization="zoh", scale=1.0, *, fixed_C=None, block_k=None):
+    """One step of :func:`selective_scan` from state h (inference; not differentiable).
+
+    h: (Bt, K, n), complex iff A is. u: (Bt, K). delta: (Bt, K) or (K,). B: None or (Bt, n).
+    C: (Bt, n) shared or (K, n) per channel (fixed_C says which when Bt = K; None: by shape).
+    D: None or (K,). z: None or (Bt, K). Others as :func:`selective_scan`.
+      h' = Ā h + F B u,   y = scale · Re Σ_j C h' + D u,   y ← y ⊙ silu(z)
+    Returns (y (Bt, K), h' (Bt, K, n)).
+    """
+    fixed_C = _check_step(h, u, delta, A, B, C, D, z, delta_bias, discretization, scale, fixed_C)
+    _check_launch(u, None, block_k)
+    with torch.no_grad():
+        if A.is_complex() and B is not None and not B.is_complex():
+            B = B.to(A.dtype)
+        h, u, delta, A, B, C, D, z, delta_bias = map(_prepared, (h, u, delta, A, B, C, D, z, delta_bias))
+        batch, K, n = h.shape
+        launch = _launch_settings(discretization, delta_softplus, _STEP_ROWS, block_k, K, n)
+        y = torch.empty_like(u)
+        h_new = torch.empty_like(h)
+        _selective_step_kernel[(batch, triton.cdiv(K, launch.block_k))](
+            _planes(h, u), u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u),
+            _planes(D, u), _planes(z, u), torch.full((1,), float(scale), dtype=u.dtype, device=u.device), y,
+            _planes(h_new, u), K, n,
+            METHOD=discretization, COMPLEX=A.is_complex(), DELTA_PER_STEP=delta.dim() == 2,
+            HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), HAS_B=B is not None, C_SHARED=not fixed_C,
+            HAS_D=D is not None, HAS_Z=z is not None, BLOCK_K=launch.block_k, BLOCK_N=launch.block_n,
+            num_warps=_FORWARD_WARPS,
+        )
+    return y, h_new
+
+
+# ---------------------------------------------------------------------------------------
+# References: step-by-step PyTorch loops, differentiated by autograd
+# ---------------------------------------------------------------------------------------
+
+
+def _activate_delta(delta, delta_bias, delta_softplus):
+    """Δ = softplus(δ + bias) if delta_softplus else δ + bias (bias 0 when None)."""
+    pre = delta if delta_bias is None else delta + delta_bias
+    return nnf.softplus(pre) if delta_softplus else pre
+
+
+def _reference_step(h, u_t, dt, A, B_t, C_t, D, z_t, discretization, scale):
+    """h' = Ā h + F B u,  y = scale Re Σ_j C h' + D u,  y ⊙ silu(z).
+
+    h: (Bt, K, n); u_t: (Bt, K); dt: (Bt, K) or (K,); A: (K, n); B_t: (Bt, n) or None;
+    C_t: (Bt, 1, n) or (K, n) (broadcasting against h); D: (K,) or None; z_t: (Bt, K) or None.
+    """
+    A_bar, F = discretize(discretization, A, dt.unsqueeze(-1))
+    Bu = u_t.unsqueeze(-1) if B_t is None else B_t.unsqueeze(1) * u_t.unsqueeze(-1)
+    h = A_bar * h + F * Bu
+    y = scale * (C_t * h).sum(-1)
+    if y.is_complex():
+        y = y.real
+    if D is not None:
+        y = y + D * u_t
+    if z_t is not None:
+        y = y * nnf.silu(z_t)
+    return y, h
+
+
+def selective_scan_reference(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None, delta_softplus=False,
+                             discretization="zoh", scale=1.0):
+    """:func:`selective_scan` as a loop over the steps (the definition the kernels are tested against)."""
+    _check_selective(u, delta, A, B, C, D, z, delta_bias, discretization, scale)
+    batch, length, K = u.shape
+    dt = _activate_delta(delta, delta_bias, delta_softplus)
+    dts = dt.unbind(1) if dt.dim() == 3 else [dt] * length
+    Bs = B.unbind(1) if B is not None else [None] * length
+    Cs = [c.unsqueeze(1) for c in C.unbind(1)] if C.dim() == 3 else [C] * length
+    zs = z.unbind(1) if z is not None else [None] * length
+    h = u.new_zeros((batch, K, A.shape[1]), dtype=A.dtype)
+    ys = []
+    for u_t, dt_t, B_t, C_t, z_t in zip(u.unbind(1), dts, Bs, Cs, zs):
+        y_t, h = _reference_step(h, u_t, dt_t, A, B_t, C_t, D, z_t, discretization, scale)
+        ys.append(y_t)
+    return torch.stack(ys, 1)
+
+
+def selective_state_step_reference(h, u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
+                                   delta_softplus=False, discretization="zoh", scale=1.0, *, fixed_C=None):
+    """:func:`selective_state_step` in PyTorch. Returns (y (Bt, K), h' (Bt, K, n))."""
+    fixed_C = _check_step(h, u, delta, A, B, C, D, z, delta_bias, discretization, scale, fixed_C)
+    dt = _activate_delta(delta, delta_bias, delta_softplus)
+    return _reference_step(h, u, dt, A, B, C if fixed_C else C.unsqueeze(1), D, z, discretization, scale)
+
+
+def diagonal_scan_reference(u, delta, A, gain=None, delta_bias=None, delta_softplus=False, discretization="zoh"):
+    """:func:`diagonal_scan` as a loop over the steps."""
+    _check_diagonal(u, delta, A, gain, delta_bias, discretization)
+    batch, length, K = u.shape
+    dt = _activate_delta(delta, delta_bias, delta_softplus)
+    dts = dt.unbind(1) if dt.dim() == 3 else [dt] * length
+    gains = gain.unbind(1) if gain is not None else [None] * length
+    h = torch.zeros((batch, K), dtype=A.dtype if A.is_complex() else u.dtype, device=u.device)
+    out = []
+    for u_t, dt_t, gain_t in zip(u.unbind(1), dts, gains):
+        A_bar, F = discretize(discretization, A, dt_t)
+        h = A_bar * h + F * u_t
+        out.append(h if gain_t is None else gain_t * h)
+    return torch.stack(out, 1)
