@@ -382,6 +382,51 @@ def _discretize_grad(dt, a_re, a_im, abar_re, abar_im, f_re, f_im, gabar_re, gab
 
 
 @_triton_jit
+def _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX: tl.constexpr):
+    """States of one chunk: h_t = (Ā_{t0}···Ā_t) h_{t0-1} + (the chunk's recurrence from zero).
+    Pairs (Ā_t, x_t) along axis 0; h0 = h_{t0-1} broadcasts over the chunk's steps."""
+    prod_re, prod_im, hl_re, hl_im = _scan(abar_re, abar_im, x_re, x_im, False, COMPLEX)
+    carry_re, carry_im = _cmul(prod_re, prod_im, h0_re, h0_im, COMPLEX)
+    return hl_re + carry_re, hl_im + carry_im
+
+
+@_triton_jit
+def _selective_pairs(u_ptr, delta_ptr, bias_ptr, B_ptr, tk, mask_tk, k, mask_k, tn, mask_tn, valid, a_re, a_im,
+                     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr,
+                     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr):
+    """One chunk's inputs of :func:`selective_scan`: u (T, BLOCK_K); δ + bias before softplus and
+    Δ (T, BLOCK_K); Ā, F and F·B (T, BLOCK_K, BLOCK_N); the pairs (Ā_t, F_t B_t u_t), identities
+    outside ``valid``."""
+    u = tl.load(u_ptr + tk, mask=mask_tk, other=0.0)
+    pre, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
+                          DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
+    abar_re, abar_im, f_re, f_im = _discretize(dt[:, :, None], a_re, a_im, METHOD, COMPLEX)
+    if HAS_B:  # B ≡ 1 when absent
+        b_re, b_im = _load_complex(B_ptr, tn, mask_tn, 0.0, COMPLEX)
+        fb_re, fb_im = _cmul(f_re, f_im, b_re, b_im, COMPLEX)
+    else:
+        fb_re, fb_im = f_re, f_im
+    x_re, x_im = _cscale(fb_re, fb_im, u[:, :, None], COMPLEX)
+    pa_re, pa_im, x_re, x_im = _identity_outside(valid, abar_re, abar_im, x_re, x_im, COMPLEX)
+    return u, pre, dt, f_re, f_im, fb_re, fb_im, pa_re, pa_im, x_re, x_im
+
+
+@_triton_jit
+def _diagonal_pairs(u_ptr, delta_ptr, bias_ptr, tk, mask_tk, k, mask_k, a_re, a_im,
+                    METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """One chunk's inputs of :func:`diagonal_scan`: u, δ + bias before softplus, Δ, F and the
+    pairs (Ā_t, F_t u_t), identities outside ``mask_tk``; all (T, BLOCK_K)."""
+    u_re, u_im = _load_complex(u_ptr, tk, mask_tk, 0.0, COMPLEX)
+    pre, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
+                          DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
+    abar_re, abar_im, f_re, f_im = _discretize(dt, a_re, a_im, METHOD, COMPLEX)
+    x_re, x_im = _cmul(f_re, f_im, u_re, u_im, COMPLEX)
+    pa_re, pa_im, x_re, x_im = _identity_outside(mask_tk, abar_re, abar_im, x_re, x_im, COMPLEX)
+    return u_re, u_im, pre, dt, f_re, f_im, pa_re, pa_im, x_re, x_im
+
+
+@_triton_jit
 def _selective_scan_fwd_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, scale_ptr, out_ptr, states_ptr,
     L, K, N,
@@ -427,22 +472,10 @@ def _selective_scan_fwd_kernel(
         mask_tn = mask_t[:, None, None] & (j < N)[None, None, :]
         valid = mask_tk[:, :, None] & mask_kn
 
-        u = tl.load(u_ptr + tk, mask=mask_tk, other=0.0)
-        _, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
-                            DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
-        abar_re, abar_im, f_re, f_im = _discretize(dt[:, :, None], a_re, a_im, METHOD, COMPLEX)
-        # b_t = F_t B_t u_t  (B ≡ 1 when absent)
-        if HAS_B:
-            b_re, b_im = _load_complex(B_ptr, tn, mask_tn, 0.0, COMPLEX)
-            f_re, f_im = _cmul(f_re, f_im, b_re, b_im, COMPLEX)
-        x_re, x_im = _cscale(f_re, f_im, u[:, :, None], COMPLEX)
-        abar_re, abar_im, x_re, x_im = _identity_outside(valid, abar_re, abar_im, x_re, x_im, COMPLEX)
-
-        # h_t = (Ā_{t0}···Ā_t) h_{t0-1} + (the chunk's recurrence started from zero)
-        prod_re, prod_im, hl_re, hl_im = _scan(abar_re, abar_im, x_re, x_im, False, COMPLEX)
-        carry_re, carry_im = _cmul(prod_re, prod_im, h_re, h_im, COMPLEX)
-        hc_re = hl_re + carry_re
-        hc_im = hl_im + carry_im
+        u, _, _, _, _, _, _, abar_re, abar_im, x_re, x_im = _selective_pairs(
+            u_ptr, delta_ptr, bias_ptr, B_ptr, tk, mask_tk, k, mask_k, tn, mask_tn, valid, a_re, a_im,
+            METHOD, COMPLEX, DELTA_PER_STEP, HAS_BIAS, SOFTPLUS, HAS_B)
+        hc_re, hc_im = _chunk_states(abar_re, abar_im, x_re, x_im, h_re, h_im, COMPLEX)
 
         # y_t = scale · Re Σ_j C_t h_t + D u_t,   out_t = y_t silu(z_t)
         if C_SHARED:
@@ -515,23 +548,12 @@ def _selective_scan_bwd_kernel(
         valid = mask_tk[:, :, None] & mask_kn
 
         # recompute the chunk: Ā_t, F_t B_t u_t, h_t and h_{t-1}
-        u = tl.load(u_ptr + tk, mask=mask_tk, other=0.0)
-        pre, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
-                              DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
+        u, pre, dt, f_re, f_im, fb_re, fb_im, abar_re, abar_im, x_re, x_im = _selective_pairs(
+            u_ptr, delta_ptr, bias_ptr, B_ptr, tk, mask_tk, k, mask_k, tn, mask_tn, valid, a_re, a_im,
+            METHOD, COMPLEX, DELTA_PER_STEP, HAS_BIAS, SOFTPLUS, HAS_B)
         dt = dt[:, :, None]
-        abar_re, abar_im, f_re, f_im = _discretize(dt, a_re, a_im, METHOD, COMPLEX)
-        if HAS_B:
-            b_re, b_im = _load_complex(B_ptr, tn, mask_tn, 0.0, COMPLEX)
-            fb_re, fb_im = _cmul(f_re, f_im, b_re, b_im, COMPLEX)
-        else:
-            fb_re, fb_im = f_re, f_im
-        x_re, x_im = _cscale(fb_re, fb_im, u[:, :, None], COMPLEX)
-        abar_re, abar_im, x_re, x_im = _identity_outside(valid, abar_re, abar_im, x_re, x_im, COMPLEX)
         h0_re, h0_im = _load_complex(states_ptr, (pid_b * n_chunks + chunk) * K * N + kn, mask_kn, 0.0, COMPLEX)
-        prod_re, prod_im, hl_re, hl_im = _scan(abar_re, abar_im, x_re, x_im, False, COMPLEX)
-        carry_re, carry_im = _cmul(prod_re, prod_im, h0_re, h0_im, COMPLEX)
-        h_re = hl_re + carry_re
-        h_im = hl_im + carry_im
+        h_re, h_im = _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX)
         hp_re, hp_im = _cshift_down(h_re, h_im, rows, h0_re, h0_im, COMPLEX)
 
         # readout and gate: y = scale Re Σ_j C h + D u,  out = y silu(z)
@@ -578,6 +600,7 @@ def _selective_scan_bwd_kernel(
         du += tl.sum(_re_mul_conj(lam_re, lam_im, fb_re, fb_im, COMPLEX), 2)
         tl.store(du_ptr + tk, du, mask=mask_tk)
         if HAS_B:
+            b_re, b_im = _load_complex(B_ptr, tn, mask_tn, 0.0, COMPLEX)  # a cache hit: read for F·B above
             gf_re, gf_im = _cmul_conj(lam_re, lam_im, b_re, b_im, COMPLEX)
             gb_re, gb_im = _cmul_conj(lam_re, lam_im, f_re, f_im, COMPLEX)
             gb_re, gb_im = _cscale(gb_re, gb_im, u[:, :, None], COMPLEX)
@@ -697,16 +720,10 @@ def _diagonal_scan_fwd_kernel(
         mask_tk = (t < L)[:, None] & mask_k[None, :]
         tk = pid_b * L * K + t[:, None] * K + k[None, :]
 
-        u_re, u_im = _load_complex(u_ptr, tk, mask_tk, 0.0, COMPLEX)
-        _, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
-                            DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
-        abar_re, abar_im, f_re, f_im = _discretize(dt, a_re, a_im, METHOD, COMPLEX)
-        x_re, x_im = _cmul(f_re, f_im, u_re, u_im, COMPLEX)
-        abar_re, abar_im, x_re, x_im = _identity_outside(mask_tk, abar_re, abar_im, x_re, x_im, COMPLEX)
-        prod_re, prod_im, hl_re, hl_im = _scan(abar_re, abar_im, x_re, x_im, False, COMPLEX)
-        carry_re, carry_im = _cmul(prod_re, prod_im, h_re, h_im, COMPLEX)
-        hc_re = hl_re + carry_re
-        hc_im = hl_im + carry_im
+        _, _, _, _, _, _, abar_re, abar_im, x_re, x_im = _diagonal_pairs(
+            u_ptr, delta_ptr, bias_ptr, tk, mask_tk, k, mask_k, a_re, a_im,
+            METHOD, COMPLEX, DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
+        hc_re, hc_im = _chunk_states(abar_re, abar_im, x_re, x_im, h_re, h_im, COMPLEX)
         if HAS_GAIN:
             gain = tl.load(gain_ptr + tk, mask=mask_tk, other=0.0)
             g_re, g_im = _cscale(hc_re, hc_im, gain, COMPLEX)
@@ -752,17 +769,11 @@ def _diagonal_scan_bwd_kernel(
         tk = pid_b * L * K + t[:, None] * K + k[None, :]
 
         # recompute the chunk: Ā_t, F_t u_t, h_t and h_{t-1}
-        u_re, u_im = _load_complex(u_ptr, tk, mask_tk, 0.0, COMPLEX)
-        pre, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
-                              DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
-        abar_re, abar_im, f_re, f_im = _discretize(dt, a_re, a_im, METHOD, COMPLEX)
-        x_re, x_im = _cmul(f_re, f_im, u_re, u_im, COMPLEX)
-        abar_re, abar_im, x_re, x_im = _identity_outside(mask_tk, abar_re, abar_im, x_re, x_im, COMPLEX)
+        u_re, u_im, pre, dt, f_re, f_im, abar_re, abar_im, x_re, x_im = _diagonal_pairs(
+            u_ptr, delta_ptr, bias_ptr, tk, mask_tk, k, mask_k, a_re, a_im,
+            METHOD, COMPLEX, DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
         h0_re, h0_im = _load_complex(states_ptr, (pid_b * n_chunks + chunk) * K + k, mask_k, 0.0, COMPLEX)
-        prod_re, prod_im, hl_re, hl_im = _scan(abar_re, abar_im, x_re, x_im, False, COMPLEX)
-        carry_re, carry_im = _cmul(prod_re, prod_im, h0_re, h0_im, COMPLEX)
-        h_re = hl_re + carry_re
-        h_im = hl_im + carry_im
+        h_re, h_im = _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX)
         hp_re, hp_im = _cshift_down(h_re, h_im, rows, h0_re, h0_im, COMPLEX)
 
         # direct ∂ℓ/∂h_t = gain_t dg_t,   ∂ℓ/∂gain_t = Re(dg_t conj(h_t))
