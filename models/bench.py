@@ -42,6 +42,7 @@ from .layer import SSMLayer
 from .peers import copy_into_mamba, mamba_reference, s5_peer
 from .presets import preset
 from .seed_api import S4D, S5, Mamba
+from .timing import Clock, Workload, free_memory_bytes, time_samples
 
 FRAME_BUDGET_MS = 1000.0 / 60.0
 SLOW_CALL_S = 20.0  # a peer call slower than this is timed SLOW_REPEATS times
@@ -96,60 +97,6 @@ def result(**values: Any) -> dict[str, Any]:
     return row
 
 
-# ---------------------------------------------------------------------------- timing
-def time_samples(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
-    """Seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return samples
-
-
-def time_median(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
-    """Median seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
-    return statistics.median(time_samples(fn, repeats, warmup))
-
-
-def forward_call(module: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
-    """A forward pass under ``torch.no_grad()`` (inference)."""
-
-    def run() -> None:
-        with torch.no_grad():
-            module(x)
-
-    return run
-
-
-def forward_backward_call(module: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
-    """A forward pass and the backward of a fixed random output gradient into x and every parameter."""
-    x = x.detach().requires_grad_(True)
-    with torch.no_grad():
-        grad_out = torch.randn_like(module(x))
-
-    def run() -> None:
-        module.zero_grad(set_to_none=True)
-        x.grad = None
-        module(x).backward(grad_out)
-
-    return run
-
-
-def free_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo, or None where it cannot be read."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def state_bytes(layer: SSMLayer, batch: int, length: int) -> int:
     """Bytes of one (B, L, G, n) state tensor of the layer."""
     cfg = layer.cfg
@@ -167,8 +114,9 @@ def measure(module: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> di
     """Forward and forward+backward medians (ms) and tokens/s of ``module`` on ``x`` (B, L, H)."""
     batch, length = x.shape[:2]
     start = time.perf_counter()
-    fwd = time_median(forward_call(module, x), repeats, warmup)
-    fwdbwd = time_median(forward_backward_call(module, x), repeats, warmup)
+    work, clock = Workload(module, [x]), Clock(x.device)
+    fwd = statistics.median(time_samples(work.forward, clock, repeats, warmup))
+    fwdbwd = statistics.median(time_samples(work.forward_backward, clock, repeats, warmup))
     return dict(fwd_ms=1e3 * fwd, fwdbwd_ms=1e3 * fwdbwd, tokens_per_s_fwd=batch * length / fwd,
                 tokens_per_s_fwdbwd=batch * length / fwdbwd, repeats=repeats, wall_s=time.perf_counter() - start)
 
@@ -185,16 +133,17 @@ def measure_slow(module: nn.Module, x: torch.Tensor, short_x: torch.Tensor, repe
     batch, length = x.shape[:2]
     out: dict[str, Any] = {}
     notes = []
-    for key, make in (("fwd", forward_call), ("fwdbwd", forward_backward_call)):
-        time_samples(make(module, short_x), 1, warmup)
-        call = make(module, x)
-        first = time_samples(call, 1, 0)[0]
+    short, full, clock = Workload(module, [short_x]), Workload(module, [x]), Clock(x.device)
+    for key, method in (("fwd", "forward"), ("fwdbwd", "forward_backward")):
+        time_samples(getattr(short, method), clock, 1, warmup)
+        call = getattr(full, method)
+        first = time_samples(call, clock, 1, 0)[0]
         if first > slow_call_s:
-            samples = [first] + time_samples(call, SLOW_REPEATS - 1, 0)
+            samples = [first] + time_samples(call, clock, SLOW_REPEATS - 1, 0)
             notes.append(f"{key}: one call took {first:.0f} s > {slow_call_s:.0f} s, so {len(samples)} repeats "
                          f"(warm-up at length {short_x.shape[1]})")
         else:
-            samples = time_samples(call, repeats, max(warmup - 1, 0))
+            samples = time_samples(call, clock, repeats, max(warmup - 1, 0))
         median = statistics.median(samples)
         out[f"{key}_ms"] = 1e3 * median
         out[f"tokens_per_s_{key}"] = batch * length / median

@@ -1,7 +1,7 @@
 """How one call is timed and its memory measured, on CPU or GPU.
 
-Timing (:func:`median_seconds`): ``warmup`` untimed calls, then the median of ``repeats``
-timed calls. On CPU each call is timed with ``time.perf_counter``; on GPU with a pair of CUDA
+Timing (:func:`median_seconds`, with :class:`models.timing.Clock`): ``warmup`` untimed calls,
+then the median of ``repeats`` timed calls. On CPU each call is timed with ``time.perf_counter``; on GPU with a pair of CUDA
 events around the call (``torch.cuda.Event(enable_timing=True)``, synchronised on the end
 event), so queued kernels are counted and host overhead between calls is not. A measurement
 has a deadline: when it passes with calls still to make, :class:`OverBudget` is raised (a
@@ -36,16 +36,14 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Iterator
 
 import torch
 from torch import nn
 
-from models.bench import free_memory_bytes
+from models.timing import Call, Clock, Workload, free_memory_bytes
 
 log = logging.getLogger(__name__)
-
-Call = Callable[[], Any]
 
 
 class OverBudget(Exception):
@@ -86,36 +84,6 @@ class Deadline:
             raise OverBudget(self.elapsed_s, self.calls_done, self.calls_planned, self.budget_s)
 
 
-# ---------------------------------------------------------------------------- clocks
-@dataclass(frozen=True)
-class Clock:
-    """Times one call on ``device``: perf_counter on CPU, CUDA events on GPU."""
-
-    device: torch.device
-
-    @property
-    def cuda(self) -> bool:
-        return self.device.type == "cuda"
-
-    def sync(self) -> None:
-        """Wait for queued GPU work (no-op on CPU)."""
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-
-    def seconds(self, fn: Call) -> float:
-        """Seconds one call of ``fn`` takes (on GPU: between two CUDA events around it)."""
-        if not self.cuda:
-            start = time.perf_counter()
-            fn()
-            return time.perf_counter() - start
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return begin.elapsed_time(end) / 1e3
-
-
 def median_seconds(fn: Call, clock: Clock, repeats: int, warmup: int, deadline: Deadline) -> float:
     """Median seconds of ``repeats`` timed calls of ``fn`` after ``warmup`` untimed ones.
 
@@ -131,51 +99,6 @@ def median_seconds(fn: Call, clock: Clock, repeats: int, warmup: int, deadline: 
         samples.append(clock.seconds(fn))
         deadline.tick(more_to_come=index + 1 < repeats)
     return statistics.median(samples)
-
-
-# ---------------------------------------------------------------------------- calls
-class Workload:
-    """A module and random inputs, as the calls the benchmark times.
-
-    inputs: tensors passed positionally, e.g. u (B, L, H); floating ones get gradients in
-    :meth:`forward_backward`. The output gradient is a fixed random tensor.
-    """
-
-    def __init__(self, module: nn.Module, inputs: Sequence[torch.Tensor]):
-        for x in inputs:
-            if x.is_floating_point() and not bool(x.detach().abs().sum() > 0):
-                raise ValueError("benchmark inputs must not be all zero (fast paths would flatter the timing)")
-        self.module = module
-        self.inputs = tuple(x.detach().requires_grad_(x.is_floating_point()) for x in inputs)
-        with torch.no_grad():
-            out = module(*self.inputs)
-        self.grad_out = torch.randn_like(out)
-        self.output_bytes = out.numel() * out.element_size()
-
-    @property
-    def input_bytes(self) -> int:
-        return sum(x.numel() * x.element_size() for x in self.inputs)
-
-    def forward(self) -> None:
-        """One forward pass under ``torch.no_grad()`` (inference)."""
-        with torch.no_grad():
-            self.module(*self.inputs)
-
-    def clear_grads(self) -> None:
-        """Drop the gradients of the parameters and inputs (outside any timed region)."""
-        self.module.zero_grad(set_to_none=True)
-        for x in self.inputs:
-            x.grad = None
-
-    def train_step(self) -> None:
-        """Forward, then backward of the fixed output gradient into the inputs and every parameter
-        (gradients are created: call :meth:`clear_grads` first)."""
-        self.module(*self.inputs).backward(self.grad_out)
-
-    def forward_backward(self) -> None:
-        """:meth:`clear_grads` then :meth:`train_step` (what is timed)."""
-        self.clear_grads()
-        self.train_step()
 
 
 def parameter_bytes(module: nn.Module) -> int:
