@@ -1,9 +1,10 @@
 """How one call is timed and its memory measured, on CPU or GPU.
 
 Timing (:func:`median_seconds`, with :class:`models.timing.Clock`): ``warmup`` untimed calls,
-then the median of ``repeats`` timed calls. On CPU each call is timed with ``time.perf_counter``; on GPU with a pair of CUDA
-events around the call (``torch.cuda.Event(enable_timing=True)``, synchronised on the end
-event), so queued kernels are counted and host overhead between calls is not. A measurement
+then the median of ``repeats`` timed calls. On CPU each call is timed with
+``time.perf_counter``; on GPU with a pair of CUDA events around the call
+(``torch.cuda.Event(enable_timing=True)``, synchronised on the end event), so queued kernels
+are counted and host overhead between calls is not. A measurement
 has a deadline: when it passes with calls still to make, :class:`OverBudget` is raised (a
 single call is never interrupted).
 
