@@ -150,6 +150,13 @@ def test_shipped_point_sets_resolve(tmp_path, points: str) -> None:
     assert settings.device in ("cpu", "cuda") and settings.scale.repeats == 1
 
 
+@pytest.mark.parametrize("scale", sorted(os.path.basename(p)[:-5]
+                                          for p in glob.glob(os.path.join(ROOT, "conf", "bench", "scale", "*.yaml"))))
+def test_shipped_scales_resolve(tmp_path, scale: str) -> None:
+    settings = resolve(compose_bench(tmp_path, f"scale={scale}", "points=ablations", "modes=[scan,triton,cuda]"))
+    assert settings.scale.lengths and settings.modes == ("scan", "triton", "cuda")
+
+
 # ---------------------------------------------------------------------------- units
 def test_fit_exponent_recovers_power_laws() -> None:
     lengths = [256, 512, 1024, 2048]
