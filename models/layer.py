@@ -538,8 +538,9 @@ class SSMLayer(nn.Module):
 
     def _fused_step(self, x: torch.Tensor, z: torch.Tensor | None, sel: Selection, h: torch.Tensor,
                     new_state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """step() of a SISO layer by the Triton single-step kernel (the SiLU gate fused).
-        x, z: (B, 1, D) -> (B, D) output; h: (B, D, n)."""
+        """step() of a SISO layer by the Triton single-step kernel (the SiLU gate fused), in modes
+        triton and cuda (mamba-ssm's scan kernel has no single step). x: (B, D), z: (B, 1, D) or
+        None; h: (B, D, n). Returns the (B, H) output and the new state."""
         selective_dt = self.dt_proj is not None
         delta = sel.delta_raw[:, 0] if selective_dt else torch.exp(self.log_dt).flatten()
         fused_gate = z[:, 0] if self.cfg.gate == "silu" else None
