@@ -26,7 +26,7 @@ from models import (IOSpec, ModelConfig, SSMConfig, flops_per_token, match_param
 from models.config import NORMS
 
 from . import tasks
-from .results import flatten
+from .results import identity_columns
 
 PRECISIONS = ("auto", "fp32", "bf16")
 BUDGETS = ("steps", "tokens", "flops", "time")
@@ -237,7 +237,7 @@ def check_writable(results_dir: str, min_free_mb: float = 50.0) -> None:
 def check_tuned(tuned: list, identity: dict[str, Any]) -> None:
     """Every tuned key must name a recorded config value (a column of the run's row), or the
     analysis would have nothing to select over."""
-    keys = flatten({k: v for k, v in identity.items() if k not in ("seed", "match")})
+    keys = identity_columns(identity)
     tunable = sorted(k for k in keys if k.startswith(("trainer.", "model.", "task.")))
     for key in tuned:
         if key not in keys:

@@ -49,6 +49,12 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def identity_columns(identity: dict[str, Any]) -> dict[str, Any]:
+    """The run-row columns of a run's config identity: model.*, task.*, trainer.* (seed and
+    match are recorded as their own columns)."""
+    return flatten({k: v for k, v in identity.items() if k not in ("seed", "match")})
+
+
 def path_of(results_dir: str, kind: str, rid: str) -> str:
     suffix = ".pt" if kind == CHECKPOINTS else ".parquet"
     return os.path.join(results_dir, kind, rid + suffix)

@@ -13,7 +13,7 @@ import models
 
 from .config import ResolvedRun
 from .preemption import Preempted
-from .results import CHECKPOINTS, environment, finished_status, flatten, path_of, run_id, write_run
+from .results import CHECKPOINTS, environment, finished_status, identity_columns, path_of, run_id, write_run
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def execute(run: ResolvedRun, overrides: list[str]) -> dict[str, Any] | None:
         row.update({f"params_{group}": ",".join(names) for group, names in result.param_groups.items()})
         curve = result.curve
     row["wall_time_s"] = time.time() - started
-    config = flatten({k: v for k, v in run.identity.items() if k not in ("seed", "match")})
+    config = identity_columns(run.identity)
     row.update({k: v for k, v in config.items() if k not in row})
     row.update(environment())
     write_run(run.results_dir, row, curve)
