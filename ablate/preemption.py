@@ -1,17 +1,26 @@
 """Preemption: SLURM sends SIGTERM (or the signal set with --signal, often SIGUSR1) before it
 kills a job. A run catches it, finishes the current optimiser step, saves a checkpoint and
 hands the signal on to whoever handled it before (submitit's handler requeues the job; the
-default handler ends the process), so the requeued run resumes where it stopped.
+default handler ends the process), so the requeued run resumes where it stopped. Ctrl-C
+(SIGINT) is caught the same way: the run checkpoints and the process exits with status 130.
+
+Workers of a parallel launcher (joblib's loky processes) outlive a parent that is killed;
+:func:`exit_with_parent` makes them send themselves SIGTERM when it dies, so a run they hold
+checkpoints and stops as above, and an idle worker ends.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
+import threading
+import time
 from types import FrameType
 from typing import Any
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+PARENT_WATCH = "ablate-exit-with-parent"
 
 
 class Preempted(Exception):
@@ -23,7 +32,7 @@ class Preempted(Exception):
 
 
 class PreemptionWatcher:
-    """Context manager: records SIGTERM/SIGUSR1 instead of dying mid-step.
+    """Context manager: records SIGTERM/SIGUSR1/SIGINT instead of dying mid-step.
 
     Handlers are only installed in the main thread (Python's rule); elsewhere it watches nothing.
     """
@@ -64,3 +73,19 @@ class PreemptionWatcher:
             previous(signum, self.frame)
         elif previous == signal.SIG_DFL:
             os.kill(os.getpid(), signum)
+
+
+def exit_with_parent(poll_s: float = 1.0) -> None:
+    """In a worker process (one with a multiprocessing parent), start a daemon thread, once,
+    that sends this process SIGTERM as soon as its parent has died (it is then re-parented,
+    so ``os.getppid()`` changes). In a main process it does nothing."""
+    if multiprocessing.parent_process() is None or any(t.name == PARENT_WATCH for t in threading.enumerate()):
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name=PARENT_WATCH, daemon=True).start()

@@ -5,10 +5,11 @@ Layout under an experiment's ``results_dir``::
     runs/<run_id>.parquet      one row: config, metrics, status, versions, hardware
     curves/<run_id>.parquet    one row per evaluation: step, time, train/val loss and metric
     checkpoints/<run_id>.pt    while a run is in progress (removed once its row is written)
+    claims/<run_id>.claim      while a process trains the run (see ablate.claims)
 
-Every file is written to a temporary name in the same directory and renamed into place
-(``os.replace`` is atomic on POSIX), so a reader or a parallel launcher never sees a torn
-file, and a killed run leaves at most a ``.tmp`` file that no glob of ``*.parquet`` picks up.
+Every file is written to a temporary name of its writer's own and renamed into place (see
+ablate.files), so a reader or a parallel launcher never sees a torn file, and a killed run
+leaves at most a ``.tmp`` file that no glob of ``*.parquet`` picks up.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import json
 import os
 import platform
 import socket
-import tempfile
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -26,7 +26,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-RUNS, CURVES, CHECKPOINTS = "runs", "curves", "checkpoints"
+from .files import atomic_write
+
+RUNS, CURVES, CHECKPOINTS, CLAIMS = "runs", "curves", "checkpoints", "claims"
+SUFFIXES = {CHECKPOINTS: ".pt", CLAIMS: ".claim"}
 
 
 def run_id(identity: dict[str, Any]) -> str:
@@ -56,22 +59,12 @@ def identity_columns(identity: dict[str, Any]) -> dict[str, Any]:
 
 
 def path_of(results_dir: str, kind: str, rid: str) -> str:
-    suffix = ".pt" if kind == CHECKPOINTS else ".parquet"
-    return os.path.join(results_dir, kind, rid + suffix)
+    return os.path.join(results_dir, kind, rid + SUFFIXES.get(kind, ".parquet"))
 
 
 def atomic_write_parquet(frame: pd.DataFrame, path: str) -> None:
     """Write ``frame`` to ``path`` through a temporary file and an atomic rename."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def write_run(results_dir: str, row: dict[str, Any], curve: list[dict[str, Any]]) -> str:
@@ -95,6 +88,16 @@ def finished_status(results_dir: str, rid: str) -> str | None:
         return str(pd.read_parquet(path, columns=["status"])["status"].iloc[0])
     except Exception:
         return None
+
+
+def finished_since(results_dir: str, rid: str, since: float) -> bool:
+    """Whether the run has a row with status ``ok`` written at or after time ``since``."""
+    path = path_of(results_dir, RUNS, rid)
+    try:
+        written = os.path.getmtime(path)
+    except FileNotFoundError:
+        return False
+    return written >= since and finished_status(results_dir, rid) == "ok"
 
 
 def environment() -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""One run, end to end: skip if finished, build, train, evaluate, write the row."""
+"""One run, end to end: skip if finished, claim, build, train, evaluate, write the row."""
 
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import traceback
 from typing import Any
@@ -12,8 +13,9 @@ import torch
 import models
 
 from .config import ResolvedRun
-from .preemption import Preempted
-from .results import CHECKPOINTS, environment, finished_status, identity_columns, path_of, run_id, write_run
+from .claims import RunClaim
+from .preemption import Preempted, exit_with_parent
+from .results import CHECKPOINTS, CLAIMS, environment, finished_since, identity_columns, path_of, run_id, write_run
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -26,16 +28,50 @@ def describe(run: ResolvedRun) -> str:
 
 
 def execute(run: ResolvedRun, overrides: list[str]) -> dict[str, Any] | None:
-    """Train and record one run; returns its row, or None when it was skipped."""
+    """Train and record one run; returns its row, or None when it was skipped.
+
+    A run is skipped when its row exists with status ok (with ``+rerun=true``: when a row was
+    written after this call started). Otherwise it is claimed first (see ablate.claims): if
+    another live process holds the claim, this call waits until that process finishes the
+    run (then skips it) or dies (then takes the run over and resumes its checkpoint).
+    """
     rid = run_id(run.identity)
     label = describe(run)
-    previous = finished_status(run.results_dir, rid)
-    if previous == "ok" and not run.rerun:
+    started = time.time()
+    since = started if run.rerun else 0.0
+    if finished_since(run.results_dir, rid, since):
         log.info("skip %s (%s): already finished with status ok; +rerun=true forces it", rid, label)
         return None
+    exit_with_parent()
+    checkpoint = path_of(run.results_dir, CHECKPOINTS, rid)
+    claim = RunClaim(path_of(run.results_dir, CLAIMS, rid), related=(checkpoint,))
+    if not claim.wait(lambda: finished_since(run.results_dir, rid, since), describe=f" ({label})"):
+        log.info("skip %s (%s): finished by another process", rid, label)
+        return None
+    try:
+        if finished_since(run.results_dir, rid, since):  # finished between the first look and the claim
+            log.info("skip %s (%s): finished by another process", rid, label)
+            return None
+        return _train(run, rid, label, overrides, checkpoint, claim)
+    except Preempted as stop:
+        claim.release()
+        if stop.signum == signal.SIGINT:
+            log.warning("run %s (%s) interrupted at step %d; checkpoint saved, the same command resumes it",
+                        rid, label, stop.step)
+            raise SystemExit(130) from None
+        log.warning("run %s (%s) %s; checkpoint saved, a resubmitted run resumes from it", rid, label, stop)
+        stop.watcher.hand_over()
+        raise SystemExit(128 + stop.signum) from None
+    finally:
+        claim.release()
+
+
+def _train(run: ResolvedRun, rid: str, label: str, overrides: list[str], checkpoint: str,
+           claim: RunClaim) -> dict[str, Any] | None:
+    """Build, train and evaluate a claimed run, then write its row (None if the claim was lost)."""
     torch.manual_seed(run.seed)
     model = models.build(run.model, run.task.spec.io)
-    trainer = Trainer(run.trainer, run.seed, path_of(run.results_dir, CHECKPOINTS, rid))
+    trainer = Trainer(run.trainer, run.seed, checkpoint)
     spec = run.task.spec
     row: dict[str, Any] = {
         "run_id": rid, "experiment": run.experiment, "seed": run.seed, "preset": run.preset,
@@ -46,13 +82,10 @@ def execute(run: ResolvedRun, overrides: list[str]) -> dict[str, Any] | None:
         "flops_per_token": models.flops_per_token(run.model, spec.io, length=spec.length),
         "device": str(trainer.device), **run.match, **run.budget, "tuned": ",".join(run.tuned) or "none",
     }
-    started = time.time()
     try:
         result = trainer.fit(model, run.task, label=label)
-    except Preempted as stop:
-        log.warning("run %s (%s) %s; checkpoint saved, a resubmitted run resumes from it", rid, label, stop)
-        stop.watcher.hand_over()
-        raise SystemExit(128 + stop.signum) from None
+    except Preempted:
+        raise
     except Exception as err:  # the sweep goes on; the row says what went wrong
         log.error("run %s (%s) failed: %s", rid, label, err)
         row.update(status="failed", stopped_by="error", error=f"{type(err).__name__}: {err}",
@@ -62,10 +95,12 @@ def execute(run: ResolvedRun, overrides: list[str]) -> dict[str, Any] | None:
         row.update(status=result.status, stopped_by=result.stopped_by, steps=result.steps, error="", **result.metrics)
         row.update({f"params_{group}": ",".join(names) for group, names in result.param_groups.items()})
         curve = result.curve
-    row["wall_time_s"] = time.time() - started
     config = identity_columns(run.identity)
     row.update({k: v for k, v in config.items() if k not in row})
     row.update(environment())
+    if not claim.held:
+        log.error("run %s (%s): another process took its claim over; its row is left to that process", rid, label)
+        return None
     write_run(run.results_dir, row, curve)
     trainer.remove_checkpoint()
     metric = spec.metric

@@ -16,6 +16,12 @@
   launchers on one machine should give each run cores / n_jobs threads.
 * A non-finite loss stops the run with status ``diverged``; ``time_budget_s`` stops it
   early with ``stopped_by='time_budget'``.
+* Times: ``train_time_s`` counts the training steps only (forward, backward, optimiser),
+  except the one step per process that runs under the memory profiler (its tokens are left
+  out of ``tokens_per_s`` too, not out of ``tokens_seen``);
+  ``wall_time_s`` counts everything the run's processes spent in :meth:`Trainer.fit`
+  (training, evaluation, checkpoints), summed over every process when a run was resumed.
+* Peak memory is the run's own (``ablate.memory.RunMemory``), not the process's.
 """
 
 from __future__ import annotations
@@ -23,10 +29,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-import resource
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -35,6 +40,8 @@ from tqdm.auto import tqdm
 from models import SSMLayer
 
 from .config import TrainerConfig
+from .files import atomic_write
+from .memory import RunMemory, held_bytes
 from .preemption import Preempted, PreemptionWatcher
 from .tasks import Split, Task
 
@@ -119,7 +126,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, task: Task, split: Split) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, task: Task, split: Split,
+                 memory: RunMemory | None = None, held: Callable[[], int] = lambda: 0) -> dict[str, float]:
+        """Mean loss and metric over ``split``; with ``memory``, its first batch is measured."""
         was_training = model.training
         model.eval()
         loss_sum, metric_sum, count, items = 0.0, 0.0, 0, 0
@@ -127,8 +136,8 @@ class Trainer:
         batch_size = max(1, self.cfg.eval_batch_size * task.spec.length // split.x.shape[1])
         for batch in split.batches(batch_size, shuffle=False):
             batch = batch.to(self.device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-                out = model(batch.x)
+            out = memory.measure("eval", lambda: self._forward(model, batch.x), held) if memory else \
+                self._forward(model, batch.x)
             n = batch.x.shape[0]
             loss_sum += task.loss(out, batch.y).item() * n
             count += n
@@ -137,14 +146,14 @@ class Trainer:
         model.train(was_training)
         return {"loss": loss_sum / max(1, count), task.spec.metric: metric_sum / max(1, items)}
 
+    def _forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            return model(x)
+
     # ------------------------------------------------------------------ checkpoints
     def _save(self, state: dict) -> None:
-        if not self.checkpoint_path:
-            return
-        os.makedirs(os.path.dirname(self.checkpoint_path), exist_ok=True)
-        tmp = self.checkpoint_path + ".tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        if self.checkpoint_path:
+            atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
 
     def _load(self) -> dict | None:
         if not self.checkpoint_path or not os.path.exists(self.checkpoint_path):
@@ -175,12 +184,14 @@ class Trainer:
         forward = torch.compile(model) if (cfg.compile and self.device.type == "cuda") else model
         train, val = task.split("train"), task.split("val")
         step, curve, best, train_time, tokens, running = 0, [], None, 0.0, 0, None
+        began, earlier_wall_time, untimed_tokens = time.perf_counter(), 0.0, 0
 
         def checkpoint() -> None:
             self._save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "schedule": schedule.state_dict(), "rng": torch.get_rng_state(), "step": step,
                         "curve": curve, "best": best, "train_time": train_time, "tokens": tokens,
-                        "running": running})
+                        "running": running, "wall_time": earlier_wall_time + time.perf_counter() - began,
+                        "untimed_tokens": untimed_tokens})
 
         saved = self._load()
         if saved is not None:
@@ -190,9 +201,25 @@ class Trainer:
             torch.set_rng_state(saved["rng"])
             step, curve, best = saved["step"], saved["curve"], saved["best"]
             train_time, tokens, running = saved["train_time"], saved["tokens"], saved["running"]
+            earlier_wall_time, untimed_tokens = saved.get("wall_time", 0.0), saved.get("untimed_tokens", 0)
             log.info("%s resumed from step %d", label, step)
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        memory = RunMemory(self.device)
+
+        def held() -> int:
+            return held_bytes(model, optimizer)
+
+        def train_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            """One optimiser step on a batch (none if the loss is not finite); returns the loss."""
+            loss = task.loss(self._forward(forward, x), y)
+            if torch.isfinite(loss):
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                schedule.step()
+            return loss.detach()
+
         cache: dict = {}
         status, stopped_by = "ok", "max_steps"
         bar = tqdm(total=cfg.max_steps, initial=step, desc=label, disable=not cfg.progress, leave=False)
@@ -202,30 +229,26 @@ class Trainer:
                 bar.close()
                 raise Preempted(watcher.received, step, watcher)
             x, y = self._batch(train, step, cache)
+            profiled = memory.will_profile("train")
             start = time.perf_counter()
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-                out = forward(x)
-            loss = task.loss(out, y)
+            loss = memory.measure("train", lambda: train_step(x, y), held)
             if not torch.isfinite(loss):
                 status, stopped_by = "diverged", "nan"
                 log.warning("%s diverged at step %d (loss %s)", label, step, loss.item())
                 break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            schedule.step()
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            train_time += time.perf_counter() - start
+            if profiled:
+                untimed_tokens += x.shape[0] * x.shape[1]
+            else:
+                train_time += time.perf_counter() - start
             tokens += x.shape[0] * x.shape[1]
             step += 1
             running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
             bar.update(1)
             over_budget = cfg.time_budget_s is not None and train_time >= cfg.time_budget_s
             if step % cfg.eval_every == 0 or step == cfg.max_steps or over_budget:
-                scores = self.evaluate(model, task, val)
+                scores = self.evaluate(model, task, val, memory, held)
                 curve.append({"step": step, "train_time_s": train_time, "tokens": tokens, "train_loss": running,
                               "val_loss": scores["loss"], f"val_{metric}": scores[metric]})
                 if best is None or _better(scores[metric], best, task.spec.higher_is_better):
@@ -237,8 +260,9 @@ class Trainer:
                 stopped_by = "time_budget"
                 break
         bar.close()
+        timed = tokens - untimed_tokens
         metrics: dict[str, Any] = {"train_time_s": train_time, "tokens_seen": tokens,
-                                   "tokens_per_s": tokens / train_time if train_time > 0 else float("nan")}
+                                   "tokens_per_s": timed / train_time if train_time > 0 else float("nan")}
         if status == "ok":
             final_val = curve[-1] if curve else {}
             metrics.update({f"final_val_{metric}": final_val.get(f"val_{metric}"), "final_val_loss": final_val.get("val_loss"),
@@ -248,18 +272,14 @@ class Trainer:
             for name, split in task.extra_evaluations().items():
                 extra = self.evaluate(model, task, split)
                 metrics[f"{name}_{metric}"] = extra[metric]
-        metrics.update(peak_memory())
+        if watcher.requested:  # a signal during the final evaluations: stop, resume from here
+            checkpoint()
+            raise Preempted(watcher.received, step, watcher)
+        metrics.update(memory.record())
+        metrics["wall_time_s"] = earlier_wall_time + time.perf_counter() - began
         return TrainResult(status=status, stopped_by=stopped_by, steps=step, metrics=metrics, curve=curve,
                            param_groups=group_names)
 
 
 def _better(value: float, best: float, higher: bool) -> bool:
     return value > best if higher else value < best
-
-
-def peak_memory() -> dict[str, Any]:
-    """Peak memory: the CUDA allocator's peak on GPU, else the process's peak resident set."""
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
-        return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20, "peak_memory_kind": "cuda_allocator"}
-    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_memory_kind": "process_max_rss"}

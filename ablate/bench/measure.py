@@ -14,12 +14,10 @@ input gradients, activations saved for backward and temporaries are):
 
 * ``cuda_allocator``: ``torch.cuda.max_memory_allocated()`` after
   ``reset_peak_memory_stats()``, minus ``memory_allocated()`` at the start.
-* ``cpu_allocator_profiler``: every allocation and free of PyTorch's CPU allocator during the
-  call, as recorded by ``torch.profiler`` with ``profile_memory=True``, put in time order; the
-  peak is the maximum of the running sum. This is per measurement, unlike the process's max
-  RSS, which only grows over the process lifetime and also counts freed-but-cached pages and
-  the Python heap. It does not see memory outside PyTorch's allocator (e.g. oneDNN scratch
-  buffers allocated by the library itself), and the profiled call runs slower (not timed).
+* ``cpu_allocator_profiler``: :func:`ablate.memory.allocator_peak`, the peak of the running sum
+  of PyTorch's CPU allocator events during the call. This is per measurement, unlike the
+  process's max RSS, which only grows over the process lifetime and also counts
+  freed-but-cached pages and the Python heap. The profiled call is not timed.
 * ``cpu_saved_tensors`` (fallback where the profiler's event tree is unavailable): bytes of
   the distinct storages saved for backward plus the output — a lower bound of the peak.
 
@@ -30,19 +28,17 @@ write once the bytes a layer cannot avoid touching, at the bandwidth of a large
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import statistics
-import sys
 import time
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
 
 from models.timing import Call, Clock, Workload, free_memory_bytes
+
+from ..memory import allocator_peak
 
 log = logging.getLogger(__name__)
 
@@ -107,49 +103,6 @@ def parameter_bytes(module: nn.Module) -> int:
 
 
 # ---------------------------------------------------------------------------- memory
-@contextlib.contextmanager
-def _quiet_stderr_fd() -> Iterator[None]:
-    """Silence file descriptor 2 (kineto prints a line when a profiler starts and stops)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    os.close(null)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _profiler_peak(fn: Call) -> int:
-    """Peak of the running sum of CPU allocator events during one call of ``fn`` (bytes)."""
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
-
-    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with _quiet_stderr_fd():
-        prof.__enter__()
-    try:
-        fn()
-    finally:
-        with _quiet_stderr_fd():
-            prof.__exit__(None, None, None)
-    events: list[tuple[int, int]] = []
-    stack = list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        node = stack.pop()
-        if node.typed[0] == _EventType.Allocation:
-            events.append((node.start_time_ns, node.typed[1].alloc_size))
-        stack.extend(node.children)
-    events.sort()
-    running = peak = 0
-    for _, size in events:
-        running += size
-        peak = max(peak, running)
-    return peak
-
-
 def _saved_tensor_bytes(workload: Workload) -> int:
     """Distinct storages saved for backward by one forward, plus its output (bytes)."""
     storages: dict[int, int] = {}
@@ -174,7 +127,7 @@ def peak_memory(fn: Call, clock: Clock, workload: Workload | None = None) -> tup
         clock.sync()
         return torch.cuda.max_memory_allocated(clock.device) - base, "cuda_allocator"
     try:
-        return _profiler_peak(fn), "cpu_allocator_profiler"
+        return allocator_peak(fn), "cpu_allocator_profiler"
     except (ImportError, AttributeError) as err:  # the profiler's event tree is a private API
         if workload is None:
             raise
