@@ -2,9 +2,12 @@
 
 Benchmark rows (``<results_dir>/bench/*.parquet``, normalized by :func:`analysis.load.normalize_bench`)
 carry name, peer, mode, batch, length, fwd_ms, fwdbwd_ms, tokens_per_s, peak_memory_mb,
-status ('ok', 'over_budget', 'oom', ...) and device. A **series** is one (name, mode) pair, plus
-batch, device and widths when those vary. Rows without a length (e.g. per-step latency) are not
-part of the length sweep and are ignored here.
+status ('ok', 'over_budget', 'oom', ...), device and threads. A **series** is one (name, mode)
+pair measured one way: batch, device and threads are part of its identity, as are the widths,
+so rows that differ in any of them are never averaged together; those that vary appear in the
+series label ('s5 / scan / threads=2'), those that do not in the table caption ('on cpu,
+1 thread, batch 4'). Rows without a length (e.g. per-step latency) are not part of the length
+sweep and are ignored here.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 from matplotlib.transforms import blended_transform_factory
 
-from .plots import FORMATS, PANEL_HEIGHT, save_figure, style
+from .axes import format_value
+from .plots import FORMATS, PANEL_HEIGHT, add_note, save_figure, style
 from .stats import aggregate, describe_excluded
 from .tables import Cell, Table, stat_column
 
@@ -27,6 +31,13 @@ log = logging.getLogger(__name__)
 
 TIME_COLUMNS = ("fwd_ms", "fwdbwd_ms")
 STATUS_TEXT = {"over_budget": "over budget", "oom": "OOM"}
+MEASURED_WITH = ("batch", "device", "threads")  # how a series was measured: part of its identity
+WIDTHS = ("d_model", "d_state")
+_MARKS = "Points: mean over repeated measurements of a series (no interval); ▼: not measured (over budget / OOM)."
+NOTES = {
+    "speed_time": f"Forward and forward+backward time against sequence length, log-log. {_MARKS}",
+    "speed_memory": f"Peak memory against sequence length, log-log. {_MARKS}",
+}
 
 
 def sweep_rows(bench: pd.DataFrame) -> pd.DataFrame:
@@ -40,29 +51,48 @@ def sweep_rows(bench: pd.DataFrame) -> pd.DataFrame:
 
 
 def series_keys(rows: pd.DataFrame) -> list[str]:
-    """name and mode, plus batch, device, d_model and d_state where they take several values."""
+    """name and mode, plus each of batch, device, threads, d_model and d_state that takes several
+    values (a missing value counts as one of them)."""
     keys = ["name", "mode"]
-    for col in ("batch", "device", "d_model", "d_state"):
-        if col in rows.columns and rows[col].nunique(dropna=True) > 1:
+    for col in (*MEASURED_WITH, *WIDTHS):
+        if col in rows.columns and rows[col].astype(object).map(format_value).nunique() > 1:
             keys.append(col)
     return keys
 
 
+def style_keys(rows: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """The keys that tell apart the series of one name in a plot: mode, plus every extra key that
+    varies within a (name, mode) pair (e.g. threads)."""
+    extra = [k for k in keys if k not in ("name", "mode")]
+    pairs = rows.astype({k: object for k in extra}).groupby(["name", "mode"], sort=False)
+    return ["mode"] + [k for k in extra if pairs[k].agg(lambda v: v.map(format_value).nunique()).max() > 1]
+
+
+def _label(row: pd.Series, keys: Sequence[str]) -> str:
+    parts = [str(row[k]) for k in keys if k in ("name", "mode") and row[k] not in ("-", "")]
+    return " / ".join(parts + [f"{k}={format_value(row[k])}" for k in keys if k not in ("name", "mode")])
+
+
 def add_series_label(rows: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """A copy with a 'series' column: 'S5 / scan' (plus 'batch=8', ... for the extra keys)."""
+    """A copy with a 'series' column: 'S5 / scan' (plus 'threads=2', ... for the extra keys) and a
+    'variant' column: the label without the name, for :func:`style_keys` ('scan / threads=2')."""
     out = rows.copy()
-
-    def label(row: pd.Series) -> str:
-        parts = [str(row["name"])] + ([str(row["mode"])] if row["mode"] not in ("-", "") else [])
-        parts += [f"{k}={_fmt(row[k])}" for k in keys if k not in ("name", "mode")]
-        return " / ".join(parts)
-
-    out["series"] = out.apply(label, axis=1) if len(out) else pd.Series(dtype=str)
+    variant = style_keys(rows, keys) if len(rows) else ["mode"]
+    out["series"] = out.apply(lambda r: _label(r, keys), axis=1) if len(out) else pd.Series(dtype=str)
+    out["variant"] = out.apply(lambda r: _label(r, variant) or "-", axis=1) if len(out) else pd.Series(dtype=str)
     return out
 
 
-def _fmt(value) -> str:
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+def measured_with(rows: pd.DataFrame, keys: Sequence[str]) -> str:
+    """How every series was measured, from the batch, device and threads shared by all rows:
+    'cpu, 1 thread, batch 4' (those that vary are in the series labels instead)."""
+    shared = {c: format_value(rows[c].iloc[0]) for c in MEASURED_WITH if c in rows.columns and c not in keys}
+    parts = [shared["device"]] if "device" in shared else []
+    if shared.get("threads", "n/a") != "n/a":
+        parts.append(f"{shared['threads']} thread{'' if shared['threads'] == '1' else 's'}")
+    if shared.get("batch", "n/a") != "n/a":
+        parts.append(f"batch {shared['batch']}")
+    return ", ".join(parts)
 
 
 def status_counts(bench: pd.DataFrame) -> dict[str, int]:
@@ -112,7 +142,11 @@ def speed_table(bench: pd.DataFrame, column: str = "fwdbwd_ms", caption: str | N
         what = {"fwd_ms": "Forward time (ms)", "fwdbwd_ms": "Forward+backward time (ms)",
                 "peak_memory_mb": "Peak memory (MB)", "tokens_per_s": "Throughput (tokens/s)"}.get(column, column)
         devices = ", ".join(sorted(rows["device"].astype(str).unique()))
-        caption = f"{what} against sequence length on {devices}; lowest per length in bold."
+        how = measured_with(rows, keys)
+        repeated = any(c.n > 1 for cells_ in cells.values() for c in cells_ if c.has_value)
+        caption = (f"{what} against sequence length on {how or devices}; "
+                   + ("mean ± std (n) where a series was measured in several jobs; " if repeated else "")
+                   + "lowest per length in bold.")
         if column == "tokens_per_s":
             caption = caption.replace("lowest", "highest")
         excluded = describe_excluded(pd.Series(status_counts(bench)))
@@ -124,39 +158,42 @@ def speed_table(bench: pd.DataFrame, column: str = "fwdbwd_ms", caption: str | N
 def plot_speed(bench: pd.DataFrame, stem_time: Path, stem_memory: Path,
                formats: Sequence[str] = FORMATS) -> list[Path]:
     """Log-log plots against sequence length: time (a panel for forward and one for
-    forward+backward) and peak memory; colour by name, line style by mode. A length a series
+    forward+backward) and peak memory; colour by name, line style by mode (and by batch, device or
+    threads where they vary within a name and mode: :func:`style_keys`). A length a series
     could not run (over budget, OOM) is a triangle at the top of the panel. Returns the files written.
     """
     rows = sweep_rows(bench)
     if rows.empty:
         return []
     keys = series_keys(rows)
+    heading = " / ".join(style_keys(rows, keys))
     rows = add_series_label(rows, keys)
     names = list(dict.fromkeys(rows.sort_values("name")["name"]))
     palette = dict(zip(names, sns.color_palette("colorblind" if len(names) <= 10 else "husl", len(names))))
     written = []
     time_cols = [c for c in TIME_COLUMNS if c in rows.columns and rows.loc[rows["status"] == "ok", c].notna().any()]
     if time_cols:
-        written += _loglog(rows, time_cols, palette, stem_time, formats,
+        written += _loglog(rows, heading, time_cols, palette, stem_time, formats,
                            {"fwd_ms": "forward (ms)", "fwdbwd_ms": "forward + backward (ms)"})
     if "peak_memory_mb" in rows.columns and rows.loc[rows["status"] == "ok", "peak_memory_mb"].notna().any():
-        written += _loglog(rows, ["peak_memory_mb"], palette, stem_memory, formats,
+        written += _loglog(rows, heading, ["peak_memory_mb"], palette, stem_memory, formats,
                            {"peak_memory_mb": "peak memory (MB)"})
     return written
 
 
-def _loglog(rows: pd.DataFrame, columns: Sequence[str], palette: dict, stem: Path, formats: Sequence[str],
-            titles: dict[str, str]) -> list[Path]:
+def _loglog(rows: pd.DataFrame, heading: str, columns: Sequence[str], palette: dict, stem: Path,
+            formats: Sequence[str], titles: dict[str, str]) -> list[Path]:
+    """One log-log panel per column; ``heading`` names the line styles in the legend ('mode')."""
     ok = rows[rows["status"] == "ok"]
     bad = rows[rows["status"] != "ok"]
-    modes = list(dict.fromkeys(ok["mode"]))
+    variants = list(dict.fromkeys(ok["variant"]))
     with style():
         fig = Figure(figsize=(5.0 * len(columns) + 2.0, PANEL_HEIGHT + 0.4), layout="constrained")
         axes = fig.subplots(1, len(columns), squeeze=False)[0]
         for ax, col in zip(axes, columns):
-            data = ok.dropna(subset=[col]).groupby(["series", "name", "mode", "length"], as_index=False)[col].mean()
+            data = ok.dropna(subset=[col]).groupby(["series", "name", "variant", "length"], as_index=False)[col].mean()
             sns.lineplot(data=data, x="length", y=col, hue="name", hue_order=[n for n in palette if n in set(data["name"])],
-                         palette=palette, style="mode", style_order=[m for m in modes if m in set(data["mode"])],
+                         palette=palette, style="variant", style_order=[v for v in variants if v in set(data["variant"])],
                          units="series", estimator=None, markers=True, dashes=True, ax=ax)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
@@ -175,11 +212,13 @@ def _loglog(rows: pd.DataFrame, columns: Sequence[str], palette: dict, stem: Pat
                 ax.text(0.01, 0.99, "▼: not measured (over budget / OOM)", transform=ax.transAxes, fontsize="x-small",
                         va="top", color="grey")
         handles, labels = axes[0].get_legend_handles_labels()
+        labels = [heading if label == "variant" else label for label in labels]
         for ax in axes:
             if ax.get_legend() is not None:
                 ax.get_legend().remove()
         if handles:
             fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+        add_note(fig, NOTES.get(stem.name, _MARKS))
         paths = save_figure(fig, stem, formats)
         fig.clear()
         return paths

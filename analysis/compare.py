@@ -17,7 +17,8 @@ Rows are matched on (task, label, metric); labels compare case- and space-insens
 side that names no task stands for every task of the other side, and a missing metric is the
 task's own test metric. Unmatched rows stay in the table with a dash
 on the side that lacks them. Output: compare.md/.tex (Task | Configuration | Metric | A | B |
-Δ = A − B), compare.csv, compare.png/.pdf.
+Δ = A − B), compare.csv, compare.png/.pdf (mean ± std, clipped to the metric's range); a
+rerun removes the files an earlier one wrote there and no longer writes (:mod:`analysis.outputs`).
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from matplotlib.figure import Figure
 from .axes import format_value, ordered_labels
 from .errors import AnalysisError
 from .load import load_results
-from .plots import FORMATS, PANEL_HEIGHT, save_figure, style
+from .outputs import replace_outputs
+from .plots import FORMATS, PANEL_HEIGHT, add_note, save_figure, style
 from .report import aggregated_columns, analyse
-from .stats import aggregate
+from .stats import aggregate, value_range
 from .tables import Cell, Table, decimals_for, to_latex, to_markdown
 
 log = logging.getLogger(__name__)
@@ -239,8 +241,22 @@ def compare_table(merged: pd.DataFrame, a: Side, b: Side, key: Sequence[str] | N
     return Table(header=header, rows=body, caption=caption, label="tab:compare", n_text=n_text)
 
 
+NOTE = ("Dots: mean; error bars: ± 1 std (over seeds for our runs, as published otherwise), clipped to the "
+        "metric's range (accuracy [0, 1], loss and mse ≥ 0); none where no std is known.")
+
+
+def std_bars(mean: np.ndarray, std: np.ndarray, metric: str) -> np.ndarray:
+    """[[below], [above]] error bar lengths of mean ± std, clipped to the range of ``metric``
+    (0 where the std is unknown)."""
+    std = np.where(np.isfinite(std), std, 0.0)
+    floor, ceiling = value_range(metric)
+    low, high = np.clip(mean - std, floor, ceiling), np.clip(mean + std, floor, ceiling)
+    return np.array([np.maximum(mean - low, 0.0), np.maximum(high - mean, 0.0)])
+
+
 def plot_compare(merged: pd.DataFrame, a: Side, b: Side, stem: Path, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Dots per configuration for each side (error bar = std), a panel per (task, metric)."""
+    """Dots per configuration for each side (error bar = ± 1 std, clipped to the metric's range),
+    a panel per (task, metric)."""
     panels = [(t, m) for (t, m), g in merged.groupby(["task", "metric"], dropna=False, sort=False)
               if g[["mean_a", "mean_b"]].notna().any().any()]
     if not panels:
@@ -256,19 +272,20 @@ def plot_compare(merged: pd.DataFrame, a: Side, b: Side, stem: Path, formats: Se
             group = merged[(merged["task"].fillna("") == ("" if pd.isna(task) else task)) & (merged["metric"] == metric)]
             x = np.arange(len(group))
             for offset, side, colour, who in ((-0.12, "a", colours[0], a.name), (0.12, "b", colours[1], b.name)):
-                std = group[f"std_{side}"].to_numpy(float)
-                ax.errorbar(x + offset, group[f"mean_{side}"], yerr=np.where(np.isfinite(std), std, 0), fmt="o",
-                            capsize=3, color=colour, label=who)
+                mean = group[f"mean_{side}"].to_numpy(float)
+                ax.errorbar(x + offset, mean, yerr=std_bars(mean, group[f"std_{side}"].to_numpy(float), str(metric)),
+                            fmt="o", capsize=3, color=colour, label=who)
             ax.set_xticks(x, group["label"].astype(str))
             if sum(len(str(l)) for l in group["label"]) > 28:
                 for tick in ax.get_xticklabels():
                     tick.set_rotation(30)
                     tick.set_horizontalalignment("right")
-            ax.set_ylabel(metric)
+            ax.set_ylabel(f"{metric} (mean ± std)")
             ax.set_title(format_value(task) if not pd.isna(task) else "")
             ax.legend(fontsize="small")
         for ax in axes.flat[len(panels):]:
             ax.set_visible(False)
+        add_note(fig, NOTE)
         paths = save_figure(fig, stem, formats)
         fig.clear()
         return paths
@@ -306,5 +323,6 @@ def run_compare(spec_a: str, spec_b: str, out: str | Path | None = None, key: Se
                            for c in merged.columns if c.endswith(("_a", "_b"))}).to_csv(out / "compare.csv", index=False)
     written.append(out / "compare.csv")
     written += plot_compare(merged, a, b, out / "compare", formats)
+    replace_outputs(out, written)
     return written
 

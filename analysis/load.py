@@ -10,6 +10,8 @@ Reading is tolerant, because results are copied between machines and written by 
 versions of the runner:
 
 - a corrupt or truncated parquet file is skipped with a warning that names it;
+- a parquet file written by another tool (without this suite's schema, see
+  :func:`has_schema`) is skipped with a warning that names it, never counted as a run;
 - a file written by an older version with fewer columns still loads: the missing values are
   NaN, and the hidden column ``_absent`` lists, per row, the columns its file lacked (so
   :mod:`analysis.axes` does not mistake "not recorded" for "a different setting");
@@ -38,6 +40,11 @@ log = logging.getLogger(__name__)
 RUNS, CURVES, BENCH = "runs", "curves", "bench"
 METRICS = ("accuracy", "mse")  # the task metrics the runner writes (test_<metric>, best_val_<metric>, ...)
 STATUSES = ("ok", "diverged", "failed")
+# Columns that mark a file as this suite's (see has_schema).
+RUN_MARKERS = ("run_id", "status", "schema_version", "experiment")
+CURVE_COLUMNS = ("run_id", "step")
+BENCH_NAMES = ("name", "preset", "section")
+BENCH_MEASURES = ("fwd_ms", "fwdbwd_ms", "step_ms", "peak_memory_mb")
 _GLOB_CHARS = set("*?[")
 
 
@@ -49,7 +56,7 @@ class ResultSet:
     curves:  one row per (run_id, step) evaluation (may be empty)
     bench:   one row per benchmark measurement (may be empty)
     dirs:    the results directories read, in order
-    skipped: parquet files that could not be read (each was logged as a warning)
+    skipped: parquet files that could not be read or are not this suite's (each was logged as a warning)
     """
 
     runs: pd.DataFrame
@@ -102,11 +109,35 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return unique
 
 
-def read_parquet_files(paths: Iterable[Path]) -> tuple[list[tuple[Path, pd.DataFrame]], list[Path]]:
+def has_schema(frame: pd.DataFrame, kind: str) -> bool:
+    """Whether ``frame`` looks like what this suite writes under ``kind`` (runs, curves, bench).
+
+    runs: at least two of :data:`RUN_MARKERS` (an older runner may lack status and
+    schema_version, but has run_id and experiment); curves: run_id and step; bench: a name
+    (name, preset or section) and a measurement (fwd_ms, fwdbwd_ms, step_ms or peak_memory_mb).
+    """
+    columns = set(frame.columns)
+    if kind == RUNS:
+        return len(columns & set(RUN_MARKERS)) >= 2
+    if kind == CURVES:
+        return set(CURVE_COLUMNS) <= columns
+    if kind == BENCH:
+        return bool(columns & set(BENCH_NAMES)) and bool(columns & set(BENCH_MEASURES))
+    return True
+
+
+def _schema_hint(kind: str) -> str:
+    return {RUNS: f"at least two of {', '.join(RUN_MARKERS)}", CURVES: " and ".join(CURVE_COLUMNS),
+            BENCH: f"one of {', '.join(BENCH_NAMES)} and one of {', '.join(BENCH_MEASURES)}"}.get(kind, "")
+
+
+def read_parquet_files(paths: Iterable[Path], kind: str | None = None
+                       ) -> tuple[list[tuple[Path, pd.DataFrame]], list[Path]]:
     """Read each parquet file; returns ([(path, frame)], [skipped paths]).
 
-    A file that cannot be read (truncated, corrupt, not parquet) or has no rows is skipped with
-    a warning naming it; it never stops the analysis.
+    A file that cannot be read (truncated, corrupt, not parquet), has no rows or, when ``kind``
+    (runs, curves, bench) is given, lacks this suite's columns for it (:func:`has_schema`) is
+    skipped with a warning naming it; it never stops the analysis.
     """
     frames, skipped = [], []
     for path in paths:
@@ -121,6 +152,12 @@ def read_parquet_files(paths: Iterable[Path]) -> tuple[list[tuple[Path, pd.DataF
             continue
         if frame.empty:
             log.warning("skipping %s: no rows", path)
+            skipped.append(Path(path))
+            continue
+        if kind is not None and not has_schema(frame, kind):
+            log.warning("skipping %s: not an ssm-ablate %s file (needs columns %s; has %s)", path, kind,
+                        _schema_hint(kind), ", ".join(map(str, list(frame.columns)[:6]))
+                        + (", ..." if len(frame.columns) > 6 else ""))
             skipped.append(Path(path))
             continue
         frames.append((Path(path), frame))
@@ -277,21 +314,21 @@ def normalize_bench(frame: pd.DataFrame) -> pd.DataFrame:
 def load_runs(dirs: Sequence[Path]) -> tuple[pd.DataFrame, list[Path]]:
     """All run rows under ``dirs``/runs, normalized; returns (frame, skipped files)."""
     paths, source = _files(dirs, RUNS)
-    frames, skipped = read_parquet_files(paths)
+    frames, skipped = read_parquet_files(paths, RUNS)
     return normalize_runs(_concat(frames, source)), skipped
 
 
 def load_curves(dirs: Sequence[Path]) -> tuple[pd.DataFrame, list[Path]]:
     """All curve rows under ``dirs``/curves, normalized; returns (frame, skipped files)."""
     paths, source = _files(dirs, CURVES)
-    frames, skipped = read_parquet_files(paths)
+    frames, skipped = read_parquet_files(paths, CURVES)
     return normalize_curves(_concat(frames, source)), skipped
 
 
 def load_bench(dirs: Sequence[Path]) -> tuple[pd.DataFrame, list[Path]]:
     """All benchmark rows under ``dirs``/bench, normalized; returns (frame, skipped files)."""
     paths, source = _files(dirs, BENCH)
-    frames, skipped = read_parquet_files(paths)
+    frames, skipped = read_parquet_files(paths, BENCH)
     return normalize_bench(_concat(frames, source)), skipped
 
 
@@ -308,7 +345,8 @@ def load_results(inputs: Sequence[str | os.PathLike]) -> ResultSet:
     skipped = skipped_runs + skipped_curves + skipped_bench
     if runs.empty and bench.empty:
         names = ", ".join(str(d) for d in dirs)
-        raise AnalysisError(f"no readable results in {names} ({len(skipped)} unreadable parquet file(s) skipped)")
+        raise AnalysisError(f"no readable results in {names} ({len(skipped)} unreadable or foreign parquet file(s) "
+                            "skipped)")
     if not runs.empty and not curves.empty:
         curves = curves[curves["run_id"].isin(set(runs["run_id"]))].reset_index(drop=True)
     return ResultSet(runs=runs, curves=curves, bench=bench, dirs=dirs, skipped=skipped)

@@ -7,30 +7,58 @@ and a ``task`` column, draws one panel per task, and returns the files it wrote.
 
 Only runs with status ``ok`` are drawn; the final-metric plot writes under each configuration
 how many of its runs diverged or failed, so none disappears silently.
+
+Every interval drawn is the Student-t 95% confidence interval of the mean over seeds, clipped
+to the metric's valid range (accuracy in [0, 1]; losses and mse >= 0), and every figure says so
+in a note below its panels (:data:`NOTES`, also the figure's caption in ``summary.md``). Figures are
+reproducible byte for byte: no random jitter, no timestamps or versions in the files.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import textwrap
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 from matplotlib.transforms import blended_transform_factory
 
 from .axes import format_value
-from .stats import ci95_half_width, describe_excluded, extrapolation_columns, higher_is_better, ok_runs, status_counts
+from .stats import (ci95_half_width, clip_interval, describe_excluded, extrapolation_columns, higher_is_better, ok_runs,
+                    status_counts, value_range)
+from .stats import t_interval as interval_of_mean
 from .tables import column_title
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("png", "pdf")
 PANEL_HEIGHT = 3.6
+BAND_ALPHA = 0.12  # light bands: overlapping ones stay readable
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+DASHES = ((), (5, 2), (1.5, 1.5), (6, 2, 1.5, 2), (3, 1), (8, 2, 2, 2, 2, 2))  # () = solid
+PARAMS_LOG_SPAN = 4.0  # parameter counts spanning more than this factor get a log axis
+INTERVAL = ("95% CI of the mean over seeds (Student t), clipped to the metric's range "
+            "(accuracy [0, 1], loss and mse ≥ 0)")
+NOTES = {
+    "final": f"Bars: mean test metric over seeds; error bars: {INTERVAL}; dots: the seeds.",
+    "curves": f"Lines: mean over seeds; bands: {INTERVAL}. Configurations with identical curves are drawn "
+              "once, labelled 'A = B'.",
+    "extrapolation": f"Lines: mean test metric over seeds per test length; bands: {INTERVAL}; dotted: the "
+                     "training length.",
+    "params": f"Points: mean test metric over seeds against parameter count; error bars: {INTERVAL}.",
+    "heatmap": "Cells: mean test metric over seeds (no interval); colour scale anchored to the metric's range "
+               "([0, 1] for accuracy, from 0 for mse and loss).",
+}
+# Per-format metadata that would otherwise record a timestamp or a version.
+METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
+            "svg": {"Creator": None, "Date": None}}
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float]:
@@ -45,7 +73,13 @@ def t_interval(values: Sequence[float]) -> tuple[float, float]:
     return (mean - half, mean + half)
 
 
-ERRORBAR = t_interval  # 95% confidence interval over seeds (Student t, exact and deterministic)
+def bounded_interval(column: str) -> Callable[[Sequence[float]], tuple[float, float]]:
+    """:func:`t_interval` clipped to the valid range of ``column`` (a seaborn ``errorbar`` callable)."""
+
+    def interval(values: Sequence[float]) -> tuple[float, float]:
+        return clip_interval(*t_interval(values), column)
+
+    return interval
 
 
 def style():
@@ -60,17 +94,29 @@ def palette_for(labels: Sequence[str]) -> dict[str, tuple]:
     return dict(zip(labels, colours))
 
 
+def line_styles(labels: Sequence[str]) -> dict[str, tuple[str, tuple]]:
+    """(marker, dash pattern) per configuration label, so that lines differ beyond colour."""
+    return {label: (MARKERS[i % len(MARKERS)], DASHES[i % len(DASHES)]) for i, label in enumerate(labels)}
+
+
 def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Write ``fig`` to ``stem.<format>`` for each format; returns the paths."""
+    """Write ``fig`` to ``stem.<format>`` for each format; returns the paths. The files carry no
+    timestamp or version (:data:`METADATA`), so the same figure gives the same bytes."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
         path = stem.with_suffix("." + fmt)
-        metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None} if fmt == "png" else None
-        fig.savefig(path, dpi=150, format=fmt, metadata=metadata)
+        with matplotlib.rc_context({"svg.hashsalt": "ssm-ablate"}):
+            fig.savefig(path, dpi=150, format=fmt, metadata=METADATA.get(fmt))
         paths.append(path)
     return paths
+
+
+def add_note(fig: Figure, text: str) -> None:
+    """``text`` (what the marks and intervals are) below the panels, wrapped to the figure's width."""
+    width = int(fig.get_figwidth() * 14)
+    fig.supxlabel(textwrap.fill(text, width), fontsize="small", color="dimgray")
 
 
 def _grid(n_panels: int, n_rows: int = 1, width: float = 4.5, max_cols: int = 3) -> tuple[Figure, np.ndarray]:
@@ -94,22 +140,32 @@ def _rotate_if_long(ax, labels: Sequence[str]) -> None:
 
 
 def _figure_legend(fig: Figure, axes: Sequence, title: str) -> None:
-    """One legend for the figure, right of the panels, from the first axis that has one."""
-    handles, labels = [], []
+    """One legend for the figure, right of the panels: every label drawn in any panel, once."""
+    entries: dict[str, object] = {}
     for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
         if ax.get_legend() is not None:
-            if not handles:
-                handles, labels = ax.get_legend_handles_labels()
             ax.get_legend().remove()
-    if handles:
-        fig.legend(handles, labels, title=title, loc="outside right upper", fontsize="small", title_fontsize="small")
+    if entries:
+        fig.legend(list(entries.values()), list(entries), title=title, loc="outside right upper", fontsize="small",
+                   title_fontsize="small")
+
+
+def _draw_seeds(ax, ok: pd.DataFrame, column: str, labels: Sequence[str]) -> None:
+    """Each seed's value as a dot over its bar, spread evenly across the bar (no random jitter)."""
+    for i, label in enumerate(labels):
+        values = ok.loc[ok["config"] == label].sort_values("seed")[column].to_numpy(float)
+        offsets = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(len(values))
+        ax.scatter(i + offsets, values, color="black", s=12, zorder=3)
 
 
 def plot_final(runs: pd.DataFrame, metric_by_task: Mapping[str, str], order: Mapping[str, Sequence[str]],
                palette: Mapping[str, tuple], stem: Path, axis_title: str = "configuration",
                formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Final test metric per configuration: bars with 95% confidence intervals over seeds (Student t), the seeds
-    as dots, one panel per task; under a bar, the count of its diverged/failed runs.
+    """Final test metric per configuration: bars with 95% confidence intervals over seeds (Student t,
+    clipped to the metric's range), the seeds as dots, one panel per task; under a bar, the count
+    of its diverged/failed runs.
 
     runs: all runs (any status) with 'task', 'config', 'status' and ``test_<metric>`` columns.
     metric_by_task: task -> metric name ('accuracy', 'mse').
@@ -128,10 +184,9 @@ def plot_final(runs: pd.DataFrame, metric_by_task: Mapping[str, str], order: Map
             labels = list(order[task])
             if len(ok):
                 sns.barplot(data=ok, x="config", y=column, order=labels, hue="config", hue_order=labels,
-                            palette=palette, errorbar=ERRORBAR, capsize=0.15,
+                            palette=palette, errorbar=bounded_interval(column), capsize=0.15,
                             err_kws={"linewidth": 1.2}, alpha=0.85, legend=False, ax=ax)
-                sns.stripplot(data=ok, x="config", y=column, order=labels, color="black", size=3.5, jitter=0.12,
-                              ax=ax)
+                _draw_seeds(ax, ok, column, labels)
             counts = status_counts(every, ["config"])
             trans = blended_transform_factory(ax.transData, ax.transAxes)
             for i, label in enumerate(labels):
@@ -146,6 +201,7 @@ def plot_final(runs: pd.DataFrame, metric_by_task: Mapping[str, str], order: Map
             ax.set_title(task)
             _rotate_if_long(ax, labels)
         _hide_unused(axes, len(tasks))
+        add_note(fig, NOTES["final"])
         return _save(fig, stem, formats)
 
 
@@ -155,11 +211,55 @@ def _save(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
     return paths
 
 
+def identical_groups(data: pd.DataFrame, x: str, y: str, labels: Sequence[str]) -> dict[str, str]:
+    """Configurations whose (seed, ``x``, ``y``) rows are all equal, drawn once: {first label of
+    each group: the group's labels joined with ' = '}, in the order of ``labels``."""
+    groups: dict[str, list[str]] = {}
+    values: dict[str, np.ndarray] = {}
+    for label in labels:
+        rows = data.loc[data["config"] == label, ["seed", x, y]].sort_values(["seed", x]).to_numpy(float)
+        same = next((first for first in groups if values[first].shape == rows.shape
+                     and np.array_equal(values[first], rows, equal_nan=True)), None)
+        if same is None:
+            groups[label], values[label] = [label], rows
+        else:
+            groups[same].append(label)
+    return {first: " = ".join(members) for first, members in groups.items()}
+
+
+def mean_band(data: pd.DataFrame, x: str, y: str, column: str) -> pd.DataFrame:
+    """Per value of ``x``: the mean of ``y`` over the rows (seeds) and its 95% confidence interval
+    clipped to the range of ``column`` (columns x, mean, low, high; low = high = NaN for one seed)."""
+    interval = bounded_interval(column)
+    rows = []
+    for value, group in data.groupby(x, sort=True):
+        values = group[y].to_numpy(float)
+        low, high = interval(values) if np.isfinite(values).sum() > 1 else (float("nan"), float("nan"))
+        rows.append((value, float(np.nanmean(values)), low, high))
+    return pd.DataFrame(rows, columns=[x, "mean", "low", "high"])
+
+
+def draw_lines(ax, data: pd.DataFrame, x: str, y: str, column: str, labels: Sequence[str],
+               palette: Mapping[str, tuple], styles: Mapping[str, tuple[str, tuple]]) -> None:
+    """A line (mean over seeds) with a light band (:func:`mean_band`) per configuration; identical
+    configurations (:func:`identical_groups`) are drawn once under their joined label."""
+    for label, shown in identical_groups(data, x, y, labels).items():
+        band = mean_band(data[data["config"] == label], x, y, column)
+        marker, dashes = styles.get(label, ("o", ()))
+        colour = palette.get(label)
+        line, = ax.plot(band[x], band["mean"], color=colour, marker=marker, markersize=4, linewidth=1.5,
+                        markevery=max(1, len(band) // 8), label=shown)
+        if dashes:
+            line.set_dashes(dashes)
+        ax.fill_between(band[x], band["low"], band["high"], color=colour, alpha=BAND_ALPHA, linewidth=0)
+
+
 def plot_curves(curves: pd.DataFrame, metric_by_task: Mapping[str, str], order: Mapping[str, Sequence[str]],
                 palette: Mapping[str, tuple], stem: Path, axis_title: str = "configuration",
                 formats: Sequence[str] = FORMATS) -> list[Path]:
     """Learning curves: validation metric (top row) and training loss (bottom row) against the
-    step, a line per configuration with a 95% confidence band over seeds, one column per task.
+    step, a line per configuration (colour, marker and dash pattern of its own) with a light 95%
+    confidence band over seeds clipped to the metric's range, one column per task.
 
     curves: curve rows of ok runs, with 'task' and 'config' joined on.
     """
@@ -170,8 +270,9 @@ def plot_curves(curves: pd.DataFrame, metric_by_task: Mapping[str, str], order: 
     panels = [(t, c) for t, c in panels if c in curves.columns and curves.loc[curves["task"] == t, c].notna().any()]
     if not panels:
         return []
+    styles = line_styles(list(palette))
     with style():
-        fig = Figure(figsize=(4.5 * len(tasks) + 1.8, PANEL_HEIGHT * 2), layout="constrained")
+        fig = Figure(figsize=(4.5 * len(tasks) + 1.8, PANEL_HEIGHT * 2 + 0.4), layout="constrained")
         axes = fig.subplots(2, len(tasks), squeeze=False)
         used = set()
         for (task, col) in panels:
@@ -180,10 +281,10 @@ def plot_curves(curves: pd.DataFrame, metric_by_task: Mapping[str, str], order: 
             used.add((row, tasks.index(task)))
             data = curves[(curves["task"] == task)].dropna(subset=[col])
             labels = [l for l in order[task] if l in set(data["config"])]
-            sns.lineplot(data=data, x="step", y=col, hue="config", hue_order=labels, palette=palette,
-                         errorbar=ERRORBAR, ax=ax)
+            draw_lines(ax, data, "step", col, col, labels, palette, styles)
             ax.set_title(task if row == 0 else "")
-            ax.set_ylabel({"train_loss": "Train loss"}.get(col, "Val. " + col[4:]))
+            ax.set_xlabel("step")
+            ax.set_ylabel({"train_loss": "Train loss"}.get(col, "Val. " + col[4:]) + " (mean, 95% CI)")
             if col == "train_loss" and (data[col] > 0).all() and data[col].max() / max(data[col].min(), 1e-12) > 20:
                 ax.set_yscale("log")
         for r in range(2):
@@ -191,63 +292,112 @@ def plot_curves(curves: pd.DataFrame, metric_by_task: Mapping[str, str], order: 
                 if (r, c) not in used:
                     axes[r, c].set_visible(False)
         _figure_legend(fig, list(axes.flat), axis_title)
+        add_note(fig, NOTES["curves"])
         return _save(fig, stem, formats)
+
+
+def extrapolation_frame(runs: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, float | None]:
+    """Long frame (config, seed, length, value) of one task's ``test_len_<L>_<metric>`` columns,
+    plus the test metric at the training length when no length-test set has that length; and
+    the training length (``task.length``) or None. Empty when the task has no such columns."""
+    cols = [(L, c) for L, c in extrapolation_columns(runs.columns, metric) if runs[c].notna().any()]
+    if not cols:
+        return pd.DataFrame(), None
+    long = runs.melt(id_vars=["config", "seed"], value_vars=[c for _, c in cols], var_name="column",
+                     value_name="value").dropna(subset=["value"])
+    long["length"] = long["column"].map({c: L for L, c in cols}).astype(float)
+    if "task.length" not in runs.columns or runs["task.length"].notna().sum() == 0:
+        return long, None
+    train = float(pd.to_numeric(runs["task.length"], errors="coerce").dropna().iloc[0])
+    if f"test_{metric}" in runs.columns and train not in {float(x) for x, _ in cols}:
+        at_train = runs[["config", "seed", f"test_{metric}"]].rename(columns={f"test_{metric}": "value"})
+        long = pd.concat([long, at_train.assign(length=train).dropna(subset=["value"])], ignore_index=True)
+    return long, train
 
 
 def plot_extrapolation(runs: pd.DataFrame, metric_by_task: Mapping[str, str], order: Mapping[str, Sequence[str]],
                        palette: Mapping[str, tuple], stem: Path, axis_title: str = "configuration",
                        formats: Sequence[str] = FORMATS) -> list[Path]:
     """Metric against test length for tasks with ``test_len_<L>_<metric>`` columns (the
-    extrapolation test of induction heads): a line per configuration, a 95% band over seeds,
-    log2 x-axis, the training length (``task.length``) marked.
+    extrapolation test of induction heads): a line per configuration, a 95% band over seeds
+    clipped to the metric's range, log2 x-axis, the training length (``task.length``) marked.
 
     runs: ok runs with 'task' and 'config'. Returns [] when no task has such columns.
     """
-    frames, train_length = [], {}
+    frames = []
     for task, metric in metric_by_task.items():
-        sub = runs[runs["task"] == task]
-        cols = [(L, c) for L, c in extrapolation_columns(sub.columns, metric) if sub[c].notna().any()]
-        if not cols:
-            continue
-        long = sub.melt(id_vars=["config", "seed"], value_vars=[c for _, c in cols], var_name="column",
-                        value_name="value").dropna(subset=["value"])
-        long["length"] = long["column"].map({c: L for L, c in cols})
-        if "task.length" in sub.columns and sub["task.length"].notna().any():
-            L = float(pd.to_numeric(sub["task.length"], errors="coerce").dropna().iloc[0])
-            train_length[task] = L
-            if f"test_{metric}" in sub.columns and L not in {x for x, _ in cols}:
-                at_train = sub[["config", "seed", f"test_{metric}"]].rename(columns={f"test_{metric}": "value"})
-                long = pd.concat([long, at_train.assign(length=L).dropna(subset=["value"])], ignore_index=True)
-        frames.append((task, metric, long))
+        long, train = extrapolation_frame(runs[runs["task"] == task], metric)
+        if not long.empty:
+            frames.append((task, metric, long, train))
     if not frames:
         return []
+    styles = line_styles(list(palette))
     with style():
         fig, axes = _grid(len(frames), width=5.0)
-        for ax, (task, metric, long) in zip(axes.flat, frames):
+        for ax, (task, metric, long, train) in zip(axes.flat, frames):
             labels = [l for l in order[task] if l in set(long["config"])]
-            sns.lineplot(data=long, x="length", y="value", hue="config", hue_order=labels, palette=palette,
-                         errorbar=ERRORBAR, marker="o", ax=ax)
+            draw_lines(ax, long, "length", "value", metric, labels, palette, styles)
             ax.set_xscale("log", base=2)
             ticks = sorted(set(long["length"]))
             ax.set_xticks(ticks, [format_value(float(L)) for L in ticks])
             ax.xaxis.set_minor_locator(NullLocator())
-            if task in train_length:
-                ax.axvline(train_length[task], color="grey", linestyle=":", linewidth=1)
-                ax.text(train_length[task], 0.02, " train length", transform=blended_transform_factory(
+            if train is not None:
+                ax.axvline(train, color="grey", linestyle=":", linewidth=1)
+                ax.text(train, 0.02, " train length", transform=blended_transform_factory(
                     ax.transData, ax.transAxes), fontsize="x-small", color="grey")
             ax.set_xlabel("test sequence length")
-            ax.set_ylabel(f"Test {metric}")
+            ax.set_ylabel(f"Test {metric} (mean, 95% CI)")
             ax.set_title(task)
         _hide_unused(axes, len(frames))
         _figure_legend(fig, list(axes.flat), axis_title)
+        add_note(fig, NOTES["extrapolation"])
         return _save(fig, stem, formats)
+
+
+def compact_number(value: float, _position: object = None) -> str:
+    """Short tick label of a count: 7000 -> '7k', 12500 -> '12.5k', 2e6 -> '2M', 900 -> '900'."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def set_count_axis(ax, log: bool) -> None:
+    """An x-axis of counts with few, short, non-overlapping labels: on a log scale major ticks at
+    1, 2 and 5 times powers of ten and no minor labels; else at most five linear ticks."""
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_locator(NullLocator())
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.xaxis.set_major_formatter(FuncFormatter(compact_number))
+
+
+def param_points(agg: pd.DataFrame, column: str, order: Sequence[str]) -> dict[tuple, list[str]]:
+    """{(parameters, mean, CI low, CI high): configuration labels} of one task, in ``order`` (the CI
+    None with fewer than 2 seeds); labels with the same point share it (drawn once, as 'A = B').
+    ``agg``: one task's aggregate."""
+    points: dict[tuple, list[str]] = {}
+    for label in order:
+        if label not in agg.index:
+            continue
+        x, y = agg.loc[label, ("param_count", "mean")], agg.loc[label, (column, "mean")]
+        if np.isfinite(x) and np.isfinite(y):
+            low, high = interval_of_mean(y, agg.loc[label, (column, "std")], agg.loc[label, (column, "n")], column)
+            bounds = (low, high) if np.isfinite(low) and np.isfinite(high) else (None, None)
+            points.setdefault((float(x), float(y), *bounds), []).append(label)
+    return points
 
 
 def plot_vs_params(agg: pd.DataFrame, metric_by_task: Mapping[str, str], order: Mapping[str, Sequence[str]],
                    palette: Mapping[str, tuple], stem: Path, axis_title: str = "configuration",
                    formats: Sequence[str] = FORMATS) -> list[Path]:
     """Final test metric against parameter count: a point per configuration (mean over seeds,
-    error bar = std), one panel per task; log x-axis when the counts span over 10x.
+    error bar = 95% confidence interval clipped to the metric's range; configurations with the
+    same point drawn once, as 'A = B'), one panel per task; every
+    panel on the same x scale, log when the counts of all panels span more than
+    :data:`PARAMS_LOG_SPAN`.
 
     agg: :func:`analysis.stats.aggregate` indexed by (task, config) with param_count and
     ``test_<metric>`` aggregated.
@@ -258,36 +408,39 @@ def plot_vs_params(agg: pd.DataFrame, metric_by_task: Mapping[str, str], order: 
              and t in agg.index.get_level_values(0)]
     if not tasks:
         return []
+    counts = pd.concat([agg.loc[t][("param_count", "mean")] for t in tasks]).dropna()
+    log = bool(len(counts) and counts.min() > 0 and counts.max() / counts.min() > PARAMS_LOG_SPAN)
     with style():
         fig, axes = _grid(len(tasks), width=4.8)
         drawn = 0
         for ax, task in zip(axes.flat, tasks):
             column = f"test_{metric_by_task[task]}"
-            sub = agg.loc[task]
-            for label in order[task]:
-                if label not in sub.index:
-                    continue
-                x, y = sub.loc[label, ("param_count", "mean")], sub.loc[label, (column, "mean")]
-                if not (np.isfinite(x) and np.isfinite(y)):
-                    continue
-                err = sub.loc[label, (column, "std")]
-                ax.errorbar(x, y, yerr=err if np.isfinite(err) else None, fmt="o", capsize=3, markersize=7,
-                            color=palette.get(label), label=label)
+            for (x, y, low, high), labels in param_points(agg.loc[task], column, order[task]).items():
+                err = [[y - low], [high - y]] if low is not None else None
+                ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, markersize=7, color=palette.get(labels[0]),
+                            label=" = ".join(labels))
                 drawn += 1
-            xs = sub[("param_count", "mean")].dropna()
-            if len(xs) and xs.min() > 0 and xs.max() / xs.min() > 10:
-                ax.set_xscale("log")
-            ax.set_xlabel("parameters")
-            ax.set_ylabel(column_title(column))
+            set_count_axis(ax, log)
+            ax.set_xlabel("parameters" + (" (log scale)" if log else ""))
+            ax.set_ylabel(column_title(column) + " (mean, 95% CI)")
             ax.set_title(task)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend()
         _hide_unused(axes, len(tasks))
         if not drawn:
             fig.clear()
             return []
         _figure_legend(fig, list(axes.flat), axis_title)
+        add_note(fig, NOTES["params"])
         return _save(fig, stem, formats)
+
+
+def colour_limits(metric: str, values: np.ndarray) -> tuple[float, float]:
+    """The colour scale of a heatmap of ``metric``: its valid range ([0, 1] for accuracy); from the
+    lower bound to the largest value when the range is open ([0, max] for mse and loss)."""
+    finite = values[np.isfinite(values)]
+    low, high = value_range(metric)
+    low = low if np.isfinite(low) else float(finite.min()) if finite.size else 0.0
+    high = high if np.isfinite(high) else float(finite.max()) if finite.size else 1.0
+    return (low, high if high > low else low + 1.0)
 
 
 def plot_heatmap(means: Mapping[str, pd.DataFrame], metric_by_task: Mapping[str, str], stem: Path,
@@ -296,7 +449,9 @@ def plot_heatmap(means: Mapping[str, pd.DataFrame], metric_by_task: Mapping[str,
 
     means: task -> DataFrame (rows: values of one axis, columns: values of the other, cells:
     mean test metric; index and columns named after the axes).
-    Colours run from worse (dark) to better (bright) whatever the metric's direction.
+    Colours run from worse (dark) to better (bright) whatever the metric's direction, on a scale
+    anchored to the metric's range (:func:`colour_limits`), so that seed noise does not look
+    like an effect; every cell prints its value.
     """
     tasks = [t for t in means if not means[t].empty and np.isfinite(means[t].to_numpy(float)).any()]
     if not tasks:
@@ -305,12 +460,15 @@ def plot_heatmap(means: Mapping[str, pd.DataFrame], metric_by_task: Mapping[str,
         fig, axes = _grid(len(tasks), width=max(4.0, 1.1 * max(means[t].shape[1] for t in tasks) + 2))
         for ax, task in zip(axes.flat, tasks):
             table = means[task].astype(float)
-            higher = higher_is_better(metric_by_task.get(task, "accuracy"))
+            metric = metric_by_task.get(task, "accuracy")
+            higher = higher_is_better(metric)
             finite = table.to_numpy()[np.isfinite(table.to_numpy())]
             decimals = 3 if finite.size == 0 or np.abs(finite).max() < 10 else 1
+            low, high = colour_limits(metric, table.to_numpy())
             sns.heatmap(table, annot=True, fmt=f".{decimals}f", cmap="viridis" if higher else "viridis_r",
-                        cbar_kws={"label": f"Test {metric_by_task.get(task, '')}"}, linewidths=0.5, ax=ax)
+                        vmin=low, vmax=high, cbar_kws={"label": f"Test {metric} (mean over seeds)"}, linewidths=0.5,
+                        ax=ax)
             ax.set_title(task)
         _hide_unused(axes, len(tasks))
+        add_note(fig, NOTES["heatmap"])
         return _save(fig, stem, formats)
-

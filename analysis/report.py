@@ -48,9 +48,10 @@ from . import bench as bench_lib
 from . import plots, selection, summary
 from .axes import add_config_column, format_value, label_axes, ordered_labels, short_name, sort_key, swept_axes
 from .load import ResultSet, load_results
+from .outputs import replace_outputs
 from .significance import Baseline, p_text, resolve_baselines, significance, significance_phrase
-from .stats import (aggregate, describe_excluded, extrapolation_columns, metric_direction, ok_runs, status_counts,
-                    t_interval)
+from .stats import (aggregate, describe_excluded, extrapolation_columns, metric_direction, ok_runs,
+                    range_text, status_counts, t_interval)
 from .tables import Table, column_title, latex_label, results_table, seeds_phrase, to_latex, to_markdown
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,8 @@ def task_caption(an: Analysis, task: str, lead: str | None = None) -> str:
     direction = "higher" if higher(an, task) else "lower"
     title = (f"{column_title(column, arrows=False)} on {task} ({direction} is better)" if lead in (None, column)
              else f"Results on {task}")
-    ci = ("95% CI: Student-t interval of the mean over seeds (n ≥ 2). "
+    clipped = f", clipped to the metric's range {range_text(column)}" if range_text(column) else ""
+    ci = (f"95% CI: Student-t interval of the mean over seeds (n ≥ 2){clipped}. "
           if any(n >= 2 for n in n_cells) else "")
     sig = significance_phrase(task_significance(an, task), an.baselines[task]) if n_cells else ""
     caption = (f"{title}: mean ± std over {seeds}; "
@@ -243,29 +245,45 @@ def task_table(an: Analysis, task: str, columns: Sequence[str] | None = None) ->
                          marks={main: list(sig["mark"])}, beside=beside, extra=selected_columns(an, task))
 
 
+def _constant(runs: pd.DataFrame, column: str) -> str | None:
+    """The one value ``column`` takes across ``runs`` (formatted), or None."""
+    values = pd.to_numeric(runs[column], errors="coerce").dropna().unique() if column in runs.columns else []
+    return format_value(float(values[0])) if len(values) == 1 else None
+
+
+def extrapolation_headers(columns: Sequence[tuple[int, str]], train_length: str | None, arrow: str) -> list[str]:
+    """Headers of an extrapolation table's metric columns: the test split at the training length
+    ('L=256 (test split)'), then one per length-test set ('L=512'; 'L=256 (length test)' where it
+    has the training length, so that no two headers read the same)."""
+    first = f"L={train_length} (test split)" if train_length else "Test split (train length)"
+    rest = [f"L={L}" + (" (length test)" if str(L) == train_length else "") for L, _ in columns]
+    return [h + arrow for h in [first, *rest]]
+
+
 def extrapolation_table(an: Analysis, task: str) -> Table | None:
-    """Metric at each test length (``test_len_<L>_<metric>``, plus the training length's test
-    metric) for one task; None when the task has no such columns."""
+    """Metric at each test length (``test_len_<L>_<metric>``, plus the test split's metric at the
+    training length) for one task; None when the task has no such columns."""
     metric = an.metric_by_task[task]
     runs = an.runs[an.runs["task"] == task]
     cols = [(L, c) for L, c in extrapolation_columns(runs.columns, metric) if runs[c].notna().any()]
     if not cols:
         return None
     agg = an.agg.loc[task]
-    train_length = None
-    if "task.length" in runs.columns and runs["task.length"].notna().any():
-        train_length = format_value(pd.to_numeric(runs["task.length"], errors="coerce").dropna().iloc[0])
+    train_length = _constant(runs, "task.length")
     columns = [f"test_{metric}"] + [c for _, c in cols]
     labels = an.labels_frame(task)
+    headers = extrapolation_headers(cols, train_length, " ↑" if metric_direction(metric) else " ↓")
     table = results_table(agg, an.counts.loc[task], labels, columns, "", latex_label(f"tab:extrapolation-{task}"),
-                          direction={c: metric_direction(metric) for c in columns})
-    trained = f"L={train_length} (train)" if train_length else "Train length"
-    table.header[len(labels.columns)] = trained + (" ↑" if metric_direction(metric) else " ↓")
+                          direction={c: metric_direction(metric) for c in columns}, titles=dict(zip(columns, headers)))
+    n_test, n_extra = _constant(runs, "task.n_test"), _constant(runs, "task.n_extrapolation")
     ok = ok_runs(runs)
     table.caption = (f"Test {metric} on {task} at longer test sequences than trained on"
                      + (f" (trained at length {train_length})" if train_length else "")
                      + f": mean ± std over {seeds_phrase(list(agg[columns[-1]]['n']), ok['seed'].nunique())}; "
-                     "best per length in bold."
+                     "best per length in bold. 'Test split': the task's test split at the training length"
+                     + (f" ({n_test} sequences)" if n_test else "") + ", the test metric of the results table; "
+                     "L=… columns: the length-test sets, drawn separately for each length"
+                     + (f" ({n_extra} sequences each)" if n_extra else "") + "."
                      + (f" {fairness_phrase(an, task)}" if fairness_phrase(an, task) else ""))
     return table
 
@@ -334,7 +352,7 @@ def aggregate_csv(an: Analysis) -> pd.DataFrame:
         column = f"test_{metric}"
         stats = an.agg.loc[task][column] if column in an.agg.columns.get_level_values(0) else None
         for i, config in enumerate(an.order[task]):
-            low, high = (t_interval(*stats.loc[config, ["mean", "std", "n"]]) if stats is not None
+            low, high = (t_interval(*stats.loc[config, ["mean", "std", "n"]], column=column) if stats is not None
                          else (float("nan"), float("nan")))
             extra[(task, config)] = {
                 "test_ci95_low": low, "test_ci95_high": high, "baseline": bool(sig.loc[config, "baseline"]),
@@ -395,7 +413,7 @@ def summary_markdown(an: Analysis, tables: dict[str, Table], figures: Sequence[P
         else:
             lines.append(summary.status_line(an.runs))
     if an.results.skipped:
-        lines.append(f"Skipped {len(an.results.skipped)} unreadable file(s): "
+        lines.append(f"Skipped {len(an.results.skipped)} unreadable or foreign file(s): "
                      + ", ".join(f"`{p.parent.name}/{p.name}`" for p in an.results.skipped) + ".")
     if not an.runs.empty:
         lines += ["", "## What was compared", ""]
@@ -431,15 +449,34 @@ def summary_markdown(an: Analysis, tables: dict[str, Table], figures: Sequence[P
                                   for stem, t in tables.items()]
     if not an.agg.empty:
         lines.append("- [aggregate.csv](aggregate.csv): the numbers behind them")
-    lines += ["", "## Figures", ""]
-    for path in figures:
-        if path.suffix == ".png":
-            lines += [f"![{path.stem}]({path.name})", ""]
+    lines += ["", "## Figures", ""] + figure_lines(figures)
     return "\n".join(lines).rstrip() + "\n"
 
 
+def figure_caption(stem: str) -> str:
+    """What figure ``stem`` shows and what its intervals are (the note drawn in the figure)."""
+    return {**plots.NOTES, **bench_lib.NOTES}.get(stem, "")
+
+
+def figure_lines(figures: Sequence[Path]) -> list[str]:
+    """Markdown for each figure: the PNG inline (else a link to its first file) and its caption."""
+    by_stem: dict[str, list[Path]] = {}
+    for path in figures:
+        by_stem.setdefault(path.stem, []).append(path)
+    lines = []
+    for stem, paths in by_stem.items():
+        png = next((p for p in paths if p.suffix == ".png"), None)
+        lines += [f"![{stem}]({png.name})" if png else f"[{stem}]({paths[0].name})", ""]
+        caption = figure_caption(stem)
+        if caption:
+            lines += [f"*Figure {stem}: {caption}*", ""]
+    return lines
+
+
 def write_report(an: Analysis, out: Path, formats: Sequence[str] = plots.FORMATS) -> list[Path]:
-    """Write tables, figures and summary.md for ``an`` into ``out``; returns the files written."""
+    """Write tables, figures and summary.md for ``an`` into ``out``; returns the files written.
+    Files an earlier report wrote into ``out`` and this one does not are removed
+    (:func:`analysis.outputs.replace_outputs`); no other file of ``out`` is touched."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -461,6 +498,7 @@ def write_report(an: Analysis, out: Path, formats: Sequence[str] = plots.FORMATS
     written += figures
     (out / "summary.md").write_text(summary_markdown(an, tables, figures))
     written.append(out / "summary.md")
+    replace_outputs(out, written)
     log.info("wrote %d files to %s", len(written), out)
     return written
 

@@ -36,6 +36,35 @@ def higher_is_better(column: str) -> bool | None:
     return None
 
 
+UNIT_INTERVAL = ("accuracy",)
+NON_NEGATIVE = ("mse", "loss", "error", "_ms", "time", "memory", "param_count", "state_size", "per_s", "flops")
+
+
+def value_range(column: str) -> tuple[float, float]:
+    """The values a metric column can take: [0, 1] for accuracies, [0, inf) for losses, mse,
+    errors, times, memory, sizes and throughput, (-inf, inf) otherwise."""
+    name = column.lower()
+    if any(k in name for k in UNIT_INTERVAL):
+        return (0.0, 1.0)
+    if any(k in name for k in NON_NEGATIVE):
+        return (0.0, math.inf)
+    return (-math.inf, math.inf)
+
+
+def clip_interval(low: float, high: float, column: str) -> tuple[float, float]:
+    """``(low, high)`` clipped to :func:`value_range` of ``column`` (NaNs stay NaN)."""
+    floor, ceiling = value_range(column)
+    return (float(np.clip(low, floor, ceiling)), float(np.clip(high, floor, ceiling)))
+
+
+def range_text(column: str) -> str:
+    """'[0, 1]', '[0, ∞)' or '' (unbounded): the range an interval of ``column`` is clipped to."""
+    floor, ceiling = value_range(column)
+    if not np.isfinite(floor):
+        return ""
+    return f"[{floor:g}, {ceiling:g}]" if np.isfinite(ceiling) else f"[{floor:g}, ∞)"
+
+
 def metric_direction(metric: str) -> bool:
     """Whether a higher task metric is better (accuracy: yes; mse and anything else: no)."""
     return bool(higher_is_better(metric)) if higher_is_better(metric) is not None else False
@@ -132,8 +161,11 @@ def welch_test(a: Sequence[float], b: Sequence[float], min_n: int = MIN_SEEDS_FO
         return float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def t_interval(mean: float, std: float, n: int) -> tuple[float, float]:
+def t_interval(mean: float, std: float, n: int, column: str | None = None) -> tuple[float, float]:
     """The Student-t 95% confidence interval of a mean from (mean, sample std, n); NaNs for n < 2.
-    The same as ``scipy.stats.t.interval(0.95, n - 1, loc=mean, scale=std / sqrt(n))``."""
+    The same as ``scipy.stats.t.interval(0.95, n - 1, loc=mean, scale=std / sqrt(n))``, clipped to
+    the valid range of ``column`` when it is given (see :func:`clip_interval`)."""
     half = ci95_half_width(std, n)
-    return (mean - half, mean + half) if np.isfinite(half) and np.isfinite(mean) else (float("nan"), float("nan"))
+    if not (np.isfinite(half) and np.isfinite(mean)):
+        return (float("nan"), float("nan"))
+    return clip_interval(mean - half, mean + half, column) if column else (mean - half, mean + half)

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .stats import EXTRAPOLATION, describe_excluded, higher_is_better
+from .stats import EXTRAPOLATION, clip_interval, describe_excluded, higher_is_better
 
 DASH = "—"
 _TITLES = {
@@ -107,7 +107,8 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 LATEX_MARKS = {"†": r"^{\dagger}", "‡": r"^{\ddagger}", "*": r"^{*}"}  # inside the cell's math
 _LATEX_UNICODE = {"±": r"$\pm$", "†": r"$^{\dagger}$", "‡": r"$^{\ddagger}$", "∈": r"$\in$", "…": r"\ldots{}",
                   "<": r"$<$", ">": r"$>$", "→": r"$\rightarrow$", "—": "---", "–": "--", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
-                  "×": r"$\times$", "−": r"$-$", "≥": r"$\geq$", "≤": r"$\leq$", "≈": r"$\approx$", "Δ": r"$\Delta$", "·": r"$\cdot$"}
+                  "×": r"$\times$", "−": r"$-$", "≥": r"$\geq$", "≤": r"$\leq$", "≈": r"$\approx$", "Δ": r"$\Delta$", "·": r"$\cdot$",
+                  "∞": r"$\infty$"}
 
 
 def latex_escape(text: str) -> str:
@@ -194,7 +195,9 @@ def runs_cell(counts: pd.Series) -> Cell:
 
 def ci_cells(agg: pd.DataFrame, column: str, index: Sequence, decimals: int | None = None) -> list[Cell]:
     """'[low, high]' text cells: the Student-t 95% confidence interval of each row's mean of
-    ``column`` (mean ± ci95 from :func:`analysis.stats.aggregate`); '—' with fewer than 2 values."""
+    ``column`` (mean ± ci95 from :func:`analysis.stats.aggregate`), clipped to the column's valid
+    range (:func:`analysis.stats.clip_interval`: accuracy in [0, 1], losses >= 0); '—' with
+    fewer than 2 values."""
     if column not in agg.columns.get_level_values(0):
         return [Cell(text=DASH) for _ in index]
     rows = agg.loc[list(index), column]
@@ -205,7 +208,8 @@ def ci_cells(agg: pd.DataFrame, column: str, index: Sequence, decimals: int | No
         if n < 2 or not (np.isfinite(mean) and np.isfinite(half)):
             cells.append(Cell(text=DASH))
         else:
-            cells.append(Cell(text=f"[{mean - half:.{decimals}f}, {mean + half:.{decimals}f}]"))
+            low, high = clip_interval(mean - half, mean + half, column)
+            cells.append(Cell(text=f"[{low:.{decimals}f}, {high:.{decimals}f}]"))
     return cells
 
 
@@ -213,7 +217,7 @@ def results_table(agg: pd.DataFrame, counts: pd.DataFrame, labels: pd.DataFrame,
                   caption: str, label: str, direction: dict[str, bool] | None = None, *,
                   ci_column: str | None = None, marks: dict[str, Sequence[str]] | None = None,
                   beside: dict[str, Sequence[tuple[str, Sequence[str]]]] | None = None,
-                  extra: Sequence[tuple[str, Sequence[str]]] = ()) -> Table:
+                  extra: Sequence[tuple[str, Sequence[str]]] = (), titles: dict[str, str] | None = None) -> Table:
     """Rows = configurations, columns = aggregated metrics.
 
     agg: :func:`analysis.stats.aggregate` indexed by configuration (one task).
@@ -222,11 +226,13 @@ def results_table(agg: pd.DataFrame, counts: pd.DataFrame, labels: pd.DataFrame,
         label axis (its header is the column name).
     columns: which aggregated columns to show, in order (absent ones skipped).
     direction: overrides of better-direction per column.
-    ci_column: a shown column followed by a '95% CI' column ('[low, high]', Student-t).
+    ci_column: a shown column followed by a '95% CI' column ('[low, high]', Student-t, clipped to
+        the column's valid range).
     marks: {column: one mark per row ('' for none)} printed after the cell's number ('†').
     beside: {column: [(header, one text per row)]}: text columns placed right after a shown
         column (after its CI column, if any).
     extra: (header, one text per row) columns appended after the statistics.
+    titles: headers of columns (default :func:`column_title`, with the arrow of ``direction``).
     A 'Runs' column is added when any configuration has excluded (diverged/failed) runs.
     """
     direction = direction or {}
@@ -245,8 +251,8 @@ def results_table(agg: pd.DataFrame, counts: pd.DataFrame, labels: pd.DataFrame,
             after[column] += [(h, [Cell(text=str(t)) for t in values]) for h, values in texts]
     header = list(labels.columns)
     for c in shown:
-        header.append(column_title(c) if c not in direction else
-                      column_title(c, arrows=False) + (" ↑" if direction[c] else " ↓"))
+        header.append((titles or {}).get(c) or (column_title(c) if c not in direction else
+                      column_title(c, arrows=False) + (" ↑" if direction[c] else " ↓")))
         header += [h for h, _ in after[c]]
     header += [h for h, _ in extra]
     with_runs = bool((counts.loc[index, "ok"] != counts.loc[index, "total"]).any())

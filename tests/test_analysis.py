@@ -229,7 +229,7 @@ def test_latex_tables_are_compile_shaped(report_dir) -> None:
 
 def test_extrapolation_and_speed_tables(report_dir) -> None:
     header, body = parse_markdown_table(report_dir / "extrapolation_induction_heads.md")
-    assert header[2:] == ["L=64 (train) ↑", "L=256 ↑", "L=512 ↑", "L=1024 ↑"]
+    assert header[2:] == ["L=64 (test split) ↑", "L=256 ↑", "L=512 ↑", "L=1024 ↑"]
     header, body = parse_markdown_table(report_dir / "speed_time.md")
     assert header == ["Series", "L=256", "L=512", "L=1024", "L=2048", "L=4096"]
     by_series = {cells[0]: cells[1:] for cells in body}
