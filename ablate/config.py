@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from models import (IOSpec, ModelConfig, SSMConfig, flops_per_token, match_param_count, match_state_size,
                     model_preset, param_count, state_size)
 from models.config import NORMS
+from models.sizing import build_on_meta
 
 from . import tasks
 from .results import identity_columns
@@ -234,6 +235,18 @@ def check_writable(results_dir: str, min_free_mb: float = 50.0) -> None:
         raise ValueError(f"results_dir={results_dir!r} has {free_mb:.0f} MB free; at least {min_free_mb:.0f} MB needed")
 
 
+def check_device(trainer: TrainerConfig, ssm: SSMConfig) -> None:
+    """The trainer's device exists here and the layer's compute mode runs on it: the same
+    checks the trainer and the layer make, made before any training."""
+    from .trainer import resolve_device  # imported here: ablate.trainer imports this module
+
+    device = resolve_device(trainer.device)
+    try:
+        build_on_meta(ssm).resolve_mode(device)
+    except ValueError as err:
+        raise ValueError(f"model.ssm.{err}") from None
+
+
 def check_tuned(tuned: list, identity: dict[str, Any]) -> None:
     """Every tuned key must name a recorded config value (a column of the run's row), or the
     analysis would have nothing to select over."""
@@ -263,6 +276,7 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
     if model_cfg.ssm.bidirectional and task.spec.causal:
         raise ValueError(f"model.ssm.bidirectional=True is not valid for the causal task {task.spec.name!r}; "
                          "expected bidirectional=False")
+    check_device(trainer, model_cfg.ssm)
     budget = apply_budget(trainer, dict(plain.get("budget") or {}), model_cfg, task.spec)
     tuned = list(plain.get("tuned") or [])
     check_writable(plain["results_dir"])
