@@ -17,6 +17,14 @@ Vocabulary used throughout (shapes in docstrings use these letters):
 * ``n`` = stored modes per SSM: ``N // 2`` complex modes with conjugate symmetry
   (the other half are their conjugates), ``N`` complex modes without it, ``N`` real
   modes for a real state.
+* ``P`` = ``headdim`` (Mamba-2/3): channels per head sharing one A and one Δ; ``D // P``
+  heads, in ``ngroups`` groups sharing B_t and C_t. ``R`` = ``mimo_rank`` (Mamba-3 MIMO).
+
+The Mamba-2 and Mamba-3 axes (``headdim``, ``ngroups``, ``a_source``, ``rotation``,
+``mimo_rank``, ``bc_norm``, ``bc_bias``) are computed by :class:`models.heads.HeadSSM`;
+``discretization='trapezoidal'`` and ``eig_range`` apply to every point. A field added to
+this class after the first results were recorded is left out of a run's identity while it
+is at its default (:meth:`SSMConfig.identity`), so earlier run ids stay valid.
 """
 
 from __future__ import annotations
@@ -30,13 +38,23 @@ SELECTIVE_PARAMS = ("dt", "B", "C")
 GATES = ("none", "glu", "half_glu1", "half_glu2", "silu", "h3")
 BRANCH_GATES = ("silu", "h3")  # gates that multiply projections of the input
 INITS = ("hippo", "s4d_lin", "s4d_inv", "s4d_real", "random")
-DISCRETIZATIONS = ("zoh", "bilinear", "zoh_euler")
+DISCRETIZATIONS = ("zoh", "bilinear", "zoh_euler", "trapezoidal")
 C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
 SKIP_INITS = ("normal", "ones", "zeros")
 MODES = ("auto", "recurrent", "scan", "chunked", "fft", "cuda", "triton")
 NORMS = ("layer", "batch", "rms", "none")
 READOUTS = ("last", "mean", "all")
 COMPLEX_INITS = ("hippo", "s4d_lin", "s4d_inv")
+A_SOURCES = ("learned", "data")
+ROTATIONS = ("none", "fixed", "data")
+ROTATION_FORMS = ("rotate_bc", "complex")
+ROPE_FRACTIONS = (0.5, 1.0)
+EIG_RANGES = ((0, 1), (-1, 1))
+# Fields added after schema 1, with their defaults: absent from a run's identity at these values.
+LATER_FIELDS = {"headdim": None, "ngroups": 1, "a_source": "learned", "a_floor": 1e-4, "trapezoid": "data",
+                "rotation": "none", "rope_fraction": 0.5, "rotation_form": "rotate_bc", "eig_range": (0, 1),
+                "mimo_rank": 1, "bc_norm": False, "bc_bias": False}
+HEAD_AXES = ("headdim", "ngroups", "a_source", "rotation", "mimo_rank", "bc_norm", "bc_bias")
 
 
 def _choice(name: str, value: Any, valid: Iterable[str]) -> None:
@@ -68,6 +86,32 @@ def parse_selective(value: Any) -> tuple[str, ...]:
     return tuple(p for p in SELECTIVE_PARAMS if p in names)
 
 
+def parse_eig_range(value: Any) -> tuple[int, int]:
+    """``[0, 1]`` / ``[-1, 1]`` (a list, tuple or a string such as ``"-1,1"``) -> a tuple."""
+    if isinstance(value, str):
+        value = value.strip("[]() ").split(",")
+    try:
+        pair = tuple(int(float(v)) for v in value)
+    except (TypeError, ValueError):
+        pair = None
+    if pair not in EIG_RANGES:
+        raise ValueError(f"eig_range={value!r} is not valid; expected one of {[list(r) for r in EIG_RANGES]}")
+    return pair
+
+
+def parse_trapezoid(value: Any) -> str | float:
+    """λ of the trapezoidal rule: ``"data"`` (λ_t = σ(W_λ x_t)) or a fixed number in [0, 1]."""
+    if value == "data":
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0.0 <= number <= 1.0 or isinstance(value, bool):
+        raise ValueError(f"trapezoid={value!r} is not valid; expected 'data' or a number in [0, 1]")
+    return number
+
+
 @dataclass
 class SSMConfig:
     """One point of the ablation space (see DESIGN.md, "one layer, many ablations").
@@ -97,9 +141,23 @@ class SSMConfig:
     skip_init: str = "normal"
     mode: str = "auto"
     chunk_size: int | None = None
+    headdim: int | None = None
+    ngroups: int = 1
+    a_source: str = "learned"
+    a_floor: float = 1e-4
+    trapezoid: Any = "data"
+    rotation: str = "none"
+    rope_fraction: float = 0.5
+    rotation_form: str = "rotate_bc"
+    eig_range: Any = (0, 1)
+    mimo_rank: int = 1
+    bc_norm: bool = False
+    bc_bias: bool = False
 
     def __post_init__(self) -> None:
         self.selective = parse_selective(self.selective)
+        self.eig_range = parse_eig_range(self.eig_range)
+        self.trapezoid = parse_trapezoid(self.trapezoid)
         _positive_int("d_model", self.d_model)
         _positive_int("d_state", self.d_state)
         _choice("structure", self.structure, STRUCTURES)
@@ -158,11 +216,19 @@ class SSMConfig:
                 f"{self.d_state // self.blocks} must be even"
             )
 
+        self._check_frontier_axes()
         if self.mode == "fft" and not self.supports_fft:
             raise ValueError(
-                f"mode='fft' is not valid with selective={list(self.selective)}: a convolution needs a "
-                "time-invariant transition; expected mode in ['auto', 'recurrent', 'scan', 'chunked'] "
-                "or selective without 'dt'"
+                f"mode='fft' is not valid with selective={list(self.selective)}, a_source={self.a_source!r}, "
+                f"rotation={self.rotation!r}: a convolution needs a time-invariant transition; expected mode in "
+                "['auto', 'recurrent', 'scan', 'chunked'] or selective without 'dt', a_source='learned' and "
+                "rotation in ['none', 'fixed']"
+            )
+        if self.mode == "triton" and not self.supports_triton:
+            raise ValueError(
+                f"mode='triton' is not valid with {self._frontier_summary()}: the fused kernels cover the "
+                "Mamba-1 axes only; expected mode in ['auto', 'recurrent', 'scan', 'chunked']"
+                + (" or 'fft'" if self.supports_fft else "")
             )
         if self.mode == "cuda" and not self.supports_cuda_kernel:
             raise ValueError(
@@ -171,6 +237,58 @@ class SSMConfig:
                 "bidirectional=False; expected mode in ['auto', 'recurrent', 'scan', 'chunked'"
                 + (", 'fft']" if self.supports_fft else "]")
             )
+
+    def _check_frontier_axes(self) -> None:
+        """The Mamba-2/3 and eigenvalue-range axes: values and conflicts, one line each."""
+        if self.headdim is not None:
+            _positive_int("headdim", self.headdim)
+            if self.d_inner % self.headdim:
+                raise ValueError(f"headdim={self.headdim!r} is not valid; it must divide the {self.d_inner} SSM channels")
+        _positive_int("ngroups", self.ngroups)
+        _positive_int("mimo_rank", self.mimo_rank)
+        _choice("a_source", self.a_source, A_SOURCES)
+        _choice("rotation", self.rotation, ROTATIONS)
+        _choice("rotation_form", self.rotation_form, ROTATION_FORMS)
+        _choice("rope_fraction", self.rope_fraction, ROPE_FRACTIONS)
+        if not self.a_floor > 0:
+            raise ValueError(f"a_floor={self.a_floor!r} is not valid; expected a number > 0")
+        if self.uses_heads and self.structure != "siso":
+            raise ValueError(f"{self._frontier_summary()} is not valid with structure='mimo': heads, rotation and "
+                             "rank-R MIMO are defined for SISO states; expected structure='siso'")
+        if self.uses_heads and self.bidirectional:
+            raise ValueError(f"bidirectional=True is not valid with {self._frontier_summary()}; expected "
+                             "bidirectional=False")
+        if self.ngroups > 1 and (self.headdim is None or (self.d_inner // self.headdim) % self.ngroups):
+            raise ValueError(f"ngroups={self.ngroups} is not valid; it needs headdim set and must divide the number "
+                             f"of heads ({self.d_inner // self.headdim if self.headdim else 'no heads'})")
+        selective_bc = "B" in self.selective and "C" in self.selective
+        for name, needs_both in (("ngroups", False), ("bc_norm", False), ("bc_bias", False), ("mimo_rank", True),
+                                 ("rotation", True)):
+            if getattr(self, name) == LATER_FIELDS[name]:
+                continue
+            if (needs_both and not selective_bc) or not ("B" in self.selective or "C" in self.selective):
+                need = "both 'B' and 'C'" if needs_both else "'B' or 'C'"
+                raise ValueError(f"{name}={getattr(self, name)!r} is not valid with selective={list(self.selective)}: "
+                                 f"it acts on B_t, C_t; expected selective with {need}")
+        if self.rotation != "none":
+            if self.complex:
+                raise ValueError(f"rotation={self.rotation!r} is not valid with complex=True: it rotates pairs of a "
+                                 "real state (complex=True already rotates by Δ·A_imag); expected complex=False")
+            if self.d_state % 2 or self.rotated_pairs == 0:
+                raise ValueError(f"d_state={self.d_state} is not valid with rotation={self.rotation!r}; expected an "
+                                 "even d_state with at least one rotated pair (d_state · rope_fraction >= 2)")
+        if self.discretization == "trapezoidal" and self.bidirectional:
+            raise ValueError("discretization='trapezoidal' is not valid with bidirectional=True (the rule pairs each "
+                             "step with the one before); expected bidirectional=False")
+        if self.discretization != "trapezoidal" and self.trapezoid != "data":
+            raise ValueError(f"trapezoid={self.trapezoid!r} is not valid with discretization={self.discretization!r}; "
+                             "it is the λ of discretization='trapezoidal'")
+
+    def _frontier_summary(self) -> str:
+        moved = [f"{k}={getattr(self, k)!r}" for k in (*HEAD_AXES, "discretization", "eig_range")
+                 if getattr(self, k) != LATER_FIELDS.get(k, getattr(self, k)) or
+                 (k == "discretization" and self.discretization == "trapezoidal")]
+        return ", ".join(moved) or "these axes"
 
     # ----- derived sizes -------------------------------------------------------------
     @property
@@ -200,9 +318,41 @@ class SSMConfig:
         return not self.selective
 
     @property
+    def uses_heads(self) -> bool:
+        """Whether a Mamba-2/3 axis is off its default (the layer then runs models.heads)."""
+        return any(getattr(self, k) != LATER_FIELDS[k] for k in HEAD_AXES)
+
+    @property
+    def rotated_pairs(self) -> int:
+        """Pairs of state dimensions that rotate (Mamba-3: rope_fraction of the d_state / 2 pairs)."""
+        return int(self.d_state * self.rope_fraction) // 2 if self.rotation != "none" else 0
+
+    @property
+    def n_heads(self) -> int:
+        """Heads (one A and one Δ each): D // headdim, or one per channel without headdim."""
+        return self.d_inner // (self.headdim or 1)
+
+    @property
     def supports_fft(self) -> bool:
-        """A convolution needs a fixed transition Ā: Δ must not depend on the input."""
-        return "dt" not in self.selective
+        """A convolution needs a fixed transition Ā: Δ, A and the rotation angle must not
+        depend on the input."""
+        return "dt" not in self.selective and self.a_source == "learned" and self.rotation != "data"
+
+    @property
+    def supports_triton(self) -> bool:
+        """The fused Triton kernels cover the Mamba-1 axes (any structure, gate, init)."""
+        return not self.uses_heads and self.discretization != "trapezoidal" and self.eig_range == (0, 1)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that name this point in a run id: every field, except those added after
+        the first recorded results while they are at their defaults."""
+        out = self.as_dict()
+        for name, default in LATER_FIELDS.items():
+            if getattr(self, name) == default:
+                out.pop(name)
+        if "eig_range" in out:
+            out["eig_range"] = list(self.eig_range)
+        return out
 
     @property
     def supports_cuda_kernel(self) -> bool:
@@ -213,6 +363,7 @@ class SSMConfig:
             and not self.complex
             and self.discretization == "zoh_euler"
             and not self.bidirectional
+            and self.supports_triton
         )
 
     @property
@@ -227,6 +378,7 @@ class SSMConfig:
     def as_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["selective"] = list(self.selective)
+        out["eig_range"] = list(self.eig_range)
         return out
 
 

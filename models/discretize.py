@@ -6,6 +6,17 @@ A and Δ broadcast against each other; A may be real or complex.
 * ``zoh``      (S4, S5 eq. 6):  Ā = exp(ΔA),                 B̄ = (Ā - 1)/A · B
 * ``bilinear`` (S4 eq. 3):      Ā = (1 + ΔA/2)/(1 - ΔA/2),    B̄ = Δ/(1 - ΔA/2) · B
 * ``zoh_euler`` (Mamba §3.5, mamba-ssm's kernels): Ā = exp(ΔA),  B̄ = Δ · B
+* ``trapezoidal`` (Mamba-3 §3.1, "exponential-trapezoidal"): two input terms,
+      h_t = α_t h_{t-1} + β_t B_{t-1} x_{t-1} + γ_t B_t x_t,
+      α_t = exp(Δ_t A),  β_t = (1 - λ_t) Δ_t α_t,  γ_t = λ_t Δ_t;
+  here (Ā, F) = (α, Δ) and :func:`trapezoid_drive` forms the two terms from λ. λ = 1 is
+  ``zoh_euler``.
+
+Eigenvalue range (Grazzi et al. 2025, "Unlocking state-tracking in linear RNNs through
+negative eigenvalues"): with ``eig_range = (-1, 1)`` the transition applied is 2Ā - 1 for a
+real Ā in (0, 1) (:func:`signed_transition`), which reaches into (-1, 0) and can flip a sign
+(parity). A complex Ā keeps its angle and maps its modulus: (2|Ā| - 1) e^{i arg Ā}. B̄ is
+unchanged; in the trapezoidal rule β_t uses the transition as applied.
 """
 
 from __future__ import annotations
@@ -29,7 +40,30 @@ def discretize_zoh_euler(A: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Te
     return A_bar, delta
 
 
-DISCRETIZE = {"zoh": discretize_zoh, "bilinear": discretize_bilinear, "zoh_euler": discretize_zoh_euler}
+DISCRETIZE = {"zoh": discretize_zoh, "bilinear": discretize_bilinear, "zoh_euler": discretize_zoh_euler,
+              "trapezoidal": discretize_zoh_euler}
+
+
+def signed_transition(A_bar: torch.Tensor) -> torch.Tensor:
+    """Ā in the unit disc's (0, 1] radius -> the same angle with radius 2|Ā| - 1 in (-1, 1]."""
+    if not A_bar.is_complex():
+        return 2 * A_bar - 1
+    modulus = A_bar.abs()
+    return A_bar * ((2 * modulus - 1) / modulus)
+
+
+def trapezoid_drive(v: torch.Tensor, A_bar: torch.Tensor, delta: torch.Tensor, lam: torch.Tensor | float,
+                    before: torch.Tensor | None = None) -> torch.Tensor:
+    """b_t = β_t v_{t-1} + γ_t v_t along dim 1, with v_t = B_t x_t, γ = λΔ, β = (1 - λ) Δ Ā.
+
+    v: (B, L, *S); A_bar, delta, lam broadcast against it; ``before``: v_{-1}, (B, 1, *S)
+    (zero when None: the sequence starts here; step() passes the previous token's).
+    """
+    gamma = lam * delta
+    beta = (1 - lam) * delta * A_bar
+    first = torch.zeros_like(v[:, :1]) if before is None else before.to(v.dtype).expand_as(v[:, :1])
+    previous = torch.cat([first, v[:, :-1]], dim=1)
+    return gamma * v + beta * previous
 
 
 def discretize(method: str, A: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,14 +75,19 @@ def discretize(method: str, A: torch.Tensor, delta: torch.Tensor) -> tuple[torch
     return fn(A, delta)
 
 
-def log_transition(method: str, A: torch.Tensor, delta: torch.Tensor, A_bar: torch.Tensor) -> torch.Tensor:
+def log_transition(method: str, A: torch.Tensor, delta: torch.Tensor, A_bar: torch.Tensor,
+                   signed: bool = False) -> torch.Tensor:
     """log Ā, in a complex dtype when Ā may be negative, so Ā^l = exp(l log Ā) for integer l.
 
     Exact for the exponential discretisations (log Ā = ΔA); the principal logarithm
-    otherwise (any branch gives the same integer powers).
+    otherwise, or when ``signed`` (Ā already mapped by :func:`signed_transition`; any branch
+    gives the same integer powers). A zero Ā gets the log of the dtype's smallest normal
+    number, so that Ā^0 = 1 and Ā^l underflows to 0.
     """
-    if method in ("zoh", "zoh_euler"):
+    if method in ("zoh", "zoh_euler", "trapezoidal") and not signed:
         return delta * A
     if not A_bar.is_complex():
         A_bar = A_bar.to(torch.complex128 if A_bar.dtype == torch.float64 else torch.complex64)
-    return torch.log(A_bar)
+    log = torch.log(A_bar)
+    floor = torch.log(torch.tensor(torch.finfo(log.real.dtype).tiny, dtype=log.real.dtype))
+    return torch.complex(log.real.clamp_min(floor), log.imag)

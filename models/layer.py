@@ -47,7 +47,7 @@ from torch import nn
 from . import init as ssm_init
 from .config import SSMConfig
 from .cuda import run_selective_scan, selective_scan_kernel
-from .discretize import discretize, log_transition
+from .discretize import discretize, log_transition, signed_transition, trapezoid_drive
 from .scan import linear_scan
 from . import triton_scan
 
@@ -93,6 +93,8 @@ class SSMLayer(nn.Module):
         self.x_proj = nn.Linear(D, proj, bias=False) if proj else None
         self.dt_proj = nn.Linear(self.dt_rank, self.n_dt, bias=True) if "dt" in sel else None
         self.log_dt = None if "dt" in sel else nn.Parameter(torch.empty(G, 1 if self.siso else n))
+        data_lambda = cfg.discretization == "trapezoidal" and cfg.trapezoid == "data"
+        self.lambda_proj = nn.Linear(D, self.n_dt, bias=False) if data_lambda else None
 
         # 3. dynamics
         self.A_log = nn.Parameter(torch.empty(G, n))
@@ -255,6 +257,18 @@ class SSMLayer(nn.Module):
             return conv(k) * v
         return conv(x)
 
+    def _trapezoid_lambda(self, x: torch.Tensor) -> torch.Tensor | float:
+        """λ of the trapezoidal rule: σ(W_λ x_t), (B, L, G, 1|n) like Δ, or the fixed number."""
+        if self.lambda_proj is None:
+            return self.cfg.trapezoid
+        batch, L, _ = x.shape
+        return torch.sigmoid(self.lambda_proj(x)).view(batch, L, self.cfg.n_groups, -1)
+
+    def _transition(self, A: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Ā, F) of the configured discretisation, Ā mapped to (-1, 1] when eig_range is [-1, 1]."""
+        A_bar, factor = discretize(self.cfg.discretization, A, delta)
+        return (signed_transition(A_bar) if self.cfg.eig_range == (-1, 1) else A_bar), factor
+
     def _selection(self, x: torch.Tensor) -> Selection:
         """x: (B, L, D) -> Δ and the selective B, C pieces."""
         cfg = self.cfg
@@ -356,7 +370,7 @@ class SSMLayer(nn.Module):
             return mode
         if device.type == "cuda" and cfg.supports_cuda_kernel and selective_scan_kernel() is not None:
             return "cuda"
-        if device.type == "cuda" and triton_scan.runs_on(device):
+        if device.type == "cuda" and cfg.supports_triton and triton_scan.runs_on(device):
             return "triton"
         if cfg.time_invariant and self.siso:
             return "fft"
@@ -372,15 +386,19 @@ class SSMLayer(nn.Module):
         if mode == "cuda":
             return run_selective_scan(selective_scan_kernel(), x, sel.delta_raw, self.dt_proj.bias.float(),
                                       A.float(), sel.B_t, sel.C_t, self.D.float()).to(x.dtype)
-        A_bar, factor = discretize(self.cfg.discretization, A, sel.delta)
-        if mode == "fft" and self.siso and self.C is not None and sel.B_t is None:
+        A_bar, factor = self._transition(A, sel.delta)
+        trapezoidal = self.cfg.discretization == "trapezoidal"
+        if mode == "fft" and self.siso and self.C is not None and sel.B_t is None and not trapezoidal:
             y = self._kernel_conv(x, A, sel.delta, A_bar, factor)
         else:
-            b = self._driving_term(x, sel, factor)
+            if trapezoidal:
+                b = trapezoid_drive(self._input(x, sel), A_bar, sel.delta, self._trapezoid_lambda(x))
+            else:
+                b = self._driving_term(x, sel, factor)
             if b.shape[-1] != A_bar.shape[-1]:
                 b = b.expand(*b.shape[:-1], A_bar.shape[-1])
             a = A_bar if A_bar.dim() == 4 else A_bar.expand(1, 1, *A_bar.shape)
-            log_a = log_transition(self.cfg.discretization, A, sel.delta, A_bar) if mode == "fft" else None
+            log_a = self._log_transition(A, sel.delta, A_bar) if mode == "fft" else None
             y = self._readout(self._states(a, b, mode, log_a), sel, self.C)
             if self.cfg.bidirectional:
                 h_backward = self._states(a.flip(1), b.flip(1), mode, log_a).flip(1)
@@ -455,7 +473,7 @@ class SSMLayer(nn.Module):
         K[l, g] = s · Re Σ_n C[g, n] F[g, n] Ā[g, n]^l  (a Vandermonde product), y = K * x.
         """
         L = x.shape[1]
-        log_a = log_transition(self.cfg.discretization, A, delta, A_bar)  # (G, n)
+        log_a = self._log_transition(A, delta, A_bar)  # (G, n)
         powers = _powers(log_a.unsqueeze(-1), torch.arange(L, device=x.device, dtype=x.dtype))  # (G, n, L)
         y = None
         for C_param, flip in ((self.C, False), (self.C_backward, True)):
@@ -469,6 +487,9 @@ class SSMLayer(nn.Module):
             y_dir = y_dir.flip(1) if flip else y_dir
             y = y_dir if y is None else y + y_dir
         return y
+
+    def _log_transition(self, A: torch.Tensor, delta: torch.Tensor, A_bar: torch.Tensor) -> torch.Tensor:
+        return log_transition(self.cfg.discretization, A, delta, A_bar, signed=self.cfg.eig_range == (-1, 1))
 
     def _output(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """The gate (z None: the SiLU gate was already applied in the scan), then out_proj."""
@@ -506,6 +527,8 @@ class SSMLayer(nn.Module):
                              "expected bidirectional=False")
         p = self.A_log
         state = {"h": torch.zeros(batch, self.cfg.n_groups, self.cfg.n_modes, dtype=self._state_dtype(), device=p.device)}
+        if self.cfg.discretization == "trapezoidal":  # B_{t-1} x_{t-1}, the rule's second term
+            state["v"] = torch.zeros_like(state["h"])
         if self.conv1d is not None:
             state["conv"] = torch.zeros(batch, self.cfg.d_inner, self.cfg.conv, dtype=p.dtype, device=p.device)
         return state
@@ -529,8 +552,13 @@ class SSMLayer(nn.Module):
         sel = self._selection(x)
         if self.siso and self.resolve_mode(u_t.device) in ("triton", "cuda") and triton_scan.runs_on(u_t.device):
             return self._fused_step(x[:, 0], z, sel, state["h"], new_state)
-        A_bar, factor = discretize(self.cfg.discretization, self.A(), sel.delta)
-        b = self._driving_term(x, sel, factor)[:, 0]
+        A_bar, factor = self._transition(self.A(), sel.delta)
+        if self.cfg.discretization == "trapezoidal":
+            v = self._input(x, sel).expand(-1, -1, -1, self.cfg.n_modes)  # (B, 1, G, n)
+            b = trapezoid_drive(v, A_bar, sel.delta, self._trapezoid_lambda(x), before=state["v"].unsqueeze(1))[:, 0]
+            new_state["v"] = v[:, 0]
+        else:
+            b = self._driving_term(x, sel, factor)[:, 0]
         h = A_bar.squeeze(1) * state["h"] + b if A_bar.dim() == 4 else A_bar * state["h"] + b
         new_state["h"] = h
         y = self._readout(h.unsqueeze(1), sel, self.C) + x * self.D
