@@ -4,12 +4,18 @@ combination of the headline axes (structure × selective × gate) builds and tra
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
 import models
+from ablate.config import register, resolve
 from models import IOSpec, ModelConfig, SSMConfig, SSMLayer, preset
+
+CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -83,6 +89,39 @@ def test_triton_mode_without_a_gpu_or_the_interpreter_is_refused(monkeypatch) ->
     layer = SSMLayer(preset("s5", d_model=4, d_state=4, mode="triton"))
     with pytest.raises(ValueError, match=r"mode='triton' needs .*got device cpu"):
         layer(torch.randn(1, 3, 4))
+
+
+def composed(results_dir, *overrides: str):
+    """The config ``python -m ablate OVERRIDES`` composes (no training)."""
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=[*overrides, f"results_dir={results_dir}"])
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["model=mamba", "model.ssm.mode=cuda"], r"model.ssm.mode='cuda' needs mamba-ssm's CUDA kernels .*device cpu"),
+    (["model.ssm.mode=triton"], r"model.ssm.mode='triton' needs triton .*device cpu"),
+    (["model=mamba", "model.ssm.mode=triton"], r"model.ssm.mode='triton' needs triton .*device cpu"),
+])
+def test_mode_that_cannot_run_on_the_device_is_refused_before_training(tmp_path, monkeypatch, overrides,
+                                                                       match: str) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match=match):
+        resolve(composed(tmp_path, *overrides, "trainer.device=cpu"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_device_without_one_is_refused_before_training(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"trainer.device='cuda:1' is not valid: no CUDA device"):
+        resolve(composed(tmp_path, "trainer.device=cuda:1"))
+
+
+def test_triton_mode_on_the_cpu_under_the_interpreter_is_valid(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # models.triton_scan.runs_on: CPU tensors, interpreted
+    run = resolve(composed(tmp_path, "model.ssm.mode=triton", "trainer.device=cpu"))
+    assert run.model.ssm.mode == "triton"
 
 
 COMBINATIONS = list(itertools.product(["mimo", "siso"], ["", "dt", "B", "C", "dt,B,C"], ["none", "glu", "silu", "h3"]))

@@ -1,0 +1,113 @@
+"""The command line of ``python -m ablate``: a bad command line is one line on stderr with exit
+status 2 before anything is written; ``--help`` is quick and lists what a user picks from;
+Hydra's output folders are kept only for runs that train, and nothing lands outside results_dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ablate.__main__ import check_command_line, job_overrides
+from ablate.config import register
+
+HELP_IMPORTS_TORCH = """
+import runpy, sys
+sys.argv = ["ablate", "--help"]
+try:
+    runpy.run_module("ablate", run_name="__main__")
+finally:
+    print("torch imported:", "torch" in sys.modules)
+"""
+
+
+def run_ablate(cwd, *args: str, drop_env: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``python -m ablate ARGS`` started in ``cwd`` (not the repository root)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", *drop_env)}
+    return subprocess.run([sys.executable, "-m", "ablate", *args], cwd=cwd, env=env | {"OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+
+
+def files_under(path) -> list[str]:
+    """Every file below ``path`` (relative), sorted; folders alone do not count."""
+    return sorted(os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs)
+
+
+@pytest.mark.parametrize("overrides, multirun, message", [
+    (["+experiment=nosuch"], False, "error: experiment='nosuch' is not valid; expected one of ['discretization', "),
+    (["model=s6"], False, "error: model='s6' is not valid; expected one of ['mamba', 's4d', 's5']"),
+    (["task=nosuchtask"], False, "error: task='nosuchtask' is not valid; expected one of ['adding', 'copying', "),
+    (["hydra/launcher=nosuch"], False, "error: hydra/launcher='nosuch' is not valid; expected one of ['basic', "),
+    (["+experiment=smoke", "model=s4d,s6", "seed=0,1,2"], True, "error: model='s6' is not valid"),
+    (["trainer.nosuchkey=1"], False, "error: trainer.nosuchkey is not a config key; expected one of ['batch_size', "),
+    (["model.ssm.nosuch=1"], False, "error: model.ssm.nosuch is not a config key; expected one of ['bidirectional', "),
+    (["model.ssm.d_state=abc"], False, "error: Error merging override model.ssm.d_state=abc; Value 'abc'"),
+    (["seed=0,1"], False, "error: Ambiguous value for argument 'seed=0,1'"),
+])
+def test_bad_command_line_is_refused_in_one_line(tmp_path, capsys, overrides, multirun, message) -> None:
+    register()
+    with pytest.raises(SystemExit) as stop:
+        check_command_line([*overrides, f"results_dir={tmp_path / 'out'}"], multirun)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_good_command_line_passes_and_every_swept_value_is_composed(tmp_path) -> None:
+    register()
+    check_command_line(["+experiment=smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=s4d,s5",
+                        f"results_dir={tmp_path}"], multirun=True)
+    assert job_overrides(["a=1,2,3", "b=x", "+c=4,5"], multirun=True) == [
+        ["a=1", "b=x", "+c=4"], ["a=2", "b=x", "+c=5"], ["a=3", "b=x", "+c=4"]]
+    assert job_overrides(["a=1,2"], multirun=False) == [["a=1,2"]]
+
+
+def test_help_lists_what_a_user_picks_without_importing_torch(tmp_path) -> None:
+    result = subprocess.run([sys.executable, "-c", HELP_IMPORTS_TORCH], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "torch imported: False" in result.stdout
+    groups = result.stdout.split("== Config groups ==")[1].split("== Config ==")[0]
+    listed = [line.split(":")[0] for line in groups.splitlines() if ":" in line and "(" not in line]
+    assert listed == ["model", "task", "trainer", "experiment", "hydra/launcher"]
+    assert "model: mamba, s4d, s5" in groups and "smoke" in groups and "joblib" in groups
+    assert "+plan=true" in result.stdout and "--cfg job --resolve" in result.stdout
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["trainer.nosuchkey=1"], "error: trainer.nosuchkey is not a config key"),  # refused before Hydra
+    (["model=mamba", "model.ssm.mode=cuda", "trainer.device=cpu"], "error: model.ssm.mode='cuda' needs"),  # by the job
+    (["model.ssm.mode=triton", "trainer.device=cpu"], "error: model.ssm.mode='triton' needs"),
+    pytest.param(["trainer.device=cuda"], "error: trainer.device='cuda' is not valid: no CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")),
+])
+def test_refusal_is_one_line_exit_2_and_writes_nothing(tmp_path, overrides, message) -> None:
+    result = run_ablate(tmp_path, *overrides, "results_dir=out", drop_env=("TRITON_INTERPRET",))
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+    assert files_under(tmp_path) == []
+
+
+def test_hydra_output_only_for_runs_that_train(tmp_path) -> None:
+    """A plan sweep and a refused sweep leave no hydra/ folder; a run that trains keeps its
+    config; nothing is written outside results_dir (the command runs in an empty folder)."""
+    plan = run_ablate(tmp_path, "+experiment=smoke", "+plan=true", "results_dir=out", "-m")
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.count("plan ") == 4
+    refused = run_ablate(tmp_path, "+experiment=smoke", "trainer.lr=-1", "results_dir=out", "-m")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: trainer.lr=-1.0 is not valid")
+    assert files_under(tmp_path) == []
+    tiny = ["model.n_layers=1", "model.ssm.d_model=8", "model.ssm.d_state=4", "trainer.max_steps=2",
+            "trainer.eval_every=2", "trainer.progress=false", "results_dir=out"]
+    trained = run_ablate(tmp_path, *tiny)
+    assert trained.returncode == 0, trained.stderr
+    written = files_under(tmp_path)
+    assert all(path.startswith("out" + os.sep) for path in written)
+    configs = [path for path in written if path.startswith(os.path.join("out", "hydra"))]
+    assert sorted(os.path.basename(path) for path in configs) == [
+        "ablate.log", "config.yaml", "hydra.yaml", "overrides.yaml"]
