@@ -5,15 +5,20 @@ Hydra's output folders are kept only for runs that train, and nothing lands outs
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from ablate.__main__ import check_command_line, job_overrides
 from ablate.config import register
 
+ROOT = Path(__file__).resolve().parents[1]
 HELP_IMPORTS_TORCH = """
 import runpy, sys
 sys.argv = ["ablate", "--help"]
@@ -111,3 +116,18 @@ def test_hydra_output_only_for_runs_that_train(tmp_path) -> None:
     configs = [path for path in written if path.startswith(os.path.join("out", "hydra"))]
     assert sorted(os.path.basename(path) for path in configs) == [
         "ablate.log", "config.yaml", "hydra.yaml", "overrides.yaml"]
+
+
+def test_readme_config_example_prints_the_resolved_config(tmp_path) -> None:
+    line = next(line for line in (ROOT / "README.md").read_text().splitlines() if "--cfg job" in line)
+    args = shlex.split(line.split("#")[0])[3:]  # after "python -m ablate"
+    result = run_ablate(tmp_path, *args)
+    assert result.returncode == 0, result.stderr
+    assert "results_dir: results/smoke" in result.stdout and "${" not in result.stdout
+    assert files_under(tmp_path) == []
+
+
+def test_bench_help_names_every_scale() -> None:
+    footer = OmegaConf.load(ROOT / "conf" / "bench" / "config.yaml").hydra.help.footer
+    listed = re.search(r"scale=([\w|]+)", footer).group(1).split("|")
+    assert sorted(listed) == sorted(path.stem for path in (ROOT / "conf" / "bench" / "scale").glob("*.yaml"))

@@ -5,9 +5,10 @@ Examples::
     python -m ablate.bench                              # conf/bench/config.yaml defaults (a few minutes on a CPU)
     python -m ablate.bench scale=smoke                  # tiny sizes, 1 repeat (seconds)
     python -m ablate.bench scale=gpu device=cuda        # paper-scale sizes on a GPU
+    python -m ablate.bench scale=kernel points=ablations modes=[scan,triton,cuda]   # GPU: fused scans vs mamba-ssm
     python -m ablate.bench points=ablations modes=[scan,chunked] scale.batch=[1,8]
     python -m ablate.bench -m threads=1,2               # a sweep: one parquet per job
-    python -m ablate.bench --cfg job                    # print the resolved config
+    python -m ablate.bench --cfg job --resolve          # print the resolved config
 """
 
 from __future__ import annotations
