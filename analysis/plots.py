@@ -390,47 +390,55 @@ def param_points(agg: pd.DataFrame, column: str, order: Sequence[str]) -> dict[t
     return points
 
 
+def params_figure(agg: pd.DataFrame, metric_by_task: Mapping[str, str], order: Mapping[str, Sequence[str]],
+                  palette: Mapping[str, tuple], axis_title: str = "configuration") -> Figure | None:
+    """The figure of :func:`plot_vs_params` (draw it inside :func:`style`); None when no task has
+    a point to draw."""
+    if "param_count" not in agg.columns.get_level_values(0):
+        return None
+    tasks = [t for t in metric_by_task if f"test_{metric_by_task[t]}" in agg.columns.get_level_values(0)
+             and t in agg.index.get_level_values(0)]
+    if not tasks:
+        return None
+    counts = pd.concat([agg.loc[t][("param_count", "mean")] for t in tasks]).dropna()
+    log = bool(len(counts) and counts.min() > 0 and counts.max() / counts.min() > PARAMS_LOG_SPAN)
+    fig, axes = _grid(len(tasks), width=4.8)
+    drawn = 0
+    for ax, task in zip(axes.flat, tasks):
+        column = f"test_{metric_by_task[task]}"
+        for (x, y, low, high), labels in param_points(agg.loc[task], column, order[task]).items():
+            err = [[y - low], [high - y]] if low is not None else None
+            ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, markersize=7, color=palette.get(labels[0]),
+                        label=" = ".join(labels))
+            drawn += 1
+        set_count_axis(ax, log)
+        ax.set_xlabel("parameters" + (" (log scale)" if log else ""))
+        ax.set_ylabel(column_title(column) + " (mean, 95% CI)")
+        ax.set_title(task)
+    _hide_unused(axes, len(tasks))
+    if not drawn:
+        fig.clear()
+        return None
+    _figure_legend(fig, list(axes.flat), axis_title)
+    add_note(fig, NOTES["params"])
+    return fig
+
+
 def plot_vs_params(agg: pd.DataFrame, metric_by_task: Mapping[str, str], order: Mapping[str, Sequence[str]],
                    palette: Mapping[str, tuple], stem: Path, axis_title: str = "configuration",
                    formats: Sequence[str] = FORMATS) -> list[Path]:
     """Final test metric against parameter count: a point per configuration (mean over seeds,
     error bar = 95% confidence interval clipped to the metric's range; configurations with the
-    same point drawn once, as 'A = B'), one panel per task; every
-    panel on the same x scale, log when the counts of all panels span more than
-    :data:`PARAMS_LOG_SPAN`.
+    same point drawn once, as 'A = B'), one panel per task; every panel on the same x scale, log
+    when the counts of all panels span more than :data:`PARAMS_LOG_SPAN`, with a few short tick
+    labels (:func:`set_count_axis`).
 
     agg: :func:`analysis.stats.aggregate` indexed by (task, config) with param_count and
     ``test_<metric>`` aggregated.
     """
-    if "param_count" not in agg.columns.get_level_values(0):
-        return []
-    tasks = [t for t in metric_by_task if f"test_{metric_by_task[t]}" in agg.columns.get_level_values(0)
-             and t in agg.index.get_level_values(0)]
-    if not tasks:
-        return []
-    counts = pd.concat([agg.loc[t][("param_count", "mean")] for t in tasks]).dropna()
-    log = bool(len(counts) and counts.min() > 0 and counts.max() / counts.min() > PARAMS_LOG_SPAN)
     with style():
-        fig, axes = _grid(len(tasks), width=4.8)
-        drawn = 0
-        for ax, task in zip(axes.flat, tasks):
-            column = f"test_{metric_by_task[task]}"
-            for (x, y, low, high), labels in param_points(agg.loc[task], column, order[task]).items():
-                err = [[y - low], [high - y]] if low is not None else None
-                ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, markersize=7, color=palette.get(labels[0]),
-                            label=" = ".join(labels))
-                drawn += 1
-            set_count_axis(ax, log)
-            ax.set_xlabel("parameters" + (" (log scale)" if log else ""))
-            ax.set_ylabel(column_title(column) + " (mean, 95% CI)")
-            ax.set_title(task)
-        _hide_unused(axes, len(tasks))
-        if not drawn:
-            fig.clear()
-            return []
-        _figure_legend(fig, list(axes.flat), axis_title)
-        add_note(fig, NOTES["params"])
-        return _save(fig, stem, formats)
+        fig = params_figure(agg, metric_by_task, order, palette, axis_title)
+        return _save(fig, stem, formats) if fig is not None else []
 
 
 def colour_limits(metric: str, values: np.ndarray) -> tuple[float, float]:

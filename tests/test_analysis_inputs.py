@@ -1,0 +1,98 @@
+"""analysis/ inputs: parquet files of other tools are skipped, benchmark series keep how they were measured.
+
+Tiny synthetic frames (tests/analysis_fixtures.py); each test takes a second or two.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+import analysis.__main__ as analysis_cli
+import analysis_fixtures as fx
+from analysis.bench import speed_table
+from analysis.load import load_results
+from analysis.report import build_report
+from test_analysis import parse_markdown_table
+
+
+def write_foreign(path) -> None:
+    """A parquet file another tool wrote: no column of this suite's schema."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"epoch": [1, 2], "loss": [0.5, 0.4], "notes": ["a", "b"]}).to_parquet(path, index=False)
+
+
+def test_foreign_parquet_files_are_skipped_with_a_warning_naming_them(tmp_path, caplog) -> None:
+    root = tmp_path / "r"
+    fx.write_runs(root, [fx.run_row("sdigits", "siso", "glu", s) for s in (0, 1)])
+    for kind in ("runs", "curves", "bench"):
+        write_foreign(root / kind / f"other_{kind}.parquet")
+    with caplog.at_level("WARNING"):
+        results = load_results([root])
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    for kind in ("runs", "curves", "bench"):
+        assert f"{kind}/other_{kind}.parquet" in warned
+    assert sorted(p.name for p in results.skipped) == ["other_bench.parquet", "other_curves.parquet",
+                                                       "other_runs.parquet"]
+    assert len(results.runs) == 2 and set(results.runs["status"]) == {"ok"} and results.bench.empty
+    build_report([root], formats=("png",))
+    summary = (root / "report" / "summary.md").read_text()
+    assert "2 runs: 2 ok." in summary and "failed" not in summary
+    assert "`runs/other_runs.parquet`" in summary
+
+
+def test_old_runner_files_still_count_as_ours(tmp_path) -> None:
+    row = fx.run_row("sdigits", "siso", "glu", 0)
+    for column in ("status", "schema_version", "metric"):
+        row.pop(column)
+    fx.write_runs(tmp_path / "r", [row])
+    results = load_results([tmp_path / "r"])
+    assert len(results.runs) == 1 and results.runs["status"].iloc[0] == "ok" and not results.skipped
+
+
+def test_a_directory_with_only_foreign_parquet_is_a_one_line_error(tmp_path, capsys, caplog) -> None:
+    write_foreign(tmp_path / "r" / "runs" / "table.parquet")
+    with caplog.at_level("WARNING"):
+        assert analysis_cli.main([str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if not line.startswith("WARNING")]
+    assert len(errors) == 1 and errors[0].startswith("error: no readable results in "), err
+    assert "Traceback" not in "\n".join(err)
+    assert any("runs/table.parquet" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def bench_frame(threads: tuple[int, ...] = (1, 2), batch: int = 4, device: str = "cpu") -> pd.DataFrame:
+    """S5 scan at two lengths, measured once per thread count; more threads are faster."""
+    rows = [{"name": "S5", "mode": "scan", "batch": batch, "device": device, "threads": t, "length": length,
+             "fwd_ms": length / 100 / t, "fwdbwd_ms": 3 * length / 100 / t, "peak_memory_mb": 10.0, "status": "ok"}
+            for t in threads for length in (256, 512)]
+    return pd.DataFrame(rows)
+
+
+def test_bench_jobs_with_different_threads_are_separate_series(tmp_path) -> None:
+    table = speed_table(bench_frame(threads=(1, 2)), "fwdbwd_ms")
+    rows = {row[0].text: [c.markdown() for c in row[1:]] for row in table.rows}
+    assert set(rows) == {"S5 / scan / threads=1", "S5 / scan / threads=2"}
+    assert rows["S5 / scan / threads=1"] == ["7.68", "15.4"] and rows["S5 / scan / threads=2"][0] == "**3.84**"
+    assert "±" not in " ".join(" ".join(r) for r in rows.values())  # nothing averaged across thread counts
+    assert "on cpu, batch 4" in table.caption  # what they share is said once
+
+
+def test_bench_series_label_names_device_and_batch_when_they_vary() -> None:
+    frame = pd.concat([bench_frame(threads=(1,), batch=4, device="cpu"),
+                       bench_frame(threads=(1,), batch=8, device="cuda")], ignore_index=True)
+    table = speed_table(frame, "fwd_ms")
+    assert [row[0].text for row in table.rows] == ["S5 / scan / batch=4 / device=cpu",
+                                                   "S5 / scan / batch=8 / device=cuda"]
+    assert "1 thread" in table.caption
+
+
+def test_repeated_measurements_of_one_series_say_they_are_averaged(tmp_path) -> None:
+    root = tmp_path / "b"
+    (root / "bench").mkdir(parents=True)
+    bench_frame(threads=(1,)).to_parquet(root / "bench" / "job1.parquet")
+    bench_frame(threads=(1,)).assign(fwdbwd_ms=lambda f: f["fwdbwd_ms"] * 1.1).to_parquet(root / "bench" / "job2.parquet")
+    build_report([root], formats=("png",))
+    header, body = parse_markdown_table(root / "report" / "speed_time.md")
+    assert body[0][0] == "S5 / scan" and body[0][1].endswith("(2)")
+    caption = (root / "report" / "speed_time.md").read_text().splitlines()[0]
+    assert "on cpu, 1 thread, batch 4" in caption and "mean ± std (n)" in caption
