@@ -154,11 +154,11 @@ def check_command_line(overrides: list[str], multirun: bool) -> None:
             refuse(str(err))
 
 
-def cli(argv: list[str]) -> None:
+def cli() -> None:
     """Check the command line, then hand it to Hydra. ``--help`` composes the plain YAML (the
     typed schemas import torch, seconds), everything else the typed config."""
     OmegaConf.register_new_resolver("ablate_groups", group_options, replace=True)
-    args = get_args_parser().parse_args(argv)
+    args = get_args_parser().parse_args()  # sys.argv, as hydra.main parses it
     if not args.help:
         from .config import register
 
@@ -169,4 +169,4 @@ def cli(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli(sys.argv[1:])
+    cli()
