@@ -48,7 +48,8 @@ from . import init as ssm_init
 from .config import SSMConfig
 from .cuda import run_selective_scan, selective_scan_kernel
 from .discretize import discretize, log_transition, signed_transition, trapezoid_drive
-from .scan import linear_scan
+from .heads import HeadSSM
+from .scan import linear_scan, powers, state_convolution
 from . import triton_scan
 
 
@@ -72,16 +73,34 @@ class SSMLayer(nn.Module):
     def __init__(self, cfg: SSMConfig):
         super().__init__()
         self.cfg = cfg
-        H, D, G, c, n = cfg.d_model, cfg.d_inner, cfg.n_groups, cfg.channels_per_group, cfg.n_modes
+        H, D = cfg.d_model, cfg.d_inner
         self.siso = cfg.structure == "siso"
         self.scale = 2.0 if (cfg.complex and cfg.conj_sym) else 1.0
-        parts = 2 if cfg.complex else 1  # real numbers per stored coefficient
 
         # 1. input branch
         branches = {"silu": 2, "h3": 3}.get(cfg.gate, 1)  # x | x, z | q, k, v
         self.in_proj = nn.Linear(H, D * branches, bias=False) if cfg.expand else None
         self.conv1d = nn.Conv1d(D, D, cfg.conv, groups=D, padding=cfg.conv - 1) if cfg.conv else None
 
+        # 2.-3. the SSM: Mamba-2/3 axes in models.heads, the rest here
+        self.heads = HeadSSM(cfg) if cfg.uses_heads else None
+        if self.heads is None:
+            self._build_ssm()
+        else:
+            self.x_proj = self.dt_proj = self.log_dt = self.lambda_proj = None
+            self.A_log = self.A_imag = self.B = self.C = self.C_backward = self.D = None
+
+        # 4. output
+        out_width = {"glu": 2 * D, "half_glu1": D, "half_glu2": D}.get(cfg.gate)
+        self.output_linear = nn.Linear(D, out_width) if out_width else None
+        self.out_proj = nn.Linear(D, H, bias=False) if cfg.expand else None
+        self.reset_parameters()
+
+    def _build_ssm(self) -> None:
+        """The selection projections and dynamics parameters of a Mamba-1-axes layer."""
+        cfg = self.cfg
+        D, G, c, n = cfg.d_inner, cfg.n_groups, cfg.channels_per_group, cfg.n_modes
+        parts = 2 if cfg.complex else 1  # real numbers per stored coefficient
         # 2. selection projections
         sel = cfg.selective
         self.dt_rank = cfg.resolved_dt_rank if "dt" in sel else 0
@@ -114,14 +133,11 @@ class SSMLayer(nn.Module):
             )
         self.D = nn.Parameter(torch.empty(D))
 
-        # 4. output
-        out_width = {"glu": 2 * D, "half_glu1": D, "half_glu2": D}.get(cfg.gate)
-        self.output_linear = nn.Linear(D, out_width) if out_width else None
-        self.out_proj = nn.Linear(D, H, bias=False) if cfg.expand else None
-        self.reset_parameters()
-
     # ------------------------------------------------------------------ initialisation
     def reset_parameters(self) -> None:
+        if self.heads is not None:
+            self.heads.reset_parameters()
+            return
         if self.A_log.is_meta:  # shapes only (models.sizing): nothing to initialise
             return
         cfg = self.cfg
@@ -206,6 +222,8 @@ class SSMLayer(nn.Module):
 
     def dynamics_parameters(self) -> list[str]:
         """Names of the SSM dynamics parameters (own learning rate, no weight decay; S4/S5)."""
+        if self.heads is not None:
+            return [f"heads.{name}" for name in self.heads.dynamics_parameters()]
         names = ["A_log", "A_imag", "log_dt", "B", "C", "C_backward", "D", "dt_proj.weight", "dt_proj.bias"]
         own = dict(self.named_parameters())
         return [name for name in names if name in own]
@@ -222,7 +240,7 @@ class SSMLayer(nn.Module):
             raise ValueError(f"expected input of shape {expected}, got {tuple(u.shape)}")
         if not step and u.shape[1] == 0:
             raise ValueError(f"expected input of shape {expected} with length >= 1, got length 0")
-        dtype = self.A_log.dtype
+        dtype = self._parameter_dtype()
         if not u.is_floating_point() or (u.dtype != dtype and not torch.is_autocast_enabled(u.device.type)):
             raise ValueError(f"expected input of dtype {dtype} and shape {expected}, got dtype {u.dtype}")
 
@@ -340,6 +358,9 @@ class SSMLayer(nn.Module):
         y = torch.einsum("blgnk,gcnk->blgc" if cplx else "blgn,gcn->blgc", hr, Cw)
         return y.reshape(batch, L, -1)
 
+    def _parameter_dtype(self) -> torch.dtype:
+        return self.heads.D.dtype if self.heads is not None else self.A_log.dtype
+
     def _state_dtype(self) -> torch.dtype:
         dtype = self.A_log.dtype
         if not self.cfg.complex:
@@ -372,7 +393,7 @@ class SSMLayer(nn.Module):
             return "cuda"
         if device.type == "cuda" and cfg.supports_triton and triton_scan.runs_on(device):
             return "triton"
-        if cfg.time_invariant and self.siso:
+        if cfg.time_invariant and cfg.supports_fft and self.siso:
             return "fft"
         return "scan" if device.type == "cuda" else "chunked"
 
@@ -465,7 +486,7 @@ class SSMLayer(nn.Module):
     def _states(self, a: torch.Tensor, b: torch.Tensor, mode: str, log_a: torch.Tensor | None) -> torch.Tensor:
         """h (B, L, G, n) from a (·, L|1, G, n) and b (B, L, G, n) by the chosen mode."""
         if mode == "fft":
-            return _state_conv(log_a, b)
+            return state_convolution(log_a, b)
         return linear_scan(a, b, mode, self.cfg.chunk_size)
 
     def _kernel_conv(self, x, A, delta, A_bar, factor) -> torch.Tensor:
@@ -474,13 +495,13 @@ class SSMLayer(nn.Module):
         """
         L = x.shape[1]
         log_a = self._log_transition(A, delta, A_bar)  # (G, n)
-        powers = _powers(log_a.unsqueeze(-1), torch.arange(L, device=x.device, dtype=x.dtype))  # (G, n, L)
+        vandermonde = powers(log_a.unsqueeze(-1), torch.arange(L, device=x.device, dtype=x.dtype))  # (G, n, L)
         y = None
         for C_param, flip in ((self.C, False), (self.C_backward, True)):
             if C_param is None:
                 continue
             weight = self._coefficients(C_param) * factor * self.scale  # (G, n)
-            K = torch.einsum("gn,gnl->lg", weight.to(powers.dtype), powers)
+            K = torch.einsum("gn,gnl->lg", weight.to(vandermonde.dtype), vandermonde)
             K = K.real if K.is_complex() else K
             x_dir = x.flip(1) if flip else x
             y_dir = _causal_fft_conv(x_dir, K)
@@ -514,6 +535,9 @@ class SSMLayer(nn.Module):
         self.check_input(u)
         mode = self.resolve_mode(u.device)
         x, z = self._branch(u)
+        if self.heads is not None:
+            y, gated = self.heads(self._ssm_input(x, self._conv), mode, z)
+            return self._output(y, None if gated else z)
         if mode == "triton" and self.cfg.gate == "silu" and self.siso:  # the gate is fused into the kernel
             return self._output(self._mix(self._ssm_input(x, self._conv), mode, z), None)
         return self._output(self._mix(self._ssm_input(x, self._conv), mode), z)
@@ -525,11 +549,15 @@ class SSMLayer(nn.Module):
         if self.cfg.bidirectional:
             raise ValueError("step() is not valid for a bidirectional layer: it needs the future; "
                              "expected bidirectional=False")
-        p = self.A_log
-        state = {"h": torch.zeros(batch, self.cfg.n_groups, self.cfg.n_modes, dtype=self._state_dtype(), device=p.device)}
-        if self.cfg.discretization == "trapezoidal":  # B_{t-1} x_{t-1}, the rule's second term
-            state["v"] = torch.zeros_like(state["h"])
+        if self.heads is not None:
+            state = self.heads.init_state(batch)
+        else:
+            state = {"h": torch.zeros(batch, self.cfg.n_groups, self.cfg.n_modes, dtype=self._state_dtype(),
+                                      device=self.A_log.device)}
+            if self.cfg.discretization == "trapezoidal":  # B_{t-1} x_{t-1}, the rule's second term
+                state["v"] = torch.zeros_like(state["h"])
         if self.conv1d is not None:
+            p = self.conv1d.weight
             state["conv"] = torch.zeros(batch, self.cfg.d_inner, self.cfg.conv, dtype=p.dtype, device=p.device)
         return state
 
@@ -549,6 +577,10 @@ class SSMLayer(nn.Module):
             return F.silu((window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias).unsqueeze(1)
 
         x = self._ssm_input(x, conv_step)
+        if self.heads is not None:
+            y, gated, ssm_state = self.heads.step(x, z, state)
+            new_state.update(ssm_state)
+            return self._output(y, None if gated else z)[:, 0], new_state
         sel = self._selection(x)
         if self.siso and self.resolve_mode(u_t.device) in ("triton", "cuda") and triton_scan.runs_on(u_t.device):
             return self._fused_step(x[:, 0], z, sel, state["h"], new_state)
@@ -580,34 +612,9 @@ class SSMLayer(nn.Module):
         return self._output(y.unsqueeze(1), None if fused_gate is not None else z)[:, 0], new_state
 
 
-def _powers(log_a: torch.Tensor, lags: torch.Tensor) -> torch.Tensor:
-    """Ā^l = exp(l log Ā) for integer lags l, broadcast. For complex log Ā it is built from
-    its modulus and angle (torch.polar), several times faster than a complex exp."""
-    if not log_a.is_complex():
-        return torch.exp(lags * log_a)
-    return torch.polar(torch.exp(lags * log_a.real), lags * log_a.imag)
-
-
 def _causal_fft_conv(x: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """y[:, t] = Σ_{s<=t} K[t-s] x[:, s] by FFT at length 2L. x: (B, L, D), K: (L, D)."""
     L = x.shape[1]
     n = 2 * L
     y = torch.fft.irfft(torch.fft.rfft(x, n=n, dim=1) * torch.fft.rfft(K, n=n, dim=0), n=n, dim=1)
     return y[:, :L]
-
-
-def _state_conv(log_a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """States of a time-invariant recurrence as a convolution: h_t = Σ_k Ā^k b_{t-k}.
-
-    log_a: (G, n) with Ā = exp(log_a); b: (B, L, G, n). By FFT at length 2L.
-    """
-    L = b.shape[1]
-    n = 2 * L
-    lags = torch.arange(L, device=b.device, dtype=log_a.real.dtype)
-    kernel = _powers(log_a, lags.view(L, 1, 1))  # (L, G, n)
-    if not b.is_complex() and not kernel.is_complex():
-        return torch.fft.irfft(torch.fft.rfft(b, n=n, dim=1) * torch.fft.rfft(kernel, n=n, dim=0), n=n, dim=1)[:, :L]
-    cdtype = b.dtype if b.is_complex() else kernel.dtype
-    spectrum = torch.fft.fft(b.to(cdtype), n=n, dim=1) * torch.fft.fft(kernel.to(cdtype), n=n, dim=0)
-    h = torch.fft.ifft(spectrum, n=n, dim=1)[:, :L]
-    return h if b.is_complex() else h.real  # a real state under a complex log Ā stays real

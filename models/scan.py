@@ -177,3 +177,28 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, mode: str, chunk_size: int | N
     if mode == "chunked":
         return scan_chunked(a, b, chunk_size)
     raise ValueError(f"scan mode={mode!r} is not valid; expected one of ['recurrent', 'scan', 'chunked']")
+
+
+def powers(log_a: torch.Tensor, lags: torch.Tensor) -> torch.Tensor:
+    """Ā^l = exp(l log Ā) for integer lags l, broadcast. For complex log Ā it is built from
+    its modulus and angle (torch.polar), several times faster than a complex exp."""
+    if not log_a.is_complex():
+        return torch.exp(lags * log_a)
+    return torch.polar(torch.exp(lags * log_a.real), lags * log_a.imag)
+
+
+def state_convolution(log_a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """States of a time-invariant recurrence as a convolution: h_t = Σ_k Ā^k b_{t-k}.
+
+    log_a: (G, n) with Ā = exp(log_a); b: (B, L, G, n). By FFT at length 2L.
+    """
+    L = b.shape[1]
+    n = 2 * L
+    lags = torch.arange(L, device=b.device, dtype=log_a.real.dtype)
+    kernel = powers(log_a, lags.view(L, 1, 1))  # (L, G, n)
+    if not b.is_complex() and not kernel.is_complex():
+        return torch.fft.irfft(torch.fft.rfft(b, n=n, dim=1) * torch.fft.rfft(kernel, n=n, dim=0), n=n, dim=1)[:, :L]
+    cdtype = b.dtype if b.is_complex() else kernel.dtype
+    spectrum = torch.fft.fft(b.to(cdtype), n=n, dim=1) * torch.fft.fft(kernel.to(cdtype), n=n, dim=0)
+    h = torch.fft.ifft(spectrum, n=n, dim=1)[:, :L]
+    return h if b.is_complex() else h.real  # a real state under a complex log Ā stays real

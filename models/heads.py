@@ -1,0 +1,338 @@
+"""HeadSSM: the selective SSM of Mamba-2 and Mamba-3, one axis at a time.
+
+x: (B, L, D) -> y: (B, L, D), for D = E·P channels in E heads of P = ``headdim`` channels
+(without headdim, one head per channel: Mamba-1), N = ``d_state``, R = ``mimo_rank``.
+Everything below is per head unless said otherwise; "[Mamba-2 (k)]" cites Dao & Gu 2024
+eq. k, "[M3 §k]" the Mamba-3 paper (arXiv 2603.15569), "[mamba3.py]" mamba-ssm 2.3.2's
+``modules/mamba3.py`` and its reference recurrences in ``tests/ops``.
+
+1. One projection of x_t (``x_proj``) to: δ_t (``dt_rank``) -> Δ_t = softplus(W_Δ δ_t + b_Δ);
+   B_t, C_t ∈ R^{g×R×N} (C^{g×R×n} for a complex state) shared by the heads of each of the
+   g = ``ngroups`` groups [Mamba-2 §7]; with ``a_source='data'`` A_t = -max(softplus(W_A x_t),
+   a_floor) [M3 §3, mamba3.py]; with a data-dependent trapezoid λ_t = σ(W_λ x_t) [M3 (6)];
+   with ``rotation='data'`` θ_t = π·tanh(W_θ x_t) ∈ (-π, π), one angle per rotated pair,
+   shared by the heads [mamba3.py]. Learned A = -exp(A_log): one scalar per head with
+   headdim (Mamba-2), one per (channel, state) without (Mamba-1). Fixed Δ: exp(log_dt) per head.
+2. ``bc_norm``: B_t, C_t <- RMSNorm over their N entries (learned weight); ``bc_bias``:
+   + a learned bias per (head, rank), initialised to 1 [mamba3.py].
+3. Rotation ("RoPE trick", [M3 §3.2]): the angle accumulates per head and rotated pair j,
+   Φ_t = Φ_{t-1} + ω_t with ω_t = Δ_t θ_t (``data``) or ω_j = 10000^{-j/M} for the M rotated
+   pairs (``fixed``: standard RoPE frequencies, neither data-dependent nor learned, Mamba-3
+   Table 5b's "standard RoPE"). Pairs are (0, 1), (2, 3), ...; the first
+   M = ``rotated_pairs`` = ``rope_fraction``·N/2 rotate, the rest do not. Two equal forms:
+
+   * ``rotation_form='rotate_bc'``: a real state with the real transition α_t, read and
+     written through rotated vectors B̃_t = R(Φ_t) B_t, C̃_t = R(Φ_t) C_t.
+   * ``rotation_form='complex'``: pair j as one complex mode h_j with transition
+     α_t e^{iω_t,j}, input conj(b_2j + i b_2j+1), read Re((c_2j + i c_2j+1) h_j).
+
+   They agree because b_sᵀ R(Φ_s)ᵀ R(Φ_t) c_t = Re(conj(b̂_s) ĉ_t e^{i(Φ_t - Φ_s)}).
+4. Lift (R > 1, [M3 §3.3]): x^(r) = mimo_x[r] ⊙ x (init 1/R); the state of a channel d
+   receives v_t[d] = Σ_r x^(r)_t[d] B̃_t[r] ∈ R^N (R times the FLOPs of SISO, same state).
+5. Discretisation (:mod:`models.discretize`): α_t = exp(Δ_t A_t) (or bilinear), mapped to
+   2α_t - 1 with ``eig_range=[-1, 1]``; b_t = F_t v_t, or with ``trapezoidal``
+   b_t = γ_t v_t + β_t v_{t-1}.
+6. h_t = α_t h_{t-1} + b_t per channel, (B, L, D, N), by the layer's compute mode.
+7. y^(r)_t[d] = s·Re(C̃_t[r] · h_t[d]) + D[d] x^(r)_t[d] (s = 2 for a conjugate-symmetric
+   complex state, else 1). R > 1: y^(r) ⊙ SiLU(mimo_z[r] ⊙ z) inside (init 1) when the gate
+   is ``silu``, then y = Σ_r mimo_o[r] ⊙ y^(r) (init 1/R) [mamba3.py]; any other gate acts
+   on the sum. R = 1 has no lift vectors: it is the SISO point.
+
+Choices that differ from the reference blocks, fixed here so the axes compose with
+Mamba-1's: Δ, A_t, λ_t, θ_t, B_t, C_t are projections of the SSM input x_t (after the
+short conv, through Mamba-1's low-rank Δ projection), where Mamba-2/3 project them from the
+block input u_t (Mamba-2 also convolves B and C); D is per channel, not per head. A per
+head is initialised from U[1, 16] for the real inits (Mamba-2's A_init_range) and from the
+mean real part of the named init otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import init as ssm_init
+from .config import SSMConfig
+from .discretize import discretize, log_transition, signed_transition, trapezoid_drive
+from .scan import linear_scan, state_convolution
+
+
+@dataclass
+class Terms:
+    """One stretch of the recurrence: a (B|1, L|1, D, n), b (B, L, D, n); read: C̃_t
+    (B, L, U, R, n) for U units (groups or heads) or the fixed C (D, n); lifted x (B, L, R, D);
+    v_last (B, 1, D, n) and phi_last (B, 1, E, M) to carry into the next step; log_a (D, n)
+    where the transition is time-invariant."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    read: torch.Tensor
+    lifted: torch.Tensor
+    v_last: torch.Tensor | None
+    phi_last: torch.Tensor | None
+    log_a: torch.Tensor | None
+
+
+def rotate_pairs(v: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (0, 1), (2, 3), ... of the last dim of v (N) by the angles phi (M <= N/2
+    of them, broadcast against v's leading dims); pairs from M on are left as they are."""
+    M = phi.shape[-1]
+    pairs = v.unflatten(-1, (-1, 2))
+    first, second = pairs[..., :M, 0], pairs[..., :M, 1]
+    cos, sin = torch.cos(phi), torch.sin(phi)
+    rotated = torch.stack([first * cos - second * sin, first * sin + second * cos], dim=-1)
+    rotated, rest = torch.broadcast_tensors(rotated, pairs[..., :M, :])[0], pairs[..., M:, :]
+    rest = rest.expand(*rotated.shape[:-2], *rest.shape[-2:])
+    return torch.cat([rotated, rest], dim=-2).flatten(-2)
+
+
+def complex_pairs(v: torch.Tensor) -> torch.Tensor:
+    """(..., N) real -> (..., N/2) complex, pair j as v_2j + i v_2j+1."""
+    return torch.view_as_complex(v.unflatten(-1, (-1, 2)).contiguous())
+
+
+def rms_norm(v: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+class HeadSSM(nn.Module):
+    """The SSM of a layer with any Mamba-2/3 axis moved (see the module docstring)."""
+
+    def __init__(self, cfg: SSMConfig):
+        super().__init__()
+        self.cfg = cfg
+        D, E, g, R, N = cfg.d_inner, cfg.n_heads, cfg.ngroups, cfg.mimo_rank, cfg.d_state
+        self.complex_form = cfg.rotation != "none" and cfg.rotation_form == "complex"
+        self.n = N // 2 if self.complex_form else cfg.n_modes  # modes of the state
+        self.scale = 2.0 if (cfg.complex and cfg.conj_sym) else 1.0
+        parts = 2 if cfg.complex else 1
+        self.M = cfg.rotated_pairs
+        sel = cfg.selective
+        self.dt_rank = cfg.resolved_dt_rank if "dt" in sel else 0
+        bc = g * R * cfg.n_modes * parts
+        self.widths = {"dt": self.dt_rank, "B": bc if "B" in sel else 0, "C": bc if "C" in sel else 0,
+                       "A": E if cfg.a_source == "data" else 0,
+                       "lambda": E if (cfg.discretization == "trapezoidal" and cfg.trapezoid == "data") else 0,
+                       "theta": self.M if cfg.rotation == "data" else 0}
+        width = sum(self.widths.values())
+        self.x_proj = nn.Linear(D, width, bias=False) if width else None
+        self.dt_proj = nn.Linear(self.dt_rank, E, bias=True) if "dt" in sel else None
+        self.log_dt = None if "dt" in sel else nn.Parameter(torch.empty(E, 1))
+        a_rows, a_cols = (E, 1) if cfg.headdim else (D, cfg.n_modes)
+        self.A_log = nn.Parameter(torch.empty(a_rows, a_cols)) if cfg.a_source == "learned" else None
+        self.A_imag = nn.Parameter(torch.empty(E, cfg.n_modes)) if cfg.complex else None
+        tail = (2,) if cfg.complex else ()
+        self.C = None if "C" in sel else nn.Parameter(torch.empty(D, cfg.n_modes, *tail))
+        self.B_norm = nn.Parameter(torch.empty(cfg.n_modes * parts)) if cfg.bc_norm and "B" in sel else None
+        self.C_norm = nn.Parameter(torch.empty(cfg.n_modes * parts)) if cfg.bc_norm and "C" in sel else None
+        self.B_bias = nn.Parameter(torch.empty(E, R, cfg.n_modes * parts)) if cfg.bc_bias and "B" in sel else None
+        self.C_bias = nn.Parameter(torch.empty(E, R, cfg.n_modes * parts)) if cfg.bc_bias and "C" in sel else None
+        self.mimo_x = nn.Parameter(torch.empty(R, D)) if R > 1 else None
+        self.mimo_z = nn.Parameter(torch.empty(R, D)) if R > 1 and cfg.gate == "silu" else None
+        self.mimo_o = nn.Parameter(torch.empty(R, D)) if R > 1 else None
+        self.D = nn.Parameter(torch.empty(D))
+        frequencies = 10000.0 ** (-torch.arange(self.M, dtype=torch.float64) / max(self.M, 1))
+        self.register_buffer("rope_frequencies", frequencies.float(), persistent=False)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ initialisation
+    def reset_parameters(self) -> None:
+        if self.D.is_meta:
+            return
+        cfg = self.cfg
+        E, n = cfg.n_heads, cfg.n_modes
+        with torch.no_grad():
+            Lambda = torch.stack([ssm_init.eigenvalues(cfg.init, n, cfg.d_state, cfg.complex)
+                                  for _ in range(E if cfg.headdim else cfg.d_inner)])
+            if self.A_log is not None:
+                if not cfg.headdim:
+                    self.A_log.copy_(torch.log(-Lambda.real))
+                elif cfg.init in ("s4d_real", "random"):
+                    self.A_log.copy_(torch.log(torch.empty(E, 1, dtype=torch.float64).uniform_(1, 16)))
+                else:
+                    self.A_log.copy_(torch.log(-Lambda.real.mean(-1, keepdim=True)))
+            if self.A_imag is not None:
+                self.A_imag.copy_(Lambda.imag[:E])
+            if self.log_dt is not None:
+                self.log_dt.copy_(torch.log(ssm_init.log_uniform((E, 1), cfg.dt_min, cfg.dt_max)))
+            if self.dt_proj is not None:
+                std = self.dt_rank ** -0.5
+                nn.init.uniform_(self.dt_proj.weight, -std, std)
+                dt = ssm_init.log_uniform((E,), cfg.dt_min, cfg.dt_max).clamp(min=cfg.dt_init_floor)
+                self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+            if self.C is not None:
+                self.C.normal_(0, 1 / math.sqrt(2) if cfg.complex else 1)
+            for weight in (self.B_norm, self.C_norm, self.B_bias, self.C_bias, self.mimo_z):
+                if weight is not None:
+                    weight.fill_(1.0)
+            for weight in (self.mimo_x, self.mimo_o):
+                if weight is not None:
+                    weight.fill_(1.0 / cfg.mimo_rank)
+            {"normal": nn.init.normal_, "ones": nn.init.ones_, "zeros": nn.init.zeros_}[cfg.skip_init](self.D)
+
+    def dynamics_parameters(self) -> list[str]:
+        """A, Δ, the fixed C and D (own learning rate, no weight decay)."""
+        names = ["A_log", "A_imag", "log_dt", "C", "D", "dt_proj.weight", "dt_proj.bias"]
+        own = dict(self.named_parameters())
+        return [name for name in names if name in own]
+
+    def state_dtype(self) -> torch.dtype:
+        dtype = self.D.dtype
+        if not (self.cfg.complex or self.complex_form):
+            return dtype
+        return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+    # ------------------------------------------------------------------ the pieces
+    def _per_channel(self, t: torch.Tensor) -> torch.Tensor:
+        """(..., E, k) per head -> (..., D, k) per channel (each head's P channels)."""
+        P = self.cfg.headdim or 1
+        return t.repeat_interleave(P, dim=-2) if P > 1 and t.shape[-2] == self.cfg.n_heads else t
+
+    def _vectors(self, part: torch.Tensor, norm, bias, phi) -> torch.Tensor:
+        """A selective B or C: (B, L, g·R·n·parts) -> (B, L, U, R, n) for U = g groups, or E
+        heads once a per-head bias or rotation applies; complex for a complex state."""
+        cfg = self.cfg
+        batch, L, _ = part.shape
+        v = part.view(batch, L, cfg.ngroups, cfg.mimo_rank, -1)
+        if norm is not None:
+            v = rms_norm(v, norm)
+        if bias is not None or phi is not None:
+            v = v.repeat_interleave(cfg.n_heads // cfg.ngroups, dim=2)
+        if bias is not None:
+            v = v + bias
+        if cfg.complex:
+            return torch.view_as_complex(v.unflatten(-1, (-1, 2)).contiguous())
+        if phi is None:
+            return v
+        if self.complex_form:
+            return complex_pairs(v)
+        return rotate_pairs(v, phi.unsqueeze(-2))
+
+    def _transition(self, parts: dict, delta: torch.Tensor, omega: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(A, Ā, F) per head: (B|1, L|1, E|D, 1|n)."""
+        cfg = self.cfg
+        if self.A_log is not None:
+            A = -torch.exp(self.A_log)
+            A = A.view(1, 1, *A.shape)
+        else:
+            A = -F.softplus(parts["A"]).clamp_min(cfg.a_floor).unsqueeze(-1)
+        if self.A_imag is not None:
+            A = torch.complex(*torch.broadcast_tensors(A, self.A_imag.view(1, 1, *self.A_imag.shape)))
+        A_bar, factor = discretize(cfg.discretization, A, delta)
+        if self.complex_form:  # the rotation as the transition's angle (pairs past M: angle 0)
+            angle = F.pad(omega, (0, self.n - self.M))
+            A_bar = A_bar * torch.polar(torch.ones_like(angle), angle)
+        if cfg.eig_range == (-1, 1):
+            A_bar = signed_transition(A_bar)
+        return A, A_bar, factor
+
+    def terms(self, x: torch.Tensor, phi_before: torch.Tensor | None = None,
+              v_before: torch.Tensor | None = None) -> Terms:
+        """The recurrence's coefficients for x (B, L, D); ``phi_before``, ``v_before``: the
+        angle Φ and the input term v of the token before (step()), else zero."""
+        cfg = self.cfg
+        batch, L, D = x.shape
+        E, R = cfg.n_heads, cfg.mimo_rank
+        parts = {} if self.x_proj is None else \
+            dict(zip(self.widths, torch.split(self.x_proj(x), list(self.widths.values()), dim=-1)))
+        if self.dt_proj is not None:
+            delta = F.softplus(self.dt_proj(parts["dt"])).unsqueeze(-1)  # (B, L, E, 1)
+        else:
+            delta = torch.exp(self.log_dt).view(1, 1, E, 1)
+        omega = phi = None
+        if cfg.rotation != "none":
+            if cfg.rotation == "data":
+                omega = delta * (math.pi * torch.tanh(parts["theta"])).unsqueeze(-2)  # (B, L, E, M)
+            else:
+                omega = self.rope_frequencies.to(x.dtype).view(1, 1, 1, -1).expand(1, L, E, -1)
+            phi = torch.cumsum(omega, dim=1)
+            if phi_before is not None:
+                phi = phi + phi_before
+        A, A_bar, factor = self._transition(parts, delta, omega[:, :1] if cfg.rotation == "fixed" else omega)
+        lifted = x.unsqueeze(2) if self.mimo_x is None else self.mimo_x * x.unsqueeze(2)  # (B, L, R, D)
+        state_dtype = self.state_dtype()
+        if "B" in cfg.selective:
+            B_t = self._vectors(parts["B"], self.B_norm, self.B_bias, phi)
+            if self.complex_form:
+                B_t = B_t.conj()
+            units = B_t.shape[2]
+            v = torch.einsum("blruc,blurn->blucn", lifted.to(B_t.dtype).view(batch, L, R, units, D // units), B_t)
+            v = v.reshape(batch, L, D, -1).to(state_dtype)
+        else:
+            v = x.unsqueeze(-1).to(state_dtype)  # B ≡ 1
+        a = self._per_channel(A_bar)
+        if cfg.discretization == "trapezoidal":
+            lam = torch.sigmoid(parts["lambda"]).unsqueeze(-1) if self.widths["lambda"] else cfg.trapezoid
+            lam = self._per_channel(lam) if isinstance(lam, torch.Tensor) else lam
+            b = trapezoid_drive(v, a, self._per_channel(delta), lam, before=v_before)
+        else:
+            b = self._per_channel(factor) * v
+        a = a.expand(*a.shape[:2], D, self.n)
+        b = b.expand(*b.shape[:3], self.n)
+        if "C" in cfg.selective:
+            read = self._vectors(parts["C"], self.C_norm, self.C_bias, phi)
+        else:
+            read = torch.view_as_complex(self.C) if cfg.complex else self.C
+        log_a = None
+        if a.shape[1] == 1 and a.shape[0] == 1:
+            log_a = log_transition(cfg.discretization, A, delta, a[0, 0], signed=True)
+        return Terms(a=a, b=b, read=read, lifted=lifted, v_last=v[:, -1:].expand(*b[:, -1:].shape),
+                     phi_last=None if phi is None else phi[:, -1:], log_a=log_a)
+
+    def readout(self, h: torch.Tensor, terms: Terms, z: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+        """y (B, L, D) from h (B, L, D, n); True when the SiLU gate was applied (rank > 1)."""
+        batch, L, D, _ = h.shape
+        read = terms.read
+        if read.dim() == 2:  # the fixed C, per channel: (D, n)
+            y = (h * read).sum(-1).unsqueeze(2)
+        else:
+            units = read.shape[2]
+            y = torch.einsum("blucn,blurn->blruc", h.view(batch, L, units, D // units, -1), read.to(h.dtype))
+            y = y.reshape(batch, L, -1, D)
+        y = (y.real if y.is_complex() else y) * self.scale + self.D * terms.lifted  # (B, L, R, D)
+        if self.mimo_o is None:
+            return y[:, :, 0], False
+        gated = z is not None and self.mimo_z is not None
+        if gated:
+            y = y * F.silu(self.mimo_z * z.unsqueeze(2))
+        return (self.mimo_o * y).sum(2), gated
+
+    # ------------------------------------------------------------------ forward and step
+    def forward(self, x: torch.Tensor, mode: str, z: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+        """x: (B, L, D) -> (y (B, L, D), whether the SiLU gate with z was applied)."""
+        terms = self.terms(x)
+        if mode == "fft":
+            h = state_convolution(terms.log_a, terms.b)
+        else:
+            h = linear_scan(terms.a, terms.b, mode, self.cfg.chunk_size)
+        return self.readout(h, terms, z)
+
+    def init_state(self, batch: int) -> dict[str, torch.Tensor]:
+        """h (batch, D, n); with trapezoidal v (the last input term); with a rotation phi
+        (batch, 1, E, M), the accumulated angle."""
+        cfg, device = self.cfg, self.D.device
+        state = {"h": torch.zeros(batch, cfg.d_inner, self.n, dtype=self.state_dtype(), device=device)}
+        if cfg.discretization == "trapezoidal":
+            state["v"] = torch.zeros_like(state["h"])
+        if cfg.rotation != "none":
+            state["phi"] = torch.zeros(batch, 1, cfg.n_heads, self.M, dtype=self.D.dtype, device=device)
+        return state
+
+    def step(self, x_t: torch.Tensor, z: torch.Tensor | None, state: dict[str, torch.Tensor]
+             ) -> tuple[torch.Tensor, bool, dict[str, torch.Tensor]]:
+        """x_t (B, 1, D) -> (y (B, 1, D), gated, new state)."""
+        v_before = state["v"].unsqueeze(1) if "v" in state else None
+        terms = self.terms(x_t, phi_before=state.get("phi"), v_before=v_before)
+        h = terms.a[:, 0] * state["h"] + terms.b[:, 0]
+        new_state = {"h": h}
+        if "v" in state:
+            new_state["v"] = terms.v_last[:, 0]
+        if "phi" in state:
+            new_state["phi"] = terms.phi_last
+        y, gated = self.readout(h.unsqueeze(1), terms, z)
+        return y, gated, new_state
