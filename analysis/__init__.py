@@ -16,6 +16,7 @@ Modules, one job each:
 - :mod:`analysis.bench`    benchmark (speed/memory vs length) tables and plots
 - :mod:`analysis.summary`  the ``summary.md`` that ties a report together
 - :mod:`analysis.report`   one results set -> a report directory
+- :mod:`analysis.outputs`  the files a report wrote (its manifest), so a rerun removes its stale ones
 - :mod:`analysis.compare`  two result sets (ours, or published numbers in a CSV) side by side
 - :mod:`analysis.notebook` helpers that keep ``analysis/notebooks/*.ipynb`` thin
 """

@@ -192,8 +192,9 @@ def _loglog(rows: pd.DataFrame, heading: str, columns: Sequence[str], palette: d
         axes = fig.subplots(1, len(columns), squeeze=False)[0]
         for ax, col in zip(axes, columns):
             data = ok.dropna(subset=[col]).groupby(["series", "name", "variant", "length"], as_index=False)[col].mean()
-            sns.lineplot(data=data, x="length", y=col, hue="name", hue_order=[n for n in palette if n in set(data["name"])],
-                         palette=palette, style="variant", style_order=[v for v in variants if v in set(data["variant"])],
+            sns.lineplot(data=data, x="length", y=col, hue="name",
+                         hue_order=[n for n in palette if n in set(data["name"])], palette=palette, style="variant",
+                         style_order=[v for v in variants if v in set(data["variant"])],
                          units="series", estimator=None, markers=True, dashes=True, ax=ax)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")

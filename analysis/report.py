@@ -15,24 +15,27 @@ A fair comparison, in every results table:
   ``Sel. <key>`` columns show the values selected;
 - budget: the caption states what every row was given equally (``budget_kind`` =
   ``budget_value``), or warns that budgets differ and between which rows;
-- significance: a 95% CI column (Student-t, over seeds) and † on rows whose test metric differs
-  from the baseline row's (two-sided Welch's t-test, p < 0.05, >= 3 seeds in both cells;
-  :mod:`analysis.significance`).
+- significance: a 95% CI column (Student-t, over seeds, clipped to the metric's range) and † on
+  rows whose test metric differs from the baseline row's (two-sided Welch's t-test, p < 0.05,
+  >= 3 seeds in both cells; :mod:`analysis.significance`).
 
 Files written (those without data are skipped):
 
     summary.md                       what was compared, what was held equal, headline differences
     tables.md, tables.tex            every table below, concatenated
     results_<task>.md/.tex           configurations x metrics, mean ± std (n), best in bold
-    extrapolation_<task>.md/.tex     metric at each test length (induction heads)
+    extrapolation_<task>.md/.tex     metric on the test split and at each test length (induction heads)
     speed_time.md/.tex, speed_memory.md/.tex   benchmark: time and memory per length
     aggregate.csv                    the numbers behind the tables (mean, std, n, ci95, status counts)
     final.png/.pdf                   final test metric per configuration, 95% CI, a panel per task
-    curves.png/.pdf                  learning curves with a band over seeds
+    curves.png/.pdf                  learning curves with a 95% band over seeds
     extrapolation.png/.pdf           metric against test length
-    params.png/.pdf                  metric against parameter count
+    params.png/.pdf                  metric against parameter count, 95% CI
     heatmap.png/.pdf                 mean metric over two swept axes (when exactly two are swept)
     speed_time.png/.pdf, speed_memory.png/.pdf  log-log benchmark plots
+    .manifest                        the files above that this report wrote (see :mod:`analysis.outputs`)
+
+Every interval is clipped to the metric's valid range and named in captions and figure notes.
 """
 
 from __future__ import annotations

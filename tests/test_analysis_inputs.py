@@ -90,7 +90,8 @@ def test_repeated_measurements_of_one_series_say_they_are_averaged(tmp_path) -> 
     root = tmp_path / "b"
     (root / "bench").mkdir(parents=True)
     bench_frame(threads=(1,)).to_parquet(root / "bench" / "job1.parquet")
-    bench_frame(threads=(1,)).assign(fwdbwd_ms=lambda f: f["fwdbwd_ms"] * 1.1).to_parquet(root / "bench" / "job2.parquet")
+    slower = bench_frame(threads=(1,)).assign(fwdbwd_ms=lambda f: f["fwdbwd_ms"] * 1.1)
+    slower.to_parquet(root / "bench" / "job2.parquet")
     build_report([root], formats=("png",))
     header, body = parse_markdown_table(root / "report" / "speed_time.md")
     assert body[0][0] == "S5 / scan" and body[0][1].endswith("(2)")

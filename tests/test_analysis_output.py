@@ -62,8 +62,7 @@ def test_table_intervals_stay_in_the_metric_range_and_say_so(near_bounds) -> Non
         assert (max(h for _, h in bounds) == ceiling) if task == "sdigits" else (min(l for l, _ in bounds) == floor)
         caption = (report / f"results_{task}.md").read_text().splitlines()[0]
         assert "95% CI: Student-t interval of the mean over seeds" in caption
-        assert ("clipped to the metric's range [0, 1]" if task == "sdigits" else "clipped to the metric's range [0, ∞)") \
-            in caption
+        assert f"clipped to the metric's range {'[0, 1]' if task == 'sdigits' else '[0, ∞)'}" in caption
     flat = pd.read_csv(report / "aggregate.csv")
     assert (flat["test_ci95_low"] >= 0).all()
     assert (flat.loc[flat["task"] == "sdigits", "test_ci95_high"] <= 1).all()
@@ -129,8 +128,9 @@ def test_params_panels_share_one_readable_scale(tmp_path) -> None:
         panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_xlabel()]
         assert len(panels) == 2 and {ax.get_xscale() for ax in panels} == {"log"}
         for ax in panels:
+            low, high = ax.get_xlim()
             labels = [t for t in ax.get_xticklabels(minor=False) + ax.get_xticklabels(minor=True)
-                      if t.get_visible() and t.get_text() and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+                      if t.get_visible() and t.get_text() and low <= t.get_position()[0] <= high]
             assert labels and all(re.fullmatch(r"[\d.]+[kM]?", t.get_text()) for t in labels), \
                 [t.get_text() for t in labels]
             boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
