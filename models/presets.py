@@ -13,6 +13,17 @@ norm that the preset's paper uses.
   channel, B folded into C, ZOH, FFT convolution, GELU -> Linear(H, 2H) -> GLU.
 * Mamba (Gu & Dao 2023): expand 2, causal conv k = 4 + SiLU, selective Δ (rank
   ceil(H/16)), B, C, S4D-Real A, ZOH for A with Euler for B, D = 1, y ⊙ SiLU(z), out_proj.
+* Mamba-2 (Dao & Gu 2024): Mamba's block with A and Δ one scalar per head of ``headdim``
+  channels and B_t, C_t shared by all heads (ngroups 1); A per head from U[1, 16]. The
+  block's gated RMSNorm is replaced by Mamba's y ⊙ SiLU(z) (see models.heads for the
+  other differences).
+* Mamba-3 (arXiv 2603.15569, mamba-ssm's ``Mamba3``): heads as Mamba-2, no short conv,
+  exponential-trapezoidal discretisation with data-dependent λ_t, data-dependent A_t
+  (floor 1e-4), data-dependent rotation of half the state pairs (rope_fraction 0.5),
+  BCNorm and B/C biases. ``mamba3_mimo``: the same with rank-4 MIMO.
+
+The papers' heads are 64 channels wide and their states 128; the presets default to
+headdim 16 and d_state 16 so that they run at the CPU sizes of the other presets.
 """
 
 from __future__ import annotations
@@ -41,8 +52,23 @@ def mamba(d_model: int = 64, d_state: int = 16, **overrides: Any) -> SSMConfig:
     return SSMConfig(d_model=d_model, d_state=d_state, **{**base, **overrides})
 
 
-PRESETS: dict[str, Callable[..., SSMConfig]] = {"s5": s5, "s4d": s4d, "mamba": mamba}
-PRESET_NORMS = {"s5": "layer", "s4d": "layer", "mamba": "rms"}
+def mamba2(d_model: int = 64, d_state: int = 16, **overrides: Any) -> SSMConfig:
+    return mamba(d_model, d_state, **{"headdim": 16, **overrides})
+
+
+def mamba3(d_model: int = 64, d_state: int = 16, **overrides: Any) -> SSMConfig:
+    base = dict(headdim=16, conv=0, discretization="trapezoidal", trapezoid="data", a_source="data",
+                rotation="data", rope_fraction=0.5, bc_norm=True, bc_bias=True)
+    return mamba(d_model, d_state, **{**base, **overrides})
+
+
+def mamba3_mimo(d_model: int = 64, d_state: int = 16, **overrides: Any) -> SSMConfig:
+    return mamba3(d_model, d_state, **{"mimo_rank": 4, **overrides})
+
+
+PRESETS: dict[str, Callable[..., SSMConfig]] = {"s5": s5, "s4d": s4d, "mamba": mamba, "mamba2": mamba2,
+                                                 "mamba3": mamba3, "mamba3_mimo": mamba3_mimo}
+PRESET_NORMS = {"s5": "layer", "s4d": "layer", "mamba": "rms", "mamba2": "rms", "mamba3": "rms", "mamba3_mimo": "rms"}
 
 
 def preset(name: str, **overrides: Any) -> SSMConfig:

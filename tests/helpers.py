@@ -24,7 +24,7 @@ def valid_modes(cfg: SSMConfig) -> list[str]:
     """The modes that can run this config on the CPU, ``recurrent`` first (``triton`` under the
     interpreter, see conftest.py)."""
     return (["recurrent", "scan", "chunked"] + (["fft"] if cfg.supports_fft else [])
-            + (["triton"] if triton_scan.runs_on("cpu") else []))
+            + (["triton"] if triton_scan.runs_on("cpu") and cfg.supports_triton else []))
 
 
 def outputs_and_grads(layer: SSMLayer, u: torch.Tensor, mode: str) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -18,7 +18,7 @@ from ablate.config import register, resolve
 from learning import CONF
 
 
-@pytest.mark.parametrize("name", ["s5", "s4d", "mamba"])
+@pytest.mark.parametrize("name", sorted(models.PRESETS))
 def test_model_yaml_lists_the_preset(name: str) -> None:
     with open(os.path.join(CONF, "model", f"{name}.yaml")) as f:
         node = yaml.safe_load(f)

@@ -1,0 +1,247 @@
+"""The Mamba-2 / Mamba-3 axes and the eigenvalue range: every CPU mode equals the recurrence,
+step() equals forward(), the stated identities hold (λ = 1 is Euler, the two rotation forms
+agree, rank 1 is SISO), a loop written from the papers' equations agrees, and conflicts are
+refused in one line."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import SSMConfig, SSMLayer, preset
+
+from helpers import outputs_and_grads, randomize_, relative_error, valid_modes
+
+SMALL = dict(d_model=4, d_state=8)
+CONFIGS = {
+    "mamba2": preset("mamba2", headdim=2, **SMALL),
+    "mamba2_groups": preset("mamba2", headdim=2, ngroups=2, **SMALL),
+    "mamba3": preset("mamba3", headdim=2, **SMALL),
+    "mamba3_mimo": preset("mamba3_mimo", headdim=4, **SMALL),
+    "mamba3_complex_form_signed": preset("mamba3", headdim=2, rope_fraction=1.0, rotation_form="complex",
+                                         eig_range=[-1, 1], **SMALL),
+    "heads_lti_s4d": preset("s4d", headdim=2, **SMALL),
+    "fixed_rotation_lti": preset("mamba3", headdim=2, selective="B,C", a_source="learned", rotation="fixed",
+                                 trapezoid=0.5, **SMALL),
+    "data_A_complex_heads": preset("mamba", complex=True, init="s4d_lin", discretization="zoh", headdim=2,
+                                   a_source="data", **SMALL),
+    "trapezoidal_s5": preset("s5", discretization="trapezoidal", **SMALL),
+    "trapezoidal_s4d_fixed": preset("s4d", discretization="trapezoidal", trapezoid=0.5, **SMALL),
+    "signed_mamba": preset("mamba", eig_range=[-1, 1], **SMALL),
+    "signed_s4d_bilinear": preset("s4d", eig_range=[-1, 1], discretization="bilinear", **SMALL),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_mode_equals_recurrent(name: str) -> None:
+    cfg = CONFIGS[name].with_(chunk_size=5)
+    torch.manual_seed(0)
+    layer = randomize_(SSMLayer(cfg).double(), scale=0.1)
+    u = torch.randn(2, 19, cfg.d_model, dtype=torch.float64)
+    y_ref, g_ref = outputs_and_grads(layer, u, "recurrent")
+    modes = valid_modes(cfg)[1:]
+    assert ("fft" in modes) == cfg.supports_fft and "triton" not in modes or cfg.supports_triton
+    for mode in modes:
+        y, grads = outputs_and_grads(layer, u, mode)
+        assert relative_error(y, y_ref) < 1e-10, (name, mode)
+        for (pname, _), g, gr in zip([("input", None), *layer.named_parameters()], grads, g_ref):
+            assert relative_error(g, gr) < 1e-10 if gr.abs().max() > 0 else g.abs().max() == 0, (name, mode, pname)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_step_equals_forward(name: str) -> None:
+    torch.manual_seed(0)
+    layer = randomize_(SSMLayer(CONFIGS[name]), scale=0.1)
+    u = torch.randn(3, 13, CONFIGS[name].d_model)
+    with torch.no_grad():
+        y = layer(u)
+        state = layer.init_state(3)
+        steps = []
+        for t in range(u.shape[1]):
+            y_t, state = layer.step(u[:, t], state)
+            steps.append(y_t)
+    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-5, atol=1e-5)
+
+
+def same_weights(cfg: SSMConfig, source: SSMLayer) -> SSMLayer:
+    layer = SSMLayer(cfg).double()
+    layer.load_state_dict(source.state_dict())
+    return layer
+
+
+@pytest.mark.parametrize("base", [preset("mamba", d_model=4, d_state=4), preset("mamba2", headdim=2, **SMALL),
+                                  preset("s5", d_model=4, d_state=4, discretization="zoh_euler")])
+def test_trapezoid_with_lambda_one_is_exponential_euler(base: SSMConfig) -> None:
+    torch.manual_seed(1)
+    euler = randomize_(SSMLayer(base).double())
+    trapezoid = same_weights(base.with_(discretization="trapezoidal", trapezoid=1.0), euler)
+    u = torch.randn(2, 11, base.d_model, dtype=torch.float64)
+    assert relative_error(trapezoid(u), euler(u)) < 1e-14
+    half = same_weights(base.with_(discretization="trapezoidal", trapezoid=0.5), euler)
+    assert relative_error(half(u), euler(u)) > 1e-6  # λ moves the output (by O(Δ)): the check can fail
+
+
+@pytest.mark.parametrize("rope_fraction", [0.5, 1.0])
+@pytest.mark.parametrize("rotation", ["data", "fixed"])
+def test_rotating_b_and_c_equals_the_complex_recurrence(rope_fraction: float, rotation: str) -> None:
+    cfg = preset("mamba3_mimo", d_model=4, d_state=8, headdim=2, mimo_rank=2, rope_fraction=rope_fraction,
+                 rotation=rotation, eig_range=[-1, 1])
+    torch.manual_seed(2)
+    rotated = randomize_(SSMLayer(cfg).double(), scale=0.3)
+    complex_form = same_weights(cfg.with_(rotation_form="complex"), rotated)
+    assert complex_form.heads.state_dtype() == torch.complex128 and rotated.heads.state_dtype() == torch.float64
+    u = torch.randn(2, 17, 4, dtype=torch.float64)
+    y_real, g_real = outputs_and_grads(rotated, u, "scan")
+    y_complex, g_complex = outputs_and_grads(complex_form, u, "scan")
+    assert relative_error(y_complex, y_real) < 1e-12
+    for a, b in zip(g_complex, g_real):
+        assert relative_error(a, b) < 1e-10
+    if rotation == "data":  # θ_t = 0 (rows of the angle projection zeroed) gives another function
+        unrotated = same_weights(cfg, rotated)
+        with torch.no_grad():
+            unrotated.heads.x_proj.weight[-unrotated.heads.widths["theta"]:] = 0
+        assert relative_error(unrotated(u), y_real) > 1e-3
+
+
+def test_rank_one_is_the_siso_point() -> None:
+    """A rank-2 layer whose second rank is switched off (no input, no output) and whose lift
+    vectors are 1 computes the SISO layer with the first rank's weights."""
+    siso_cfg = preset("mamba3", d_model=4, d_state=8, headdim=2)
+    torch.manual_seed(3)
+    siso = randomize_(SSMLayer(siso_cfg).double())
+    mimo = SSMLayer(siso_cfg.with_(mimo_rank=2)).double()
+    source, target = siso.state_dict(), mimo.state_dict()
+    N, g = siso_cfg.d_state, siso_cfg.ngroups
+    widths = siso.heads.widths
+    with torch.no_grad():
+        for name, value in source.items():
+            if name == "heads.x_proj.weight":
+                rows = list(value.split(list(widths.values())))
+                for index, key in enumerate(widths):
+                    if key in ("B", "C"):  # (g·1·N) rows -> (g·2·N): rank 0 as given, rank 1 arbitrary
+                        rows[index] = torch.cat([rows[index].view(g, 1, N, -1),
+                                                 torch.randn(g, 1, N, value.shape[1], dtype=value.dtype)], 1).flatten(0, 2)
+                target[name] = torch.cat(rows)
+            elif name in ("heads.B_bias", "heads.C_bias"):
+                target[name] = torch.cat([value, torch.randn_like(value)], 1)
+            else:
+                target[name] = value
+        target["heads.mimo_x"] = torch.tensor([[1.0], [0.0]], dtype=torch.float64).expand(2, 8).clone()
+        target["heads.mimo_o"] = target["heads.mimo_x"].clone()
+        target["heads.mimo_z"] = torch.ones(2, 8, dtype=torch.float64) + torch.tensor([[0.0], [5.0]], dtype=torch.float64)
+    mimo.load_state_dict(target)
+    u = torch.randn(2, 9, 4, dtype=torch.float64)
+    assert relative_error(mimo(u), siso(u)) < 1e-14
+
+
+def mamba3_loop(layer: SSMLayer, u: torch.Tensor) -> torch.Tensor:
+    """The Mamba-3 block written from the paper's equations (and mamba-ssm's reference step),
+    one token at a time, per head of P channels with an (N × P) state, from the layer's weights."""
+    cfg, heads = layer.cfg, layer.heads
+    E, P, R, N, M = cfg.n_heads, cfg.headdim, cfg.mimo_rank, cfg.d_state, cfg.rotated_pairs
+    x, z = layer.in_proj(u).chunk(2, dim=-1)
+    parts = dict(zip(heads.widths, heads.x_proj(x).split(list(heads.widths.values()), dim=-1)))
+    batch, L, _ = u.shape
+
+    def vectors(part, norm, bias):  # (B, L, R, N) per head: RMSNorm, + bias
+        v = part.view(batch, L, R, N)
+        v = v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5) * norm
+        return v.unsqueeze(2) + bias.view(1, 1, E, R, N)
+
+    def rotate(v, angle):  # pairs (2j, 2j+1), j < M, by angle[..., j]
+        v = v.clone()
+        c, s = torch.cos(angle), torch.sin(angle)
+        v0, v1 = v[..., 0:2 * M:2].clone(), v[..., 1:2 * M:2].clone()
+        v[..., 0:2 * M:2], v[..., 1:2 * M:2] = v0 * c - v1 * s, v0 * s + v1 * c
+        return v
+
+    Bs, Cs = vectors(parts["B"], heads.B_norm, heads.B_bias), vectors(parts["C"], heads.C_norm, heads.C_bias)
+    dt = F.softplus(heads.dt_proj(parts["dt"]))                      # (B, L, E)
+    A = -torch.clamp(F.softplus(parts["A"]), min=cfg.a_floor)         # (B, L, E)
+    lam = torch.sigmoid(parts["lambda"])                              # (B, L, E)
+    theta = torch.tanh(parts["theta"]) * math.pi                      # (B, L, M)
+    xr = x.view(batch, L, 1, E, P) * (heads.mimo_x.view(1, 1, R, E, P) if R > 1 else 1)
+    zr = z.view(batch, L, 1, E, P) * (heads.mimo_z.view(1, 1, R, E, P) if R > 1 else 1)
+    state = torch.zeros(batch, E, N, P, dtype=u.dtype)
+    angle = torch.zeros(batch, E, M, dtype=u.dtype)
+    k_prev = torch.zeros(batch, E, R, N, dtype=u.dtype)
+    v_prev = torch.zeros(batch, R, E, P, dtype=u.dtype)
+    out = []
+    for t in range(L):
+        angle = angle + dt[:, t, :, None] * theta[:, t, None, :]
+        k = rotate(Bs[:, t], angle.unsqueeze(2))                        # (B, E, R, N)
+        q = rotate(Cs[:, t], angle.unsqueeze(2))
+        alpha = torch.exp(dt[:, t] * A[:, t])
+        if cfg.eig_range == (-1, 1):
+            alpha = 2 * alpha - 1
+        beta, gamma = (1 - lam[:, t]) * dt[:, t] * alpha, lam[:, t] * dt[:, t]
+        v = xr[:, t]                                                    # (B, R, E, P)
+        state = (alpha[..., None, None] * state
+                 + beta[..., None, None] * torch.einsum("berN,breP->beNP", k_prev, v_prev)
+                 + gamma[..., None, None] * torch.einsum("berN,breP->beNP", k, v))
+        y = torch.einsum("beNP,berN->breP", state, q) + heads.D.view(1, 1, E, P) * v
+        y = y * F.silu(zr[:, t])
+        y = (y * heads.mimo_o.view(1, R, E, P)).sum(1) if R > 1 else y[:, 0]
+        out.append(y.reshape(batch, E * P))
+        k_prev, v_prev = k, v
+    return layer.out_proj(torch.stack(out, 1))
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(mimo_rank=2), dict(eig_range=[-1, 1], rope_fraction=1.0)])
+def test_mamba3_layer_equals_the_papers_recurrence(overrides: dict) -> None:
+    cfg = preset("mamba3", d_model=4, d_state=8, headdim=2, **overrides)
+    torch.manual_seed(4)
+    layer = randomize_(SSMLayer(cfg).double(), scale=0.3)
+    u = torch.randn(2, 12, 4, dtype=torch.float64)
+    with torch.no_grad():
+        assert relative_error(layer(u), mamba3_loop(layer, u)) < 1e-12
+
+
+def test_signed_eigenvalues_flip_the_state_s_sign() -> None:
+    """With eig_range [-1, 1] and a step so large that Ā ≈ 0, the transition is ≈ -1: an
+    impulse's response alternates in sign (it cannot with eig_range [0, 1])."""
+    cfg = preset("s4d", d_model=1, d_state=1, complex=False, init="s4d_real", gate="none", skip_init="zeros",
+                 dt_min=50.0, dt_max=50.0)
+    u = torch.zeros(1, 6, 1, dtype=torch.float64)
+    u[0, 0, 0] = 1.0
+    for eig_range, alternates in (([0, 1], False), ([-1, 1], True)):
+        layer = SSMLayer(cfg.with_(eig_range=eig_range)).double()
+        with torch.no_grad():
+            layer.C.fill_(1.0)
+            signs = torch.sign(layer(u)[0, :, 0])
+        flips = (signs[1:] * signs[:-1] < 0).all().item()
+        assert flips == alternates, (eig_range, signs)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(rotation="data", complex=True, init="s4d_lin"), "rotation='data' is not valid with complex=True"),
+    (dict(mimo_rank=2, selective="dt,B"), "mimo_rank=2 is not valid with selective=['dt', 'B']"),
+    (dict(headdim=3), "headdim=3 is not valid; it must divide the 8 SSM channels"),
+    (dict(headdim=2, structure="mimo"), "headdim=2 is not valid with structure='mimo'"),
+    (dict(ngroups=2), "ngroups=2 is not valid; it needs headdim set"),
+    (dict(trapezoid=0.5), "trapezoid=0.5 is not valid with discretization='zoh_euler'"),
+    (dict(trapezoid=1.5, discretization="trapezoidal"), "trapezoid=1.5 is not valid; expected 'data' or a number"),
+    (dict(eig_range=[-2, 1]), "eig_range=[-2, 1] is not valid; expected one of [[0, 1], [-1, 1]]"),
+    (dict(headdim=2, mode="triton"), "mode='triton' is not valid with headdim=2"),
+    (dict(a_source="data", selective="B,C", mode="fft"), "mode='fft' is not valid with selective=['B', 'C'], "
+                                                         "a_source='data'"),
+    (dict(discretization="trapezoidal", mode="cuda"), "mode='cuda' (mamba-ssm's selective_scan_fn) is only valid"),
+    (dict(rotation="data", d_state=2, rope_fraction=0.5), "d_state=2 is not valid with rotation='data'"),
+    (dict(a_source="sometimes"), "a_source='sometimes' is not valid; expected one of ['learned', 'data']"),
+])
+def test_conflicts_are_refused_in_one_line(overrides: dict, message: str) -> None:
+    base = dict(d_model=4, d_state=8)
+    with pytest.raises(ValueError) as err:
+        preset("mamba", **{**base, **overrides})
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_identity_of_a_point_off_the_new_axes_is_unchanged() -> None:
+    """Run ids hash SSMConfig.identity(): the new fields appear only when moved."""
+    old = preset("s4d").identity()
+    assert not {"headdim", "eig_range", "mimo_rank", "rotation"} & set(old)
+    moved = preset("s4d", eig_range=[-1, 1], headdim=4).identity()
+    assert moved["eig_range"] == [-1, 1] and moved["headdim"] == 4
