@@ -14,6 +14,8 @@ u: (B, L, H) -> (B, L, H). With G groups of c = D/G channels and n stored modes 
      gains  B_t = diag(1 + s_B(x_t)) B,  C_t = C diag(1 + s_C(x_t)), s linear in x_t and
      zero at initialisation, so a selective MIMO layer starts as S5.
 3. Dynamics:  h_t = Ā_t ⊙ h_{t-1} + F_t ⊙ (B_t x_t),  (Ā, F) from :mod:`models.discretize`;
+   trapezoidal: h_t = Ā_t h_{t-1} + β_t B_{t-1} x_{t-1} + γ_t B_t x_t; eig_range [-1, 1]:
+   Ā_t -> 2Ā_t - 1 (both for every structure);
    y_t = s · Re(C_t h_t) + D ⊙ x_t,  s = 2 with conjugate symmetry (the dropped conjugate
    modes contribute the conjugate), else 1. Bidirectional: a second recurrence right to
    left with the same Ā, B̄ and its own C (S5): y += s·Re(C' h'_t).
@@ -21,6 +23,10 @@ u: (B, L, H) -> (B, L, H). With G groups of c = D/G channels and n stored modes 
    multiplicative gates, Fu et al. 2023, with the short conv standing in for its shift SSM); glu: GLU(W GELU(y)) with W: D -> 2D (S4D, S5's
    full_glu); half_glu1: g = GELU(y), g ⊙ σ(W g); half_glu2: y ⊙ σ(W GELU(y)) (S5);
    none: GELU(y). Then out_proj D -> H when D ≠ H.
+
+With any Mamba-2/3 axis moved (heads, groups, data-dependent A, rotation, rank-R MIMO,
+BCNorm, B/C biases: ``SSMConfig.uses_heads``), steps 2-3 and the D term are
+:class:`models.heads.HeadSSM`, whose docstring gives its recurrences.
 
 Choices the papers leave open, fixed here:
 - Re A = -exp(A_log) for every preset (S4D and Mamba do this; S5 stores Re Λ directly and
