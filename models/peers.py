@@ -74,3 +74,41 @@ def copy_into_mamba(layer, reference) -> None:
     with torch.no_grad():
         for name, param in theirs.items():
             param.copy_(ours[name])
+
+
+def mamba3_from_official(state: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
+    """The ``SSMLayer`` state dict that computes what mamba-ssm's ``Mamba3`` (SISO or MIMO)
+    with parameters ``state`` computes, for a layer config ``cfg`` of the mamba3 presets with
+    ``dt_rank`` equal to its number of heads (so Δ's projection can be full rank).
+
+    ``Mamba3`` projects z, x, B, C, Δ, A, λ and the angles from the block input u; this layer
+    projects all but z and x from x = W_x u. With no short conv and D = expand·H >= H, W_x has
+    a left inverse W_x⁺ (its pseudo-inverse), and a projection W of u becomes W W_x⁺ of x:
+    (W W_x⁺)(W_x u) = W u. Δ's projection is the identity on the heads with bias dt_bias; D
+    per head is repeated over the head's channels. MIMO pairs state dimension i with i + N/2
+    for its rotation, this layer pairs 2j with 2j + 1, so the N entries of B, C and their
+    biases are permuted. Differentiable in ``state`` (tests compare gradients through it).
+    """
+    E, P, N, D = cfg.n_heads, cfg.headdim, cfg.d_state, cfg.d_inner
+    R, g, M = cfg.mimo_rank, cfg.ngroups, cfg.rotated_pairs
+    if cfg.conv or not cfg.expand or cfg.resolved_dt_rank != E or not cfg.uses_heads or cfg.rotation != "data":
+        raise ValueError(f"the layer config must be a mamba3 preset with conv=0 and dt_rank={E} (one per head) to "
+                         f"take Mamba3's parameters; got conv={cfg.conv}, dt_rank={cfg.resolved_dt_rank}")
+    z_w, x_w, B_w, C_w, dt_w, A_w, trap_w, angle_w = state["in_proj.weight"].split(
+        [D, D, g * R * N, g * R * N, E, E, E, M])
+    order = torch.arange(N) if R == 1 else torch.stack([torch.arange(N // 2), torch.arange(N // 2) + N // 2], 1).flatten()
+    left_inverse = torch.linalg.pinv(x_w)  # (H, D): left_inverse @ x_w = I_H
+
+    def per_state(t: torch.Tensor) -> torch.Tensor:  # rows (r, g, n) -> ours (g, r, n), n permuted
+        return t.view(R, g, N, -1)[:, :, order].transpose(0, 1).reshape(g * R * N, -1)
+
+    projection = torch.cat([dt_w, per_state(B_w), per_state(C_w), A_w, trap_w, angle_w]) @ left_inverse
+    ours = {"in_proj.weight": torch.cat([x_w, z_w]), "heads.x_proj.weight": projection,
+            "heads.dt_proj.weight": torch.eye(E, dtype=x_w.dtype), "heads.dt_proj.bias": state["dt_bias"],
+            "heads.D": state["D"].repeat_interleave(P), "out_proj.weight": state["out_proj.weight"],
+            "heads.B_norm": state["B_norm.weight"][order], "heads.C_norm": state["C_norm.weight"][order],
+            "heads.B_bias": state["B_bias"][..., order], "heads.C_bias": state["C_bias"][..., order]}
+    if R > 1:
+        for name in ("mimo_x", "mimo_z", "mimo_o"):  # (E, R, P) -> (R, D)
+            ours[f"heads.{name}"] = state[name].transpose(0, 1).reshape(R, D)
+    return ours

@@ -5,13 +5,17 @@ refused in one line."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+import types
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from models import SSMConfig, SSMLayer, preset
+from models.peers import mamba3_from_official
 
 from helpers import outputs_and_grads, randomize_, relative_error, valid_modes
 
@@ -137,67 +141,111 @@ def test_rank_one_is_the_siso_point() -> None:
     assert relative_error(mimo(u), siso(u)) < 1e-14
 
 
-def mamba3_loop(layer: SSMLayer, u: torch.Tensor) -> torch.Tensor:
-    """The Mamba-3 block written from the paper's equations (and mamba-ssm's reference step),
-    one token at a time, per head of P channels with an (N × P) state, from the layer's weights."""
-    cfg, heads = layer.cfg, layer.heads
-    E, P, R, N, M = cfg.n_heads, cfg.headdim, cfg.mimo_rank, cfg.d_state, cfg.rotated_pairs
-    x, z = layer.in_proj(u).chunk(2, dim=-1)
-    parts = dict(zip(heads.widths, heads.x_proj(x).split(list(heads.widths.values()), dim=-1)))
+def official_state(cfg: SSMConfig, dtype: torch.dtype, seed: int) -> dict[str, torch.Tensor]:
+    """Random parameters in the layout of mamba-ssm's ``Mamba3`` (SISO: checked against the
+    class itself where it imports; MIMO, whose class needs TileLang: the same names and shapes)."""
+    H, D, E, P, N = cfg.d_model, cfg.d_inner, cfg.n_heads, cfg.headdim, cfg.d_state
+    R, g, M = cfg.mimo_rank, cfg.ngroups, cfg.rotated_pairs
+    shapes = {"dt_bias": (E,), "B_bias": (E, R, N), "C_bias": (E, R, N), "D": (E,),
+              "in_proj.weight": (2 * D + 2 * g * R * N + 3 * E + M, H), "B_norm.weight": (N,),
+              "C_norm.weight": (N,), "out_proj.weight": (H, D)}
+    if R > 1:
+        shapes.update({name: (E, R, P) for name in ("mimo_x", "mimo_z", "mimo_o")})
+    elif mamba3_class() is not None:
+        official = mamba3_class()(d_model=H, d_state=N, expand=cfg.expand, headdim=P, ngroups=g,
+                                  rope_fraction=cfg.rope_fraction, A_floor=cfg.a_floor)
+        assert {k: tuple(v.shape) for k, v in official.state_dict().items()} == shapes
+    generator = torch.Generator().manual_seed(seed)
+    around_one = ("dt_bias", "B_bias", "C_bias", "D", "B_norm.weight", "C_norm.weight", "mimo_x", "mimo_z", "mimo_o")
+    return {k: (0.5 * torch.randn(shape, generator=generator, dtype=torch.float64) + (k in around_one))
+            .to(dtype).requires_grad_() for k, shape in shapes.items()}
+
+
+def mamba3_class() -> type | None:
+    """mamba-ssm's Mamba3 (importable without its CUDA build through a stand-in module)."""
+    if importlib.util.find_spec("mamba_ssm") is None:
+        return None
+    sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
+    from mamba_ssm.modules.mamba3 import Mamba3
+    return Mamba3
+
+
+def official_mamba3(state: dict[str, torch.Tensor], cfg: SSMConfig, u: torch.Tensor) -> torch.Tensor:
+    """``Mamba3.forward`` (mamba-ssm 2.3.2, is_outproj_norm False) with its fused kernel replaced
+    by the recurrence it computes, one token at a time: its Triton and TileLang kernels do not
+    run on a CPU (they enter ``torch.cuda.device`` even under TRITON_INTERPRET=1), so this loop
+    is derived from ``modules/mamba3.py`` and the paper's equations. Per head an (N × P) state;
+    SISO rotates adjacent pairs of B, C, MIMO pairs i with i + N/2 (its kernel's layout);
+    eig_range [-1, 1] maps α to 2α - 1 (Grazzi et al.; not part of Mamba3)."""
+    D, E, P, N = cfg.d_inner, cfg.n_heads, cfg.headdim, cfg.d_state
+    R, g, M = cfg.mimo_rank, cfg.ngroups, cfg.rotated_pairs
     batch, L, _ = u.shape
+    z, x, B, C, dd_dt, dd_A, trap, angles = (u @ state["in_proj.weight"].T).split(
+        [D, D, g * R * N, g * R * N, E, E, E, M], dim=-1)
 
-    def vectors(part, norm, bias):  # (B, L, R, N) per head: RMSNorm, + bias
-        v = part.view(batch, L, R, N)
+    def vectors(v, norm, bias):  # (B, L, E, R, N): RMSNorm over N, the heads of each group, + bias
+        v = v.view(batch, L, R, g, N)
         v = v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5) * norm
-        return v.unsqueeze(2) + bias.view(1, 1, E, R, N)
+        return v.transpose(2, 3).repeat_interleave(E // g, dim=2) + bias
 
-    def rotate(v, angle):  # pairs (2j, 2j+1), j < M, by angle[..., j]
-        v = v.clone()
-        c, s = torch.cos(angle), torch.sin(angle)
-        v0, v1 = v[..., 0:2 * M:2].clone(), v[..., 1:2 * M:2].clone()
-        v[..., 0:2 * M:2], v[..., 1:2 * M:2] = v0 * c - v1 * s, v0 * s + v1 * c
-        return v
+    def rotate(v, angle):  # v (B, E, R, N), angle (B, E, M)
+        a, b = (v[..., 0::2], v[..., 1::2]) if R == 1 else (v[..., :N // 2], v[..., N // 2:])
+        c, s = torch.cos(angle).unsqueeze(2), torch.sin(angle).unsqueeze(2)
+        a, b = (torch.cat([a[..., :M] * c - b[..., :M] * s, a[..., M:]], -1),
+                torch.cat([a[..., :M] * s + b[..., :M] * c, b[..., M:]], -1))
+        return torch.stack([a, b], -1).flatten(-2) if R == 1 else torch.cat([a, b], -1)
 
-    Bs, Cs = vectors(parts["B"], heads.B_norm, heads.B_bias), vectors(parts["C"], heads.C_norm, heads.C_bias)
-    dt = F.softplus(heads.dt_proj(parts["dt"]))                      # (B, L, E)
-    A = -torch.clamp(F.softplus(parts["A"]), min=cfg.a_floor)         # (B, L, E)
-    lam = torch.sigmoid(parts["lambda"])                              # (B, L, E)
-    theta = torch.tanh(parts["theta"]) * math.pi                      # (B, L, M)
-    xr = x.view(batch, L, 1, E, P) * (heads.mimo_x.view(1, 1, R, E, P) if R > 1 else 1)
-    zr = z.view(batch, L, 1, E, P) * (heads.mimo_z.view(1, 1, R, E, P) if R > 1 else 1)
-    state = torch.zeros(batch, E, N, P, dtype=u.dtype)
+    Bs, Cs = vectors(B, state["B_norm.weight"], state["B_bias"]), vectors(C, state["C_norm.weight"], state["C_bias"])
+    dt = F.softplus(dd_dt + state["dt_bias"])
+    A = torch.clamp(-F.softplus(dd_A), max=-cfg.a_floor)
+    lam, theta = torch.sigmoid(trap), torch.tanh(angles) * math.pi
+
+    def lift(t, name):  # (B, L, R, E, P)
+        t = t.view(batch, L, 1, E, P)
+        return t * state[name].transpose(0, 1) if R > 1 else t
+
+    xr, zr = lift(x, "mimo_x"), lift(z, "mimo_z")
+    h = torch.zeros(batch, E, N, P, dtype=u.dtype)
     angle = torch.zeros(batch, E, M, dtype=u.dtype)
-    k_prev = torch.zeros(batch, E, R, N, dtype=u.dtype)
-    v_prev = torch.zeros(batch, R, E, P, dtype=u.dtype)
+    k_prev, v_prev = torch.zeros(batch, E, R, N, dtype=u.dtype), torch.zeros(batch, R, E, P, dtype=u.dtype)
     out = []
     for t in range(L):
         angle = angle + dt[:, t, :, None] * theta[:, t, None, :]
-        k = rotate(Bs[:, t], angle.unsqueeze(2))                        # (B, E, R, N)
-        q = rotate(Cs[:, t], angle.unsqueeze(2))
+        k, q = rotate(Bs[:, t], angle), rotate(Cs[:, t], angle)
         alpha = torch.exp(dt[:, t] * A[:, t])
-        if cfg.eig_range == (-1, 1):
-            alpha = 2 * alpha - 1
+        alpha = 2 * alpha - 1 if cfg.eig_range == (-1, 1) else alpha
         beta, gamma = (1 - lam[:, t]) * dt[:, t] * alpha, lam[:, t] * dt[:, t]
-        v = xr[:, t]                                                    # (B, R, E, P)
-        state = (alpha[..., None, None] * state
-                 + beta[..., None, None] * torch.einsum("berN,breP->beNP", k_prev, v_prev)
-                 + gamma[..., None, None] * torch.einsum("berN,breP->beNP", k, v))
-        y = torch.einsum("beNP,berN->breP", state, q) + heads.D.view(1, 1, E, P) * v
-        y = y * F.silu(zr[:, t])
-        y = (y * heads.mimo_o.view(1, R, E, P)).sum(1) if R > 1 else y[:, 0]
-        out.append(y.reshape(batch, E * P))
+        v = xr[:, t]
+        h = (alpha[..., None, None] * h + beta[..., None, None] * torch.einsum("berN,breP->beNP", k_prev, v_prev)
+             + gamma[..., None, None] * torch.einsum("berN,breP->beNP", k, v))
+        y = (torch.einsum("beNP,berN->breP", h, q) + state["D"].view(1, 1, E, 1) * v) * F.silu(zr[:, t])
+        y = (y * state["mimo_o"].transpose(0, 1)).sum(1) if R > 1 else y[:, 0]
+        out.append(y.reshape(batch, D))
         k_prev, v_prev = k, v
-    return layer.out_proj(torch.stack(out, 1))
+    return torch.stack(out, 1) @ state["out_proj.weight"].T
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(mimo_rank=2), dict(eig_range=[-1, 1], rope_fraction=1.0)])
-def test_mamba3_layer_equals_the_papers_recurrence(overrides: dict) -> None:
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
+@pytest.mark.parametrize("overrides", [dict(), dict(ngroups=2, rope_fraction=1.0), dict(mimo_rank=2),
+                                       dict(mimo_rank=2, eig_range=[-1, 1])])
+def test_mamba3_with_official_parameters_equals_mamba3(overrides: dict, dtype: torch.dtype, tolerance: float) -> None:
+    """Our mamba3 preset loaded from Mamba3's parameters (models.peers.mamba3_from_official)
+    computes Mamba3's function: the output and the gradients of the input and of every
+    official parameter."""
     cfg = preset("mamba3", d_model=4, d_state=8, headdim=2, **overrides)
-    torch.manual_seed(4)
-    layer = randomize_(SSMLayer(cfg).double(), scale=0.3)
-    u = torch.randn(2, 12, 4, dtype=torch.float64)
-    with torch.no_grad():
-        assert relative_error(layer(u), mamba3_loop(layer, u)) < 1e-12
+    cfg = cfg.with_(dt_rank=cfg.n_heads)
+    state = official_state(cfg, dtype, seed=5)
+    layer = SSMLayer(cfg).to(dtype)
+    u = torch.randn(2, 12, 4, dtype=torch.float64).to(dtype).requires_grad_()
+    weights = torch.randn(2, 12, 4, dtype=torch.float64).to(dtype)
+    expected = official_mamba3(state, cfg, u)
+    ours = torch.func.functional_call(layer, mamba3_from_official(state, cfg), (u,))
+    assert relative_error(ours, expected) < tolerance
+    inputs = [u, *state.values()]
+    g_ours = torch.autograd.grad((ours * weights).sum(), inputs)
+    g_expected = torch.autograd.grad((expected * weights).sum(), inputs)
+    for name, a, b in zip(["u", *state], g_ours, g_expected):
+        assert relative_error(a, b) < tolerance, name
 
 
 def test_signed_eigenvalues_flip_the_state_s_sign() -> None:
