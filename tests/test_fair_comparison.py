@@ -263,6 +263,7 @@ def test_confidence_intervals_equal_scipy_t_interval(tuned_dir, tuned_report) ->
         for config, group in chosen.groupby(CONFIG):
             values = group[f"test_{metric}"].to_numpy(float)
             low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+            low, high = max(low, 0.0), (min(high, 1.0) if metric == "accuracy" else high)  # the metric's range
             label = ", ".join(config)
             match = CI.match(body[label][ci_col])
             assert match, body[label][ci_col]
