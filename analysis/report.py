@@ -221,6 +221,24 @@ def task_caption(an: Analysis, task: str, lead: str | None = None) -> str:
     return caption
 
 
+MEMORY_KINDS = {
+    "cpu_allocator_profiler": "PyTorch's CPU allocator peak of the run (one profiled training step and evaluation "
+                              "batch, plus parameters, gradients and optimiser state)",
+    "cuda_allocator": "the CUDA allocator's peak of the run",
+    "process_max_rss": "the process's maximum resident set since it started (in a sweep it includes the runs "
+                       "before, so it is not a per-run figure)",
+}
+
+
+def memory_phrase(runs: pd.DataFrame) -> str:
+    """What the table's peak memory measures, from the rows' ``peak_memory_kind``."""
+    if "peak_memory_kind" not in runs:
+        return " Peak mem.: how it was measured is not recorded."
+    kinds = [k for k in runs["peak_memory_kind"].dropna().unique()]
+    described = "; ".join(MEMORY_KINDS.get(k, k) for k in sorted(kinds)) or "not recorded"
+    return f" Peak mem.: {described}."
+
+
 def selected_columns(an: Analysis, task: str) -> list[tuple[str, list[str]]]:
     """('Sel. <key>', text per configuration) for each tuned key (empty when nothing was tuned)."""
     if not an.tuned:
@@ -243,7 +261,10 @@ def task_table(an: Analysis, task: str, columns: Sequence[str] | None = None) ->
     columns = list(columns or table_columns(metric))
     sig = task_significance(an, task)
     beside = {main: [("p vs baseline", [p_text(r) for _, r in sig.iterrows()])]} if sig["tested"].any() else {}
-    return results_table(agg, counts, labels, columns, task_caption(an, task, columns[0]),
+    caption = task_caption(an, task, columns[0])
+    if "peak_memory_mb" in columns:
+        caption += memory_phrase(an.runs[an.runs["task"] == task])
+    return results_table(agg, counts, labels, columns, caption,
                          latex_label(f"tab:results-{task}"), direction=direction, ci_column=main,
                          marks={main: list(sig["mark"])}, beside=beside, extra=selected_columns(an, task))
 

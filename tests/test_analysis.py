@@ -154,6 +154,13 @@ def test_table_numbers_equal_an_independent_pandas_computation(results_dir, repo
                 assert int(match.group(5)) == n
 
 
+def test_caption_says_what_peak_memory_measured(report_dir) -> None:
+    """The fixture's rows carry the process's max RSS: the caption must say it is not per run."""
+    caption = next(iter((report_dir / f"results_{task}.md").read_text().splitlines() for task in fx.TASKS))[0]
+    assert "Peak mem.: the process's maximum resident set since it started" in caption
+    assert "not a per-run figure" in caption
+
+
 def test_diverged_and_failed_runs_are_counted_never_averaged(results_dir, report_dir, an) -> None:
     rows = independent_rows(results_dir)
     bogus = rows[(rows["status"] != "ok")]
