@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,7 +184,7 @@ def test_four_processes_writing_one_experiment_directory(tmp_path) -> None:
 def test_plan_lists_runs_and_costs_without_training(tmp_path) -> None:
     result = ablate("+experiment=smoke", f"results_dir={tmp_path}", "+plan=true", "-m")
     assert result.returncode == 0
-    lines = [line for line in result.stdout.splitlines() if line.startswith("plan ")]
+    lines = [line for line in result.stdout.splitlines() if re.match(r"plan [0-9a-f]{16} ", line)]
     assert len(lines) == 4 and all("[to run]" in line and "GFLOP" in line for line in lines)
     assert not os.path.exists(tmp_path / "runs")
     assert ablate("+experiment=smoke", f"results_dir={tmp_path}", "-m").returncode == 0
