@@ -7,7 +7,7 @@ from .backbone import Backbone, Block
 from .config import IOSpec, ModelConfig, SSMConfig
 from .layer import SSMLayer
 from .presets import PRESETS, model_preset, preset
-from .seed_api import S4D, S5, Mamba, SequenceEncoder
+from .seed_api import S4D, S5, Mamba, Mamba2, Mamba3, Mamba3MIMO, SequenceEncoder
 from .sizing import flops_per_token, match_param_count, match_state_size, param_count, state_size
 
 
@@ -22,6 +22,6 @@ def build(cfg: ModelConfig | dict, spec: IOSpec | dict) -> Backbone:
 
 __all__ = [
     "Backbone", "Block", "IOSpec", "ModelConfig", "SSMConfig", "SSMLayer", "PRESETS", "model_preset", "preset",
-    "S4D", "S5", "Mamba", "SequenceEncoder", "flops_per_token", "match_param_count", "match_state_size",
+    "S4D", "S5", "Mamba", "Mamba2", "Mamba3", "Mamba3MIMO", "SequenceEncoder", "flops_per_token", "match_param_count", "match_state_size",
     "param_count", "state_size", "build",
 ]

@@ -6,7 +6,8 @@
     cache = enc.init_cache(batch)
     y_t, cache = enc.step(x_t, cache)   # x_t: (batch, embed_dim) -> (batch, hidden_size), O(1)
 
-``models.S4D`` and ``models.Mamba`` take the same options. The output is the final
+``models.S4D``, ``models.Mamba``, ``models.Mamba2``, ``models.Mamba3`` and ``models.Mamba3MIMO`` take
+the same options. The output is the final
 (normalised) feature of the last position; no classification head.
 
 Options:
@@ -98,4 +99,19 @@ class S4D(_PresetEncoder):
 
 class Mamba(_PresetEncoder):
     preset = "mamba"
+    defaults = {**_REALTIME, "hidden_size": 128, "state_size": 16}
+
+
+class Mamba2(_PresetEncoder):
+    preset = "mamba2"
+    defaults = {**_REALTIME, "hidden_size": 128, "state_size": 16}
+
+
+class Mamba3(_PresetEncoder):
+    preset = "mamba3"
+    defaults = {**_REALTIME, "hidden_size": 128, "state_size": 16}
+
+
+class Mamba3MIMO(_PresetEncoder):
+    preset = "mamba3_mimo"
     defaults = {**_REALTIME, "hidden_size": 128, "state_size": 16}

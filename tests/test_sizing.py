@@ -9,7 +9,7 @@ import models
 from models import IOSpec, SSMLayer, model_preset, preset
 
 
-@pytest.mark.parametrize("name", ["s5", "s4d", "mamba"])
+@pytest.mark.parametrize("name", sorted(models.PRESETS))
 @pytest.mark.parametrize("d_model,d_state", [(8, 4), (16, 16), (24, 32)])
 def test_param_count_is_exact(name: str, d_model: int, d_state: int) -> None:
     cfg = preset(name, d_model=d_model, d_state=d_state)
@@ -39,6 +39,8 @@ def test_state_size_conventions() -> None:
     assert models.state_size(preset("mamba", d_model=32, d_state=16)) == 64 * 16  # D·N
     assert models.state_size(preset("s5", d_model=8, d_state=8, conj_sym=False)) == 16
     assert models.state_size(model_preset("s4d", n_layers=3, d_model=4, d_state=8)) == 3 * 32
+    for name in ("mamba2", "mamba3", "mamba3_mimo"):  # D·N real numbers: rank R does not add state
+        assert models.state_size(preset(name, d_model=32, d_state=16)) == 64 * 16
     layer = SSMLayer(preset("s4d", d_model=4, d_state=8))
     h = layer.init_state(1)["h"]
     assert torch.view_as_real(h).numel() == models.state_size(layer.cfg)
@@ -77,7 +79,8 @@ def test_flops_per_token_grows_with_size_and_counts_linears() -> None:
     assert models.flops_per_token(lti, length=1024) != models.flops_per_token(lti.with_(mode="scan"), length=1024)
 
 
-@pytest.mark.parametrize("encoder", [models.S5, models.S4D, models.Mamba])
+@pytest.mark.parametrize("encoder", [models.S5, models.S4D, models.Mamba, models.Mamba2, models.Mamba3,
+                                     models.Mamba3MIMO])
 def test_seed_interface(encoder) -> None:
     opts = dict(embed_dim=287, hidden_size=32, state_size=8, num_layers=2, dropout=0.1, window_size=60)
     module = encoder.build(**opts).eval()
