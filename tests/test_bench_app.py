@@ -76,7 +76,7 @@ def test_smoke_benchmark_writes_a_valid_parquet(tmp_path) -> None:
     assert not ours["name"].str.contains("mamba-ssm|s5-pytorch").any()
     assert peers["ours_over_peer"].notna().all() and (peers["ours_over_peer"] > 0).all()
     missing = frame[frame["peer"] & (frame["status"] == "skipped")]
-    assert missing["note"].str.contains("not installed").all()
+    assert missing["note"].str.contains("not installed|on a GPU only").all()
 
     # one fitted exponent per series, the same on each of its rows
     assert sweep["scaling_exponent"].notna().all()
@@ -143,10 +143,11 @@ def test_bad_config_values_are_named(tmp_path, override: str, names: str) -> Non
     assert names in message and "\n" not in message, message
 
 
-@pytest.mark.parametrize("points", ["presets", "ablations"])
-def test_shipped_point_sets_resolve(tmp_path, points: str) -> None:
+@pytest.mark.parametrize("points, names", [("presets", {"s5", "s4d", "mamba"}), ("ablations", {"s5", "s4d", "mamba"}),
+                                           ("frontier", {"mamba", "mamba2", "mamba3", "mamba3_mimo"})])
+def test_shipped_point_sets_resolve(tmp_path, points: str, names: set) -> None:
     settings = resolve(compose_bench(tmp_path, f"points={points}"))
-    assert {"s5", "s4d", "mamba"} <= {p.name for p in settings.points}
+    assert names <= {p.name for p in settings.points}
     assert settings.device in ("cpu", "cuda") and settings.scale.repeats == 1
 
 
@@ -187,3 +188,20 @@ def test_out_of_memory_detection_and_io_bytes() -> None:
     assert is_out_of_memory(MemoryError())
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     assert io_bytes(input_bytes=10, output_bytes=10, param_bytes=1) == (21, 21 + 10 + 20 + 2)
+
+
+def test_frontier_points_are_timed_and_mamba2_peer_is_named(tmp_path) -> None:
+    """Every Mamba-2/3 point runs in scan mode; triton is refused for them with a reason;
+    mamba-ssm's Mamba2 (GPU only) is a labelled peer row, skipped on a CPU."""
+    done = run_bench(tmp_path, "points=frontier", "modes=[scan,triton]", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    frame = only_parquet(tmp_path)
+    sweep = frame[(frame["kind"] == "sweep") & ~frame["peer"]]
+    ok = sweep[sweep["status"] == "ok"]
+    assert {"mamba2", "mamba3", "mamba3_mimo", "mamba_trapezoidal", "mamba_signed"} <= set(ok[ok["mode"] == "scan"]["name"])
+    refused = sweep[(sweep["mode"] == "triton") & (sweep["name"] == "mamba3")]
+    assert (refused["status"] == "skipped").all() and refused["note"].str.contains("Mamba-1 axes").all()
+    if importlib.util.find_spec("mamba_ssm"):
+        peer = frame[frame["name"] == "mamba-ssm Mamba2"]
+        assert set(peer["compare_to"]) == {"mamba2"}
+        assert (peer["status"] == "skipped").all() or frame["device"].eq("cuda").all()

@@ -21,6 +21,11 @@ Peers, when installed (each row has ``peer=True`` and ``compare_to`` naming our 
   with our ``s5`` point, which also applies GELU and the half_glu1 gate and stores P/2
   conjugate pairs.
 
+* ``mamba-ssm Mamba2``: mamba-ssm's ``Mamba2`` block with its own initial weights (its B, C
+  and Δ are projections of the block input, and it ends with a gated RMSNorm: not the same
+  parameters as our ``mamba2`` point, which it is compared with, at the same width, state and
+  headdim). Its kernels need a GPU: on a CPU the series is recorded as skipped.
+
 FLOPs per token of a peer are :func:`models.flops_per_token` of our equivalent config (same
 function computed); the selective scan alone counts, per token, 8 FLOPs per (channel, state)
 (δA, exp, δ·B·u, a·h + b, C·h) and 5 per channel (bias, softplus, D·u).
@@ -146,7 +151,9 @@ def valid_modes(point: Point, device: torch.device, requested: Sequence[str] | N
     for mode in modes:
         reason = None
         if mode == "fft" and not cfg.supports_fft:
-            reason = "fft needs a time-invariant transition (selective dt)"
+            reason = "fft needs a time-invariant transition (selective dt, data-dependent A or rotation)"
+        elif mode == "triton" and not cfg.supports_triton:
+            reason = "triton (the fused kernels) covers the Mamba-1 axes only"
         elif mode == "cuda":
             if not cfg.supports_cuda_kernel:
                 reason = "cuda (mamba-ssm's kernel) covers only the real SISO Mamba point"
@@ -400,6 +407,31 @@ def s5_step_subject(compare_to: str | None, H: int, P: int) -> StepSubject:
 
 
 # ---------------------------------------------------------------------------- all of them
+def _mamba2_class(device: torch.device) -> tuple[type | None, str]:
+    """(mamba-ssm's Mamba2 class, '') where it runs, else (None, why not)."""
+    if device.type != "cuda":
+        return None, "mamba-ssm's Mamba2 runs its Triton kernels on a GPU only"
+    if mamba_reference() is None or selective_scan_kernel() is None:
+        return None, "mamba-ssm with its CUDA build is not installed"
+    from mamba_ssm.modules.mamba2 import Mamba2
+    return Mamba2, ""
+
+
+def mamba2_subjects(compare_to: str | None, H: int, N: int, headdim: int, device: torch.device) -> list[Subject]:
+    """mamba-ssm's Mamba2 block at width H, state N, headdim (its own weights; GPU only)."""
+    cls, missing = _mamba2_class(device)
+    cfg = preset("mamba2", d_model=H, d_state=N, headdim=headdim)
+    estimate = lambda batch, length: STATE_COPIES * batch * length * cfg.d_inner * N * 4
+    build = (lambda: cls(d_model=H, d_state=N, headdim=headdim)) if cls else (lambda: None)
+    return [Subject(
+        name="mamba-ssm Mamba2", peer=True, preset="mamba2", mode="cuda", d_model=H, d_state=N, d_inner=cfg.d_inner,
+        includes="mamba-ssm Mamba2: in_proj to z, x, B, C, dt; causal conv over x, B, C; SSD chunked scan "
+                 "kernels; gated RMSNorm; out_proj; its own weights",
+        build=build, inputs=sequence_inputs(H), flops=lambda length: flops_per_token(cfg.with_(mode="scan")),
+        estimate_bytes=estimate, compare_to=compare_to, version=version_of("mamba_ssm") or version_of("mamba-ssm"),
+        skip_reason=missing or None)]
+
+
 S5_PEER_EQUIVALENT = {"conj_sym": False, "gate": "none"}  # our S5 point doing s5-pytorch's S5 work (+ GELU)
 
 
@@ -434,6 +466,9 @@ def sweep_subjects(settings: BenchSettings, device: torch.device) -> list[Subjec
     subjects += selective_scan_subjects(H, N, device, settings.modes)
     name, H, P = peer_sizes(settings.points, settings, "s5", S5_PEER_EQUIVALENT)
     subjects += s5_subjects(name, H, P)
+    point = comparable_point(settings.points, "mamba2", {})
+    if point is not None:
+        subjects += mamba2_subjects(point.name, point.cfg.d_model, point.cfg.d_state, point.cfg.headdim, device)
     return subjects
 
 
