@@ -293,3 +293,44 @@ def test_identity_of_a_point_off_the_new_axes_is_unchanged() -> None:
     assert not {"headdim", "eig_range", "mimo_rank", "rotation"} & set(old)
     moved = preset("s4d", eig_range=[-1, 1], headdim=4).identity()
     assert moved["eig_range"] == [-1, 1] and moved["headdim"] == 4
+
+
+def ssd_minimal():
+    """mamba-ssm's pure-PyTorch SSD reference (``modules/ssd_minimal.py``), or None."""
+    if mamba3_class() is None:  # installs the stand-in module mamba-ssm's import needs
+        return None
+    from mamba_ssm.modules.ssd_minimal import ssd_minimal_discrete
+    return ssd_minimal_discrete
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mamba_ssm") is None, reason="mamba-ssm is not installed")
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+@pytest.mark.parametrize("ngroups", [1, 2])
+def test_mamba2_heads_equal_mamba_ssm_ssd_reference(ngroups: int, dtype: torch.dtype, tolerance: float) -> None:
+    """The mamba2 preset's SSM (scalar A per head, Δ per head, B_t and C_t shared by groups of
+    heads) against mamba-ssm's ssd_minimal_discrete fed the same x, Δ, A, B, C: the output and
+    the gradients of the input and of every parameter, in scan and chunked modes."""
+    cfg = preset("mamba2", d_model=8, d_state=4, headdim=4, ngroups=ngroups)
+    E, P, N, g = cfg.n_heads, cfg.headdim, cfg.d_state, cfg.ngroups
+    torch.manual_seed(6)
+    heads = randomize_(SSMLayer(cfg), scale=0.2).to(dtype).heads
+    x = torch.randn(2, 16, cfg.d_inner, dtype=torch.float64).to(dtype).requires_grad_()
+    weights = torch.randn(2, 16, cfg.d_inner, dtype=torch.float64).to(dtype)
+    parts = dict(zip(heads.widths, heads.x_proj(x).split(list(heads.widths.values()), dim=-1)))
+    delta = F.softplus(heads.dt_proj(parts["dt"]))                               # (B, L, E)
+    A = -torch.exp(heads.A_log[:, 0])                                            # (E,)
+    B_t, C_t = (parts[k].view(2, 16, g, N).repeat_interleave(E // g, dim=2) for k in ("B", "C"))
+    X = (x.view(2, 16, E, P) * delta.unsqueeze(-1))
+    expected, _ = ssd_minimal()(X, A * delta, B_t, C_t, block_len=4)
+    expected = expected.reshape(2, 16, -1)
+    inputs = [x, *heads.parameters()]
+    g_expected = torch.autograd.grad((expected * weights).sum(), inputs, allow_unused=True)
+    for mode in ("scan", "chunked"):
+        y, _ = heads(x, mode)
+        ours = y - heads.D * x
+        assert relative_error(ours, expected) < tolerance, mode
+        g_ours = torch.autograd.grad((ours * weights).sum(), inputs, allow_unused=True)
+        for (name, _), a, b in zip([("x", None), *heads.named_parameters()], g_ours, g_expected):
+            if name == "D":
+                continue
+            assert relative_error(a, b) < tolerance, (mode, name)
