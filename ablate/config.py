@@ -192,7 +192,7 @@ def apply_budget(trainer: TrainerConfig, budget: dict, model: ModelConfig, spec)
 def _build_model_config(model: dict, spec: IOSpec) -> tuple[ModelConfig, dict]:
     """ModelConfig from the composed model node, resized when ``match.by`` asks for it."""
     match = dict(model.pop("match"))
-    model.pop("preset")  # a label of the run, not a ModelConfig field
+    preset = model.pop("preset")  # a label of the run, not a ModelConfig field
     try:
         model["ssm"] = SSMConfig(**model["ssm"])
     except ValueError as err:
@@ -212,11 +212,13 @@ def _build_model_config(model: dict, spec: IOSpec) -> tuple[ModelConfig, dict]:
         target = state_size(reference)
         if match["field"] != "d_state":
             raise ValueError(f"model.match.field={match['field']!r} is not valid for state_size; expected 'd_state'")
-        cfg = dataclasses.replace(cfg, ssm=match_state_size(cfg.ssm, target // cfg.n_layers))
+        resized = dataclasses.replace(cfg, ssm=match_state_size(cfg.ssm, target // cfg.n_layers))
     else:
         target = param_count(reference, spec)
-        cfg = match_param_count(cfg, target, field=match["field"], spec=spec)
-    return cfg, {"match_by": match["by"], "match_reference": match["reference"], "match_target": target}
+        resized = match_param_count(cfg, target, field=match["field"], spec=spec)
+    if preset == match["reference"] and resized == cfg:  # the reference itself: one run, whatever match.by
+        return cfg, {"match_by": "none", "match_target": None}
+    return resized, {"match_by": match["by"], "match_reference": match["reference"], "match_target": target}
 
 
 def check_writable(results_dir: str, min_free_mb: float = 50.0) -> None:

@@ -52,7 +52,27 @@ def state_size(cfg: Config) -> int:
     return cfg.n_groups * cfg.n_modes * per_mode
 
 
-def _layer_flops(cfg: SSMConfig, length: int | None) -> float:
+def _uses_kernel_conv(cfg: SSMConfig, length: int | None) -> bool:
+    """Whether the layer runs as a convolution with its SSM kernel (mode fft, or auto on a CPU)."""
+    return bool(length) and cfg.supports_fft and cfg.structure == "siso" and "B" not in cfg.selective \
+        and "C" not in cfg.selective and cfg.mode in ("fft", "auto")
+
+
+def _kernel_flops(cfg: SSMConfig, length: int) -> float:
+    """FLOPs of one forward call's SSM kernel, shared by the whole batch (mode fft):
+    K[l, g] = Re Σ_n C[g, n] F[g, n] Ā[g, n]^l for l < L. Per (state, lag): the power Ā^l
+    (complex: two multiplies, exp, cos, sin and two multiplies of torch.polar = 7; real: a
+    multiply and an exp = 2) and one multiply-add into K per direction (complex 8, real 2);
+    then a real FFT of K at 2L per channel and direction (2.5 · 2L · log2(2L))."""
+    states = cfg.n_groups * cfg.n_modes
+    directions = 2 if cfg.bidirectional else 1
+    power, mac = (7, 8) if cfg.complex else (2, 2)
+    vandermonde = states * length * (power + directions * mac)
+    kernel_fft = directions * cfg.d_inner * 5 * length * math.log2(2 * length)
+    return float(vandermonde + kernel_fft)
+
+
+def _layer_flops(cfg: SSMConfig, length: int | None, batch: int = 1) -> float:
     D, G, c, n = cfg.d_inner, cfg.n_groups, cfg.channels_per_group, cfg.n_modes
     states = G * n
     cmul = 6 if cfg.complex else 1  # one complex multiply = 4 multiplies + 2 adds
@@ -70,30 +90,35 @@ def _layer_flops(cfg: SSMConfig, length: int | None) -> float:
     gains = states * (("B" in cfg.selective) + ("C" in cfg.selective)) * (2 if cfg.structure == "mimo" else 0)
     discretize = states * (cmul + 2) if "dt" in cfg.selective else 0  # exp and the B̄ factor per state
     recurrence = states * (cmul + (2 if cfg.complex else 1))  # a*h + b
-    if cfg.supports_fft and cfg.structure == "siso" and "B" not in cfg.selective and "C" not in cfg.selective \
-            and cfg.mode in ("fft", "auto") and length:
-        # FFT convolution instead of the recurrence: forward+inverse real FFT at 2L per channel
+    if _uses_kernel_conv(cfg, length):
+        # FFT convolution instead of the recurrence: forward and inverse real FFT at 2L and the
+        # product of the spectra per channel, plus the kernel, computed once per call
         recurrence = read = 0
-        b_map = D * 2 * 5 * math.log2(2 * length)
+        b_map = D * (2 * 5 * math.log2(2 * length) + 6)
+        flops += _kernel_flops(cfg, length) / (batch * length)
     flops += discretize + gains + directions * (b_map + recurrence + read) + 3 * D
     return float(flops)
 
 
-def flops_per_token(cfg: Config, spec: IOSpec | None = None, length: int | None = None) -> float:
+def flops_per_token(cfg: Config, spec: IOSpec | None = None, length: int | None = None, batch: int = 1) -> float:
     """Estimated forward FLOPs per token.
 
     Counting rules: a multiply-add is 2 FLOPs; a complex multiply 6; each Linear applies
     its weight once per token; the recurrence costs one multiply-add per state per token;
     Δ-selective layers add the discretisation (one exp and one factor per state); an FFT
     convolution (when ``length`` is given and the layer uses it) costs 5·log2(2L) per
-    channel for each of the two real FFTs instead of the recurrence. Norms, the
-    embedding lookup and activations are counted as 3 FLOPs per channel.
+    channel for each of the two real FFTs and 6 for the product of the spectra instead of
+    the recurrence, plus its kernel (see :func:`_kernel_flops`: it grows with d_state),
+    computed once per forward call of ``batch`` sequences of ``length`` tokens and so
+    divided by batch · length (default batch 1: the cost of one sequence alone). Norms,
+    the embedding lookup and activations are counted as 3 FLOPs per channel; exp, cos and
+    sin as one FLOP each.
     """
     if isinstance(cfg, SSMConfig):
-        return _layer_flops(cfg, length)
+        return _layer_flops(cfg, length, batch)
     spec = spec or _default_spec(cfg)
     H = cfg.d_model
-    per_block = _layer_flops(cfg.ssm, length) + 5 * H
+    per_block = _layer_flops(cfg.ssm, length, batch) + 5 * H
     if cfg.ffn_expand:
         per_block += 2 * 2 * H * cfg.ffn_expand * H + 5 * H
     flops = cfg.n_layers * per_block

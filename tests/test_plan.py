@@ -1,0 +1,139 @@
+"""``+plan=true``: the line of each run (state, tuned values, match mode, size, cost), the totals
+of a sweep, one run for the match reference, and FLOPs of the FFT mode that grow with d_state."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+import models
+from ablate.config import register, resolve
+from ablate.plan import plan_line, totals_lines
+from ablate.results import identity_columns, run_id, write_run
+from analysis.load import load_results
+from analysis.report import analyse
+from models.sizing import _kernel_flops
+
+CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+ROOT = os.path.dirname(CONF)
+
+
+def resolved(results_dir, *overrides: str):
+    """The validated run of conf/ composed with ``overrides`` (what one job of the CLI resolves)."""
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, f"results_dir={results_dir}"])
+    return resolve(cfg)
+
+
+def finished_row(run, score: float = 0.9) -> dict:
+    """A run row as the runner writes it (status ok, made-up scores), enough for the analysis."""
+    spec = run.task.spec
+    return {"run_id": run_id(run.identity), "experiment": run.experiment, "seed": run.seed, "preset": run.preset,
+            "task": spec.name, "metric": spec.metric, "higher_is_better": True, "status": "ok",
+            "steps": run.trainer.max_steps, "param_count": models.param_count(run.model, spec.io),
+            "state_size": models.state_size(run.model), "tuned": ",".join(run.tuned) or "none", **run.match,
+            **run.budget, "best_val_accuracy": score, "final_val_accuracy": score, "test_accuracy": score,
+            "test_loss": 1 - score, **identity_columns(run.identity)}
+
+
+def test_rerun_plan_says_finished_runs_are_retrained(tmp_path) -> None:
+    run = resolved(tmp_path, "+experiment=smoke")
+    assert "[to run]" in plan_line(run)
+    write_run(str(tmp_path), finished_row(run), [])
+    assert "[done (skip)]" in plan_line(run)
+    rerun = resolved(tmp_path, "+experiment=smoke", "+rerun=true")
+    assert "[done, rerun (+rerun=true)]" in plan_line(rerun)
+
+
+def gflop(line: str) -> float:
+    """The ``~X GFLOP`` of a plan line."""
+    return float(line.rsplit("~", 1)[1].split()[0])
+
+
+def test_plan_cost_of_the_fft_mode_grows_with_d_state(tmp_path) -> None:
+    costs = [gflop(plan_line(resolved(tmp_path, f"model.ssm.d_state={n}"))) for n in (64, 4096, 100_000_000)]
+    assert costs[0] < costs[1] < costs[2]
+    assert resolved(tmp_path).model.ssm.mode == "auto"  # the S4D preset: fft on a CPU
+
+
+def test_fft_kernel_flops_by_hand_and_shared_by_the_batch() -> None:
+    """S4D H=4, N=4 (2 complex modes per channel, 8 states), L=8: per (state, lag) 7 FLOPs for
+    Ā^l and 8 for the multiply-add into K; a real FFT of K at 16 per channel: 2.5 · 16 · 4."""
+    cfg = models.preset("s4d", d_model=4, d_state=4, mode="fft")
+    assert _kernel_flops(cfg, 8) == 8 * 8 * (7 + 8) + 4 * 2.5 * 16 * 4
+    one, many = (models.flops_per_token(cfg, length=8, batch=b) for b in (1, 4))
+    assert one - many == pytest.approx(_kernel_flops(cfg, 8) * (1 - 1 / 4) / 8)
+    scan = cfg.with_(mode="scan")
+    assert models.flops_per_token(scan, length=8, batch=1) == models.flops_per_token(scan, length=8, batch=4)
+    wide = [models.flops_per_token(cfg.with_(d_state=n), length=8) for n in (4, 8, 16)]
+    assert wide[2] - wide[1] == pytest.approx(2 * (wide[1] - wide[0]))  # linear in d_state
+
+
+def test_time_budget_bounds_the_tokens(tmp_path) -> None:
+    line = plan_line(resolved(tmp_path, "budget.kind=time", "budget.value=60"))
+    assert "≤ 614,400 train tokens (time budget 60 s)" in line
+    assert "≤ ~" in line
+
+
+def test_tuned_runs_show_their_values_and_match_mode(tmp_path) -> None:
+    cells = ["+experiment=mimo_vs_siso", "model=s5", "task=sdigits"]
+    lines = [plan_line(resolved(tmp_path, *cells, f"model.match.by={by}", f"trainer.lr={lr}"))
+             for by in ("state_size", "param_count") for lr in (0.003, 0.01)]
+    assert [line.split(" seed=0 ")[1].split(":")[0] for line in lines] == [
+        "trainer.lr=0.003 match.by=state_size", "trainer.lr=0.01 match.by=state_size",
+        "trainer.lr=0.003 match.by=param_count", "trainer.lr=0.01 match.by=param_count"]
+
+
+def test_the_match_reference_is_one_run_and_one_row(tmp_path) -> None:
+    """model=s4d matched to s4d is the unmatched s4d run: both match modes give one run id,
+    and the analysis shows one s4d row (and two s5 rows)."""
+    base = ["+experiment=mimo_vs_siso", "task=sdigits", "trainer.lr=0.003"]
+    runs = [resolved(tmp_path, *base, f"model={model}", f"model.match.by={by}", f"seed={seed}")
+            for model in ("s4d", "s5") for by in ("state_size", "param_count") for seed in (0, 1)]
+    reference = [r for r in runs if r.preset == "s4d"]
+    assert {r.match["match_by"] for r in reference} == {"none"}
+    assert len({run_id(r.identity) for r in reference}) == 2  # one per seed
+    assert len({run_id(r.identity) for r in runs}) == 6
+    for run in runs:
+        write_run(str(tmp_path), finished_row(run, score=0.8 + 0.1 * (run.preset == "s5")), [])
+    analysis = analyse(load_results([str(tmp_path)]))
+    assert len(analysis.labels_frame("sdigits")) == 3
+    presets = analysis.runs.groupby("config")["model.preset"].agg(lambda p: ",".join(sorted(set(p))))
+    assert sorted(presets) == ["s4d", "s5", "s5"]
+
+
+def entry(job: int, rid: str, trains: bool = True, time_budget_s: float | None = None) -> dict:
+    return {"job": job, "run_id": rid, "trains": trains, "flops": 3.6e12, "time_budget_s": time_budget_s}
+
+
+def test_totals_count_runs_once_and_skip_finished_ones() -> None:
+    lines = totals_lines([entry(2, "b", trains=False), entry(0, "a"), entry(1, "a"), entry(3, "c")])
+    assert lines[0] == "plan same run: job 1 is job 0 (a), trained once"
+    assert lines[1].startswith("plan totals: 4 jobs, 3 runs, 1 done (skip), 2 to train: ~7.2e+03 GFLOP, "
+                               "~0.33 core-hours at an assumed 6 GFLOP/s per CPU core")
+    assert "≤ ~" in totals_lines([entry(0, "a", time_budget_s=60.0)])[0]
+
+
+def test_sweep_plan_prints_totals_and_writes_nothing(tmp_path) -> None:
+    """The real command line, on the experiment's own launcher (joblib: jobs in worker
+    processes): one line per job, the S4D reference planned once, a finished run skipped."""
+    cells = ["+experiment=mimo_vs_siso", "task=sdigits", "seed=0", "trainer.lr=0.003"]
+    done = resolved(tmp_path, *cells, "model=s5", "model.match.by=param_count")
+    write_run(str(tmp_path), finished_row(done), [])
+    before = sorted(p for p in tmp_path.rglob("*"))
+    result = subprocess.run([sys.executable, "-m", "ablate", *cells, f"results_dir={tmp_path}", "+plan=true",
+                             "hydra.launcher.n_jobs=2", "-m"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert len([line for line in lines if line.startswith("plan ") and "[" in line]) == 4
+    assert f"plan {run_id(done.identity)} [done (skip)]" in result.stdout
+    assert any(line.startswith("plan same run: job 1 is job 0") for line in lines), result.stdout
+    assert "plan totals: 4 jobs, 3 runs, 1 done (skip), 2 to train" in result.stdout
+    assert sorted(p for p in tmp_path.rglob("*")) == before
