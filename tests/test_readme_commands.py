@@ -12,8 +12,8 @@ once, with what it writes redirected into a temporary folder:
   command for a cluster launcher (SLURM) is composed with ``--cfg hydra``;
 - ``python -m ablate.bench``: with ``--cfg job`` (it has no plan option);
 - ``python -m analysis``: on the committed results in results/reference (a results folder that
-  only a run would make stands in by :data:`STAND_INS`), ``--out`` in the temporary folder;
-  without an input, ``--help``;
+  only a run would make stands in by :data:`STAND_INS`), ``--out`` in the temporary folder,
+  PNG figures only (the PDF ones are tested with the analysis); without an input, ``--help``;
 - ``python -m models.bench``: ``--help`` (its ``--quick`` run takes 20 s).
 """
 
@@ -210,6 +210,7 @@ def run_readme(commands: list[list[str]], tmp_path: Path) -> list[tuple[str, int
 
 
 def commands_of(*modules: str) -> list[list[str]]:
+    """The README's commands of these modules (``python -m MODULE ...``)."""
     return [argv for argv in readme_commands(README.read_text()) if argv[2] in modules]
 
 
@@ -226,6 +227,7 @@ def test_readme_commands_are_found() -> None:
 
 
 def _failures(results: list[tuple[str, int, str]]) -> str:
+    """The commands that exited with a nonzero status, with the end of their output."""
     return "\n\n".join(f"{command}\n-> exit {status}\n{out[-2000:]}" for command, status, out in results if status)
 
 
@@ -243,6 +245,8 @@ def test_ablate_commands_plan(tmp_path) -> None:
 
 
 def test_bench_and_analysis_commands_run(tmp_path) -> None:
+    """Every ``python -m ablate.bench``, ``analysis`` and ``models.bench`` command of the README
+    runs (see the module docstring for how)."""
     results = run_readme(commands_of("ablate.bench", "models.bench", "analysis"), tmp_path)
     assert not _failures(results), _failures(results)
 
@@ -258,6 +262,7 @@ def test_pathfinder_command_plans_the_recorded_runs(tmp_path) -> None:
     (results / "runs").mkdir(parents=True)
     for path in (REFERENCE / "mimo_vs_siso_pathfinder" / "runs").glob("*"):
         (results / "runs" / path.name).write_bytes(path.read_bytes())
+    before = sorted(results.rglob("*"))
     ((_, status, out),) = run_argvs([["python", "-m", "ablate", *ablate_argv(command[3:], results, collapse=False)]])
     assert status == 0, out[-3000:]
     lines = [line for line in out.splitlines() if line.startswith("plan ") and "[" in line]
@@ -268,4 +273,5 @@ def test_pathfinder_command_plans_the_recorded_runs(tmp_path) -> None:
     assert set(recorded["trainer.lr"]) == {0.003} and set(recorded["task"]) == {"pathfinder"}
     assert all(" on pathfinder " in line and "trainer.lr=0.003" in line for line in lines)
     assert "plan totals: 12 jobs, 9 runs, 6 done (skip), 3 to train" in out
+    assert sorted(results.rglob("*")) == before
 
