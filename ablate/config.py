@@ -283,13 +283,12 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
     tuned = list(plain.get("tuned") or [])
     check_writable(plain["results_dir"])
     identity = {
-        "model": {"preset": plain["model"]["preset"], **dataclasses.asdict(model_cfg)},
+        "model": {"preset": plain["model"]["preset"], **dataclasses.asdict(model_cfg), "ssm": model_cfg.ssm.identity()},
         "task": plain["task"],
         "trainer": {k: v for k, v in dataclasses.asdict(trainer).items() if k not in ("progress", "checkpoint", "threads")},
         "seed": plain["seed"],
         "match": match,
     }
-    identity["model"]["ssm"]["selective"] = list(model_cfg.ssm.selective)
     check_tuned(tuned, identity)
     return ResolvedRun(experiment=plain["experiment"], seed=plain["seed"], results_dir=plain["results_dir"],
                        rerun=bool(plain.get("rerun", False)), model=model_cfg, preset=plain["model"]["preset"], task=task,

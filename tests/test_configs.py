@@ -111,3 +111,16 @@ def test_comparison_experiments_tune_a_grid_by_default(tmp_path, experiment: str
     _, small = grid(experiment)
     _, large = grid(f"{experiment}_paper")
     assert 2 <= small < large
+
+
+def test_committed_reference_runs_keep_their_run_ids() -> None:
+    """Run ids hash the config (SSMConfig.identity leaves out later fields at their defaults):
+    the committed mamba_table1 sweep is still recognised as finished, run by run."""
+    import subprocess
+    import sys
+    reference = os.path.join(os.path.dirname(CONF), "results", "reference", "mamba_table1")
+    result = subprocess.run([sys.executable, "-m", "ablate", "+experiment=mamba_table1", f"results_dir={reference}",
+                             "+plan=true", "-m"], cwd=os.path.dirname(CONF), capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("[done (skip)]") == 36 and "[to run]" not in result.stdout
