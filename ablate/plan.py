@@ -85,6 +85,13 @@ def plan_line(run: ResolvedRun) -> str:
     return format_line(plan_entry(run))
 
 
+def hours_text(hours: float) -> str:
+    """``~1,400``, ``~2.5``, ``~0.015``, ``< 0.01``: an estimate of hours, no exponent."""
+    if hours >= 10:
+        return f"~{hours:,.0f}"
+    return f"~{hours:.2g}" if hours >= 0.01 else "< 0.01"
+
+
 def totals_lines(entries: list[dict[str, Any]]) -> list[str]:
     """The totals of a sweep's plan entries (each with its Hydra job number ``job``): one
     ``plan same run`` line per job whose run an earlier job already plans, then the sums."""
@@ -100,7 +107,7 @@ def totals_lines(entries: list[dict[str, Any]]) -> list[str]:
     bound = "≤ " if any(entry["time_budget_s"] is not None for entry in to_train) else ""
     core_hours = flops / (GFLOPS_PER_CORE * 1e9) / 3600
     lines.append(f"plan totals: {len(entries)} jobs, {len(runs)} runs, {len(runs) - len(to_train)} done (skip), "
-                 f"{len(to_train)} to train: {bound}~{flops / 1e9:.3g} GFLOP, {bound}~{core_hours:.2g} core-hours "
+                 f"{len(to_train)} to train: {bound}~{flops / 1e9:.3g} GFLOP, {bound}{hours_text(core_hours)} core-hours "
                  f"at an assumed {GFLOPS_PER_CORE:g} GFLOP/s per CPU core (the median rate of the CPU reference runs)")
     return lines
 

@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 import models
 from ablate.config import register, resolve
-from ablate.plan import plan_line, totals_lines
+from ablate.plan import hours_text, plan_line, totals_lines
 from ablate.results import identity_columns, run_id, write_run
 from analysis.load import load_results
 from analysis.report import analyse
@@ -119,6 +119,7 @@ def test_totals_count_runs_once_and_skip_finished_ones() -> None:
     assert lines[1].startswith("plan totals: 4 jobs, 3 runs, 1 done (skip), 2 to train: ~7.2e+03 GFLOP, "
                                "~0.33 core-hours at an assumed 6 GFLOP/s per CPU core")
     assert "≤ ~" in totals_lines([entry(0, "a", time_budget_s=60.0)])[0]
+    assert [hours_text(h) for h in (1432.6, 2.46, 0.0151, 1e-5)] == ["~1,433", "~2.5", "~0.015", "< 0.01"]
 
 
 def test_sweep_plan_prints_totals_and_writes_nothing(tmp_path) -> None:
