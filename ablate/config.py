@@ -80,6 +80,7 @@ class ModelSchema:
     prenorm: bool = True
     dropout: float = 0.0
     ffn_expand: int = 0
+    ffn_width: Optional[int] = None
     ssm: LayerSchema = field(default_factory=LayerSchema)
     match: MatchSchema = field(default_factory=MatchSchema)
 
@@ -283,7 +284,7 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
     tuned = list(plain.get("tuned") or [])
     check_writable(plain["results_dir"])
     identity = {
-        "model": {"preset": plain["model"]["preset"], **dataclasses.asdict(model_cfg), "ssm": model_cfg.ssm.identity()},
+        "model": {"preset": plain["model"]["preset"], **model_cfg.identity()},
         "task": plain["task"],
         "trainer": {k: v for k, v in dataclasses.asdict(trainer).items() if k not in ("progress", "checkpoint", "threads")},
         "seed": plain["seed"],

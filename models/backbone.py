@@ -56,10 +56,10 @@ class Block(nn.Module):
         self.mixer = SSMLayer(cfg.ssm)
         self.dropout = nn.Dropout(cfg.dropout)
         self.ffn = None
-        if cfg.ffn_expand:
+        if cfg.ffn_hidden:
             self.ffn_norm = make_norm(cfg.norm, H)
             self.ffn = nn.Sequential(
-                nn.Linear(H, cfg.ffn_expand * H), nn.GELU(), nn.Linear(cfg.ffn_expand * H, H), nn.Dropout(cfg.dropout)
+                nn.Linear(H, cfg.ffn_hidden), nn.GELU(), nn.Linear(cfg.ffn_hidden, H), nn.Dropout(cfg.dropout)
             )
 
     def _add(self, u: torch.Tensor, norm: nn.Module, fn) -> torch.Tensor:

@@ -385,7 +385,12 @@ class SSMConfig:
 @dataclass
 class ModelConfig:
     """A backbone: encoder -> ``n_layers`` blocks (pre-norm, SSM layer, dropout, residual,
-    optional feed-forward network) -> final norm -> head."""
+    optional feed-forward network) -> final norm -> head.
+
+    The feed-forward network's hidden width is ``ffn_width`` when set, else ``ffn_expand · H``
+    (0: no network). ``ffn_width`` moves in steps of one unit, so a MIMO model can be
+    parameter-matched by shrinking its MLP, as Mamba-3 does (e.g. 1500 -> 1264 at 180M).
+    """
 
     ssm: SSMConfig = field(default_factory=SSMConfig)
     n_layers: int = 2
@@ -393,6 +398,7 @@ class ModelConfig:
     prenorm: bool = True
     dropout: float = 0.0
     ffn_expand: int = 0
+    ffn_width: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.ssm, dict):
@@ -400,12 +406,26 @@ class ModelConfig:
         _positive_int("n_layers", self.n_layers)
         _choice("norm", self.norm, NORMS)
         _positive_int("ffn_expand", self.ffn_expand, allow_zero=True)
+        if self.ffn_width is not None:
+            _positive_int("ffn_width", self.ffn_width)
         if not (0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout={self.dropout!r} is not valid; expected 0 <= dropout < 1")
 
     @property
     def d_model(self) -> int:
         return self.ssm.d_model
+
+    @property
+    def ffn_hidden(self) -> int:
+        """Hidden width of each block's feed-forward network (0: none)."""
+        return self.ffn_width if self.ffn_width is not None else self.ffn_expand * self.d_model
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that name this model in a run id (see :meth:`SSMConfig.identity`)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "ssm"}
+        if self.ffn_width is None:
+            out.pop("ffn_width")
+        return {**out, "ssm": self.ssm.identity()}
 
 
 @dataclass

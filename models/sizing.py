@@ -55,7 +55,8 @@ def state_size(cfg: Config) -> int:
 def _uses_kernel_conv(cfg: SSMConfig, length: int | None) -> bool:
     """Whether the layer runs as a convolution with its SSM kernel (mode fft, or auto on a CPU)."""
     return bool(length) and cfg.supports_fft and cfg.structure == "siso" and "B" not in cfg.selective \
-        and "C" not in cfg.selective and cfg.mode in ("fft", "auto")
+        and "C" not in cfg.selective and cfg.mode in ("fft", "auto") and not cfg.uses_heads \
+        and cfg.discretization != "trapezoidal"
 
 
 def _kernel_flops(cfg: SSMConfig, length: int) -> float:
@@ -90,6 +91,11 @@ def _layer_flops(cfg: SSMConfig, length: int | None, batch: int = 1) -> float:
     gains = states * (("B" in cfg.selective) + ("C" in cfg.selective)) * (2 if cfg.structure == "mimo" else 0)
     discretize = states * (cmul + 2) if "dt" in cfg.selective else 0  # exp and the B̄ factor per state
     recurrence = states * (cmul + (2 if cfg.complex else 1))  # a*h + b
+    if cfg.discretization == "trapezoidal":  # + β_t v_{t-1}
+        recurrence += states * (cmul + (2 if cfg.complex else 1))
+    R = cfg.mimo_rank  # rank-R MIMO: R input and R output products per state, and the lift
+    b_map, read = b_map * R, read * R
+    flops += _frontier_flops(cfg)
     if _uses_kernel_conv(cfg, length):
         # FFT convolution instead of the recurrence: forward and inverse real FFT at 2L and the
         # product of the spectra per channel, plus the kernel, computed once per call
@@ -98,6 +104,18 @@ def _layer_flops(cfg: SSMConfig, length: int | None, batch: int = 1) -> float:
         flops += _kernel_flops(cfg, length) / (batch * length)
     flops += discretize + gains + directions * (b_map + recurrence + read) + 3 * D
     return float(flops)
+
+
+def _frontier_flops(cfg: SSMConfig) -> float:
+    """Per token, beyond the projections: the rotation of B_t and C_t (per head, rank and rotated
+    pair: two angles' cos and sin and two 2×2 rotations, 2 + 2·6) and the angle's running sum;
+    BCNorm and biases (4 per entry); the rank-R lift of x and z, the per-rank gate and the
+    sum over ranks (6 per rank and channel)."""
+    E, N, R, D = cfg.n_heads, cfg.d_state, cfg.mimo_rank, cfg.d_inner
+    rotation = E * (R * cfg.rotated_pairs * 14 + 2 * cfg.rotated_pairs) if cfg.rotation != "none" else 0
+    bc = 4 * cfg.ngroups * R * N * (cfg.bc_norm + cfg.bc_bias) * 2
+    lift = 6 * R * D if R > 1 else 0
+    return float(rotation + bc + lift)
 
 
 def flops_per_token(cfg: Config, spec: IOSpec | None = None, length: int | None = None, batch: int = 1) -> float:
@@ -119,8 +137,8 @@ def flops_per_token(cfg: Config, spec: IOSpec | None = None, length: int | None 
     spec = spec or _default_spec(cfg)
     H = cfg.d_model
     per_block = _layer_flops(cfg.ssm, length, batch) + 5 * H
-    if cfg.ffn_expand:
-        per_block += 2 * 2 * H * cfg.ffn_expand * H + 5 * H
+    if cfg.ffn_hidden:
+        per_block += 2 * 2 * H * cfg.ffn_hidden + 5 * H
     flops = cfg.n_layers * per_block
     if spec.d_input is not None:
         flops += 2 * spec.d_input * H
@@ -152,21 +170,27 @@ def match_state_size(cfg: SSMConfig, target: int) -> SSMConfig:
 
 def match_param_count(cfg: Config, target: int, field: str = "d_state", spec: IOSpec | None = None,
                       candidates: Iterable[int] | None = None) -> Config:
-    """A copy of ``cfg`` with the integer ``field`` of its layer ("d_state" or "d_model")
-    chosen so its parameter count is closest to ``target`` (exact where possible).
+    """A copy of ``cfg`` with the integer ``field`` chosen so its parameter count is closest to
+    ``target`` (exact where possible): "d_state" or "d_model" of its layer, or "ffn_width" of
+    a ModelConfig (the MLP's hidden width, Mamba-3's way of matching its MIMO models).
 
-    ``candidates`` restricts the values tried (default 1..4096 for d_state, 1..2048 for
-    d_model); invalid values (e.g. odd d_state under conjugate symmetry) are skipped.
+    ``candidates`` restricts the values tried (default 1..4096 for d_state and ffn_width,
+    1..2048 for d_model); invalid values (e.g. odd d_state under conjugate symmetry) are skipped.
     """
-    if field not in ("d_state", "d_model"):
-        raise ValueError(f"field={field!r} is not valid; expected one of ['d_state', 'd_model']")
+    if field not in ("d_state", "d_model", "ffn_width"):
+        raise ValueError(f"field={field!r} is not valid; expected one of ['d_state', 'd_model', 'ffn_width']")
+    if field == "ffn_width" and not isinstance(cfg, ModelConfig):
+        raise ValueError("field='ffn_width' is not valid for a layer config; expected a ModelConfig (it has the MLP)")
     layer = cfg.ssm if isinstance(cfg, ModelConfig) else cfg
-    values = candidates if candidates is not None else range(1, 4097 if field == "d_state" else 2049)
+    values = candidates if candidates is not None else range(1, 2049 if field == "d_model" else 4097)
     best, best_gap = None, None
     for value in values:
         try:
-            new_layer = replace(layer, **{field: value})
-            new = replace(cfg, ssm=new_layer) if isinstance(cfg, ModelConfig) else new_layer
+            if field == "ffn_width":
+                new = replace(cfg, ffn_width=value)
+            else:
+                new_layer = replace(layer, **{field: value})
+                new = replace(cfg, ssm=new_layer) if isinstance(cfg, ModelConfig) else new_layer
         except ValueError:
             continue
         count = param_count(new, spec)

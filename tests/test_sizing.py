@@ -104,3 +104,31 @@ def test_seed_interface(encoder) -> None:
 def test_seed_interface_example_shapes() -> None:
     module = models.S5.build(embed_dim=287, hidden_size=256, state_size=64, num_layers=4, dropout=0.1, window_size=60)
     assert module(torch.randn(2, 60, 287)).shape == (2, 256)
+
+
+def test_rank_r_mimo_keeps_the_state_and_multiplies_the_state_flops() -> None:
+    siso, mimo = preset("mamba3", d_model=32, d_state=16, mode="scan"), preset("mamba3_mimo", d_model=32, d_state=16,
+                                                                                mode="scan")
+    assert models.state_size(mimo) == models.state_size(siso)
+    linear = lambda cfg: sum(2 * m.weight.numel() for m in SSMLayer(cfg).modules() if isinstance(m, torch.nn.Linear))
+    extra_siso = models.flops_per_token(siso) - linear(siso)
+    extra_mimo = models.flops_per_token(mimo) - linear(mimo)
+    assert 2 * extra_siso < extra_mimo < 5 * extra_siso
+
+
+def test_match_param_count_shrinks_the_mlp_width_like_mamba3() -> None:
+    """Mamba-3 matches a MIMO model to its SISO twin by shrinking the MLP's hidden width."""
+    siso = model_preset("mamba3", n_layers=2, d_model=32, d_state=16, ffn_expand=4)
+    mimo = model_preset("mamba3_mimo", n_layers=2, d_model=32, d_state=16, ffn_expand=4)
+    spec = IOSpec(vocab_size=11, d_output=11)
+    target = models.param_count(siso, spec)
+    assert models.param_count(mimo, spec) > target
+    matched = models.match_param_count(mimo, target, field="ffn_width", spec=spec)
+    assert matched.ffn_hidden < 4 * 32
+    built = models.build(matched, spec)
+    assert sum(p.numel() for p in built.parameters()) == models.param_count(matched, spec)
+    gap = abs(models.param_count(matched, spec) - target)
+    assert gap <= min(abs(models.param_count(mimo.__class__(**{**mimo.__dict__, "ffn_width": w}), spec) - target)
+                      for w in range(1, 200))
+    with pytest.raises(ValueError, match="ffn_width"):
+        models.match_param_count(mimo.ssm, target, field="ffn_width")
