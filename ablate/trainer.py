@@ -9,6 +9,16 @@
 * Seeds: the model is initialised from the run seed (by the caller); the order of
   training batches is a function of (seed, epoch) alone, so a resumed run sees exactly
   the batches it would have seen.
+* A task with a curriculum (``Task.train_stage``: e.g. the length curriculum of the
+  state-tracking tasks) gives the stage of each step; the batches of a stage come from that
+  stage's training data (``Task.train_split``), epochs counted from the stage's first step,
+  so the order is a function of (seed, stage, epoch) and a resumed run still sees exactly
+  the batches it would have seen. A task without one has a single stage: the train split.
+* Metrics a task derives from an evaluation (``Task.derived_metrics``, e.g. scaled
+  accuracy) are recorded beside the metric: in the curve (``val_<name>``), at the last and
+  at the best validation (``final_val_<name>``, ``best_val_<name>``: the value at the
+  evaluation with the best metric), for the test split (``test_<name>``) and for every extra
+  evaluation (``<set>_<name>``).
 * Evaluation on the validation split every ``eval_every`` steps and at the end; a
   checkpoint at each evaluation (model, optimiser, schedule, RNG state, curve), from which
   an interrupted run resumes.
@@ -114,13 +124,14 @@ class Trainer:
         self.autocast = self.device.type == "cuda" and cfg.precision in ("auto", "bf16")
 
     # ------------------------------------------------------------------ data order
-    def _batch(self, train: Split, step: int, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, train: Split, step: int, cache: dict, stage: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``step`` (counted from the first step of curriculum ``stage``) of ``train``."""
         n = len(train)
         per_epoch = max(1, n // self.cfg.batch_size)  # drop the last partial batch
         epoch, index = divmod(step, per_epoch)
-        if cache.get("epoch") != epoch:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            cache["epoch"], cache["order"] = epoch, torch.randperm(n, generator=generator)
+        if cache.get("epoch") != (stage, epoch):
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 7_919 * stage)
+            cache["epoch"], cache["order"] = (stage, epoch), torch.randperm(n, generator=generator)
         idx = cache["order"][index * self.cfg.batch_size : (index + 1) * self.cfg.batch_size]
         return train.x[idx].to(self.device), train.y[idx].to(self.device)
 
@@ -144,7 +155,8 @@ class Trainer:
             s, k = task.score(out, batch.y)
             metric_sum, items = metric_sum + s, items + k
         model.train(was_training)
-        return {"loss": loss_sum / max(1, count), task.spec.metric: metric_sum / max(1, items)}
+        scores = {"loss": loss_sum / max(1, count), task.spec.metric: metric_sum / max(1, items)}
+        return scores | task.derived_metrics(scores)
 
     def _forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
@@ -182,7 +194,7 @@ class Trainer:
         optimizer = torch.optim.AdamW(groups)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, cfg.max_steps))
         forward = torch.compile(model) if (cfg.compile and self.device.type == "cuda") else model
-        train, val = task.split("train"), task.split("val")
+        val = task.split("val")
         step, curve, best, train_time, tokens, running = 0, [], None, 0.0, 0, None
         began, earlier_wall_time, untimed_tokens = time.perf_counter(), 0.0, 0
 
@@ -228,7 +240,8 @@ class Trainer:
                 checkpoint()
                 bar.close()
                 raise Preempted(watcher.received, step, watcher)
-            x, y = self._batch(train, step, cache)
+            stage, first = task.train_stage(step, cfg.max_steps)
+            x, y = self._batch(task.train_split(stage), step - first, cache, stage)
             profiled = memory.will_profile("train")
             start = time.perf_counter()
             loss = memory.measure("train", lambda: train_step(x, y), held)
@@ -250,7 +263,7 @@ class Trainer:
             if step % cfg.eval_every == 0 or step == cfg.max_steps or over_budget:
                 scores = self.evaluate(model, task, val, memory, held)
                 curve.append({"step": step, "train_time_s": train_time, "tokens": tokens, "train_loss": running,
-                              "val_loss": scores["loss"], f"val_{metric}": scores[metric]})
+                              **{f"val_{name}": value for name, value in scores.items()}})
                 if best is None or _better(scores[metric], best, task.spec.higher_is_better):
                     best = scores[metric]
                 bar.set_postfix(loss=f"{running:.3f}", **{metric: f"{scores[metric]:.3f}"},
@@ -267,11 +280,15 @@ class Trainer:
             final_val = curve[-1] if curve else {}
             metrics.update({f"final_val_{metric}": final_val.get(f"val_{metric}"), "final_val_loss": final_val.get("val_loss"),
                             f"best_val_{metric}": best})
+            best_row = next((row for row in curve if row.get(f"val_{metric}") == best), {})
+            for key in [k for k in final_val if k.startswith("val_") and k not in ("val_loss", f"val_{metric}")]:
+                # derived metrics: at the last evaluation, and at the one with the best metric
+                metrics.update({f"final_{key}": final_val[key], f"best_{key}": best_row.get(key)})
             test = self.evaluate(model, task, task.split("test"))
-            metrics.update({f"test_{metric}": test[metric], "test_loss": test["loss"]})
+            metrics.update({f"test_{name}": value for name, value in test.items()})
             for name, split in task.extra_evaluations().items():
                 extra = self.evaluate(model, task, split)
-                metrics[f"{name}_{metric}"] = extra[metric]
+                metrics.update({f"{name}_{key}": value for key, value in extra.items() if key != "loss"})
         if watcher.requested:  # a signal during the final evaluations: stop, resume from here
             checkpoint()
             raise Preempted(watcher.received, step, watcher)

@@ -10,14 +10,17 @@ from .copying import Copying
 from .induction_heads import InductionHeads
 from .listops import ListOps
 from .lra import LRA
+from .modular_arithmetic import ModularArithmetic
 from .mqar import MQAR
+from .parity import Parity
 from .pathfinder import Pathfinder
 from .sdigits import SDigits
 from .selective_copying import SelectiveCopying
 
 TASKS: dict[str, type[Task]] = {
     cls.name: cls
-    for cls in (SDigits, SelectiveCopying, InductionHeads, MQAR, Copying, Adding, ListOps, Pathfinder, LRA)
+    for cls in (SDigits, SelectiveCopying, InductionHeads, MQAR, Copying, Adding, ListOps, Pathfinder, LRA,
+                Parity, ModularArithmetic)
 }
 
 

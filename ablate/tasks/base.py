@@ -8,6 +8,11 @@ Data layout of one batch (a :class:`Batch`):
   ``IGNORE`` (-100) at positions that carry no loss (every position of a 'marked' task but
   the marked ones); ``loss_on='pooled'``: ``(B,)`` int64 class ids. Regression tasks use
   float targets of the same shapes (``(B,)`` or ``(B, L)``) and the mean squared error.
+
+Variable lengths: sequences shorter than their tensor are padded on the right with a pad
+token whose targets are ``IGNORE``, so a causal model's outputs at the real positions never
+see the padding. A length curriculum changes the training data in stages
+(:meth:`Task.train_stage`, :meth:`Task.train_split`); each stage may have its own width.
 """
 
 from __future__ import annotations
@@ -117,6 +122,23 @@ class Task:
 
     def extra_evaluations(self) -> dict[str, Split]:
         """Named extra test sets (e.g. longer lengths for extrapolation). Default: none."""
+        return {}
+
+    # --- a training curriculum (e.g. over lengths); default: one stage ------------------
+    def train_stage(self, step: int, total_steps: int) -> tuple[int, int]:
+        """``(stage, first step of that stage)`` at training ``step`` of a run of
+        ``total_steps``. A task whose training data change during a run (a length
+        curriculum) has several stages; the trainer draws the batches of a stage from
+        :meth:`train_split` of that stage. Default: one stage, the whole run."""
+        return 0, 0
+
+    def train_split(self, stage: int) -> Split:
+        """The training data of a curriculum stage. Default: the train split."""
+        return self.split("train")
+
+    def derived_metrics(self, scores: dict[str, float]) -> dict[str, float]:
+        """Metrics computed from one evaluation's ``{'loss': ..., metric: ...}`` that are
+        recorded beside the metric (e.g. ``scaled_accuracy``). Default: none."""
         return {}
 
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
