@@ -22,12 +22,15 @@ norm that the preset's paper uses.
   (floor 1e-4), data-dependent rotation of half the state pairs (rope_fraction 0.5),
   BCNorm and B/C biases. ``mamba3_mimo``: the same with rank-4 MIMO.
 
-The papers' heads are 64 channels wide and their states 128; the presets default to
-headdim 16 and d_state 16 so that they run at the CPU sizes of the other presets.
+Their defaults are the reference modules' (``Mamba2``, ``Mamba3``): d_state 128, headdim 64,
+expand 2, ngroups 1, chunk_size 64 (here the chunk of the ``chunked`` mode), rope_fraction
+0.5, A_floor 1e-4, mimo_rank 4. A layer narrower than one head of 64 (D = expand·H not a
+multiple of 64) gets the largest headdim that divides both D and 64.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 from .config import ModelConfig, SSMConfig
@@ -52,17 +55,23 @@ def mamba(d_model: int = 64, d_state: int = 16, **overrides: Any) -> SSMConfig:
     return SSMConfig(d_model=d_model, d_state=d_state, **{**base, **overrides})
 
 
-def mamba2(d_model: int = 64, d_state: int = 16, **overrides: Any) -> SSMConfig:
-    return mamba(d_model, d_state, **{"headdim": 16, **overrides})
+def _heads(d_model: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Mamba-2/3's head defaults: headdim 64 (or the largest divisor of D and 64), chunk 64."""
+    d_inner = overrides.get("expand", 2) * d_model
+    return {"headdim": math.gcd(64, d_inner), "chunk_size": 64}
 
 
-def mamba3(d_model: int = 64, d_state: int = 16, **overrides: Any) -> SSMConfig:
-    base = dict(headdim=16, conv=0, discretization="trapezoidal", trapezoid="data", a_source="data",
+def mamba2(d_model: int = 64, d_state: int = 128, **overrides: Any) -> SSMConfig:
+    return mamba(d_model, d_state, **{**_heads(d_model, overrides), **overrides})
+
+
+def mamba3(d_model: int = 64, d_state: int = 128, **overrides: Any) -> SSMConfig:
+    base = dict(conv=0, discretization="trapezoidal", trapezoid="data", a_source="data", a_floor=1e-4,
                 rotation="data", rope_fraction=0.5, bc_norm=True, bc_bias=True)
-    return mamba(d_model, d_state, **{**base, **overrides})
+    return mamba(d_model, d_state, **{**_heads(d_model, overrides), **base, **overrides})
 
 
-def mamba3_mimo(d_model: int = 64, d_state: int = 16, **overrides: Any) -> SSMConfig:
+def mamba3_mimo(d_model: int = 64, d_state: int = 128, **overrides: Any) -> SSMConfig:
     return mamba3(d_model, d_state, **{"mimo_rank": 4, **overrides})
 
 
