@@ -179,7 +179,7 @@ def apply_budget(trainer: TrainerConfig, budget: dict, model: ModelConfig, spec)
         elif kind == "tokens":
             trainer.max_steps = max(1, math.ceil(value / tokens_per_step))
         elif kind == "flops":
-            per_step = 3 * flops_per_token(model, spec.io, length=spec.length) * tokens_per_step
+            per_step = 3 * flops_per_token(model, spec.io, length=spec.length, batch=trainer.batch_size) * tokens_per_step
             trainer.max_steps = max(1, math.ceil(value / per_step))
         else:
             trainer.time_budget_s = float(value)

@@ -106,7 +106,8 @@ def swept_axes(runs: pd.DataFrame, task_col: str = "task") -> list[str]:
 
 def label_axes(runs: pd.DataFrame, axes: Sequence[str], task_col: str = "task") -> list[str]:
     """A smallest subset of ``axes`` (dropping the lowest priority first) that tells every
-    (task, configuration) apart; returns it in priority order."""
+    (task, configuration) apart; returns it in priority order. A swept ``model.preset`` is
+    always kept: it is the name a reader looks for, even when another axis implies it."""
     keys = [task_col] if task_col in runs.columns else []
     if "_absent" in runs.columns:  # decide on the rows that recorded every axis
         complete = runs["_absent"].map(lambda a: not (set(a) & set(axes)) if isinstance(a, tuple) else True)
@@ -115,6 +116,8 @@ def label_axes(runs: pd.DataFrame, axes: Sequence[str], task_col: str = "task") 
     target = _n_groups(runs, axes, keys)
     kept = list(axes)
     for col in reversed(list(axes)):
+        if col == "model.preset":
+            continue
         trial = [c for c in kept if c != col]
         if _n_groups(runs, trial, keys) == target:
             kept = trial
