@@ -250,7 +250,7 @@ class SSMConfig:
         _choice("rotation", self.rotation, ROTATIONS)
         _choice("rotation_form", self.rotation_form, ROTATION_FORMS)
         _choice("rope_fraction", self.rope_fraction, ROPE_FRACTIONS)
-        if not self.a_floor > 0:
+        if isinstance(self.a_floor, bool) or not isinstance(self.a_floor, (int, float)) or not self.a_floor > 0:
             raise ValueError(f"a_floor={self.a_floor!r} is not valid; expected a number > 0")
         if self.uses_heads and self.structure != "siso":
             raise ValueError(f"{self._frontier_summary()} is not valid with structure='mimo': heads, rotation and "
@@ -274,6 +274,10 @@ class SSMConfig:
             if self.complex:
                 raise ValueError(f"rotation={self.rotation!r} is not valid with complex=True: it rotates pairs of a "
                                  "real state (complex=True already rotates by Δ·A_imag); expected complex=False")
+            if self.headdim is None and self.a_source == "learned":
+                raise ValueError(f"rotation={self.rotation!r} is not valid with a learned A per (channel, state) "
+                                 "(headdim=None): a rotated pair must share one decay; expected headdim set (one A "
+                                 "per head) or a_source='data'")
             if self.d_state % 2 or self.rotated_pairs == 0:
                 raise ValueError(f"d_state={self.d_state} is not valid with rotation={self.rotation!r}; expected an "
                                  "even d_state with at least one rotated pair (d_state · rope_fraction >= 2)")

@@ -61,7 +61,12 @@ def trapezoid_drive(v: torch.Tensor, A_bar: torch.Tensor, delta: torch.Tensor, l
     """
     gamma = lam * delta
     beta = (1 - lam) * delta * A_bar
-    first = torch.zeros_like(v[:, :1]) if before is None else before.to(v.dtype).expand_as(v[:, :1])
+    if before is None:
+        first = torch.zeros_like(v[:, :1])
+    else:  # v may be broadcast over the states (B ≡ 1): widen it to the carried term's shape
+        shape = torch.broadcast_shapes(v[:, :1].shape, before.shape)
+        v = v.expand(shape[0], v.shape[1], *shape[2:])
+        first = before.to(v.dtype).expand(shape)
     previous = torch.cat([first, v[:, :-1]], dim=1)
     return gamma * v + beta * previous
 

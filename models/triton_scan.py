@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as nnf
 
-from .discretize import DISCRETIZE, discretize
+from .discretize import discretize
 
 try:
     import triton
@@ -847,10 +847,13 @@ def _check_real_input(name: str, x, ndim: int, axes: str) -> None:
                          f"empty axis; got {_describe(x)}")
 
 
+FUSED_DISCRETIZATIONS = ("zoh", "bilinear", "zoh_euler")  # one input term per step (not the trapezoidal rule)
+
+
 def _check_common(discretization, tensors: dict) -> None:
     """The discretisation name, and one device (u's) for every tensor."""
-    if discretization not in DISCRETIZE:
-        raise ValueError(f"discretization={discretization!r} is not valid; expected one of {list(DISCRETIZE)}")
+    if discretization not in FUSED_DISCRETIZATIONS:
+        raise ValueError(f"discretization={discretization!r} is not valid; expected one of {list(FUSED_DISCRETIZATIONS)}")
     device = tensors["u"].device
     for name, x in tensors.items():
         if x is not None and x.device != device:

@@ -74,8 +74,8 @@ def test_budget_is_equal_across_configurations(tmp_path, kind: str, value: float
         run = resolve(compose_with([f"model={model}", f"model.ssm.d_model={width}", f"budget.kind={kind}",
                                     f"budget.value={value}", f"results_dir={tmp_path}"]))
         tokens = run.trainer.max_steps * run.trainer.batch_size * run.task.spec.length
-        cost = tokens if kind == "tokens" else 3 * models.flops_per_token(run.model, run.task.spec.io,
-                                                                         length=run.task.spec.length) * tokens
+        cost = tokens if kind == "tokens" else 3 * models.flops_per_token(
+            run.model, run.task.spec.io, length=run.task.spec.length, batch=run.trainer.batch_size) * tokens
         per_step = cost / run.trainer.max_steps
         assert value <= cost < value + per_step  # the smallest whole number of steps reaching the budget
         spent.append(run.trainer.max_steps)
