@@ -277,7 +277,8 @@ def test_signed_eigenvalues_flip_the_state_s_sign() -> None:
     (dict(a_source="data", selective="B,C", mode="fft"), "mode='fft' is not valid with selective=['B', 'C'], "
                                                          "a_source='data'"),
     (dict(discretization="trapezoidal", mode="cuda"), "mode='cuda' (mamba-ssm's selective_scan_fn) is only valid"),
-    (dict(rotation="data", d_state=2, rope_fraction=0.5), "d_state=2 is not valid with rotation='data'"),
+    (dict(rotation="data", d_state=2, rope_fraction=0.5, headdim=2), "d_state=2 is not valid with rotation='data'"),
+    (dict(rotation="data"), "rotation='data' is not valid with a learned A per (channel, state)"),
     (dict(a_source="sometimes"), "a_source='sometimes' is not valid; expected one of ['learned', 'data']"),
 ])
 def test_conflicts_are_refused_in_one_line(overrides: dict, message: str) -> None:
