@@ -27,6 +27,17 @@ def valid_modes(cfg: SSMConfig) -> list[str]:
             + (["triton"] if triton_scan.runs_on("cpu") and cfg.supports_triton else []))
 
 
+def stepped_outputs(layer: SSMLayer, u: torch.Tensor) -> torch.Tensor:
+    """The layer's step() over u (B, L, H) token by token from its initial state: (B, L, H)."""
+    with torch.no_grad():
+        state = layer.init_state(u.shape[0])
+        steps = []
+        for t in range(u.shape[1]):
+            y_t, state = layer.step(u[:, t], state)
+            steps.append(y_t)
+    return torch.stack(steps, 1)
+
+
 def outputs_and_grads(layer: SSMLayer, u: torch.Tensor, mode: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """y and the gradients of a fixed random projection of y w.r.t. u and every parameter."""
     layer.cfg.mode = mode

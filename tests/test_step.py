@@ -8,7 +8,7 @@ import torch
 import models
 from models import IOSpec, SSMLayer, model_preset, preset, triton_scan
 
-from helpers import randomize_
+from helpers import randomize_, stepped_outputs
 
 LAYERS = {
     "s5": preset("s5", d_model=8, d_state=8),
@@ -33,12 +33,7 @@ def test_layer_step_equals_forward(name: str, mode: str) -> None:
     u = torch.randn(3, 17, 8)
     with torch.no_grad():
         y = layer(u)
-        state = layer.init_state(3)
-        steps = []
-        for t in range(u.shape[1]):
-            y_t, state = layer.step(u[:, t], state)
-            steps.append(y_t)
-    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stepped_outputs(layer, u), y, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["s5", "s4d", "mamba"])
