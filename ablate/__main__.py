@@ -169,4 +169,8 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
-    cli()
+    try:
+        cli()
+    except KeyboardInterrupt:  # Ctrl-C outside a training step (a run in training saves its checkpoint)
+        print("interrupted (Ctrl-C); the same command resumes where the runs stopped", file=sys.stderr)
+        raise SystemExit(130) from None
