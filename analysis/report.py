@@ -239,6 +239,16 @@ def memory_phrase(runs: pd.DataFrame) -> str:
     return f" Peak mem.: {described}."
 
 
+def memory_title(runs: pd.DataFrame) -> str:
+    """The peak-memory column's header: per run, per process (older rows), or see the caption."""
+    kinds = set(runs["peak_memory_kind"].dropna()) if "peak_memory_kind" in runs else set()
+    if kinds and kinds <= {"cpu_allocator_profiler", "cuda_allocator"}:
+        return "Peak mem./run (MB) ↓"
+    if kinds == {"process_max_rss"}:
+        return "Peak RSS/process (MB) ↓"
+    return "Peak mem. (MB, see caption) ↓"
+
+
 def selected_columns(an: Analysis, task: str) -> list[tuple[str, list[str]]]:
     """('Sel. <key>', text per configuration) for each tuned key (empty when nothing was tuned)."""
     if not an.tuned:
@@ -261,12 +271,15 @@ def task_table(an: Analysis, task: str, columns: Sequence[str] | None = None) ->
     columns = list(columns or table_columns(metric))
     sig = task_significance(an, task)
     beside = {main: [("p vs baseline", [p_text(r) for _, r in sig.iterrows()])]} if sig["tested"].any() else {}
-    caption = task_caption(an, task, columns[0])
+    caption, titles = task_caption(an, task, columns[0]), {}
     if "peak_memory_mb" in columns:
-        caption += memory_phrase(an.runs[an.runs["task"] == task])
+        runs = an.runs[an.runs["task"] == task]
+        caption += memory_phrase(runs)
+        titles["peak_memory_mb"] = memory_title(runs)
     return results_table(agg, counts, labels, columns, caption,
                          latex_label(f"tab:results-{task}"), direction=direction, ci_column=main,
-                         marks={main: list(sig["mark"])}, beside=beside, extra=selected_columns(an, task))
+                         marks={main: list(sig["mark"])}, beside=beside, extra=selected_columns(an, task),
+                         titles=titles)
 
 
 def _constant(runs: pd.DataFrame, column: str) -> str | None:

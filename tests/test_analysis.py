@@ -143,7 +143,7 @@ def test_table_numbers_equal_an_independent_pandas_computation(results_dir, repo
                 assert got["mean"] == pytest.approx(mean, rel=1e-12)
                 assert got["std"] == pytest.approx(std, rel=1e-9, nan_ok=True)
                 title = next(h for h in header if h.startswith(
-                    {"test_loss": "Test loss", "tokens_per_s": "Tokens/s", "peak_memory_mb": "Peak mem"}.get(
+                    {"test_loss": "Test loss", "tokens_per_s": "Tokens/s", "peak_memory_mb": "Peak RSS/process"}.get(
                         column, ("Test " if column.startswith("test_") else "Best val. ") + metric)))
                 text = cells[header.index(title)]
                 match = CELL.match(text)
@@ -154,11 +154,12 @@ def test_table_numbers_equal_an_independent_pandas_computation(results_dir, repo
                 assert int(match.group(5)) == n
 
 
-def test_caption_says_what_peak_memory_measured(report_dir) -> None:
-    """The fixture's rows carry the process's max RSS: the caption must say it is not per run."""
-    caption = next(iter((report_dir / f"results_{task}.md").read_text().splitlines() for task in fx.TASKS))[0]
-    assert "Peak mem.: the process's maximum resident set since it started" in caption
-    assert "not a per-run figure" in caption
+def test_caption_and_header_say_what_peak_memory_measured(report_dir) -> None:
+    """The fixture's rows carry the process's max RSS: header and caption say it is not per run."""
+    lines = next(iter((report_dir / f"results_{task}.md").read_text().splitlines() for task in fx.TASKS))
+    assert "Peak mem.: the process's maximum resident set since it started" in lines[0]
+    assert "not a per-run figure" in lines[0]
+    assert "Peak RSS/process (MB)" in lines[2] and "Peak mem./run" not in lines[2]
 
 
 def test_diverged_and_failed_runs_are_counted_never_averaged(results_dir, report_dir, an) -> None:
