@@ -26,7 +26,8 @@ eq. k, "[M3 §k]" the Mamba-3 paper (arXiv 2603.15569), "[mamba3.py]" mamba-ssm 
    * ``rotation_form='complex'``: pair j as one complex mode h_j with transition
      α_t e^{iω_t,j}, input conj(b_2j + i b_2j+1), read Re((c_2j + i c_2j+1) h_j).
 
-   They agree because b_sᵀ R(Φ_s)ᵀ R(Φ_t) c_t = Re(conj(b̂_s) ĉ_t e^{i(Φ_t - Φ_s)}).
+   They agree because b_sᵀ R(Φ_s)ᵀ R(Φ_t) c_t = Re(conj(b̂_s) ĉ_t e^{i(Φ_t - Φ_s)}), which needs
+   one decay per pair: a rotation takes A one per head (headdim) or from the data.
 4. Lift (R > 1, [M3 §3.3]): x^(r) = mimo_x[r] ⊙ x (init 1/R); the state of a channel d
    receives v_t[d] = Σ_r x^(r)_t[d] B̃_t[r] ∈ R^N (R times the FLOPs of SISO, same state).
 5. Discretisation (:mod:`models.discretize`): α_t = exp(Δ_t A_t) (or bilinear), mapped to
