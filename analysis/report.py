@@ -289,9 +289,9 @@ def _constant(runs: pd.DataFrame, column: str) -> str | None:
 
 
 def extrapolation_headers(columns: Sequence[tuple[int, str]], train_length: str | None, arrow: str) -> list[str]:
-    """Headers of an extrapolation table's metric columns: the test split at the training length
-    ('L=256 (test split)'), then one per length-test set ('L=512'; 'L=256 (length test)' where it
-    has the training length, so that no two headers read the same)."""
+    """Headers of an extrapolation table's metric columns: the test split at its length, the training
+    length or a curriculum task's eval_length ('L=256 (test split)'), then one per length-test set
+    ('L=512'; 'L=256 (length test)' where it has that length, so that no two headers read the same)."""
     first = f"L={train_length} (test split)" if train_length else "Test split (train length)"
     rest = [f"L={L}" + (" (length test)" if str(L) == train_length else "") for L, _ in columns]
     return [h + arrow for h in [first, *rest]]
@@ -307,17 +307,22 @@ def extrapolation_table(an: Analysis, task: str) -> Table | None:
         return None
     agg = an.agg.loc[task]
     train_length = _constant(runs, "task.length")
+    # a length-curriculum task (parity, modular arithmetic) tests at its own eval_length, not at one training length
+    eval_length = _constant(runs, "task.eval_length")
     columns = [f"test_{metric}"] + [c for _, c in cols]
     labels = an.labels_frame(task)
-    headers = extrapolation_headers(cols, train_length, " ↑" if metric_direction(metric) else " ↓")
+    headers = extrapolation_headers(cols, eval_length or train_length, " ↑" if metric_direction(metric) else " ↓")
     table = results_table(agg, an.counts.loc[task], labels, columns, "", latex_label(f"tab:extrapolation-{task}"),
                           direction={c: metric_direction(metric) for c in columns}, titles=dict(zip(columns, headers)))
     n_test, n_extra = _constant(runs, "task.n_test"), _constant(runs, "task.n_extrapolation")
     ok = ok_runs(runs)
-    table.caption = (f"Test {metric} on {task} at longer test sequences than trained on"
+    table.caption = (f"Test {metric} on {task} "
+                     + ("at each test length" if eval_length else "at longer test sequences than trained on")
                      + (f" (trained at length {train_length})" if train_length else "")
                      + f": mean ± std over {seeds_phrase(list(agg[columns[-1]]['n']), ok['seed'].nunique())}; "
-                     "best per length in bold. 'Test split': the task's test split at the training length"
+                     "best per length in bold. 'Test split': the task's test split "
+                     + (f"at its evaluation length {eval_length} (training lengths follow the task's curriculum)"
+                        if eval_length else "at the training length")
                      + (f" ({n_test} sequences)" if n_test else "") + ", the test metric of the results table; "
                      "L=… columns: the length-test sets, drawn separately for each length"
                      + (f" ({n_extra} sequences each)" if n_extra else "") + "."
