@@ -183,6 +183,8 @@ def match_param_count(cfg: Config, target: int, field: str = "d_state", spec: IO
         raise ValueError("field='ffn_width' is not valid for a layer config; expected a ModelConfig (it has the MLP)")
     layer = cfg.ssm if isinstance(cfg, ModelConfig) else cfg
     values = candidates if candidates is not None else range(1, 2049 if field == "d_model" else 4097)
+    if field == "ffn_width" and candidates is None:
+        values = _linear_neighbourhood(cfg, target, spec, values)
     best, best_gap = None, None
     for value in values:
         try:
@@ -202,3 +204,12 @@ def match_param_count(cfg: Config, target: int, field: str = "d_state", spec: IO
     if best is None:
         raise ValueError(f"no valid value of {field} found for target parameter count {target}")
     return best
+
+
+def _linear_neighbourhood(cfg: ModelConfig, target: int, spec: IOSpec | None, values: range) -> range:
+    """The widths around the one that meets ``target``: a model's parameter count is exactly
+    linear in ``ffn_width`` (two Linear layers per block), so two counts locate it."""
+    first, second = (param_count(replace(cfg, ffn_width=w), spec) for w in (1, 2))
+    guess = 1 + round((target - first) / (second - first))
+    low = max(values.start, min(guess - 1, values.stop - 1))
+    return range(low, min(values.stop, low + 3))
