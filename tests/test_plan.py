@@ -124,13 +124,15 @@ def test_totals_count_runs_once_and_skip_finished_ones() -> None:
 
 def test_sweep_plan_prints_totals_and_writes_nothing(tmp_path) -> None:
     """The real command line, on the experiment's own launcher (joblib: jobs in worker
-    processes): one line per job, the S4D reference planned once, a finished run skipped."""
+    processes): one line per job, the S4D reference planned once, a finished run skipped.
+    The sweep is cut to its S4D and S5 rows (2 models x 2 match modes)."""
     cells = ["+experiment=mimo_vs_siso", "task=sdigits", "seed=0", "trainer.lr=0.003"]
     done = resolved(tmp_path, *cells, "model=s5", "model.match.by=param_count")
     write_run(str(tmp_path), finished_row(done), [])
     before = sorted(p for p in tmp_path.rglob("*"))
-    result = subprocess.run([sys.executable, "-m", "ablate", *cells, f"results_dir={tmp_path}", "+plan=true",
-                             "hydra.launcher.n_jobs=2", "-m"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "ablate", *cells, "model=s4d,s5", f"results_dir={tmp_path}",
+                             "+plan=true", "hydra.launcher.n_jobs=2", "-m"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert len([line for line in lines if line.startswith("plan ") and "[" in line]) == 4
