@@ -68,9 +68,18 @@ class Block(nn.Module):
     def _feed_forward(self, v: torch.Tensor) -> torch.Tensor:
         return v if self.ffn is None else self._add(v, self.ffn_norm, self.ffn)
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """u: (B, L, H) -> (B, L, H)."""
-        return self._feed_forward(self._add(u, self.norm, lambda x: self.dropout(self.mixer(x))))
+    def forward(self, u: torch.Tensor, return_state: bool = False):
+        """u: (B, L, H) -> (B, L, H); with ``return_state``, (output, the mixer's final state)."""
+        if not return_state:
+            return self._feed_forward(self._add(u, self.norm, lambda x: self.dropout(self.mixer(x))))
+        state: dict = {}
+
+        def mix(x: torch.Tensor) -> torch.Tensor:
+            y, final = self.mixer(x, return_state=True)
+            state.update(final)
+            return self.dropout(y)
+
+        return self._feed_forward(self._add(u, self.norm, mix)), state
 
     def step(self, u_t: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         """u_t: (B, H) -> (B, H), new state."""
@@ -123,23 +132,36 @@ class Backbone(nn.Module):
         if not tokens and (x.dtype != param_dtype and not torch.is_autocast_enabled(x.device.type)):
             raise ValueError(f"expected input of dtype {param_dtype} and shape {expected}, got dtype {x.dtype}")
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """x -> (B, L, H) after the final norm."""
+    def features(self, x: torch.Tensor, return_state: bool = False):
+        """x -> (B, L, H) after the final norm; with ``return_state``, also each block's final
+        state (a list, as :meth:`init_state` holds them)."""
         self.check_input(x)
         h = self.encoder(x)
+        states = []
         for block in self.blocks:
-            h = block(h)
-        return self.final_norm(h)
+            if return_state:
+                h, final = block(h, return_state=True)
+                states.append(final)
+            else:
+                h = block(h)
+        return (self.final_norm(h), states) if return_state else self.final_norm(h)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_state: bool = False):
         """x: (B, L) token ids or (B, L, d_input) features.
-        Returns (B, L, d_out) for readout 'all', else (B, d_out) (d_out = d_output or H)."""
-        h = self.features(x)
+        Returns (B, L, d_out) for readout 'all', else (B, d_out) (d_out = d_output or H).
+
+        ``return_state`` (prefill): (output, state), the state :meth:`step` would hold after
+        the last position, so generation continues with ``step`` without stepping the prompt."""
+        h, states = self.features(x, return_state=True) if return_state else (self.features(x), None)
+        state = {"blocks": states}
+        if self.spec.readout == "mean" and return_state:
+            state["sum"], state["count"] = h.sum(1), h.shape[1]
         if self.spec.readout == "last":
             h = h[:, -1]
         elif self.spec.readout == "mean":
             h = h.mean(1)
-        return self.head(h) if self.head is not None else h
+        out = self.head(h) if self.head is not None else h
+        return (out, state) if return_state else out
 
     def init_state(self, batch: int) -> dict:
         """State for :meth:`step`: one per block, plus the running sum for a mean readout."""

@@ -403,9 +403,12 @@ class SSMLayer(nn.Module):
             return "fft"
         return "scan" if device.type == "cuda" else "chunked"
 
-    def _mix(self, x: torch.Tensor, mode: str, z: torch.Tensor | None = None) -> torch.Tensor:
+    def _mix(self, x: torch.Tensor, mode: str, z: torch.Tensor | None = None,
+             keep: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The SSM proper: x (B, L, D) -> y (B, L, D), before the gate; with z (mode triton,
-        SISO, gate silu) the gate y ⊙ SiLU(z) is applied inside the kernel."""
+        SISO, gate silu) the gate y ⊙ SiLU(z) is applied inside the kernel. With ``keep`` (a
+        dict; modes recurrent, scan, chunked, fft) the final state is written into it as
+        :meth:`step` carries it: ``h`` (B, G, n) and, trapezoidal, ``v`` = B_L x_L (B, G, n)."""
         sel = self._selection(x)
         A = self.A()
         if mode == "triton":
@@ -415,18 +418,24 @@ class SSMLayer(nn.Module):
                                       A.float(), sel.B_t, sel.C_t, self.D.float()).to(x.dtype)
         A_bar, factor = self._transition(A, sel.delta)
         trapezoidal = self.cfg.discretization == "trapezoidal"
-        if mode == "fft" and self.siso and self.C is not None and sel.B_t is None and not trapezoidal:
+        if mode == "fft" and self.siso and self.C is not None and sel.B_t is None and not trapezoidal and keep is None:
             y = self._kernel_conv(x, A, sel.delta, A_bar, factor)
         else:
             if trapezoidal:
-                b = trapezoid_drive(self._input(x, sel), A_bar, sel.delta, self._trapezoid_lambda(x))
+                v = self._input(x, sel)
+                b = trapezoid_drive(v, A_bar, sel.delta, self._trapezoid_lambda(x))
+                if keep is not None:
+                    keep["v"] = v[:, -1].expand(-1, -1, self.cfg.n_modes)
             else:
                 b = self._driving_term(x, sel, factor)
             if b.shape[-1] != A_bar.shape[-1]:
                 b = b.expand(*b.shape[:-1], A_bar.shape[-1])
             a = A_bar if A_bar.dim() == 4 else A_bar.expand(1, 1, *A_bar.shape)
             log_a = self._log_transition(A, sel.delta, A_bar) if mode == "fft" else None
-            y = self._readout(self._states(a, b, mode, log_a), sel, self.C)
+            h = self._states(a, b, mode, log_a)
+            if keep is not None:
+                keep["h"] = h[:, -1]
+            y = self._readout(h, sel, self.C)
             if self.cfg.bidirectional:
                 h_backward = self._states(a.flip(1), b.flip(1), mode, log_a).flip(1)
                 y = y + self._readout(h_backward, sel, self.C_backward)
@@ -536,11 +545,15 @@ class SSMLayer(nn.Module):
             y = F.gelu(y)
         return self.out_proj(y) if self.out_proj is not None else y
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """u: (B, L, H) -> (B, L, H)."""
+    def forward(self, u: torch.Tensor, return_state: bool = False):
+        """u: (B, L, H) -> (B, L, H). With ``return_state`` (prefill): (y, state), the state
+        after the last position as :meth:`step` would leave it, so generation goes on with
+        ``step`` from there (see :meth:`_prefill`)."""
         self.check_input(u)
         mode = self.resolve_mode(u.device)
         x, z = self._branch(u)
+        if return_state:
+            return self._prefill(x, z, mode)
         if self.heads is not None:
             y, gated = self.heads(self._ssm_input(x, self._conv), mode, z)
             return self._output(y, None if gated else z)
@@ -549,6 +562,33 @@ class SSMLayer(nn.Module):
         return self._output(self._mix(self._ssm_input(x, self._conv), mode), z)
 
     # ------------------------------------------------------------------ recurrent inference
+    def _prefill(self, x: torch.Tensor, z: torch.Tensor | None, mode: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """forward's output and final state from the branch outputs x, z (B, L, ·).
+
+        ``conv``: the last k pre-conv inputs (B, D, k), oldest first, zero-padded on the left
+        when L < k; ``h`` (and ``v``) from the states the scan computes anyway. The fused
+        kernels (modes triton, cuda) keep no states: they are replaced by ``scan``, the
+        same function; the ``fft`` mode takes its state convolution instead of the kernel.
+        """
+        if self.cfg.bidirectional:
+            raise ValueError("return_state=True is not valid for a bidirectional layer (no state continues it); "
+                             "expected bidirectional=False")
+        if self.heads is not None:
+            raise ValueError(f"return_state=True is not valid with {self.cfg._frontier_summary()} (Mamba-2/3 "
+                             "axes); expected the Mamba-1 axes, or step() over the prompt")
+        state: dict[str, torch.Tensor] = {}
+
+        def conv_keeping(x_in: torch.Tensor) -> torch.Tensor:
+            if self.conv1d is not None:
+                k = self.cfg.conv
+                window = x_in[:, -k:].transpose(1, 2)
+                state["conv"] = F.pad(window, (k - window.shape[-1], 0))
+            return self._conv(x_in)
+
+        mode = "scan" if mode in ("triton", "cuda") else mode
+        y = self._output(self._mix(self._ssm_input(x, conv_keeping), mode, keep=state), z)
+        return y, state
+
     def init_state(self, batch: int) -> dict[str, torch.Tensor]:
         """Zero state for :meth:`step`: ``h`` (batch, G, n) and, with a conv, ``conv``
         (batch, D, k): the last k pre-conv inputs, oldest first (mamba-ssm's layout)."""
