@@ -27,16 +27,22 @@ def test_model_yaml_lists_the_preset(name: str) -> None:
 
 
 def split_values(text: str) -> list[str]:
-    """Hydra sweep values: comma-separated, commas inside [] kept."""
+    """Hydra sweep values: comma-separated, commas inside [] and {} kept."""
     values, depth, current = [], 0, ""
     for ch in str(text):
-        depth += (ch == "[") - (ch == "]")
+        depth += (ch in "[{") - (ch in "]}")
         if ch == "," and depth == 0:
             values.append(current)
             current = ""
         else:
             current += ch
     return values + [current]
+
+
+def test_split_values_keeps_lists_and_dicts_whole() -> None:
+    """A sweep row may be a dict holding a list or several keys: one value each, as Hydra reads it."""
+    text = "mamba,{ssm:{eig_range:[-1,1]}},{ssm:{rotation:data,d_state:8}},[1,2],{}"
+    assert split_values(text) == ["mamba", "{ssm:{eig_range:[-1,1]}}", "{ssm:{rotation:data,d_state:8}}", "[1,2]", "{}"]
 
 
 def compose_with(overrides: list[str], hydra_node: bool = False):

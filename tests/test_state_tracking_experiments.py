@@ -58,6 +58,7 @@ STATE_TRACKING_ROWS = {  # sweep value of `model` -> (preset, moved axes)
     "{ssm:{rotation:data}}": ("mamba3", {}),
     "{ssm:{rotation:fixed}}": ("mamba3", {"rotation": "fixed"}),
     "{ssm:{eig_range:[-1,1]}}": ("mamba3", {"rotation": "none", "eig_range": (-1, 1)}),
+    "mamba_negeig": ("mamba", {"eig_range": (-1, 1)}),  # Grazzi et al.'s point
     "s5": ("s5", {}),
     "s4d": ("s4d", {}),
 }
@@ -94,6 +95,7 @@ def test_state_tracking_rows_real_rotating_and_negative() -> None:
     assert kinds["{ssm:{rotation:fixed}}"] == ("fixed", (0, 1), False, False)
     assert kinds["mamba3"] == kinds["mamba"] == kinds["mamba2"] == ("none", (0, 1), False, False)
     assert kinds["{ssm:{eig_range:[-1,1]}}"] == ("none", (-1, 1), False, False)
+    assert kinds["mamba_negeig"] == ("none", (-1, 1), False, False)
     assert kinds["s5"] == kinds["s4d"] == ("none", (0, 1), True, True)
 
 
