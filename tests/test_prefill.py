@@ -109,3 +109,17 @@ def test_prefill_is_refused_where_no_state_continues() -> None:
     heads = SSMLayer(preset("mamba2", d_model=8, d_state=4))
     with pytest.raises(ValueError, match="return_state=True is not valid with .*Mamba-2/3"):
         heads(torch.randn(1, 3, 8), return_state=True)
+
+
+def test_prefill_in_fused_mode_continues_with_the_fused_step() -> None:
+    """Mode triton: the kernels keep no states, so prefill takes the scan; step() then runs the
+    Triton single-step kernel from that state (on the CPU under Triton's interpreter)."""
+    from models import triton_scan
+    if not triton_scan.runs_on("cpu"):
+        pytest.skip("triton is not installed (the interpreter runs the kernels on the CPU)")
+    layer = randomize_(SSMLayer(preset("mamba", d_model=8, d_state=4)))
+    u = torch.randn(2, 9, 8, generator=torch.Generator().manual_seed(0))
+    stepped = stepped_outputs(layer, u)
+    layer.cfg.mode = "triton"
+    continued, _ = _continued(layer, u, 6)
+    torch.testing.assert_close(continued, stepped, rtol=1e-5, atol=1e-6)
