@@ -7,9 +7,14 @@ network,  v = v + Dropout(FFN(Norm(v))),  FFN = Linear(H, eH) -> GELU -> Linear(
 Backbone: encoder (token embedding or a linear map of features) -> blocks -> final norm ->
 readout (last position / mean over positions / every position) -> head Linear(H, d_output)
 (no head when d_output is None: the features are the output).
+
+The feed-forward network's GELU is the exact one whatever ``ssm.gelu`` says: that field is the
+official S5 layer's gate GELU (flax's tanh form); the official S5 and S4D layers have no such network.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
@@ -109,6 +114,13 @@ class Backbone(nn.Module):
     @property
     def output_size(self) -> int:
         return self.spec.d_output if self.spec.d_output is not None else self.cfg.d_model
+
+    def set_step_rescale(self, value: float) -> None:
+        """Evaluate at another sampling rate without retraining (S5's step_rescale): every layer's
+        Δ = value · exp(log_dt), e.g. 2.0 on a signal sampled at half the training rate."""
+        self.cfg = dataclasses.replace(self.cfg, ssm=self.cfg.ssm.with_(step_rescale=value))
+        for block in self.blocks:
+            block.mixer.set_step_rescale(value)
 
     def check_input(self, x: torch.Tensor, step: bool = False) -> None:
         """ValueError naming the expected shape and dtype, before any work is done."""

@@ -25,6 +25,13 @@ The Mamba-2 and Mamba-3 axes (``headdim``, ``ngroups``, ``a_source``, ``rotation
 ``discretization='trapezoidal'`` and ``eig_range`` apply to every point. A field added to
 this class after the first results were recorded is left out of a run's identity while it
 is at its default (:meth:`SSMConfig.identity`), so earlier run ids stay valid.
+
+S5's conventions (lindermanlab/S5 ``s5/ssm.py``, ``s5/layers.py``): ``gelu`` (``exact`` erf or
+``tanh``, flax's default, in every GELU of the layer's output gate), ``a_param`` (Re A stored as
+``A_log`` with Re A = -exp(A_log), or ``direct``: stored as ``A_real``, S5's ``Lambda_re``),
+``clip_eigs`` (Re A clipped at -1e-4 in the forward; a clipped entry gets no gradient) and
+``step_rescale`` (Δ = step_rescale · exp(log_dt); change it on a trained layer with
+:meth:`models.layer.SSMLayer.set_step_rescale`).
 """
 
 from __future__ import annotations
@@ -50,10 +57,14 @@ ROTATIONS = ("none", "fixed", "data")
 ROTATION_FORMS = ("rotate_bc", "complex")
 ROPE_FRACTIONS = (0.5, 1.0)
 EIG_RANGES = ((0, 1), (-1, 1))
+GELUS = ("exact", "tanh")
+A_PARAMS = ("log", "direct")
+CLIP_EIGS_BOUND = -1e-4  # clip_eigs: Re A <= -1e-4 in the forward (S5's clip_eigs)
 # Fields added after schema 1, with their defaults: absent from a run's identity at these values.
 LATER_FIELDS = {"headdim": None, "ngroups": 1, "a_source": "learned", "a_floor": 1e-4, "trapezoid": "data",
                 "rotation": "none", "rope_fraction": 0.5, "rotation_form": "rotate_bc", "eig_range": (0, 1),
-                "mimo_rank": 1, "bc_norm": False, "bc_bias": False}
+                "mimo_rank": 1, "bc_norm": False, "bc_bias": False,
+                "gelu": "exact", "a_param": "log", "clip_eigs": False, "step_rescale": 1.0}
 HEAD_AXES = ("headdim", "ngroups", "a_source", "rotation", "mimo_rank", "bc_norm", "bc_bias")
 
 
@@ -153,6 +164,10 @@ class SSMConfig:
     mimo_rank: int = 1
     bc_norm: bool = False
     bc_bias: bool = False
+    gelu: str = "exact"
+    a_param: str = "log"
+    clip_eigs: bool = False
+    step_rescale: float = 1.0
 
     def __post_init__(self) -> None:
         self.selective = parse_selective(self.selective)
@@ -217,6 +232,7 @@ class SSMConfig:
             )
 
         self._check_frontier_axes()
+        self._check_s5_conventions()
         if self.mode == "fft" and not self.supports_fft:
             raise ValueError(
                 f"mode='fft' is not valid with selective={list(self.selective)}, a_source={self.a_source!r}, "
@@ -287,6 +303,30 @@ class SSMConfig:
         if self.discretization != "trapezoidal" and self.trapezoid != "data":
             raise ValueError(f"trapezoid={self.trapezoid!r} is not valid with discretization={self.discretization!r}; "
                              "it is the λ of discretization='trapezoidal'")
+
+    def _check_s5_conventions(self) -> None:
+        """gelu, a_param, clip_eigs, step_rescale (S5's conventions): values and conflicts, one
+        line each. As with the Mamba-2/3 axes, a value off its default on an A or Δ it cannot act
+        on is refused."""
+        _choice("gelu", self.gelu, GELUS)
+        _choice("a_param", self.a_param, A_PARAMS)
+        if not isinstance(self.clip_eigs, bool):
+            raise ValueError(f"clip_eigs={self.clip_eigs!r} is not valid; expected true or false")
+        rescale = self.step_rescale
+        if isinstance(rescale, bool) or not isinstance(rescale, (int, float)) or not 0 < rescale < math.inf:
+            raise ValueError(f"step_rescale={rescale!r} is not valid; expected a number > 0")
+        self.step_rescale = float(rescale)
+        # gelu is a detail of the output stage, like c_init or blocks: unused (not refused) by the
+        # silu and h3 gates, so an s5 preset moved to gate=silu keeps validating.
+        moved = [f"{k}={getattr(self, k)!r}" for k in ("a_param", "clip_eigs", "step_rescale")
+                 if getattr(self, k) != LATER_FIELDS[k]]
+        if moved and self.uses_heads:
+            raise ValueError(f"{', '.join(moved)} is not valid with {self._frontier_summary()}: models.heads keeps "
+                             "its own A and Δ; expected a_param='log', clip_eigs=False, step_rescale=1.0")
+        if self.step_rescale != 1.0 and "dt" in self.selective:
+            raise ValueError(f"step_rescale={self.step_rescale!r} is not valid with selective={list(self.selective)}: "
+                             "it rescales the learned step exp(log_dt) of a time-invariant Δ; expected step_rescale=1.0 "
+                             "or selective without 'dt'")
 
     def _frontier_summary(self) -> str:
         moved = [f"{k}={getattr(self, k)!r}" for k in (*HEAD_AXES, "discretization", "eig_range")

@@ -29,8 +29,17 @@ BCNorm, B/C biases: ``SSMConfig.uses_heads``), steps 2-3 and the D term are
 :class:`models.heads.HeadSSM`, whose docstring gives its recurrences.
 
 Choices the papers leave open, fixed here:
-- Re A = -exp(A_log) for every preset (S4D and Mamba do this; S5 stores Re Λ directly and
-  clips it): the function at initialisation is the same, and stability holds by construction.
+- Re A is stored as ``A_log`` with Re A = -exp(A_log) (``a_param='log'``, S4D and Mamba: stable by
+  construction, Adam steps are relative in |Re A|) or directly as ``A_real`` (``a_param='direct'``,
+  S5's ``Lambda_re``, the s5 preset: the same function at initialisation, but additive steps, and
+  Re A >= 0 is representable, as in an official checkpoint trained without clip_eigs).
+  ``clip_eigs``: Re A -> min(Re A, -1e-4) in the forward (S5's ``jnp.clip(Lambda_re, None, -1e-4)``),
+  a clipped entry gets no gradient and keeps its stored value. An official S5 parameter tree maps
+  as A_real = Lambda_re, A_imag = Lambda_im (same shapes per group), whatever its values.
+- Δ = step_rescale · exp(log_dt) for a time-invariant Δ (S5: evaluate at another sampling rate
+  without retraining; :meth:`SSMLayer.set_step_rescale`).
+- GELU: exact (erf) or tanh-approximated (flax's ``nn.gelu`` default, the official S5 layer), by
+  ``gelu``; the block's feed-forward network (models.backbone) keeps the exact GELU.
 - MIMO layers whose init is not HiPPO sample B̃ and C̃ directly (V = I).
 - A complex selective SISO B_t / C_t takes 2n outputs of x_proj (real, imaginary parts).
 
@@ -51,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import init as ssm_init
-from .config import SSMConfig
+from .config import CLIP_EIGS_BOUND, SSMConfig
 from .cuda import run_selective_scan, selective_scan_kernel
 from .discretize import discretize, log_transition, signed_transition, trapezoid_drive
 from .heads import HeadSSM
@@ -94,7 +103,7 @@ class SSMLayer(nn.Module):
             self._build_ssm()
         else:
             self.x_proj = self.dt_proj = self.log_dt = self.lambda_proj = None
-            self.A_log = self.A_imag = self.B = self.C = self.C_backward = self.D = None
+            self.A_log = self.A_real = self.A_imag = self.B = self.C = self.C_backward = self.D = None
 
         # 4. output
         out_width = {"glu": 2 * D, "half_glu1": D, "half_glu2": D}.get(cfg.gate)
@@ -122,7 +131,9 @@ class SSMLayer(nn.Module):
         self.lambda_proj = nn.Linear(D, self.n_dt, bias=False) if data_lambda else None
 
         # 3. dynamics
-        self.A_log = nn.Parameter(torch.empty(G, n))
+        direct = cfg.a_param == "direct"  # store Re A itself (S5's Lambda_re), else log(-Re A)
+        self.A_log = None if direct else nn.Parameter(torch.empty(G, n))
+        self.A_real = nn.Parameter(torch.empty(G, n)) if direct else None
         self.A_imag = nn.Parameter(torch.empty(G, n)) if cfg.complex else None
         shape_B = None if self.siso else (G, n, c)
         shape_C = None if (self.siso and "C" in sel) else ((G, n) if self.siso else (G, c, n))
@@ -144,7 +155,7 @@ class SSMLayer(nn.Module):
         if self.heads is not None:
             self.heads.reset_parameters()
             return
-        if self.A_log.is_meta:  # shapes only (models.sizing): nothing to initialise
+        if self._real_parameter().is_meta:  # shapes only (models.sizing): nothing to initialise
             return
         cfg = self.cfg
         G, n, N = cfg.n_groups, cfg.n_modes, cfg.d_state
@@ -155,7 +166,10 @@ class SSMLayer(nn.Module):
                 Lambda = Lambda.expand(G, n)
             else:
                 Lambda = torch.stack([ssm_init.eigenvalues(cfg.init, n, N, cfg.complex) for _ in range(G)])
-            self.A_log.copy_(torch.log(-Lambda.real))
+            if self.A_log is not None:
+                self.A_log.copy_(torch.log(-Lambda.real))
+            else:
+                self.A_real.copy_(Lambda.real)
             if self.A_imag is not None:
                 self.A_imag.copy_(Lambda.imag)
 
@@ -219,9 +233,27 @@ class SSMLayer(nn.Module):
 
     # ------------------------------------------------------------------ parameters as tensors
     def A(self) -> torch.Tensor:
-        """Continuous-time eigenvalues, (G, n): -exp(A_log) (+ i A_imag)."""
-        real = -torch.exp(self.A_log)
+        """Continuous-time eigenvalues, (G, n): -exp(A_log) or A_real (+ i A_imag); with
+        clip_eigs, Re A clipped at -1e-4 (no gradient where clipped)."""
+        real = -torch.exp(self.A_log) if self.A_log is not None else self.A_real
+        if self.cfg.clip_eigs:
+            real = real.clamp(max=CLIP_EIGS_BOUND)
         return torch.complex(real, self.A_imag) if self.A_imag is not None else real
+
+    def _real_parameter(self) -> torch.Tensor:
+        """The stored Re A parameter: A_log or A_real."""
+        return self.A_log if self.A_log is not None else self.A_real
+
+    def step_size(self) -> torch.Tensor:
+        """Δ of a time-invariant layer, (G, 1|n): step_rescale · exp(log_dt)."""
+        step = torch.exp(self.log_dt)
+        return step if self.cfg.step_rescale == 1.0 else self.cfg.step_rescale * step
+
+    def set_step_rescale(self, value: float) -> None:
+        """Evaluate at another sampling rate without retraining (S5): Δ = value · exp(log_dt),
+        e.g. 2.0 for a signal sampled at half the training rate. Validated like the config field;
+        a Backbone sets every layer with :meth:`models.backbone.Backbone.set_step_rescale`."""
+        self.cfg = self.cfg.with_(step_rescale=value)
 
     def _coefficients(self, param: torch.Tensor) -> torch.Tensor:
         return torch.view_as_complex(param) if self.cfg.complex else param
@@ -230,7 +262,7 @@ class SSMLayer(nn.Module):
         """Names of the SSM dynamics parameters (own learning rate, no weight decay; S4/S5)."""
         if self.heads is not None:
             return [f"heads.{name}" for name in self.heads.dynamics_parameters()]
-        names = ["A_log", "A_imag", "log_dt", "B", "C", "C_backward", "D", "dt_proj.weight", "dt_proj.bias"]
+        names = ["A_log", "A_real", "A_imag", "log_dt", "B", "C", "C_backward", "D", "dt_proj.weight", "dt_proj.bias"]
         own = dict(self.named_parameters())
         return [name for name in names if name in own]
 
@@ -300,13 +332,13 @@ class SSMLayer(nn.Module):
         G, n = cfg.n_groups, cfg.n_modes
         per = 1 if self.siso else n
         if self.x_proj is None:
-            return Selection(delta=torch.exp(self.log_dt))
+            return Selection(delta=self.step_size())
         dt_low, b_part, c_part = torch.split(self.x_proj(x), [self.dt_rank, self.b_width, self.c_width], dim=-1)
         if self.dt_proj is not None:
             delta_raw = F.linear(dt_low, self.dt_proj.weight)
             delta = F.softplus(delta_raw + self.dt_proj.bias).view(batch, L, G, per)
         else:
-            delta_raw, delta = None, torch.exp(self.log_dt)
+            delta_raw, delta = None, self.step_size()
         sel = Selection(delta=delta, delta_raw=delta_raw)
         if self.siso:
             sel.B_t = self._siso_vector(b_part) if self.b_width else None
@@ -365,10 +397,10 @@ class SSMLayer(nn.Module):
         return y.reshape(batch, L, -1)
 
     def _parameter_dtype(self) -> torch.dtype:
-        return self.heads.D.dtype if self.heads is not None else self.A_log.dtype
+        return self.heads.D.dtype if self.heads is not None else self._real_parameter().dtype
 
     def _state_dtype(self) -> torch.dtype:
-        dtype = self.A_log.dtype
+        dtype = self._real_parameter().dtype
         if not self.cfg.complex:
             return dtype
         return torch.complex128 if dtype == torch.float64 else torch.complex64
@@ -462,7 +494,7 @@ class SSMLayer(nn.Module):
         if selective_dt:
             delta, bias = sel.delta_raw, self.dt_proj.bias
         else:
-            delta, bias = torch.exp(self.log_dt).flatten(), None  # (D,) SISO, (G·n,) MIMO
+            delta, bias = self.step_size().flatten(), None  # (D,) SISO, (G·n,) MIMO
 
         def flip(t: torch.Tensor | None) -> torch.Tensor | None:  # time-reverse (B, L, ·) tensors only
             return t.flip(1) if t is not None and t.dim() == 3 else t
@@ -527,22 +559,27 @@ class SSMLayer(nn.Module):
     def _log_transition(self, A: torch.Tensor, delta: torch.Tensor, A_bar: torch.Tensor) -> torch.Tensor:
         return log_transition(self.cfg.discretization, A, delta, A_bar, signed=self.cfg.eig_range == (-1, 1))
 
+    def _gelu(self, y: torch.Tensor) -> torch.Tensor:
+        """GELU of the output gate: exact (erf) or the tanh approximation (cfg.gelu)."""
+        return F.gelu(y, approximate="tanh" if self.cfg.gelu == "tanh" else "none")
+
     def _output(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """The gate (z None: the SiLU gate was already applied in the scan), then out_proj."""
         gate = self.cfg.gate
+        gelu = self._gelu
         if gate == "silu":
             y = y if z is None else y * F.silu(z)
         elif gate == "h3":
             y = y * z
         elif gate == "glu":
-            y = F.glu(self.output_linear(F.gelu(y)), dim=-1)
+            y = F.glu(self.output_linear(gelu(y)), dim=-1)
         elif gate == "half_glu1":
-            g = F.gelu(y)
+            g = gelu(y)
             y = g * torch.sigmoid(self.output_linear(g))
         elif gate == "half_glu2":
-            y = y * torch.sigmoid(self.output_linear(F.gelu(y)))
+            y = y * torch.sigmoid(self.output_linear(gelu(y)))
         else:
-            y = F.gelu(y)
+            y = gelu(y)
         return self.out_proj(y) if self.out_proj is not None else y
 
     def forward(self, u: torch.Tensor, return_state: bool = False):
@@ -599,7 +636,7 @@ class SSMLayer(nn.Module):
             state = self.heads.init_state(batch)
         else:
             state = {"h": torch.zeros(batch, self.cfg.n_groups, self.cfg.n_modes, dtype=self._state_dtype(),
-                                      device=self.A_log.device)}
+                                      device=self._real_parameter().device)}
             if self.cfg.discretization == "trapezoidal":  # B_{t-1} x_{t-1}, the rule's second term
                 state["v"] = torch.zeros_like(state["h"])
         if self.conv1d is not None:
@@ -648,7 +685,7 @@ class SSMLayer(nn.Module):
         triton and cuda (mamba-ssm's scan kernel has no single step). x: (B, D), z: (B, 1, D) or
         None; h: (B, D, n). Returns the (B, H) output and the new state."""
         selective_dt = self.dt_proj is not None
-        delta = sel.delta_raw[:, 0] if selective_dt else torch.exp(self.log_dt).flatten()
+        delta = sel.delta_raw[:, 0] if selective_dt else self.step_size().flatten()
         fused_gate = z[:, 0] if self.cfg.gate == "silu" else None
         y, new_state["h"] = triton_scan.selective_state_step(
             h, x, delta, self.A(), B=None if sel.B_t is None else sel.B_t[:, 0],

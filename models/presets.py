@@ -8,7 +8,9 @@ norm that the preset's paper uses.
 * S5 (Smith et al. 2023): one MIMO SSM with P = d_state states over all H channels,
   HiPPO-N init in ``blocks`` blocks, conjugate symmetry, learned per-state log step, ZOH,
   C ~ trunc_standard_normal then C̃ = CV, D ~ N(0, 1), half_glu1 output (the official
-  LRA scripts' activation).
+  LRA scripts' activation) with flax's tanh GELU (``gelu='tanh'``), Re Λ stored directly as
+  the official ``Lambda_re`` (``a_param='direct'``); ``clip_eigs`` (off, the official default;
+  the LRA scripts turn it on) and ``step_rescale`` (1.0) as in ``s5/ssm.py``.
 * S4D (Gu et al. 2022): H SISO SSMs of N = d_state (N/2 complex modes), S4D-Lin, one Δ per
   channel, B folded into C, ZOH, FFT convolution, GELU -> Linear(H, 2H) -> GLU.
 * Mamba (Gu & Dao 2023): expand 2, causal conv k = 4 + SiLU, selective Δ (rank
@@ -39,7 +41,7 @@ from .config import ModelConfig, SSMConfig
 def s5(d_model: int = 64, d_state: int = 64, **overrides: Any) -> SSMConfig:
     base = dict(structure="mimo", selective=(), gate="half_glu1", conv=0, expand=0, init="hippo",
                 discretization="zoh", complex=True, conj_sym=True, c_init="trunc_standard_normal",
-                skip_init="normal")
+                skip_init="normal", gelu="tanh", a_param="direct", clip_eigs=False, step_rescale=1.0)
     return SSMConfig(d_model=d_model, d_state=d_state, **{**base, **overrides})
 
 

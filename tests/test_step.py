@@ -12,7 +12,9 @@ from helpers import randomize_, stepped_outputs
 
 LAYERS = {
     "s5": preset("s5", d_model=8, d_state=8),
+    "s5_clip_eigs_rescaled": preset("s5", d_model=8, d_state=8, clip_eigs=True, step_rescale=2.0),
     "s4d": preset("s4d", d_model=8, d_state=8),
+    "s4d_rescaled": preset("s4d", d_model=8, d_state=8, step_rescale=0.5),
     "mamba": preset("mamba", d_model=8, d_state=4),
     "selective_mimo": preset("s5", d_model=8, d_state=8, selective="dt,B,C"),
     "gated_mimo": preset("s5", d_model=8, d_state=8, gate="silu", expand=1, conv=4),
