@@ -6,6 +6,7 @@ Pure PyTorch; importable without Hydra or the experiment app.
 from .backbone import Backbone, Block
 from .config import IOSpec, ModelConfig, SSMConfig
 from .layer import SSMLayer
+from .official import load_official
 from .presets import PRESETS, model_preset, preset
 from .seed_api import S4D, S5, Mamba, Mamba2, Mamba3, Mamba3MIMO, SequenceEncoder
 from .sizing import flops_per_token, match_param_count, match_state_size, param_count, state_size
@@ -21,7 +22,7 @@ def build(cfg: ModelConfig | dict, spec: IOSpec | dict) -> Backbone:
 
 
 __all__ = [
-    "Backbone", "Block", "IOSpec", "ModelConfig", "SSMConfig", "SSMLayer", "PRESETS", "model_preset", "preset",
+    "Backbone", "Block", "IOSpec", "ModelConfig", "SSMConfig", "SSMLayer", "load_official", "PRESETS", "model_preset", "preset",
     "S4D", "S5", "Mamba", "Mamba2", "Mamba3", "Mamba3MIMO", "SequenceEncoder", "flops_per_token", "match_param_count", "match_state_size",
     "param_count", "state_size", "build",
 ]

@@ -10,6 +10,7 @@ import torch
 
 import models
 from models import IOSpec, SSMConfig, SSMLayer, model_preset, preset, triton_scan
+from models.official import s5_from_official
 
 from helpers import randomize_, relative_error, stepped_outputs, valid_modes
 
@@ -55,19 +56,11 @@ def official_params(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def ours_from_official(p: dict[str, torch.Tensor], **overrides) -> SSMLayer:
-    """The mapping an official loader makes: A_real = Lambda_re (a_param='direct'), or, with
+    """The official loader (models.official): A_real = Lambda_re (a_param='direct'), or, with
     a_param='log' under clip_eigs, A_log = log(max(-Lambda_re, 1e-4)) (the same function)."""
-    cfg = preset("s5", d_model=H, d_state=P, **overrides)
-    layer = SSMLayer(cfg).double()
-    state = {"A_imag": p["Lambda_im"][None], "B": p["B"][None], "C": p["C"][None], "D": p["D"],
-             "log_dt": p["log_step"][:, 0][None], "output_linear.weight": p["out2_kernel"].T,
-             "output_linear.bias": p["out2_bias"]}
-    if cfg.a_param == "direct":
-        state["A_real"] = p["Lambda_re"][None]
-    else:
-        state["A_log"] = torch.log((-p["Lambda_re"]).clamp(min=1e-4))[None]
-    layer.load_state_dict(state)
-    return layer
+    tree = {k: v for k, v in p.items() if not k.startswith("out2_")}
+    tree["out2"] = {"kernel": p["out2_kernel"], "bias": p["out2_bias"]}
+    return s5_from_official(tree, activation="half_glu1", **overrides)
 
 
 @pytest.mark.parametrize("a_param", ["direct", "log"])

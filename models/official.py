@@ -1,0 +1,522 @@
+"""Build our layers and models from the parameters of the official codes.
+
+One entry point, :func:`load_official` (``kind``, ``source``), and one function per kind:
+
+==============  ==============================================================  =========================
+kind            source                                                          returns
+==============  ==============================================================  =========================
+``s4d``         state_dict of state-spaces/s4 ``models/s4/s4d.py`` ``S4D``       :class:`SSMLayer` (s4d)
+``mamba``       state_dict of mamba-ssm ``Mamba`` (``mamba_simple.py``)         :class:`SSMLayer` (mamba)
+``mamba_lm``    a ``MambaLMHeadModel`` directory: ``config.json`` +             :class:`Backbone`
+                ``pytorch_model.bin`` (or ``model.safetensors``); local only
+``s5``          flax ``params`` of lindermanlab/S5 ``S5SSM``                     :class:`SSMLayer` (s5)
+``s5_model``    flax ``params`` of S5's ``StackedEncoderModel`` (or of a         :class:`Backbone`
+                ``ClassificationModel`` around one), + ``batch_stats``
+==============  ==============================================================  =========================
+
+A state_dict source is a mapping of names to tensors (or arrays) or a path that
+``torch.load`` reads; ``prefix`` selects one module inside a larger state_dict (e.g.
+``"backbone.layers.0.mixer."``). An S5 source is a nested dict of arrays (flax's ``params``,
+with or without the top ``{"params": ...}`` level), the same flattened with ``/``-joined
+keys, or a path to such a flat ``.npz``; no JAX is needed. Every source is checked before
+anything is built: a missing or unexpected key, or a shape that does not fit the others, is a
+ValueError naming the key, its shape and the expected one.
+
+The hyperparameters that are not in the parameters (S5's ``conj_sym``, ``discretization``,
+``clip_eigs``, ``step_rescale``, ``activation``, ``prenorm``, ``batchnorm``, ``mode``) are
+keyword arguments whose defaults are those of the official run script (``run_train.py``).
+``dtype`` (default: the source's floating dtype) is the dtype of the returned module; it is
+returned in eval mode.
+
+The mappings (ours <- official):
+
+- S4D (one SISO SSM per channel, n = N/2 modes): ``A_log`` <- ``kernel.log_A_real``,
+  ``A_imag`` <- ``kernel.A_imag``, ``log_dt`` (H, 1) <- ``kernel.log_dt`` (H,), ``C`` <-
+  ``kernel.C`` (H, n, 2: real, imaginary), ``D`` <- ``D``, ``output_linear`` (Linear H -> 2H)
+  <- ``output_linear.0`` (Conv1d H -> 2H, kernel 1); GELU exact and GLU over the channel
+  halves on both sides.
+- Mamba: the same names and layouts (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj);
+  ``bias=True`` or ``conv_bias=False`` checkpoints are refused (the layer has neither form).
+- MambaLMHeadModel: ``encoder`` <- ``backbone.embedding``, block i's ``norm`` and ``mixer`` <-
+  ``backbone.layers.i.norm`` / ``.mixer``, ``final_norm`` <- ``backbone.norm_f``, a bias-free
+  ``head`` <- ``lm_head`` (tied to the embedding when ``tie_embeddings``). mamba-ssm's Block
+  computes  residual = h + residual; h = mixer(norm(residual))  and adds the last mixer output
+  before ``norm_f``: the same function as our pre-norm blocks  u <- u + mixer(norm(u)).
+  ``residual_in_fp32`` only keeps that sum in float32 under a lower-precision model (ours
+  keeps it in the model's dtype); ``fused_add_norm`` is the same function fused. Mamba2
+  mixers, attention layers and the GatedMLP (``d_intermediate > 0``) are refused.
+- S5 (one MIMO SSM, P stored eigenvalues; d_state = 2P with conj_sym): ``A_real`` (1, P) <-
+  ``Lambda_re`` (with ``a_param='log'``: ``A_log`` = log(-Lambda_re), clipped first under clip_eigs), ``A_imag`` <-
+  ``Lambda_im``, ``B`` (1, P, H, 2) <- ``B`` (P, H, 2), ``C`` (1, H, P, 2) <- ``C`` (H, P, 2);
+  bidirectional: ``C``, ``C_backward`` <- ``C1``, ``C2`` or the halves of ``C`` (H, 2P, 2)
+  (``complex_normal``); ``log_dt`` (1, P) <- ``log_step`` (P, 1); ``D`` <- ``D``. Gate:
+  ``full_glu`` -> ``glu`` with ``output_linear`` <- [out1; out2], ``half_glu1``/``half_glu2``
+  -> the same gate with ``output_linear`` <- ``out2``, ``gelu`` -> ``none``; flax's ``nn.gelu``
+  is the tanh form (``gelu='tanh'``). flax Dense kernels are (in, out): transposed.
+- StackedEncoderModel: ``encoder`` <- ``encoder`` (Dense), block i <- ``layers_i`` (``seq``,
+  ``out1``/``out2``, ``norm``: LayerNorm eps 1e-6 as flax's, or BatchNorm with ``batch_stats``
+  ``mean``/``var``, momentum 1 - flax's), no final norm (the official stack has none);
+  a ClassificationModel's ``decoder`` becomes the head, read out by ``mode`` (``pool``: mean,
+  ``last``). The padded (masked mean) form is not represented.
+
+The two Backbones differ from ``models.build(model.cfg, model.spec)`` where the official model
+does: the LM's head has no bias (and is tied), S5's stack has no final norm and flax's norm
+epsilons. Training or ablating goes on from the returned module; a model rebuilt from its
+config alone would have our head and norms.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbone import Backbone
+from .config import CLIP_EIGS_BOUND, IOSpec, ModelConfig
+from .layer import SSMLayer
+from .presets import preset
+
+KINDS = ("s4d", "mamba", "mamba_lm", "s5", "s5_model")
+S5_ACTIVATIONS = {"full_glu": "glu", "half_glu1": "half_glu1", "half_glu2": "half_glu2", "gelu": "none"}
+FLAX_LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's default epsilon (torch's is 1e-5)
+FLAX_BATCH_NORM_EPS = 1e-5
+
+
+def load_official(kind: str, source: Any, **options: Any) -> nn.Module:
+    """Our layer or model computing what the official module with parameters ``source``
+    computes; ``kind`` in :data:`KINDS` (see the module docstring), ``options`` those of the
+    kind's function (:func:`s4d_from_official`, :func:`mamba_from_official`,
+    :func:`mamba_lm_from_official`, :func:`s5_from_official`, :func:`s5_model_from_official`)."""
+    loaders = {"s4d": s4d_from_official, "mamba": mamba_from_official, "mamba_lm": mamba_lm_from_official,
+               "s5": s5_from_official, "s5_model": s5_model_from_official}
+    if kind not in loaders:
+        raise ValueError(f"kind={kind!r} is not valid; expected one of {list(KINDS)}")
+    return loaders[kind](source, **options)
+
+
+# ---------------------------------------------------------------------------- reading sources
+def _tensor(value: Any) -> torch.Tensor:
+    return value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+
+
+def _state_dict(source: Any, prefix: str, what: str) -> dict[str, torch.Tensor]:
+    """The entries of a state_dict (a mapping, or a file torch.load reads) under ``prefix``,
+    the prefix removed."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"{what}: no file at {str(path)!r}; expected a state_dict saved with torch.save")
+        source = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(source, Mapping):
+        raise ValueError(f"{what}: expected a state_dict (a mapping of names to tensors) or a path, "
+                         f"got {type(source).__name__}")
+    out = {k[len(prefix):]: _tensor(v) for k, v in source.items() if k.startswith(prefix)}
+    if not out:
+        raise ValueError(f"{what}: no key starts with prefix={prefix!r}; keys are e.g. {sorted(source)[:5]}")
+    return out
+
+
+def flatten_params(tree: Any, sep: str = "/") -> dict[str, np.ndarray]:
+    """A flax parameter tree (nested dicts of arrays) -> {``a/b/c``: array}; a flat mapping is
+    returned as arrays; a path is read as an ``.npz`` of ``/``-joined keys. A single top level
+    ``params`` key is dropped (``{"params": {...}}`` as flax's ``init`` returns it)."""
+    if isinstance(tree, (str, Path)):
+        path = Path(tree)
+        if not path.is_file():
+            raise ValueError(f"no file at {str(path)!r}; expected an .npz of '/'-joined flax parameter names")
+        with np.load(path) as data:
+            tree = {k: data[k] for k in data.files}
+    if not isinstance(tree, Mapping):
+        raise ValueError(f"expected a flax parameter tree (nested dicts of arrays), a flat dict with '/'-joined keys "
+                         f"or an .npz path, got {type(tree).__name__}")
+    flat: dict[str, np.ndarray] = {}
+
+    def walk(node: Mapping, path: str) -> None:
+        for key, value in node.items():
+            name = f"{path}{sep}{key}" if path else str(key)
+            if isinstance(value, Mapping):
+                walk(value, name)
+            else:
+                flat[name] = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+
+    walk(tree, "")
+    if flat and all(k.startswith("params/") for k in flat):
+        flat = {k[len("params/"):]: v for k, v in flat.items()}
+    return flat
+
+
+def _floating_dtype(tensors: Mapping[str, Any], dtype: torch.dtype | None) -> torch.dtype:
+    if dtype is not None:
+        return dtype
+    for value in tensors.values():
+        t = _tensor(value)
+        if t.is_floating_point():
+            return t.dtype
+    return torch.get_default_dtype()
+
+
+def _check(what: str, tree: Mapping[str, Any], expected: dict[str, tuple[tuple[int, ...], str]]) -> None:
+    """ValueError unless ``tree`` has exactly the keys of ``expected``, each of its shape.
+    ``expected``: key -> (shape, the shape in symbols, e.g. "(H, N/2, 2)")."""
+    missing = [k for k in expected if k not in tree]
+    if missing:
+        shape, symbols = expected[missing[0]]
+        raise ValueError(f"{what}: missing key {missing[0]!r} (expected shape {symbols} = {shape}); "
+                         f"expected the keys {sorted(expected)}")
+    unexpected = sorted(set(tree) - set(expected))
+    if unexpected:
+        raise ValueError(f"{what}: unexpected key(s) {unexpected} (no parameter of ours takes them); "
+                         f"expected the keys {sorted(expected)}")
+    for key, (shape, symbols) in expected.items():
+        got = tuple(tree[key].shape)
+        if got != tuple(shape):
+            raise ValueError(f"{what}: key {key!r} has shape {got}, expected {symbols} = {tuple(shape)}")
+
+
+def _dims(what: str, tree: Mapping[str, Any], key: str, rank: int, symbols: str) -> tuple[int, ...]:
+    """The shape of ``tree[key]`` (the key that fixes some sizes), checked for its rank."""
+    if key not in tree:
+        raise ValueError(f"{what}: missing key {key!r} (expected shape {symbols}); keys present: {sorted(tree)[:12]}")
+    shape = tuple(tree[key].shape)
+    if len(shape) != rank:
+        raise ValueError(f"{what}: key {key!r} has shape {shape}, expected {symbols}")
+    return shape
+
+
+def _load(module: nn.Module, ours: Mapping[str, Any], dtype: torch.dtype) -> nn.Module:
+    """Copy ``ours`` (our names) into ``module`` (every parameter must be given), eval mode."""
+    module = module.to(dtype)
+    state = module.state_dict()
+    unknown = sorted(set(ours) - set(state))
+    uncovered = sorted(k for k, _ in module.named_parameters() if k not in ours)
+    if unknown or uncovered:  # a mapping bug here, never a user error
+        raise RuntimeError(f"official mapping does not fit the module: unknown {unknown}, not given {uncovered}")
+    for key, value in ours.items():
+        state[key] = _tensor(value).to(state[key].dtype)
+    module.load_state_dict(state)
+    return module.eval()
+
+
+def _real_part(layer: SSMLayer, real: torch.Tensor, what: str) -> dict[str, torch.Tensor]:
+    """Re A as the layer stores it: ``A_real`` itself, or ``A_log`` = log(-Re A) (needs Re A < 0;
+    under clip_eigs Re A is clipped first: the same function, though a clipped entry then sits on
+    the bound, where it gets a gradient)."""
+    if getattr(layer, "A_real", None) is not None:
+        return {"A_real": real}
+    if layer.cfg.clip_eigs:
+        real = real.clamp(max=CLIP_EIGS_BOUND)
+    if (real >= 0).any():
+        raise ValueError(f"{what}: Re Λ has {int((real >= 0).sum())} entries >= 0, which a layer storing "
+                         "A_log = log(-Re A) cannot represent; expected Re Λ < 0 (or use clip_eigs=True)")
+    return {"A_log": torch.log(-real)}
+
+
+# ---------------------------------------------------------------------------- S4D
+def s4d_from_official(source: Any, prefix: str = "", dtype: torch.dtype | None = None,
+                      **overrides: Any) -> SSMLayer:
+    """An s4d-preset :class:`SSMLayer` from the state_dict of state-spaces/s4's minimal ``S4D``
+    (``models/s4/s4d.py``). ``overrides``: further SSMConfig fields (e.g. ``mode``)."""
+    what = "official S4D state_dict"
+    sd = _state_dict(source, prefix, what)
+    (H,) = _dims(what, sd, "D", 1, "(H,)")
+    _, n, _ = _dims(what, sd, "kernel.C", 3, "(H, N/2, 2)")
+    _check(what, sd, {
+        "D": ((H,), "(H,)"), "kernel.log_dt": ((H,), "(H,)"), "kernel.C": ((H, n, 2), "(H, N/2, 2)"),
+        "kernel.log_A_real": ((H, n), "(H, N/2)"), "kernel.A_imag": ((H, n), "(H, N/2)"),
+        "output_linear.0.weight": ((2 * H, H, 1), "(2H, H, 1)"), "output_linear.0.bias": ((2 * H,), "(2H,)"),
+    })
+    dtype = _floating_dtype(sd, dtype)
+    layer = SSMLayer(preset("s4d", d_model=H, d_state=2 * n, **overrides))
+    real = -torch.exp(sd["kernel.log_A_real"].to(torch.float64))
+    ours = {"A_log": sd["kernel.log_A_real"]} if getattr(layer, "A_log", None) is not None else {"A_real": real}
+    ours.update({"A_imag": sd["kernel.A_imag"], "log_dt": sd["kernel.log_dt"].unsqueeze(-1), "C": sd["kernel.C"],
+                 "D": sd["D"], "output_linear.weight": sd["output_linear.0.weight"][..., 0],
+                 "output_linear.bias": sd["output_linear.0.bias"]})
+    return _load(layer, ours, dtype)
+
+
+# ---------------------------------------------------------------------------- Mamba
+MAMBA_NAMES = ("in_proj.weight", "conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight",
+               "dt_proj.bias", "A_log", "D", "out_proj.weight")
+
+
+def _mamba_config_overrides(sd: Mapping[str, torch.Tensor], what: str) -> tuple[dict[str, Any], dict]:
+    """The mamba preset's sizes read off a Mamba state_dict, and the expected shapes."""
+    for name, hint in (("in_proj.bias", "bias=True"), ("out_proj.bias", "bias=True")):
+        if name in sd:
+            raise ValueError(f"{what}: key {name!r} ({hint}) has no counterpart: the mamba preset's projections have "
+                             "no bias; expected a Mamba built with bias=False (mamba-ssm's default)")
+    if "conv1d.weight" in sd and "conv1d.bias" not in sd:
+        raise ValueError(f"{what}: missing key 'conv1d.bias' (conv_bias=False): the mamba preset's conv has a bias; "
+                         "expected a Mamba built with conv_bias=True (mamba-ssm's default)")
+    two_d, H = _dims(what, sd, "in_proj.weight", 2, "(2·d_inner, d_model)")
+    D = two_d // 2
+    if two_d % 2 or D % H:
+        raise ValueError(f"{what}: key 'in_proj.weight' has shape {(two_d, H)}, expected (2·d_inner, d_model) with "
+                         "d_inner = expand·d_model for an integer expand")
+    _, N = _dims(what, sd, "A_log", 2, "(d_inner, d_state)")
+    _, R = _dims(what, sd, "dt_proj.weight", 2, "(d_inner, dt_rank)")
+    _, _, k = _dims(what, sd, "conv1d.weight", 3, "(d_inner, 1, d_conv)")
+    expected = {
+        "in_proj.weight": ((2 * D, H), "(2·d_inner, d_model)"), "conv1d.weight": ((D, 1, k), "(d_inner, 1, d_conv)"),
+        "conv1d.bias": ((D,), "(d_inner,)"), "x_proj.weight": ((R + 2 * N, D), "(dt_rank + 2·d_state, d_inner)"),
+        "dt_proj.weight": ((D, R), "(d_inner, dt_rank)"), "dt_proj.bias": ((D,), "(d_inner,)"),
+        "A_log": ((D, N), "(d_inner, d_state)"), "D": ((D,), "(d_inner,)"), "out_proj.weight": ((H, D), "(d_model, d_inner)"),
+    }
+    return dict(d_model=H, d_state=N, expand=D // H, conv=k, dt_rank=R), expected
+
+
+def mamba_from_official(source: Any, prefix: str = "", dtype: torch.dtype | None = None,
+                        **overrides: Any) -> SSMLayer:
+    """A mamba-preset :class:`SSMLayer` from the state_dict of mamba-ssm's ``Mamba``
+    (``prefix`` e.g. ``"backbone.layers.3.mixer."`` for one layer of a MambaLMHeadModel)."""
+    what = "official Mamba state_dict"
+    sd = _state_dict(source, prefix, what)
+    sizes, expected = _mamba_config_overrides(sd, what)
+    _check(what, sd, expected)
+    dtype = _floating_dtype(sd, dtype)
+    layer = SSMLayer(preset("mamba", **{**sizes, **overrides}))
+    ours = {k: v for k, v in sd.items() if k != "A_log"}
+    ours.update(_real_part(layer, -torch.exp(sd["A_log"].to(torch.float64)), what)
+                if getattr(layer, "A_log", None) is None else {"A_log": sd["A_log"]})
+    return _load(layer, ours, dtype)
+
+
+def _read_mamba_lm(path: Any) -> tuple[dict, dict[str, torch.Tensor]]:
+    directory = Path(path)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"official MambaLMHeadModel: no config.json in {str(directory)!r}; expected a local directory "
+                         "with config.json and pytorch_model.bin (as MambaLMHeadModel.save_pretrained writes)")
+    config = json.loads(config_path.read_text())
+    weights = directory / "pytorch_model.bin"
+    if weights.is_file():
+        sd = torch.load(weights, map_location="cpu", weights_only=True)
+    elif (directory / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+        sd = load_file(directory / "model.safetensors")
+    else:
+        raise ValueError(f"official MambaLMHeadModel: no pytorch_model.bin (or model.safetensors) in {str(directory)!r}")
+    return config, sd
+
+
+def mamba_lm_from_official(source: Any, dtype: torch.dtype | None = None, **overrides: Any) -> Backbone:
+    """A :class:`Backbone` (token embedding, mamba-preset blocks with mamba-ssm's norm,
+    final norm, bias-free LM head) from a ``MambaLMHeadModel`` checkpoint directory, or from
+    ``(config_dict, state_dict)``. ``model(tokens)`` gives the logits (B, L, vocab);
+    ``model(tokens, return_state=True)`` and ``model.step`` generate. ``overrides``: further
+    SSMConfig fields of every layer (e.g. ``mode``)."""
+    what = "official MambaLMHeadModel"
+    config, sd = source if isinstance(source, tuple) else _read_mamba_lm(source)
+    sd = {k: _tensor(v) for k, v in sd.items()}
+    ssm_cfg = dict(config.get("ssm_cfg") or {})
+    refused = {"ssm_cfg.layer": (ssm_cfg.get("layer", "Mamba1"), "Mamba1"),
+               "d_intermediate": (config.get("d_intermediate", 0), 0),
+               "attn_layer_idx": (list(config.get("attn_layer_idx") or []), []),
+               "ssm_cfg.bias": (ssm_cfg.get("bias", False), False),
+               "ssm_cfg.conv_bias": (ssm_cfg.get("conv_bias", True), True)}
+    for name, (value, valid) in refused.items():
+        if value != valid:
+            raise ValueError(f"{what}: config {name}={value!r} is not supported; expected {valid!r} (Mamba-1 mixers "
+                             "only, no attention layers, no MLP, mamba-ssm's default biases)")
+    n_layer = config.get("n_layer")
+    if not isinstance(n_layer, int) or n_layer < 1:
+        raise ValueError(f"{what}: config n_layer={n_layer!r} is not valid; expected an integer >= 1")
+    rms = config.get("rms_norm", True)
+    V, H = _dims(what, sd, "backbone.embedding.weight", 2, "(vocab, d_model)")
+    sizes, mixer_shapes = _mamba_config_overrides(
+        {k[len("backbone.layers.0.mixer."):]: v for k, v in sd.items() if k.startswith("backbone.layers.0.mixer.")},
+        what + " layer 0")
+    if sizes["d_model"] != H:
+        raise ValueError(f"{what}: key 'backbone.layers.0.mixer.in_proj.weight' has d_model {sizes['d_model']}, "
+                         f"expected {H} (the embedding's width)")
+    norm_shapes = {"weight": ((H,), "(d_model,)"), **({} if rms else {"bias": ((H,), "(d_model,)")})}
+    expected = {"backbone.embedding.weight": ((V, H), "(vocab, d_model)"), "lm_head.weight": ((V, H), "(vocab, d_model)")}
+    for i in range(n_layer):
+        expected.update({f"backbone.layers.{i}.mixer.{k}": s for k, s in mixer_shapes.items()})
+        expected.update({f"backbone.layers.{i}.norm.{k}": s for k, s in norm_shapes.items()})
+    expected.update({f"backbone.norm_f.{k}": s for k, s in norm_shapes.items()})
+    _check(what, sd, expected)
+    dtype = _floating_dtype(sd, dtype)
+
+    cfg = ModelConfig(ssm=preset("mamba", **{**sizes, **overrides}), n_layers=n_layer, norm="rms" if rms else "layer")
+    model = Backbone(cfg, IOSpec(vocab_size=V, d_output=V, readout="all"))
+    model.head = nn.Linear(H, V, bias=False)  # mamba-ssm's lm_head has no bias
+    tied = config.get("tie_embeddings", True)
+    if tied:
+        model.head.weight = model.encoder.weight
+    ours = {"encoder.weight": sd["backbone.embedding.weight"],
+            "head.weight": sd["backbone.embedding.weight"] if tied else sd["lm_head.weight"]}
+    for i, block in enumerate(model.blocks):
+        mixer = {k: sd[f"backbone.layers.{i}.mixer.{k}"] for k in mixer_shapes}
+        if getattr(block.mixer, "A_log", None) is None:
+            real = _real_part(block.mixer, -torch.exp(mixer.pop("A_log").to(torch.float64)), what)
+            mixer.update(real)
+        ours.update({f"blocks.{i}.mixer.{k}": v for k, v in mixer.items()})
+        ours.update({f"blocks.{i}.norm.{k}": sd[f"backbone.layers.{i}.norm.{k}"] for k in norm_shapes})
+    ours.update({f"final_norm.{k}": sd[f"backbone.norm_f.{k}"] for k in norm_shapes})
+    return _load(model, ours, dtype)
+
+
+# ---------------------------------------------------------------------------- S5
+def _s5_shapes(what: str, p: Mapping[str, Any]) -> tuple[int, int, str, dict]:
+    """(H, P, C layout, expected shapes) of an S5SSM parameter tree (flat, our prefix removed).
+    C layouts: ``C`` (H, P, 2), ``C1``/``C2`` (H, P, 2) each (bidirectional), ``C`` (H, 2P, 2)
+    (bidirectional with complex_normal); told apart by the keys, then by C's width."""
+    (P,) = _dims(what, p, "Lambda_re", 1, "(P,)")
+    (H,) = _dims(what, p, "D", 1, "(H,)")
+    expected = {"Lambda_re": ((P,), "(P,)"), "Lambda_im": ((P,), "(P,)"), "B": ((P, H, 2), "(P, H, 2)"),
+                "D": ((H,), "(H,)"), "log_step": ((P, 1), "(P, 1)")}
+    if "C1" in p or "C2" in p:
+        layout = "C1C2"
+        expected.update({"C1": ((H, P, 2), "(H, P, 2)"), "C2": ((H, P, 2), "(H, P, 2)")})
+    else:
+        _, width, _ = _dims(what, p, "C", 3, "(H, P, 2) or, bidirectional, (H, 2P, 2)")
+        layout = "C2P" if width == 2 * P else "C"
+        expected["C"] = ((H, 2 * P, 2), "(H, 2P, 2)") if layout == "C2P" else ((H, P, 2), "(H, P, 2)")
+    return H, P, layout, expected
+
+
+def _s5_layer_config(H: int, P: int, bidirectional: bool, conj_sym: bool, discretization: str, clip_eigs: bool,
+                     step_rescale: float, activation: str, overrides: dict) -> Any:
+    if activation not in S5_ACTIVATIONS:
+        raise ValueError(f"activation={activation!r} is not valid; expected one of {list(S5_ACTIVATIONS)}")
+    if discretization not in ("zoh", "bilinear"):
+        raise ValueError(f"discretization={discretization!r} is not valid; expected one of ['zoh', 'bilinear']")
+    fields = dict(d_model=H, d_state=2 * P if conj_sym else P, blocks=1, conj_sym=conj_sym,
+                  bidirectional=bidirectional, discretization=discretization, gate=S5_ACTIVATIONS[activation])
+    s5_conventions = dict(a_param="direct", clip_eigs=clip_eigs, step_rescale=step_rescale, gelu="tanh")
+    return preset("s5", **{**fields, **s5_conventions, **overrides})
+
+
+def _s5_ours(p: Mapping[str, np.ndarray], layout: str, P: int, layer: SSMLayer, what: str) -> dict[str, torch.Tensor]:
+    """Our SSMLayer's SSM parameters from an S5SSM's (flat, prefix removed)."""
+    t = {k: _tensor(v) for k, v in p.items()}
+    ours = _real_part(layer, t["Lambda_re"].unsqueeze(0), what)
+    ours.update({"A_imag": t["Lambda_im"].unsqueeze(0), "B": t["B"].unsqueeze(0), "D": t["D"],
+                 "log_dt": t["log_step"][:, 0].unsqueeze(0)})
+    if layout == "C":
+        ours["C"] = t["C"].unsqueeze(0)
+    elif layout == "C1C2":
+        ours["C"], ours["C_backward"] = t["C1"].unsqueeze(0), t["C2"].unsqueeze(0)
+    else:
+        ours["C"], ours["C_backward"] = t["C"][:, :P].unsqueeze(0), t["C"][:, P:].unsqueeze(0)
+    return ours
+
+
+def _gate_params(flat: Mapping[str, np.ndarray], prefix: str, activation: str, H: int) -> tuple[dict, dict]:
+    """Expected shapes of a SequenceLayer's out1/out2 Dense and our output_linear from them."""
+    dense = {"kernel": ((H, H), "(H, H)"), "bias": ((H,), "(H,)")}
+    names = {"full_glu": ("out1", "out2"), "half_glu1": ("out2",), "half_glu2": ("out2",), "gelu": ()}[activation]
+    expected = {f"{prefix}{name}/{k}": s for name in names for k, s in dense.items()}
+    if not names or any(k not in flat for k in expected):
+        return expected, {}
+    weight = torch.cat([_tensor(flat[f"{prefix}{name}/kernel"]).T for name in names])
+    bias = torch.cat([_tensor(flat[f"{prefix}{name}/bias"]) for name in names])
+    return expected, {"output_linear.weight": weight, "output_linear.bias": bias}
+
+
+def s5_from_official(source: Any, activation: str = "gelu", conj_sym: bool = True, discretization: str = "zoh",
+                     clip_eigs: bool = False, step_rescale: float = 1.0, dtype: torch.dtype | None = None,
+                     **overrides: Any) -> SSMLayer:
+    """An s5-preset :class:`SSMLayer` computing ``activation(S5SSM(u))``: lindermanlab/S5's
+    ``S5SSM`` with flax params ``source`` (keys Lambda_re, Lambda_im, B, C or C1/C2, D,
+    log_step; bidirectional is read off the C keys), followed by the output stage of its
+    ``SequenceLayer`` (``activation``: ``gelu`` needs no parameters; ``full_glu`` takes
+    ``out1`` and ``out2``, ``half_glu1``/``half_glu2`` take ``out2``, each {kernel, bias},
+    beside the S5SSM's keys). A whole model: :func:`s5_model_from_official`."""
+    what = "official S5SSM params"
+    if activation not in S5_ACTIVATIONS:
+        raise ValueError(f"activation={activation!r} is not valid; expected one of {list(S5_ACTIVATIONS)}")
+    flat = flatten_params(source)
+    H, P, layout, expected = _s5_shapes(what, flat)
+    gate_expected, gate_ours = _gate_params(flat, "", activation, H)
+    _check(what, flat, {**expected, **gate_expected})
+    dtype = _floating_dtype(flat, dtype)
+    layer = SSMLayer(_s5_layer_config(H, P, layout != "C", conj_sym, discretization, clip_eigs, step_rescale,
+                                      activation, overrides))
+    return _load(layer, {**_s5_ours(flat, layout, P, layer, what), **gate_ours}, dtype)
+
+
+def s5_model_from_official(source: Any, batch_stats: Any = None, activation: str = "half_glu1",
+                           prenorm: bool = True, batchnorm: bool = True, bn_momentum: float = 0.95,
+                           mode: str = "pool", conj_sym: bool = True, discretization: str = "zoh",
+                           clip_eigs: bool = False, step_rescale: float = 1.0, dtype: torch.dtype | None = None,
+                           **overrides: Any) -> Backbone:
+    """A :class:`Backbone` computing lindermanlab/S5's ``StackedEncoderModel`` (features
+    (B, L, H), no head) or, when ``source`` holds ``encoder/...`` and ``decoder/...`` (a
+    ``ClassificationModel``, unpadded), the classifier's logits (its log_softmax up to a
+    per-row constant) read out by ``mode`` (``pool``: mean, ``last``). ``batch_stats``: the
+    flax ``batch_stats`` collection (BatchNorm's running ``mean``/``var``), or inside
+    ``source`` as ``{"params": ..., "batch_stats": ...}`` (an .npz: keys ``params/...`` and
+    ``batch_stats/...``). Defaults: the official run script's."""
+    what = "official S5 StackedEncoderModel params"
+    flat = flatten_params(source)
+    if any(k.startswith("batch_stats/") for k in flat):  # {"params": ..., "batch_stats": ...} in one tree or .npz
+        stats_in = {k[len("batch_stats/"):]: v for k, v in flat.items() if k.startswith("batch_stats/")}
+        flat = {k[len("params/"):] if k.startswith("params/") else k: v for k, v in flat.items()
+                if not k.startswith("batch_stats/")}
+        batch_stats = stats_in if batch_stats is None else batch_stats
+    if activation not in S5_ACTIVATIONS:
+        raise ValueError(f"activation={activation!r} is not valid; expected one of {list(S5_ACTIVATIONS)}")
+    if mode not in ("pool", "last"):
+        raise ValueError(f"mode={mode!r} is not valid; expected one of ['pool', 'last']")
+    classifier = any(k.startswith("decoder/") for k in flat)
+    root = "encoder/" if classifier else ""
+    n_layers = 0
+    while any(k.startswith(f"{root}layers_{n_layers}/") for k in flat):
+        n_layers += 1
+    if n_layers == 0:
+        raise ValueError(f"{what}: missing key {root}layers_0/seq/Lambda_re (no layers_0); keys present: "
+                         f"{sorted(flat)[:12]}")
+    seq0 = {k[len(f"{root}layers_0/seq/"):]: v for k, v in flat.items() if k.startswith(f"{root}layers_0/seq/")}
+    H, P, layout, ssm_expected = _s5_shapes(what + " layers_0/seq", seq0)
+    d_input, _ = _dims(what, flat, f"{root}encoder/kernel", 2, "(d_input, H)")
+    expected = {f"{root}encoder/kernel": ((d_input, H), "(d_input, H)"), f"{root}encoder/bias": ((H,), "(H,)")}
+    d_output = None
+    if classifier:
+        _, d_output = _dims(what, flat, "decoder/kernel", 2, "(H, d_output)")
+        expected.update({"decoder/kernel": ((H, d_output), "(H, d_output)"), "decoder/bias": ((d_output,), "(d_output,)")})
+    gates = []
+    for i in range(n_layers):
+        prefix = f"{root}layers_{i}/"
+        expected.update({f"{prefix}seq/{k}": s for k, s in ssm_expected.items()})
+        expected.update({f"{prefix}norm/{k}": ((H,), "(H,)") for k in ("scale", "bias")})
+        gate_expected, gate_ours = _gate_params(flat, prefix, activation, H)
+        expected.update(gate_expected)
+        gates.append(gate_ours)
+    _check(what, flat, expected)
+    stats = {}
+    if batchnorm:
+        stats = flatten_params(batch_stats) if batch_stats is not None else {}
+        _check("official S5 batch_stats (BatchNorm running statistics; batchnorm=True)", stats,
+               {f"{root}layers_{i}/norm/{k}": ((H,), "(H,)") for i in range(n_layers) for k in ("mean", "var")})
+    dtype = _floating_dtype(flat, dtype)
+
+    layer_cfg = _s5_layer_config(H, P, layout != "C", conj_sym, discretization, clip_eigs, step_rescale, activation,
+                                 overrides)
+    cfg = ModelConfig(ssm=layer_cfg, n_layers=n_layers, norm="batch" if batchnorm else "layer", prenorm=prenorm)
+    readout = {"pool": "mean", "last": "last"}[mode] if classifier else "all"
+    model = Backbone(cfg, IOSpec(d_input=d_input, d_output=d_output, readout=readout))
+    model.final_norm = nn.Identity()  # the official stack ends with its last layer
+    t = {k: _tensor(v) for k, v in flat.items()}
+    ours = {"encoder.weight": t[f"{root}encoder/kernel"].T, "encoder.bias": t[f"{root}encoder/bias"]}
+    if classifier:
+        ours.update({"head.weight": t["decoder/kernel"].T, "head.bias": t["decoder/bias"]})
+    for i, block in enumerate(model.blocks):
+        prefix = f"{root}layers_{i}/"
+        seq = {k[len(f"{prefix}seq/"):]: v for k, v in flat.items() if k.startswith(f"{prefix}seq/")}
+        ours.update({f"blocks.{i}.mixer.{k}": v for k, v in _s5_ours(seq, layout, P, block.mixer, what).items()})
+        ours.update({f"blocks.{i}.mixer.{k}": v for k, v in gates[i].items()})
+        ours.update({f"blocks.{i}.norm.weight": t[f"{prefix}norm/scale"], f"blocks.{i}.norm.bias": t[f"{prefix}norm/bias"]})
+        if batchnorm:
+            ours.update({f"blocks.{i}.norm.running_mean": _tensor(stats[f"{prefix}norm/mean"]),
+                         f"blocks.{i}.norm.running_var": _tensor(stats[f"{prefix}norm/var"])})
+            block.norm.eps, block.norm.momentum = FLAX_BATCH_NORM_EPS, 1.0 - bn_momentum
+        else:
+            block.norm.eps = FLAX_LAYER_NORM_EPS
+    return _load(model, ours, dtype)
