@@ -26,6 +26,13 @@ The Mamba-2 and Mamba-3 axes (``headdim``, ``ngroups``, ``a_source``, ``rotation
 this class after the first results were recorded is left out of a run's identity while it
 is at its default (:meth:`SSMConfig.identity`), so earlier run ids stay valid.
 
+The Mamba-2 block's layout (mamba-ssm ``modules/mamba2.py``): ``project_from`` (``x``: Δ, B_t,
+C_t and the other data-dependent terms are projections of the SSM input x after the short
+conv, Mamba-1's layout; ``u``: of the block input u, with Δ full rank per head, and with a
+conv B_t and C_t pass through it as Mamba-2's conv over x, B and C), ``gate_norm`` (RMSNorm of
+y ⊙ SiLU(z) over ngroups groups, Mamba-2's ``RMSNormGated``) and ``skip_per`` (D per
+``channel`` or per ``head``).
+
 S5's conventions (lindermanlab/S5 ``s5/ssm.py``, ``s5/layers.py``): ``gelu`` (``exact`` erf or
 ``tanh``, flax's default, in every GELU of the layer's output gate), ``a_param`` (Re A stored as
 ``A_log`` with Re A = -exp(A_log), or ``direct``: stored as ``A_real``, S5's ``Lambda_re``),
@@ -65,7 +72,11 @@ LATER_FIELDS = {"headdim": None, "ngroups": 1, "a_source": "learned", "a_floor":
                 "rotation": "none", "rope_fraction": 0.5, "rotation_form": "rotate_bc", "eig_range": (0, 1),
                 "mimo_rank": 1, "bc_norm": False, "bc_bias": False,
                 "gelu": "exact", "a_param": "log", "clip_eigs": False, "step_rescale": 1.0}
-HEAD_AXES = ("headdim", "ngroups", "a_source", "rotation", "mimo_rank", "bc_norm", "bc_bias")
+PROJECT_FROM = ("x", "u")
+SKIP_PER = ("channel", "head")
+LATER_FIELDS.update({"project_from": "x", "gate_norm": False, "skip_per": "channel"})  # the Mamba-2 block layout
+HEAD_AXES = ("headdim", "ngroups", "a_source", "rotation", "mimo_rank", "bc_norm", "bc_bias", "project_from",
+             "skip_per")
 
 
 def _choice(name: str, value: Any, valid: Iterable[str]) -> None:
@@ -168,6 +179,9 @@ class SSMConfig:
     a_param: str = "log"
     clip_eigs: bool = False
     step_rescale: float = 1.0
+    project_from: str = "x"
+    gate_norm: bool = False
+    skip_per: str = "channel"
 
     def __post_init__(self) -> None:
         self.selective = parse_selective(self.selective)
@@ -231,6 +245,7 @@ class SSMConfig:
                 f"{self.d_state // self.blocks} must be even"
             )
 
+        self._check_block_layout()
         self._check_frontier_axes()
         self._check_s5_conventions()
         if self.mode == "fft" and not self.supports_fft:
@@ -327,6 +342,28 @@ class SSMConfig:
             raise ValueError(f"step_rescale={self.step_rescale!r} is not valid with selective={list(self.selective)}: "
                              "it rescales the learned step exp(log_dt) of a time-invariant Δ; expected step_rescale=1.0 "
                              "or selective without 'dt'")
+
+    def _check_block_layout(self) -> None:
+        """project_from, gate_norm, skip_per (the Mamba-2 block's layout): values and conflicts, one line each."""
+        _choice("project_from", self.project_from, PROJECT_FROM)
+        _choice("skip_per", self.skip_per, SKIP_PER)
+        if not isinstance(self.gate_norm, bool):
+            raise ValueError(f"gate_norm={self.gate_norm!r} is not valid; expected true or false")
+        if self.gate_norm and self.gate != "silu":
+            raise ValueError(f"gate_norm=True is not valid with gate={self.gate!r}: it normalises y ⊙ SiLU(z) (Mamba-2's "
+                             "gated RMSNorm); expected gate='silu' or gate_norm=False")
+        if self.skip_per == "head" and self.headdim is None:
+            raise ValueError("skip_per='head' is not valid with headdim=None (one head per channel); expected headdim "
+                             "set or skip_per='channel'")
+        if self.project_from != "u":
+            return
+        if not (self.selective or self.a_source == "data" or self.rotation == "data"
+                or (self.discretization == "trapezoidal" and self.trapezoid == "data")):
+            raise ValueError(f"project_from='u' is not valid with selective={list(self.selective)}: nothing is "
+                             "projected; expected selective with some of ['dt', 'B', 'C'] or project_from='x'")
+        if self.dt_rank is not None:
+            raise ValueError(f"dt_rank={self.dt_rank!r} is not valid with project_from='u': Δ is projected from u one "
+                             "per head at full rank (Mamba-2/3); expected dt_rank=None or project_from='x'")
 
     def _frontier_summary(self) -> str:
         moved = [f"{k}={getattr(self, k)!r}" for k in (*HEAD_AXES, "discretization", "eig_range")

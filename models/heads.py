@@ -13,6 +13,10 @@ eq. k, "[M3 §k]" the Mamba-3 paper (arXiv 2603.15569), "[mamba3.py]" mamba-ssm 
    with ``rotation='data'`` θ_t = π·tanh(W_θ x_t) ∈ (-π, π), one angle per rotated pair,
    shared by the heads [mamba3.py]. Learned A = -exp(A_log): one scalar per head with
    headdim (Mamba-2), one per (channel, state) without (Mamba-1). Fixed Δ: exp(log_dt) per head.
+   With ``project_from='u'`` (Mamba-2/3's layout) ``x_proj`` projects the block input u_t
+   instead, Δ_t = softplus(w_Δ·u_t + dt_bias) one per head at full rank (no low-rank W_Δ),
+   and with a short conv (k = ``conv``) B_t, C_t <- SiLU(causal depthwise conv_k(B_t, C_t))
+   (``bc_conv``; with the layer's conv over x this is Mamba-2's one conv over x, B and C).
 2. ``bc_norm``: B_t, C_t <- RMSNorm over their N entries (learned weight); ``bc_bias``:
    + a learned bias per (head, rank), initialised to 1 [mamba3.py].
 3. Rotation ("RoPE trick", [M3 §3.2]): the angle accumulates per head and rotated pair j,
@@ -35,14 +39,18 @@ eq. k, "[M3 §k]" the Mamba-3 paper (arXiv 2603.15569), "[mamba3.py]" mamba-ssm 
    b_t = γ_t v_t + β_t v_{t-1}.
 6. h_t = α_t h_{t-1} + b_t per channel, (B, L, D, N), by the layer's compute mode.
 7. y^(r)_t[d] = s·Re(C̃_t[r] · h_t[d]) + D[d] x^(r)_t[d] (s = 2 for a conjugate-symmetric
-   complex state, else 1). R > 1: y^(r) ⊙ SiLU(mimo_z[r] ⊙ z) inside (init 1) when the gate
+   complex state, else 1; ``skip_per='head'``: D[d] = D_e, one per head e of channel d). R > 1: y^(r) ⊙ SiLU(mimo_z[r] ⊙ z) inside (init 1) when the gate
    is ``silu``, then y = Σ_r mimo_o[r] ⊙ y^(r) (init 1/R) [mamba3.py]; any other gate acts
    on the sum. R = 1 has no lift vectors: it is the SISO point.
 
-Choices that differ from the reference blocks, fixed here so the axes compose with
-Mamba-1's: Δ, A_t, λ_t, θ_t, B_t, C_t are projections of the SSM input x_t (after the
-short conv, through Mamba-1's low-rank Δ projection), where Mamba-2/3 project them from the
-block input u_t (Mamba-2 also convolves B and C); D is per channel, not per head. A per
+Choices that differ from the reference blocks at the defaults, which compose with Mamba-1's
+axes: Δ, A_t, λ_t, θ_t, B_t, C_t are projections of the SSM input x_t (``project_from='x'``:
+after the short conv, through Mamba-1's low-rank Δ projection), where Mamba-2/3 project them
+from the block input u_t (Mamba-2 also convolves B and C); D is per channel
+(``skip_per='channel'``), not per head; the layer's gate is y ⊙ SiLU(z) without Mamba-2's
+RMSNorm (``gate_norm=False``). ``project_from='u'``, ``skip_per='head'`` and ``gate_norm``
+give the reference layouts: the mamba2 preset computes mamba-ssm's ``Mamba2`` block and the
+mamba3 presets its ``Mamba3`` (tests/test_mamba_parity.py, tests/test_frontier.py). A per
 head is initialised from U[1, 16] for the real inits (Mamba-2's A_init_range) and from the
 mean real part of the named init otherwise.
 """
@@ -57,6 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import init as ssm_init
+from .block_parts import causal_conv
 from .config import SSMConfig
 from .discretize import discretize, log_transition, signed_transition, trapezoid_drive
 from .scan import linear_scan, state_convolution
@@ -113,15 +122,20 @@ class HeadSSM(nn.Module):
         parts = 2 if cfg.complex else 1
         self.M = cfg.rotated_pairs
         sel = cfg.selective
-        self.dt_rank = cfg.resolved_dt_rank if "dt" in sel else 0
+        from_u = cfg.project_from == "u"  # Mamba-2/3: from u, Δ one per head at full rank
+        self.dt_rank = (E if from_u else cfg.resolved_dt_rank) if "dt" in sel else 0
         bc = g * R * cfg.n_modes * parts
         self.widths = {"dt": self.dt_rank, "B": bc if "B" in sel else 0, "C": bc if "C" in sel else 0,
                        "A": E if cfg.a_source == "data" else 0,
                        "lambda": E if (cfg.discretization == "trapezoidal" and cfg.trapezoid == "data") else 0,
                        "theta": self.M if cfg.rotation == "data" else 0}
         width = sum(self.widths.values())
-        self.x_proj = nn.Linear(D, width, bias=False) if width else None
-        self.dt_proj = nn.Linear(self.dt_rank, E, bias=True) if "dt" in sel else None
+        self.x_proj = nn.Linear(cfg.d_model if from_u else D, width, bias=False) if width else None
+        self.dt_proj = nn.Linear(self.dt_rank, E, bias=True) if "dt" in sel and not from_u else None
+        self.dt_bias = nn.Parameter(torch.empty(E)) if "dt" in sel and from_u else None
+        bc_width = self.widths["B"] + self.widths["C"]
+        self.bc_conv = nn.Conv1d(bc_width, bc_width, cfg.conv, groups=bc_width, padding=cfg.conv - 1) \
+            if from_u and cfg.conv and bc_width else None
         self.log_dt = None if "dt" in sel else nn.Parameter(torch.empty(E, 1))
         a_rows, a_cols = (E, 1) if cfg.headdim else (D, cfg.n_modes)
         self.A_log = nn.Parameter(torch.empty(a_rows, a_cols)) if cfg.a_source == "learned" else None
@@ -135,7 +149,7 @@ class HeadSSM(nn.Module):
         self.mimo_x = nn.Parameter(torch.empty(R, D)) if R > 1 else None
         self.mimo_z = nn.Parameter(torch.empty(R, D)) if R > 1 and cfg.gate == "silu" else None
         self.mimo_o = nn.Parameter(torch.empty(R, D)) if R > 1 else None
-        self.D = nn.Parameter(torch.empty(D))
+        self.D = nn.Parameter(torch.empty(E if cfg.skip_per == "head" else D))
         frequencies = 10000.0 ** (-torch.arange(self.M, dtype=torch.float64) / max(self.M, 1))
         self.register_buffer("rope_frequencies", frequencies.float(), persistent=False)
         self.reset_parameters()
@@ -165,6 +179,9 @@ class HeadSSM(nn.Module):
                 nn.init.uniform_(self.dt_proj.weight, -std, std)
                 dt = ssm_init.log_uniform((E,), cfg.dt_min, cfg.dt_max).clamp(min=cfg.dt_init_floor)
                 self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+            if self.dt_bias is not None:  # Mamba-2's dt_bias: the same law
+                dt = ssm_init.log_uniform((E,), cfg.dt_min, cfg.dt_max).clamp(min=cfg.dt_init_floor)
+                self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
             if self.C is not None:
                 self.C.normal_(0, 1 / math.sqrt(2) if cfg.complex else 1)
             for weight in (self.B_norm, self.C_norm, self.B_bias, self.C_bias, self.mimo_z):
@@ -177,7 +194,7 @@ class HeadSSM(nn.Module):
 
     def dynamics_parameters(self) -> list[str]:
         """A, Δ, the fixed C and D (own learning rate, no weight decay)."""
-        names = ["A_log", "A_imag", "log_dt", "C", "D", "dt_proj.weight", "dt_proj.bias"]
+        names = ["A_log", "A_imag", "log_dt", "C", "D", "dt_proj.weight", "dt_proj.bias", "dt_bias"]
         own = dict(self.named_parameters())
         return [name for name in names if name in own]
 
@@ -192,6 +209,27 @@ class HeadSSM(nn.Module):
         """(..., E, k) per head -> (..., D, k) per channel (each head's P channels)."""
         P = self.cfg.headdim or 1
         return t.repeat_interleave(P, dim=-2) if P > 1 and t.shape[-2] == self.cfg.n_heads else t
+
+    def _skip(self) -> torch.Tensor:
+        """D per channel (D,), also with ``skip_per='head'`` (each head's D over its channels)."""
+        return self.D if self.D.shape[0] == self.cfg.d_inner else self.D.repeat_interleave(self.cfg.headdim)
+
+    def project(self, x: torch.Tensor, u: torch.Tensor | None = None, window: torch.Tensor | None = None
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """The data-dependent parts (``widths``: Δ, B, C, A, λ, θ) from x (B, L, D), or from u
+        (B, L, H) with ``project_from='u'``, B and C then through ``bc_conv`` (``window``: its
+        last inputs, step()). Returns (parts, the new window)."""
+        if self.x_proj is None:
+            return {}, None
+        from_u = self.cfg.project_from == "u"
+        if from_u and u is None:
+            raise ValueError("project_from='u' needs the block input u; expected HeadSSM called with u")
+        parts = dict(zip(self.widths, torch.split(self.x_proj(u if from_u else x), list(self.widths.values()), dim=-1)))
+        if self.bc_conv is not None:
+            names = [k for k in ("B", "C") if self.widths[k]]
+            bc, window = causal_conv(self.bc_conv, torch.cat([parts[k] for k in names], dim=-1), window)
+            parts.update(zip(names, torch.split(bc, [self.widths[k] for k in names], dim=-1)))
+        return parts, window
 
     def _vectors(self, part: torch.Tensor, norm, bias, phi) -> torch.Tensor:
         """A selective B or C: (B, L, g·R·n·parts) -> (B, L, U, R, n) for U = g groups, or E
@@ -233,16 +271,19 @@ class HeadSSM(nn.Module):
         return A, A_bar, factor
 
     def terms(self, x: torch.Tensor, phi_before: torch.Tensor | None = None,
-              v_before: torch.Tensor | None = None) -> Terms:
+              v_before: torch.Tensor | None = None, parts: dict[str, torch.Tensor] | None = None) -> Terms:
         """The recurrence's coefficients for x (B, L, D); ``phi_before``, ``v_before``: the
-        angle Φ and the input term v of the token before (step()), else zero."""
+        angle Φ and the input term v of the token before (step()), else zero; ``parts``: the
+        projections (:meth:`project`), computed from x when not given."""
         cfg = self.cfg
         batch, L, D = x.shape
         E, R = cfg.n_heads, cfg.mimo_rank
-        parts = {} if self.x_proj is None else \
-            dict(zip(self.widths, torch.split(self.x_proj(x), list(self.widths.values()), dim=-1)))
+        if parts is None:
+            parts, _ = self.project(x)
         if self.dt_proj is not None:
             delta = F.softplus(self.dt_proj(parts["dt"])).unsqueeze(-1)  # (B, L, E, 1)
+        elif self.dt_bias is not None:
+            delta = F.softplus(parts["dt"] + self.dt_bias).unsqueeze(-1)
         else:
             delta = torch.exp(self.log_dt).view(1, 1, E, 1)
         omega = phi = None
@@ -295,7 +336,7 @@ class HeadSSM(nn.Module):
             units = read.shape[2]
             y = torch.einsum("blucn,blurn->blruc", h.view(batch, L, units, D // units, -1), read.to(h.dtype))
             y = y.reshape(batch, L, -1, D)
-        y = (y.real if y.is_complex() else y) * self.scale + self.D * terms.lifted  # (B, L, R, D)
+        y = (y.real if y.is_complex() else y) * self.scale + self._skip() * terms.lifted  # (B, L, R, D)
         if self.mimo_o is None:
             return y[:, :, 0], False
         gated = z is not None and self.mimo_z is not None
@@ -304,9 +345,11 @@ class HeadSSM(nn.Module):
         return (self.mimo_o * y).sum(2), gated
 
     # ------------------------------------------------------------------ forward and step
-    def forward(self, x: torch.Tensor, mode: str, z: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
-        """x: (B, L, D) -> (y (B, L, D), whether the SiLU gate with z was applied)."""
-        terms = self.terms(x)
+    def forward(self, x: torch.Tensor, mode: str, z: torch.Tensor | None = None,
+                u: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+        """x: (B, L, D) -> (y (B, L, D), whether the SiLU gate with z was applied); u (B, L, H):
+        the block input (``project_from='u'``)."""
+        terms = self.terms(x, parts=self.project(x, u)[0])
         if mode == "fft":
             h = state_convolution(terms.log_a, terms.b)
         else:
@@ -315,22 +358,29 @@ class HeadSSM(nn.Module):
 
     def init_state(self, batch: int) -> dict[str, torch.Tensor]:
         """h (batch, D, n); with trapezoidal v (the last input term); with a rotation phi
-        (batch, 1, E, M), the accumulated angle."""
+        (batch, 1, E, M), the accumulated angle; with ``bc_conv``, bc_conv (batch, B and C widths,
+        k): its last k inputs, oldest first."""
         cfg, device = self.cfg, self.D.device
         state = {"h": torch.zeros(batch, cfg.d_inner, self.n, dtype=self.state_dtype(), device=device)}
         if cfg.discretization == "trapezoidal":
             state["v"] = torch.zeros_like(state["h"])
         if cfg.rotation != "none":
             state["phi"] = torch.zeros(batch, 1, cfg.n_heads, self.M, dtype=self.D.dtype, device=device)
+        if self.bc_conv is not None:
+            w = self.bc_conv.weight
+            state["bc_conv"] = torch.zeros(batch, w.shape[0], cfg.conv, dtype=w.dtype, device=w.device)
         return state
 
-    def step(self, x_t: torch.Tensor, z: torch.Tensor | None, state: dict[str, torch.Tensor]
-             ) -> tuple[torch.Tensor, bool, dict[str, torch.Tensor]]:
-        """x_t (B, 1, D) -> (y (B, 1, D), gated, new state)."""
+    def step(self, x_t: torch.Tensor, z: torch.Tensor | None, state: dict[str, torch.Tensor],
+             u_t: torch.Tensor | None = None) -> tuple[torch.Tensor, bool, dict[str, torch.Tensor]]:
+        """x_t (B, 1, D), u_t (B, 1, H) -> (y (B, 1, D), gated, new state)."""
         v_before = state["v"].unsqueeze(1) if "v" in state else None
-        terms = self.terms(x_t, phi_before=state.get("phi"), v_before=v_before)
+        parts, window = self.project(x_t, u_t, state.get("bc_conv"))
+        terms = self.terms(x_t, phi_before=state.get("phi"), v_before=v_before, parts=parts)
         h = terms.a[:, 0] * state["h"] + terms.b[:, 0]
         new_state = {"h": h}
+        if window is not None:
+            new_state["bc_conv"] = window
         if "v" in state:
             new_state["v"] = terms.v_last[:, 0]
         if "phi" in state:

@@ -22,11 +22,14 @@ u: (B, L, H) -> (B, L, H). With G groups of c = D/G channels and n stored modes 
 4. Output: silu: y ⊙ SiLU(z) (Mamba); h3: y ⊙ q, where the SSM read k ⊙ v (H3's
    multiplicative gates, Fu et al. 2023, with the short conv standing in for its shift SSM); glu: GLU(W GELU(y)) with W: D -> 2D (S4D, S5's
    full_glu); half_glu1: g = GELU(y), g ⊙ σ(W g); half_glu2: y ⊙ σ(W GELU(y)) (S5);
-   none: GELU(y). Then out_proj D -> H when D ≠ H.
+   none: GELU(y). ``gate_norm`` (silu): then RMSNorm over ``ngroups`` groups of channels with a
+   learned weight (Mamba-2's gated RMSNorm, :mod:`models.block_parts`). Then out_proj D -> H when D ≠ H.
 
 With any Mamba-2/3 axis moved (heads, groups, data-dependent A, rotation, rank-R MIMO,
-BCNorm, B/C biases: ``SSMConfig.uses_heads``), steps 2-3 and the D term are
-:class:`models.heads.HeadSSM`, whose docstring gives its recurrences.
+BCNorm, B/C biases, projections of u, D per head: ``SSMConfig.uses_heads``), steps 2-3 and
+the D term are :class:`models.heads.HeadSSM`, whose docstring gives its recurrences; with
+``project_from='u'`` it takes the block input u too (Mamba-2/3: Δ, B_t, C_t projected from u,
+B_t and C_t through their own short conv).
 
 Choices the papers leave open, fixed here:
 - Re A is stored as ``A_log`` with Re A = -exp(A_log) (``a_param='log'``, S4D and Mamba: stable by
@@ -60,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import init as ssm_init
+from .block_parts import GatedRMSNorm
 from .config import CLIP_EIGS_BOUND, SSMConfig
 from .cuda import run_selective_scan, selective_scan_kernel
 from .discretize import discretize, log_transition, signed_transition, trapezoid_drive
@@ -108,6 +112,7 @@ class SSMLayer(nn.Module):
         # 4. output
         out_width = {"glu": 2 * D, "half_glu1": D, "half_glu2": D}.get(cfg.gate)
         self.output_linear = nn.Linear(D, out_width) if out_width else None
+        self.gate_norm = GatedRMSNorm(D, cfg.ngroups) if cfg.gate_norm else None  # Mamba-2's RMSNormGated
         self.out_proj = nn.Linear(D, H, bias=False) if cfg.expand else None
         self.reset_parameters()
 
@@ -152,6 +157,8 @@ class SSMLayer(nn.Module):
 
     # ------------------------------------------------------------------ initialisation
     def reset_parameters(self) -> None:
+        if self.gate_norm is not None:
+            self.gate_norm.reset_parameters()
         if self.heads is not None:
             self.heads.reset_parameters()
             return
@@ -564,7 +571,7 @@ class SSMLayer(nn.Module):
         return F.gelu(y, approximate="tanh" if self.cfg.gelu == "tanh" else "none")
 
     def _output(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        """The gate (z None: the SiLU gate was already applied in the scan), then out_proj."""
+        """The gate (z None: the SiLU gate was already applied in the scan), gate_norm, then out_proj."""
         gate = self.cfg.gate
         gelu = self._gelu
         if gate == "silu":
@@ -580,6 +587,8 @@ class SSMLayer(nn.Module):
             y = y * torch.sigmoid(self.output_linear(gelu(y)))
         else:
             y = gelu(y)
+        if self.gate_norm is not None:
+            y = self.gate_norm(y)
         return self.out_proj(y) if self.out_proj is not None else y
 
     def forward(self, u: torch.Tensor, return_state: bool = False):
@@ -592,7 +601,7 @@ class SSMLayer(nn.Module):
         if return_state:
             return self._prefill(x, z, mode)
         if self.heads is not None:
-            y, gated = self.heads(self._ssm_input(x, self._conv), mode, z)
+            y, gated = self.heads(self._ssm_input(x, self._conv), mode, z, u)
             return self._output(y, None if gated else z)
         if mode == "triton" and self.cfg.gate == "silu" and self.siso:  # the gate is fused into the kernel
             return self._output(self._mix(self._ssm_input(x, self._conv), mode, z), None)
@@ -661,7 +670,7 @@ class SSMLayer(nn.Module):
 
         x = self._ssm_input(x, conv_step)
         if self.heads is not None:
-            y, gated, ssm_state = self.heads.step(x, z, state)
+            y, gated, ssm_state = self.heads.step(x, z, state, u_t.unsqueeze(1))
             new_state.update(ssm_state)
             return self._output(y, None if gated else z)[:, 0], new_state
         sel = self._selection(x)

@@ -15,11 +15,13 @@ norm that the preset's paper uses.
   channel, B folded into C, ZOH, FFT convolution, GELU -> Linear(H, 2H) -> GLU.
 * Mamba (Gu & Dao 2023): expand 2, causal conv k = 4 + SiLU, selective Δ (rank
   ceil(H/16)), B, C, S4D-Real A, ZOH for A with Euler for B, D = 1, y ⊙ SiLU(z), out_proj.
-* Mamba-2 (Dao & Gu 2024): Mamba's block with A and Δ one scalar per head of ``headdim``
-  channels and B_t, C_t shared by all heads (ngroups 1); A per head from U[1, 16]. The
-  block's gated RMSNorm is replaced by Mamba's y ⊙ SiLU(z) (see models.heads for the
-  other differences).
-* Mamba-3 (arXiv 2603.15569, mamba-ssm's ``Mamba3``): heads as Mamba-2, no short conv,
+* Mamba-2 (Dao & Gu 2024; mamba-ssm's ``Mamba2`` block): A and Δ one scalar per head of
+  ``headdim`` channels, B_t, C_t shared by all heads (ngroups 1), A per head from U[1, 16];
+  Δ (full rank, + dt_bias), B_t and C_t projected from the block input u with x and z
+  (``project_from='u'``), the short conv over x, B and C; D per head (``skip_per='head'``);
+  y ⊙ SiLU(z) then the grouped RMSNorm (``gate_norm``), out_proj.
+* Mamba-3 (arXiv 2603.15569, mamba-ssm's ``Mamba3``): heads, projections of u and D per
+  head as Mamba-2, no short conv, no gated RMSNorm (``Mamba3``'s default),
   exponential-trapezoidal discretisation with data-dependent λ_t, data-dependent A_t
   (floor 1e-4), data-dependent rotation of half the state pairs (rope_fraction 0.5),
   BCNorm and B/C biases. ``mamba3_mimo``: the same with rank-4 MIMO.
@@ -64,12 +66,13 @@ def _heads(d_model: int, overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def mamba2(d_model: int = 64, d_state: int = 128, **overrides: Any) -> SSMConfig:
-    return mamba(d_model, d_state, **{**_heads(d_model, overrides), **overrides})
+    base = dict(project_from="u", skip_per="head", gate_norm=True)
+    return mamba(d_model, d_state, **{**_heads(d_model, overrides), **base, **overrides})
 
 
 def mamba3(d_model: int = 64, d_state: int = 128, **overrides: Any) -> SSMConfig:
     base = dict(conv=0, discretization="trapezoidal", trapezoid="data", a_source="data", a_floor=1e-4,
-                rotation="data", rope_fraction=0.5, bc_norm=True, bc_bias=True)
+                rotation="data", rope_fraction=0.5, bc_norm=True, bc_bias=True, project_from="u", skip_per="head")
     return mamba(d_model, d_state, **{**_heads(d_model, overrides), **base, **overrides})
 
 

@@ -81,7 +81,8 @@ def _layer_flops(cfg: SSMConfig, length: int | None, batch: int = 1) -> float:
     directions = 2 if cfg.bidirectional else 1
     layer = build_on_meta(cfg)
     flops = sum(2 * m.weight.numel() for m in layer.modules() if isinstance(m, nn.Linear))
-    flops += 2 * D * cfg.conv
+    flops += sum(2 * m.weight.numel() for m in layer.modules() if isinstance(m, nn.Conv1d))  # x; B, C from u
+    flops += 3 * D if cfg.gate_norm else 0  # the gated RMSNorm, as a norm
     if cfg.structure == "siso":
         b_map = states * (mac_real_by_state if "B" in cfg.selective else 0)
         read = states * 2 * (2 if cfg.complex else 1)

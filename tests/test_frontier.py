@@ -228,7 +228,6 @@ def test_mamba3_with_official_parameters_equals_mamba3(overrides: dict, dtype: t
     computes Mamba3's function: the output and the gradients of the input and of every
     official parameter."""
     cfg = preset("mamba3", d_model=4, d_state=8, headdim=2, **overrides)
-    cfg = cfg.with_(dt_rank=cfg.n_heads)
     state = official_state(cfg, dtype, seed=5)
     layer = SSMLayer(cfg).to(dtype)
     u = torch.randn(2, 12, 4, dtype=torch.float64).to(dtype).requires_grad_()
@@ -275,6 +274,14 @@ def test_signed_eigenvalues_flip_the_state_s_sign() -> None:
     (dict(rotation="data", d_state=2, rope_fraction=0.5, headdim=2), "d_state=2 is not valid with rotation='data'"),
     (dict(rotation="data"), "rotation='data' is not valid with a learned A per (channel, state)"),
     (dict(a_source="sometimes"), "a_source='sometimes' is not valid; expected one of ['learned', 'data']"),
+    (dict(project_from="v"), "project_from='v' is not valid; expected one of ['x', 'u']"),
+    (dict(skip_per="state"), "skip_per='state' is not valid; expected one of ['channel', 'head']"),
+    (dict(gate_norm="yes"), "gate_norm='yes' is not valid; expected true or false"),
+    (dict(gate="glu", gate_norm=True), "gate_norm=True is not valid with gate='glu'"),
+    (dict(skip_per="head"), "skip_per='head' is not valid with headdim=None"),
+    (dict(project_from="u", dt_rank=2), "dt_rank=2 is not valid with project_from='u'"),
+    (dict(project_from="u", selective="none"), "project_from='u' is not valid with selective=[]"),
+    (dict(project_from="u", structure="mimo"), "project_from='u' is not valid with structure='mimo'"),
 ])
 def test_conflicts_are_refused_in_one_line(overrides: dict, message: str) -> None:
     base = dict(d_model=4, d_state=8)
@@ -286,7 +293,7 @@ def test_conflicts_are_refused_in_one_line(overrides: dict, message: str) -> Non
 def test_identity_of_a_point_off_the_new_axes_is_unchanged() -> None:
     """Run ids hash SSMConfig.identity(): the new fields appear only when moved."""
     old = preset("s4d").identity()
-    assert not {"headdim", "eig_range", "mimo_rank", "rotation"} & set(old)
+    assert not {"headdim", "eig_range", "mimo_rank", "rotation", "project_from", "gate_norm", "skip_per"} & set(old)
     moved = preset("s4d", eig_range=[-1, 1], headdim=4).identity()
     assert moved["eig_range"] == [-1, 1] and moved["headdim"] == 4
 
@@ -304,9 +311,10 @@ def ssd_minimal():
 @pytest.mark.parametrize("ngroups", [1, 2])
 def test_mamba2_heads_equal_mamba_ssm_ssd_reference(ngroups: int, dtype: torch.dtype, tolerance: float) -> None:
     """The mamba2 preset's SSM (scalar A per head, Δ per head, B_t and C_t shared by groups of
-    heads) against mamba-ssm's ssd_minimal_discrete fed the same x, Δ, A, B, C: the output and
-    the gradients of the input and of every parameter, in scan and chunked modes."""
-    cfg = preset("mamba2", d_model=8, d_state=4, headdim=4, ngroups=ngroups)
+    heads), here projecting from x, against mamba-ssm's ssd_minimal_discrete fed the same x, Δ,
+    A, B, C: the output and the gradients of the input and of every parameter, in scan and
+    chunked modes (the whole block: tests/test_mamba_parity.py)."""
+    cfg = preset("mamba2", d_model=8, d_state=4, headdim=4, ngroups=ngroups, project_from="x", skip_per="channel")
     E, P, N, g = cfg.n_heads, cfg.headdim, cfg.d_state, cfg.ngroups
     torch.manual_seed(6)
     heads = randomize_(SSMLayer(cfg), scale=0.2).to(dtype).heads

@@ -33,6 +33,14 @@ def test_param_count_by_hand_for_mamba() -> None:
     assert models.param_count(cfg) == 64 + 40 + 40 + 16 + 16 + 8 + 32
 
 
+def test_param_count_by_hand_for_mamba2() -> None:
+    """Mamba-2 H=4, N=2, headdim 4 (D=8, E=2 heads), conv 4: in_proj 4·16, projection of u
+    4·(2+2+2) (Δ per head, B, C), conv 8·4+8 over x and 4·4+4 over B, C, dt_bias, A_log and D
+    2 each, gated RMSNorm weight 8, out_proj 8·4 (Mamba2's own count: in_proj 4·22, conv 12·4+12)."""
+    cfg = preset("mamba2", d_model=4, d_state=2, headdim=4)
+    assert models.param_count(cfg) == 64 + 24 + 40 + 20 + 2 + 2 + 2 + 8 + 32
+
+
 def test_state_size_conventions() -> None:
     assert models.state_size(preset("s5", d_model=32, d_state=64)) == 64  # P
     assert models.state_size(preset("s4d", d_model=32, d_state=64)) == 32 * 64  # H·N

@@ -16,6 +16,9 @@ LAYERS = {
     "s4d": preset("s4d", d_model=8, d_state=8),
     "s4d_rescaled": preset("s4d", d_model=8, d_state=8, step_rescale=0.5),
     "mamba": preset("mamba", d_model=8, d_state=4),
+    "mamba2_block": preset("mamba2", d_model=8, d_state=4, headdim=4, ngroups=2),
+    "project_from_u_mamba1": preset("mamba", d_model=8, d_state=4, project_from="u", gate_norm=True),
+    "gate_norm_mamba1": preset("mamba", d_model=8, d_state=4, gate_norm=True),
     "selective_mimo": preset("s5", d_model=8, d_state=8, selective="dt,B,C"),
     "gated_mimo": preset("s5", d_model=8, d_state=8, gate="silu", expand=1, conv=4),
     "h3_gated_selective": preset("mamba", d_model=8, d_state=4, gate="h3"),
@@ -26,10 +29,11 @@ LAYERS = {
 TRITON = ["triton"] if triton_scan.runs_on("cpu") else []  # the interpreter without a GPU (conftest.py)
 
 
-@pytest.mark.parametrize("mode", ["auto", *TRITON])
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name, mode", [(name, mode) for name in sorted(LAYERS) for mode in ["auto", *TRITON]
+                                        if mode != "triton" or LAYERS[name].supports_triton])
 def test_layer_step_equals_forward(name: str, mode: str) -> None:
-    """mode triton: forward() by the fused scan, step() by the fused single-step kernel (SISO)."""
+    """mode triton (the points it covers): forward() by the fused scan, step() by the fused
+    single-step kernel (SISO)."""
     torch.manual_seed(0)
     layer = randomize_(SSMLayer(LAYERS[name].with_(mode=mode)), scale=0.1)
     u = torch.randn(3, 17, 8)

@@ -21,10 +21,10 @@ Peers, when installed (each row has ``peer=True`` and ``compare_to`` naming our 
   with our ``s5`` point, which also applies GELU and the half_glu1 gate and stores P/2
   conjugate pairs.
 
-* ``mamba-ssm Mamba2``: mamba-ssm's ``Mamba2`` block with its own initial weights (its B, C
-  and Δ are projections of the block input, and it ends with a gated RMSNorm: not the same
-  parameters as our ``mamba2`` point, which it is compared with, at the same width, state and
-  headdim). Its kernels need a GPU: on a CPU the series is recorded as skipped.
+* ``mamba-ssm Mamba2``: mamba-ssm's ``Mamba2`` block with its own initial weights: the same
+  function and parameter layout as our ``mamba2`` point (B, C and Δ projected from the block
+  input, gated RMSNorm; tests/test_mamba_parity.py), which it is compared with, at the same
+  width, state and headdim. Its kernels need a GPU: on a CPU the series is recorded as skipped.
 
 FLOPs per token of a peer are :func:`models.flops_per_token` of our equivalent config (same
 function computed); the selective scan alone counts, per token, 8 FLOPs per (channel, state)
