@@ -25,6 +25,7 @@ CONFIGS = {
     "mamba2_groups": preset("mamba2", headdim=2, ngroups=2, **SMALL),
     "mamba3": preset("mamba3", headdim=2, **SMALL),
     "mamba3_mimo": preset("mamba3_mimo", headdim=4, **SMALL),
+    "mamba3_with_conv": preset("mamba3", headdim=2, conv=4, **SMALL),  # B_t, C_t through the conv too (from u)
     "mamba3_complex_form_signed": preset("mamba3", headdim=2, rope_fraction=1.0, rotation_form="complex",
                                          eig_range=[-1, 1], **SMALL),
     "heads_lti_s4d": preset("s4d", headdim=2, **SMALL),
