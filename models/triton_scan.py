@@ -40,6 +40,34 @@ v.grad = w.grad · conj(f'(v)).) Sums over batch, time or channels (A, D, bias, 
 time-invariant δ, B and C shared by the channels) are written as per-program partial sums
 and reduced by torch afterwards: deterministic, no atomics.
 
+Default tiles (:func:`default_tile`), per kernel, n, complex A and per-step (selective) Δ.
+They are chosen from compile-time resource measurements, not timings (no GPU was available
+when they were set): every kernel compiled for sm_90 in float32 by triton's ptxas, registers
+per thread, spills and shared memory read by cuobjdump (``python -m models.triton_resources``,
+checked by tests/test_kernel_resources.py: at most 128 registers per thread, no spills). The
+forward and backward of one call share T; BLOCK_K and the warps are each kernel's own.
+
+  kernel (preset point, n)                  T  BLOCK_K warps  registers  spill bytes  dyn. shared
+                                                          before→after before→after before→after
+  selective fwd  (Mamba: real, 16)           8     8     4    112→115      0→0      4096→4096
+  selective bwd  (Mamba: real, 16)           8     8    16    249→122      0→0      4096→8192
+  selective step (Mamba: real, 16)           -     4     4     26→26       0→0        16→16
+  selective fwd  (S4D: complex, 32)          8     4     4     96→64       0→0     16384→128
+  selective bwd  (S4D: complex, 32)          8     1     4    234→108      0→0     16384→4096
+  selective fwd  (complex 32, Δ B C per step) 4    4     4    116→116      0→0     16384→8192
+  selective bwd  (complex 32, Δ B C per step) 4    4    16    255→128    136→0     16384→8192
+  diagonal fwd   (S5: complex)              16    64     4    126→126      0→0     16384→16384
+  diagonal bwd   (S5: complex)              16    32     8    178→122      0→0     16384→8192
+  diagonal bwd   (S5, Δ and C per step)     16    32     8    226→128      0→0     16384→8192
+  diagonal bwd   (real, Δ per step)         16    32     8    145→80       0→0      8192→4096
+
+(before: T = 16 everywhere, BLOCK_K from a 1024-element (T, BLOCK_K, n) tile, 8 warps in every
+backward; at the issue's T = 32, BLOCK_K = 8 the Mamba forward took 255 registers. The step
+kernels, 26-36 registers, are unchanged.) T shrinks as the padded n grows past the backward's
+budget of T·BLOCK_N elements. The backward's B and C partial sums keep its BLOCK_K wide
+(16 warps, 2 tile elements per thread) rather than narrow. Whether these tiles are faster on
+a GPU than the old ones was not measured here (``make gpu-check`` times them).
+
 Memory traffic, in elements of the input's real dtype per (batch, step, channel) element,
 with c = 2 for complex A (1 for real), s = 1 for a per-step δ (0 for a (K,) δ), g = 1 with
 a gate z (else 0), b and q = 1 when B resp. C is shared (Bt, L, n) (else 0); A, D, the bias
@@ -961,14 +989,65 @@ def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) 
 # ---------------------------------------------------------------------------------------
 
 
-# Default tiling: BLOCK_K such that a program's (T, BLOCK_K, n_pow2) tile has _TILE_ELEMENTS
-# elements; the backward, with about twice the live values, runs on twice the warps. For fp32,
-# T = 16 and n = 16, ptxas (sm_90) then fits the real kernels in 255 registers per thread
-# without spilling; the complex backward spills about 40 bytes.
-_TILE_ELEMENTS = 1024
+# Default tiles, per (kernel, n, complex A, per-step Δ): T = chunk_size steps, BLOCK_K channels
+# and n padded to BLOCK_N states per program, on num_warps warps. The forward and backward of
+# one call share T (the backward restarts from the states the forward stored every T steps);
+# BLOCK_K and the warps are each kernel's own. Chosen so that every kernel compiles for sm_90
+# (fp32) to at most 128 registers per thread with no spills (tests/test_kernel_resources.py):
+# (T, forward tile elements T·BLOCK_K·BLOCK_N and warps, backward tile elements and warps), by
+# (complex, per-step Δ). The backward writes per-block partial gradients of a shared B and C,
+# (⌈K/BLOCK_K⌉, Bt, L, n): a wide backward BLOCK_K keeps them small, so it runs on 16 warps.
+_SELECTIVE_TILES = {
+    (False, False): (8, 1024, 4, 1024, 16),
+    (False, True): (8, 1024, 4, 1024, 16),
+    (True, False): (8, 1024, 4, 256, 4),
+    (True, True): (4, 512, 4, 512, 16),
+}
+_DIAGONAL_TILE = (16, 64, 32)  # T, forward BLOCK_K, backward BLOCK_K (n = 1)
 _FORWARD_WARPS = 4
-_BACKWARD_WARPS = 8
-_STEP_ROWS = 16  # the step kernel's default BLOCK_K is that of a scan with this many rows
+_DIAGONAL_BACKWARD_WARPS = 8
+_STEP_ELEMENTS = 1024 // 16  # the step kernel's (BLOCK_K, BLOCK_N) tile
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A kernel's tile: T steps per chunk, BLOCK_K channels, BLOCK_N states, warps."""
+
+    chunk_size: int
+    block_k: int
+    block_n: int
+    num_warps: int
+
+
+def _next_power_of_2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def default_chunk_size(kind: str, n: int, is_complex: bool, selective: bool) -> int:
+    """The default T of a scan (kind ``selective`` or ``diagonal``), shared by its forward and
+    backward: the table's T, halved while the backward's (T, 1, BLOCK_N) tile exceeds its budget."""
+    if kind.startswith("diagonal"):
+        return _DIAGONAL_TILE[0]
+    T, _, _, backward, _ = _SELECTIVE_TILES[bool(is_complex), bool(selective)]
+    return max(2, min(T, backward // _next_power_of_2(n)))
+
+
+def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_size: int | None = None) -> Tile:
+    """The default tile of kernel ``kind`` (selective_fwd, selective_bwd, selective_step,
+    diagonal_fwd, diagonal_bwd) for n states per channel (1 for the diagonal scan), a complex
+    or real A, and a per-step (selective) or time-invariant Δ. chunk_size: T when the caller
+    chose it (None: :func:`default_chunk_size`)."""
+    block_n = _next_power_of_2(n)
+    T = chunk_size or default_chunk_size(kind, n, is_complex, selective)
+    if kind == "selective_step":
+        return Tile(T, max(1, _STEP_ELEMENTS // block_n), block_n, _FORWARD_WARPS)
+    if kind.startswith("diagonal"):
+        forward = kind.endswith("fwd")
+        block_k = _DIAGONAL_TILE[1 if forward else 2]
+        return Tile(T, block_k, 1, _FORWARD_WARPS if forward else _DIAGONAL_BACKWARD_WARPS)
+    _, *sizes = _SELECTIVE_TILES[bool(is_complex), bool(selective)]
+    elements, warps = sizes[:2] if kind.endswith("fwd") else sizes[2:]
+    return Tile(T, max(1, elements // (T * block_n)), block_n, warps)
 
 
 @dataclass(frozen=True)
@@ -978,16 +1057,21 @@ class _Launch:
     method: str
     softplus: bool
     chunk_size: int
-    block_k: int
-    block_n: int
+    forward: Tile
+    backward: Tile
 
 
-def _launch_settings(discretization: str, softplus, chunk_size: int, block_k: int | None, K: int, n: int) -> _Launch:
-    """Tile sizes: n padded to a power of two, and BLOCK_K (default: from _TILE_ELEMENTS)."""
-    block_n = triton.next_power_of_2(n)
-    if block_k is None:
-        block_k = min(triton.next_power_of_2(K), max(1, _TILE_ELEMENTS // (chunk_size * block_n)))
-    return _Launch(discretization, bool(softplus), chunk_size, block_k, block_n)
+def _launch_settings(kind: str, discretization: str, softplus, chunk_size: int | None, block_k: int | None, K: int,
+                     n: int, is_complex: bool, selective: bool) -> _Launch:
+    """The forward's and the backward's tiles (kind: selective or diagonal): the defaults of
+    :func:`default_tile`, with T = chunk_size and BLOCK_K = block_k where given (BLOCK_K at
+    most K padded to a power of two)."""
+    tiles = []
+    for part in ("fwd", "bwd"):
+        tile = default_tile(f"{kind}_{part}", n, is_complex, selective, chunk_size)
+        width = block_k or min(_next_power_of_2(K), tile.block_k)
+        tiles.append(Tile(tile.chunk_size, width, tile.block_n, tile.num_warps))
+    return _Launch(discretization, bool(softplus), tiles[0].chunk_size, *tiles)
 
 
 def _prepared(x: torch.Tensor | None) -> torch.Tensor | None:
@@ -1015,13 +1099,14 @@ def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Laun
     out = torch.empty_like(u)
     n_chunks = triton.cdiv(length, launch.chunk_size)
     states = u.new_empty((batch, n_chunks, K, n, *pairs)) if save_states else u
-    _selective_scan_fwd_kernel[(batch, triton.cdiv(K, launch.block_k))](
+    tile = launch.forward
+    _selective_scan_fwd_kernel[(batch, triton.cdiv(K, tile.block_k))](
         u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u), _planes(D, u),
         _planes(z, u), scale, out, states, length, K, n,
         METHOD=launch.method, COMPLEX=A.is_complex(), DELTA_PER_STEP=delta.dim() == 3,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, SAVE_STATES=save_states, T=launch.chunk_size,
-        BLOCK_K=launch.block_k, BLOCK_N=launch.block_n, num_warps=_FORWARD_WARPS,
+        BLOCK_K=tile.block_k, BLOCK_N=tile.block_n, num_warps=tile.num_warps,
     )
     return out, (states if save_states else None)
 
@@ -1034,7 +1119,8 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
     pairs = (2,) if is_complex else ()
     per_step = delta.dim() == 3
     c_shared = C.dim() == 3
-    n_blocks = triton.cdiv(K, launch.block_k)
+    tile = launch.backward
+    n_blocks = triton.cdiv(K, tile.block_k)
     du = torch.empty_like(u)
     dpre = u.new_empty((batch, length, K) if per_step else (batch, K))
     dA = u.new_empty((batch, K, n, *pairs))
@@ -1047,8 +1133,8 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
         _planes(z, u), scale, states, dout, du, dpre, dA, dB, dC, dD, dz, length, K, n,
         METHOD=launch.method, COMPLEX=is_complex, DELTA_PER_STEP=per_step, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=c_shared, HAS_D=D is not None,
-        HAS_Z=z is not None, T=launch.chunk_size, BLOCK_K=launch.block_k, BLOCK_N=launch.block_n,
-        num_warps=_BACKWARD_WARPS,
+        HAS_Z=z is not None, T=launch.chunk_size, BLOCK_K=tile.block_k, BLOCK_N=tile.block_n,
+        num_warps=tile.num_warps,
     )
     d_channel = dpre.sum((0, 1) if per_step else 0)  # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ
     return (
@@ -1086,12 +1172,13 @@ def _diagonal_forward(u, delta, A, gain, delta_bias, launch: _Launch, save_state
     out = torch.empty_like(u)
     n_chunks = triton.cdiv(length, launch.chunk_size)
     states = torch.empty((batch, n_chunks, K), dtype=u.dtype, device=u.device) if save_states else u
-    _diagonal_scan_fwd_kernel[(batch, triton.cdiv(K, launch.block_k))](
+    tile = launch.forward
+    _diagonal_scan_fwd_kernel[(batch, triton.cdiv(K, tile.block_k))](
         _planes(u, u), delta, _planes(delta_bias, delta), _planes(A, delta), _planes(gain, delta), _planes(out, u),
         _planes(states, u), length, K,
         METHOD=launch.method, COMPLEX=A.is_complex(), DELTA_PER_STEP=delta.dim() == 3,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.softplus, HAS_GAIN=gain is not None,
-        SAVE_STATES=save_states, T=launch.chunk_size, BLOCK_K=launch.block_k, num_warps=_FORWARD_WARPS,
+        SAVE_STATES=save_states, T=launch.chunk_size, BLOCK_K=tile.block_k, num_warps=tile.num_warps,
     )
     return out, (states if save_states else None)
 
@@ -1105,12 +1192,13 @@ def _diagonal_backward(u, delta, A, gain, delta_bias, states, dout, launch: _Lau
     dpre = delta.new_empty((batch, length, K) if per_step else (batch, K))
     dA = torch.empty((batch, K), dtype=A.dtype, device=A.device)
     dgain = torch.empty_like(gain) if gain is not None else delta
-    _diagonal_scan_bwd_kernel[(batch, triton.cdiv(K, launch.block_k))](
+    tile = launch.backward
+    _diagonal_scan_bwd_kernel[(batch, triton.cdiv(K, tile.block_k))](
         _planes(u, u), delta, _planes(delta_bias, delta), _planes(A, delta), _planes(gain, delta),
         _planes(states, u), _planes(dout, u), _planes(du, u), dpre, _planes(dA, delta), dgain, length, K,
         METHOD=launch.method, COMPLEX=is_complex, DELTA_PER_STEP=per_step, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=launch.softplus, HAS_GAIN=gain is not None, T=launch.chunk_size, BLOCK_K=launch.block_k,
-        num_warps=_BACKWARD_WARPS,
+        SOFTPLUS=launch.softplus, HAS_GAIN=gain is not None, T=launch.chunk_size, BLOCK_K=tile.block_k,
+        num_warps=tile.num_warps,
     )
     d_channel = dpre.sum((0, 1) if per_step else 0)  # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ
     return (
@@ -1149,7 +1237,7 @@ def _needs_grad(*tensors) -> bool:
 
 
 def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   discretization="zoh", scale=1.0, *, chunk_size=16, block_k=None):
+                   discretization="zoh", scale=1.0, *, chunk_size=None, block_k=None):
     """The SISO selective scan (Mamba, S4D), fused: no (Bt, L, K, n) tensor is written.
 
     u: (Bt, L, K) real (float32 or float64). delta: (Bt, L, K) per step, or (K,) for every
@@ -1160,14 +1248,16 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
       h_t[k, j] = Ā_t[k, j] h_{t-1}[k, j] + F_t[k, j] B_t[j] u_t[k],   h_{-1} = 0
       y_t[k] = scale · Re Σ_j C_t[(k,) j] h_t[k, j] + D[k] u_t[k],   out = y ⊙ silu(z)
     Returns out (Bt, L, K), u's dtype. Differentiable in every tensor input. chunk_size: T,
-    the steps per scanned chunk; block_k: channels per program (None: from the tile size).
+    the steps per scanned chunk; block_k: channels per program of the forward and backward
+    kernels; None: the defaults of :func:`default_tile`.
     """
     _check_selective(u, delta, A, B, C, D, z, delta_bias, discretization, scale)
     _check_launch(u, chunk_size, block_k)
     if A.is_complex() and B is not None and not B.is_complex():
         B = B.to(A.dtype)
     u, delta, A, B, C, D, z, delta_bias = map(_prepared, (u, delta, A, B, C, D, z, delta_bias))
-    launch = _launch_settings(discretization, delta_softplus, chunk_size, block_k, u.shape[2], A.shape[1])
+    launch = _launch_settings("selective", discretization, delta_softplus, chunk_size, block_k, u.shape[2],
+                              A.shape[1], A.is_complex(), delta.dim() == 3)
     scale_t = torch.full((1,), float(scale), dtype=u.dtype, device=u.device)
     if _needs_grad(u, delta, A, B, C, D, z, delta_bias):
         return _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, scale_t, launch)
@@ -1175,7 +1265,7 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
 
 
 def diagonal_scan(u, delta, A, gain=None, delta_bias=None, delta_softplus=False, discretization="zoh", *,
-                  chunk_size=16, block_k=None):
+                  chunk_size=None, block_k=None):
     """The diagonal recurrence of a MIMO layer (S5), fused; B and C are matmuls outside.
 
     u: (Bt, L, K), real, or complex with a complex A. delta: (Bt, L, K) or (K,) real, with
@@ -1189,7 +1279,8 @@ def diagonal_scan(u, delta, A, gain=None, delta_bias=None, delta_softplus=False,
     if A.is_complex() and not u.is_complex():
         u = u.to(A.dtype)
     u, delta, A, gain, delta_bias = map(_prepared, (u, delta, A, gain, delta_bias))
-    launch = _launch_settings(discretization, delta_softplus, chunk_size, block_k, u.shape[2], 1)
+    launch = _launch_settings("diagonal", discretization, delta_softplus, chunk_size, block_k, u.shape[2], 1,
+                              A.is_complex(), delta.dim() == 3)
     if _needs_grad(u, delta, A, gain, delta_bias):
         return _DiagonalScan.apply(u, delta, A, gain, delta_bias, launch)
     return _diagonal_forward(u, delta, A, gain, delta_bias, launch, save_states=False)[0]
@@ -1212,17 +1303,18 @@ def selective_state_step(h, u, delta, A, B=None, C=None, D=None, z=None, delta_b
             B = B.to(A.dtype)
         h, u, delta, A, B, C, D, z, delta_bias = map(_prepared, (h, u, delta, A, B, C, D, z, delta_bias))
         batch, K, n = h.shape
-        launch = _launch_settings(discretization, delta_softplus, _STEP_ROWS, block_k, K, n)
+        tile = default_tile("selective_step", n, A.is_complex(), delta.dim() == 2)
+        tile = Tile(tile.chunk_size, block_k or min(_next_power_of_2(K), tile.block_k), tile.block_n, tile.num_warps)
         y = torch.empty_like(u)
         h_new = torch.empty_like(h)
-        _selective_step_kernel[(batch, triton.cdiv(K, launch.block_k))](
+        _selective_step_kernel[(batch, triton.cdiv(K, tile.block_k))](
             _planes(h, u), u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u),
             _planes(D, u), _planes(z, u), torch.full((1,), float(scale), dtype=u.dtype, device=u.device), y,
             _planes(h_new, u), K, n,
             METHOD=discretization, COMPLEX=A.is_complex(), DELTA_PER_STEP=delta.dim() == 2,
             HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), HAS_B=B is not None, C_SHARED=not fixed_C,
-            HAS_D=D is not None, HAS_Z=z is not None, BLOCK_K=launch.block_k, BLOCK_N=launch.block_n,
-            num_warps=_FORWARD_WARPS,
+            HAS_D=D is not None, HAS_Z=z is not None, BLOCK_K=tile.block_k, BLOCK_N=tile.block_n,
+            num_warps=tile.num_warps,
         )
     return y, h_new
 

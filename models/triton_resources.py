@@ -1,0 +1,204 @@
+"""Registers, spills and shared memory of the fused Triton kernels, measured without a GPU.
+
+Triton compiles a kernel for a target it does not run on: :func:`triton.compile` with
+``GPUTarget("cuda", 90, 32)`` lowers it to PTX and assembles it with the ptxas that triton
+ships, and the cuobjdump it ships reads the per-thread register count, the stack frame (spill
+space), local memory and static shared memory from the cubin. This is a compile-time proxy
+for the kernels' speed (registers bound occupancy; spills go to local memory), not a timing.
+
+:data:`CASES` are the kernels of :mod:`models.triton_scan` at the configurations the presets
+use, at each kernel's default tile (:func:`models.triton_scan.default_tile`), float32.
+
+    python -m models.triton_resources           # the table
+    python -m models.triton_resources --json    # one JSON object per line
+
+Must run with TRITON_INTERPRET unset (under the interpreter triton.jit builds no compilable
+kernel); the test in tests/test_kernel_resources.py runs this module in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import triton_scan as ts
+
+ARCH = 90  # sm_90 (H100, H200)
+REGISTER_BUDGET = 128  # per thread: 4 warps then reach 25% occupancy
+
+# (kernel kind, preset point it stands for, complex, n, constexpr flags other than the tiles)
+_MAMBA = dict(METHOD="zoh_euler", DELTA_PER_STEP=True, HAS_BIAS=True, SOFTPLUS=True, HAS_B=True, C_SHARED=True,
+              HAS_D=True, HAS_Z=True)
+_S4D = dict(METHOD="zoh", DELTA_PER_STEP=False, HAS_BIAS=False, SOFTPLUS=False, HAS_B=False, C_SHARED=False,
+            HAS_D=True, HAS_Z=False)
+_S4D_SELECTIVE = dict(_S4D, DELTA_PER_STEP=True, HAS_BIAS=True, SOFTPLUS=True, HAS_B=True, C_SHARED=True)
+_S5 = dict(METHOD="zoh", DELTA_PER_STEP=False, HAS_BIAS=False, SOFTPLUS=False, HAS_GAIN=False)
+_S5_SELECTIVE = dict(_S5, DELTA_PER_STEP=True, HAS_BIAS=True, SOFTPLUS=True, HAS_GAIN=True)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str  # what the row stands for
+    kind: str  # selective_fwd, selective_bwd, selective_step, diagonal_fwd, diagonal_bwd
+    complex: bool
+    n: int  # states per channel (1 for the diagonal scan)
+    flags: tuple  # sorted (name, value) constexpr pairs
+
+
+def _case(name, kind, complex_, n, flags):
+    return Case(name, kind, complex_, n, tuple(sorted(flags.items())))
+
+
+CASES = [
+    *(_case(f"mamba {k}", f"selective_{k}", False, 16, _MAMBA) for k in ("fwd", "bwd", "step")),
+    *(_case(f"s4d {k}", f"selective_{k}", True, 32, _S4D) for k in ("fwd", "bwd", "step")),
+    *(_case(f"s4d selective dt,B,C {k}", f"selective_{k}", True, 32, _S4D_SELECTIVE) for k in ("fwd", "bwd", "step")),
+    *(_case(f"s5 {k}", f"diagonal_{k}", True, 1, _S5) for k in ("fwd", "bwd")),
+    *(_case(f"s5 selective dt,C {k}", f"diagonal_{k}", True, 1, _S5_SELECTIVE) for k in ("fwd", "bwd")),
+    *(_case(f"real diagonal selective {k}", f"diagonal_{k}", False, 1, _S5_SELECTIVE) for k in ("fwd", "bwd")),
+]
+
+_KERNELS = {
+    "selective_fwd": "_selective_scan_fwd_kernel",
+    "selective_bwd": "_selective_scan_bwd_kernel",
+    "selective_step": "_selective_step_kernel",
+    "diagonal_fwd": "_diagonal_scan_fwd_kernel",
+    "diagonal_bwd": "_diagonal_scan_bwd_kernel",
+}
+
+
+@dataclass
+class Usage:
+    name: str
+    T: int | None
+    block_k: int
+    block_n: int | None
+    num_warps: int
+    registers: int
+    stack: int  # bytes per thread of stack frame: spill space
+    local: int  # bytes per thread of local memory
+    shared: int  # bytes of static shared memory (cuobjdump)
+    dynamic_shared: int  # bytes of shared memory triton allocates at launch (scans, reductions)
+    spill_stores: int  # bytes, from ptxas's report
+    spill_loads: int
+
+    @property
+    def spills(self) -> int:
+        return max(self.stack, self.local, self.spill_stores, self.spill_loads)
+
+
+def _tools() -> tuple[Path, Path]:
+    import triton
+
+    bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    return bin_dir / "ptxas", bin_dir / "cuobjdump"
+
+
+def available() -> str | None:
+    """None when triton, its ptxas and cuobjdump are there; else why not."""
+    if ts.triton is None:
+        return "triton is not installed"
+    for tool in _tools():
+        if not os.access(tool, os.X_OK):
+            return f"{tool} (shipped with triton) is missing"
+    return None
+
+
+def measure(case: Case, tile=None) -> Usage:
+    """Compile one case for sm_90 at ``tile`` (a :class:`models.triton_scan.Tile`; None: the
+    kernel's default) and read its resource usage."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise RuntimeError("TRITON_INTERPRET=1: triton.jit built interpreted kernels, which do not compile")
+    kernel = getattr(ts, _KERNELS[case.kind])
+    flags = dict(case.flags)
+    tile = tile or ts.default_tile(case.kind, case.n, case.complex, flags.get("DELTA_PER_STEP", False))
+    constexprs = dict(flags, COMPLEX=case.complex)
+    if case.kind.startswith("selective"):
+        constexprs["BLOCK_N"] = tile.block_n
+    if not case.kind.endswith("step"):
+        constexprs["T"] = tile.chunk_size
+    if case.kind.endswith("fwd"):
+        constexprs["SAVE_STATES"] = True
+    constexprs["BLOCK_K"] = tile.block_k
+    for name in list(constexprs):
+        if name not in kernel.arg_names:
+            del constexprs[name]
+    signature = {}
+    for name in kernel.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = "*fp32"
+        else:
+            signature[name] = "i32"
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                              target=GPUTarget("cuda", ARCH, 32), options={"num_warps": tile.num_warps})
+    _, cuobjdump = _tools()
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        report = subprocess.run([str(cuobjdump), "--dump-resource-usage", str(cubin)], capture_output=True,
+                                text=True, check=True).stdout
+    fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", report))
+    spill_stores, spill_loads = _ptxas_spills(compiled)
+    return Usage(case.name, constexprs.get("T"), tile.block_k, constexprs.get("BLOCK_N"), tile.num_warps,
+                 int(fields["REG"]), int(fields["STACK"]), int(fields["LOCAL"]), int(fields["SHARED"]),
+                 int(compiled.metadata.shared), spill_stores, spill_loads)
+
+
+def _ptxas_spills(compiled) -> tuple[int, int]:
+    """(spill stores, spill loads) in bytes, from ptxas -v on the compiled PTX."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    ptxas = get_ptxas(ARCH).path  # the ptxas triton itself assembles with for this arch
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx = Path(tmp) / "kernel.ptx"
+        ptx.write_text(compiled.asm["ptx"])
+        result = subprocess.run([str(ptxas), "-v", "--regAllocOptLevel=2", f"--gpu-name=sm_{ARCH}a", str(ptx),
+                                 "-o", str(Path(tmp) / "o")], capture_output=True, text=True)
+    match = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", result.stderr)
+    return (int(match.group(1)), int(match.group(2))) if match else (-1, -1)
+
+
+def table(usages: list[Usage]) -> str:
+    lines = [f"{'kernel':34} {'T':>4} {'BLOCK_K':>7} {'BLOCK_N':>7} {'warps':>5} {'REG':>4} {'STACK':>5} "
+             f"{'LOCAL':>5} {'SHARED':>6} {'DYN.SH':>6} {'spill st/ld':>12}"]
+    for u in usages:
+        lines.append(f"{u.name:34} {u.T or '-':>4} {u.block_k:>7} {u.block_n or '-':>7} {u.num_warps:>5} "
+                     f"{u.registers:>4} {u.stack:>5} {u.local:>5} {u.shared:>6} {u.dynamic_shared:>6} "
+                     f"{f'{u.spill_stores}/{u.spill_loads}':>12}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    reason = available()
+    if reason:
+        print(f"cannot measure: {reason}", file=sys.stderr)
+        return 2
+    as_json = "--json" in argv
+    names = [a for a in argv if not a.startswith("--")]
+    usages = []
+    for case in CASES:
+        if names and not any(name in case.name for name in names):
+            continue
+        usage = measure(case)
+        usages.append(usage)
+        if as_json:
+            print(json.dumps(asdict(usage)), flush=True)
+    if not as_json:
+        print(table(usages))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

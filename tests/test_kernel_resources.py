@@ -1,0 +1,41 @@
+"""The register and spill budget of the fused Triton kernels, checked without a GPU.
+
+Every kernel of models/triton_scan.py (forward, backward, step; real and complex; SISO
+selective_scan and MIMO diagonal_scan) is compiled for sm_90 in float32 at its default tile by
+the ptxas that triton ships, and cuobjdump reads its resource usage
+(models/triton_resources.py). Budget: no spills (no stack frame, no local memory) and at most
+128 registers per thread, which lets 4-warp programs reach 25% occupancy. The table is printed
+(pytest -s shows it). This is a compile-time proxy for speed; a GPU run (make gpu-check) times it.
+
+The compile runs in a subprocess: this test session runs triton's interpreter on a CPU
+(TRITON_INTERPRET=1, tests/conftest.py), under which triton.jit builds no compilable kernel.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models import triton_resources
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_kernel_fits_the_register_budget_without_spilling():
+    reason = triton_resources.available()
+    if reason:
+        pytest.skip(f"cannot compile the kernels for sm_90: {reason}")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    result = subprocess.run([sys.executable, "-m", "models.triton_resources", "--json"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    usages = [triton_resources.Usage(**json.loads(line)) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [u.name for u in usages] == [case.name for case in triton_resources.CASES]
+    table = triton_resources.table(usages)
+    print(table)
+    over = [u.name for u in usages if u.spills or u.registers > triton_resources.REGISTER_BUDGET]
+    assert not over, f"over the budget (<= {triton_resources.REGISTER_BUDGET} registers, no spills): {over}\n{table}"
