@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed
 MAMBA := $(VENV)/.mamba-ssm
 HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 
-.PHONY: run test bench clean
+.PHONY: run test bench gpu-check clean
 
 $(INSTALLED): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,18 @@ test: $(MAMBA)
 
 bench: $(MAMBA)
 	$(BIN)/python -m models.bench
+
+# GPU acceptance (under 5 minutes on one GPU): the kernel tests natively, the layer's modes
+# against `recurrent` with `triton` on CUDA, then the kernel-shape benchmark and its ratio
+# table. Uses the environment as it is (an offline GPU box: see the README), installs nothing.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+GPU_BENCH ?= scale=kernel points=ablations modes=[triton,cuda]
+
+gpu-check:
+	@nvidia-smi -L >/dev/null 2>&1 || { echo "make gpu-check: no CUDA device on this machine (nvidia-smi finds none); run it on a GPU machine" >&2; exit 1; }
+	@$(GPU_PYTHON) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || { echo "make gpu-check: torch sees no CUDA device (torch.cuda.is_available() is False: a CPU build of torch?)" >&2; exit 1; }
+	$(GPU_PYTHON) -m pytest -q -p no:xdist tests/test_triton_scan.py tests/test_step.py tests/test_kernel_resources.py tests/test_modes.py
+	$(GPU_PYTHON) -m ablate.bench $(GPU_BENCH)
 
 clean:
 	rm -rf $(VENV)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from models import SSMConfig, SSMLayer, triton_scan
@@ -20,11 +22,21 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
 
 
+def triton_device() -> str | None:
+    """Where these tests run mode ``triton``: ``cpu`` under the interpreter (conftest.py sets it
+    without a GPU), ``cuda`` natively on a GPU machine, None when neither can."""
+    if triton_scan.runs_on("cpu"):
+        return "cpu"
+    if torch.cuda.is_available() and triton_scan.runs_on("cuda"):
+        return "cuda"
+    return None
+
+
 def valid_modes(cfg: SSMConfig) -> list[str]:
-    """The modes that can run this config on the CPU, ``recurrent`` first (``triton`` under the
-    interpreter, see conftest.py)."""
+    """The modes that can run this config, ``recurrent`` first; every mode runs on the CPU but
+    ``triton``, which runs where :func:`triton_device` says (its results come back to the CPU)."""
     return (["recurrent", "scan", "chunked"] + (["fft"] if cfg.supports_fft else [])
-            + (["triton"] if triton_scan.runs_on("cpu") and cfg.supports_triton else []))
+            + (["triton"] if triton_device() and cfg.supports_triton else []))
 
 
 def stepped_outputs(layer: SSMLayer, u: torch.Tensor) -> torch.Tensor:
@@ -39,11 +51,15 @@ def stepped_outputs(layer: SSMLayer, u: torch.Tensor) -> torch.Tensor:
 
 
 def outputs_and_grads(layer: SSMLayer, u: torch.Tensor, mode: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """y and the gradients of a fixed random projection of y w.r.t. u and every parameter."""
+    """y and the gradients of a fixed random projection of y w.r.t. u and every parameter.
+    Mode ``triton`` on a GPU machine runs a copy of the layer on CUDA; results come back to u's device."""
     layer.cfg.mode = mode
+    if mode == "triton" and triton_device() == "cuda" and u.device.type != "cuda":
+        y, grads = outputs_and_grads(copy.deepcopy(layer).cuda(), u.cuda(), mode)
+        return y.to(u.device), [g.to(u.device) for g in grads]
     u = u.detach().requires_grad_(True)
     y = layer(u)
-    weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+    weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype).to(y.device)
     params = [p for p in layer.parameters()]
     grads = torch.autograd.grad((y * weights).sum(), [u, *params], allow_unused=True)
     return y.detach(), [torch.zeros_like(t) if g is None else g for g, t in zip(grads, [u, *params])]
