@@ -10,17 +10,22 @@ cost: forward+backward FLOPs ≈ 3 × forward FLOPs per token × tokens to train
 
 At the end of a sweep, :class:`PlanTotals` (a Hydra callback, see conf/config.yaml) prints the
 totals: jobs, distinct runs (two jobs that resolve to the same run id train one run: the line
-``plan same run`` says which), runs skipped, FLOPs, and core-hours at the stated rate
-:data:`GFLOPS_PER_CORE`.
+``plan same run`` says which), runs skipped, FLOPs, and core-hours: each run's FLOPs at the rate
+of its preset's committed CPU runs (:func:`reference_rates`), or at :data:`GFLOPS_PER_CORE` for
+a preset with none.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
@@ -32,9 +37,36 @@ from .config import ResolvedRun, resolve
 from .results import finished_status, flatten, run_id
 from .run import describe
 
-# Forward+backward training rate assumed for core-hours: the median of the CPU reference runs
-# in results/reference (3 × FLOPs per token × tokens/s per thread; they span 1 to 20 GFLOP/s).
+# Forward+backward training rate assumed for core-hours of a preset without committed CPU runs:
+# the median over all CPU reference runs in results/reference (3 × FLOPs per token × tokens/s
+# per thread; they span 1 to 20 GFLOP/s, by preset medians Mamba 4.3, S4D 5.9, S5 13).
 GFLOPS_PER_CORE = 6.0
+REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
+RATE_COLUMNS = ("preset", "status", "device", "flops_per_token", "tokens_per_s", "threads")
+
+log = logging.getLogger(__name__)
+
+
+def reference_rates(folder: Path = REFERENCE) -> dict[str, float]:
+    """{preset: median forward+backward GFLOP/s per CPU thread} over the committed run rows
+    under ``folder`` (``*/runs/*.parquet``) with status ok on a CPU: 3 × FLOPs per token ×
+    tokens/s / threads. Presets without such rows are absent; an unreadable file is skipped."""
+    rates: dict[str, list[float]] = {}
+    for path in sorted(Path(folder).glob("*/runs/*.parquet")):
+        try:
+            names = pq.read_schema(path).names
+            rows = pq.read_table(path, columns=[c for c in RATE_COLUMNS if c in names]).to_pylist()
+        except Exception as error:  # noqa: BLE001 - a damaged file only loses its rate
+            log.warning("plan: skipped %s for the CPU rate (%s)", path, error)
+            continue
+        for row in rows:
+            if not set(RATE_COLUMNS[:-1]) <= set(row):
+                continue
+            threads = row.get("threads") or 1
+            if row["status"] == "ok" and str(row["device"]).startswith("cpu") and (row["tokens_per_s"] or 0) > 0:
+                rates.setdefault(str(row["preset"]), []).append(
+                    3 * row["flops_per_token"] * row["tokens_per_s"] / threads / 1e9)
+    return {preset: statistics.median(values) for preset, values in sorted(rates.items())}
 
 
 def run_state(run: ResolvedRun, status: str | None) -> tuple[str, bool]:
@@ -65,7 +97,7 @@ def plan_entry(run: ResolvedRun) -> dict[str, Any]:
     spec, trainer = run.task.spec, run.trainer
     tokens = trainer.max_steps * trainer.batch_size * spec.length
     per_token = models.flops_per_token(run.model, spec.io, length=spec.length, batch=trainer.batch_size)
-    return {"run_id": rid, "state": state, "trains": trains,
+    return {"run_id": rid, "state": state, "trains": trains, "preset": run.preset,
             "label": " ".join(filter(None, [describe(run), settings(run)])),
             "params": models.param_count(run.model, spec.io), "tokens": tokens, "flops": 3 * per_token * tokens,
             "time_budget_s": trainer.time_budget_s}
@@ -92,9 +124,24 @@ def hours_text(hours: float) -> str:
     return f"~{hours:.2g}" if hours >= 0.01 else "< 0.01"
 
 
-def totals_lines(entries: list[dict[str, Any]]) -> list[str]:
+def rate_text(presets: list[str | None], rates: dict[str, float]) -> str:
+    """What the core-hours assume, for the presets of the runs to train (None: not recorded)."""
+    known = [f"{p} {rates[p]:.2g}" for p in presets if p in rates]
+    unknown = [str(p) for p in presets if p not in rates]
+    if not known:
+        return f"an assumed {GFLOPS_PER_CORE:g} GFLOP/s per CPU core (the median rate of the CPU reference runs)"
+    text = f"the median rate of each preset's committed CPU runs ({', '.join(known)} GFLOP/s per core)"
+    if unknown:
+        text += (f" and an assumed {GFLOPS_PER_CORE:g} GFLOP/s per CPU core for {', '.join(unknown)} (no committed "
+                 "CPU runs: the median of all of them)")
+    return text
+
+
+def totals_lines(entries: list[dict[str, Any]], rates: dict[str, float] | None = None) -> list[str]:
     """The totals of a sweep's plan entries (each with its Hydra job number ``job``): one
-    ``plan same run`` line per job whose run an earlier job already plans, then the sums."""
+    ``plan same run`` line per job whose run an earlier job already plans, then the sums.
+    rates: {preset: GFLOP/s per core} for core-hours (default none: :data:`GFLOPS_PER_CORE`)."""
+    rates = rates or {}
     first_job: dict[str, int] = {}
     lines = []
     for entry in sorted(entries, key=lambda e: e["job"]):
@@ -105,10 +152,12 @@ def totals_lines(entries: list[dict[str, Any]]) -> list[str]:
     to_train = [entry for entry in runs if entry["trains"]]
     flops = sum(entry["flops"] for entry in to_train)
     bound = "≤ " if any(entry["time_budget_s"] is not None for entry in to_train) else ""
-    core_hours = flops / (GFLOPS_PER_CORE * 1e9) / 3600
+    core_hours = sum(entry["flops"] / (rates.get(entry.get("preset"), GFLOPS_PER_CORE) * 1e9) / 3600
+                     for entry in to_train)
+    presets = list(dict.fromkeys(entry.get("preset") for entry in to_train))
     lines.append(f"plan totals: {len(entries)} jobs, {len(runs)} runs, {len(runs) - len(to_train)} done (skip), "
                  f"{len(to_train)} to train: {bound}~{flops / 1e9:.3g} GFLOP, {bound}{hours_text(core_hours)} core-hours "
-                 f"at an assumed {GFLOPS_PER_CORE:g} GFLOP/s per CPU core (the median rate of the CPU reference runs)")
+                 f"at {rate_text(presets, rates)}")
     return lines
 
 
@@ -141,4 +190,4 @@ class PlanTotals(Callback):
         entries = [json.loads(path.read_text()) for path in Path(self.folder).glob("*.json")]
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder = None
-        print("\n".join(totals_lines(entries)))
+        print("\n".join(totals_lines(entries, reference_rates())))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import time
@@ -12,6 +13,7 @@ import torch
 
 import models
 
+from . import tasks
 from .config import ResolvedRun
 from .claims import RunClaim
 from .preemption import Preempted, exit_with_parent
@@ -21,10 +23,56 @@ from .trainer import Trainer
 log = logging.getLogger(__name__)
 
 
+# How describe() writes a layer axis that is off its preset's default (others: key=value).
+SHORT_AXES = {"rotation": "rot", "eig_range": "eig", "trapezoid": "λ", "a_source": "A", "a_floor": "A_floor",
+              "rope_fraction": "rope", "rotation_form": "rot_form", "expand": "E", "discretization": "disc"}
+# Layer fields describe() never lists: printed anyway (d_model, d_state, structure, selective, gate,
+# mimo_rank), or how the states are computed, not what (mode, chunk_size).
+UNLISTED_AXES = ("d_model", "d_state", "structure", "selective", "gate", "mimo_rank", "mode", "chunk_size")
+
+
+def _axis_text(name: str, value: Any) -> str:
+    if name == "discretization" and value == "trapezoidal":
+        return "trap"
+    if isinstance(value, bool):
+        return name.replace("_", "") if value else f"no-{name.replace('_', '')}"
+    if isinstance(value, (tuple, list)):
+        value = "[" + ",".join(str(v) for v in value) + "]"
+    return f"{SHORT_AXES.get(name, name)}={value}"
+
+
+def moved_axes(ssm: models.SSMConfig, preset: str) -> list[str]:
+    """The layer axes of ``ssm`` off the defaults of its preset (at the same width, state size
+    and expansion), compactly: ``R=2`` is in the structure, ``rot=data``, ``eig=[-1,1]``, ``trap``,
+    ``headdim=32``, ``no-bcnorm``..."""
+    try:
+        base = models.preset(preset, d_model=ssm.d_model, d_state=ssm.d_state, expand=ssm.expand)
+    except (ValueError, TypeError):
+        base = models.preset(preset, d_model=ssm.d_model, d_state=ssm.d_state)
+    ours, theirs = ssm.as_dict(), base.as_dict()
+    return [_axis_text(k, v) for k, v in ours.items() if k not in UNLISTED_AXES and v != theirs.get(k)]
+
+
+def task_text(run: ResolvedRun) -> str:
+    """The task's name with the options that make it a different task when off their defaults
+    (``Task.variant_options``): ``modular_arithmetic (brackets)``, ``parity (label=every)``."""
+    cls = tasks.TASKS.get(run.task.spec.name)
+    options = getattr(cls, "variant_options", ())
+    defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)} if options else {}
+    moved = [_axis_text(k, run.task_cfg[k]) for k in options if k in run.task_cfg and run.task_cfg[k] != defaults.get(k)]
+    return run.task.spec.name + (f" ({', '.join(moved)})" if moved else "")
+
+
 def describe(run: ResolvedRun) -> str:
+    """One line naming the point: preset, structure (``mimo R=4`` for a rank-R Mamba-3 MIMO),
+    selection, gate, state size N, width H, every other layer axis off the preset's default
+    (:func:`moved_axes`), the MLP width, the task with its variant options and the seed."""
     ssm = run.model.ssm
-    return (f"{run.preset} {ssm.structure} sel={','.join(ssm.selective) or 'none'} gate={ssm.gate} "
-            f"N={ssm.d_state} H={ssm.d_model} on {run.task.spec.name} seed={run.seed}")
+    structure = f"mimo R={ssm.mimo_rank}" if ssm.mimo_rank > 1 else ssm.structure
+    ffn = [f"ffn={run.model.ffn_hidden}"] if run.model.ffn_hidden else []
+    return " ".join([run.preset, structure, f"sel={','.join(ssm.selective) or 'none'}", f"gate={ssm.gate}",
+                     f"N={ssm.d_state}", f"H={ssm.d_model}", *moved_axes(ssm, run.preset), *ffn,
+                     f"on {task_text(run)} seed={run.seed}"])
 
 
 def execute(run: ResolvedRun, overrides: list[str]) -> dict[str, Any] | None:

@@ -10,10 +10,11 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 import models
 from ablate.config import register, resolve
-from ablate.plan import hours_text, plan_line, totals_lines
+from ablate.plan import GFLOPS_PER_CORE, hours_text, plan_entry, plan_line, reference_rates, totals_lines
 from ablate.results import identity_columns, run_id, write_run
 from analysis.load import load_results
 from analysis.report import analyse
@@ -120,6 +121,59 @@ def test_totals_count_runs_once_and_skip_finished_ones() -> None:
                                "~0.33 core-hours at an assumed 6 GFLOP/s per CPU core")
     assert "≤ ~" in totals_lines([entry(0, "a", time_budget_s=60.0)])[0]
     assert [hours_text(h) for h in (1432.6, 2.46, 0.0151, 1e-5)] == ["~1,433", "~2.5", "~0.015", "< 0.01"]
+
+
+def test_core_hours_use_each_presets_committed_rate() -> None:
+    """Core-hours price each run at the median rate of its preset's committed CPU runs; a preset
+    with none (Mamba-3 here) at the overall assumed rate, and the line says which is which."""
+    rates = reference_rates()
+    assert {"s4d", "s5", "mamba"} <= set(rates) and "mamba3" not in rates
+    assert rates["s5"] > GFLOPS_PER_CORE > rates["mamba"] > 1  # S5's dense MIMO runs fastest per FLOP
+    runs = [{**entry(0, "a"), "preset": "s5"}, {**entry(1, "b"), "preset": "mamba3"}]
+    line = totals_lines(runs, rates)[0]
+    hours = 3.6e12 / (rates["s5"] * 1e9) / 3600 + 3.6e12 / (GFLOPS_PER_CORE * 1e9) / 3600
+    assert f"{hours_text(hours)} core-hours at the median rate of each preset's committed CPU runs (s5 " in line
+    assert f"an assumed 6 GFLOP/s per CPU core for mamba3" in line
+
+
+def sweep_cells(tmp_path, experiment: str, *fixed: str) -> list:
+    """Every cell of the experiment's sweep (``fixed`` overrides replace swept keys)."""
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=[f"+experiment={experiment}", *fixed, f"results_dir={tmp_path}"],
+                      return_hydra_config=True)
+    keys = [k for k in cfg.hydra.sweeper.params if not any(f.startswith(f"{k}=") for f in fixed)]
+    parsed = OverridesParser.create().parse_overrides([f"{k}={cfg.hydra.sweeper.params[k]}" for k in keys])
+    cells = [[]]
+    for key, override in zip(keys, parsed):
+        cells = [cell + [f"{key}={value}"] for cell in cells for value in override.sweep_string_iterator()]
+    return [resolved(tmp_path, f"+experiment={experiment}", *fixed, *cell) for cell in cells]
+
+
+@pytest.mark.parametrize("experiment, fixed", [
+    ("mimo_vs_siso", ("task=sdigits", "seed=0", "trainer.lr=0.003")),
+    ("state_tracking", ("seed=0", "trainer.lr=0.003")),
+    ("mamba3_components", ("seed=0", "trainer.lr=0.002")),
+])
+def test_plan_lines_tell_every_run_apart(tmp_path, experiment: str, fixed: tuple) -> None:
+    """Two runs with different ids never print the same description: a plan line names each
+    layer axis off its preset's default (``R=2``, ``rot=none``, ``eig=[-1,1]``, ``λ=0.5``...)
+    and the task's variant options (``(brackets)``); a rank-R MIMO point is not called siso."""
+    labels: dict[str, set] = {}
+    for run in sweep_cells(tmp_path, experiment, *fixed):
+        entry_ = plan_entry(run)
+        labels.setdefault(entry_["label"], set()).add(entry_["run_id"])
+        if run.model.ssm.mimo_rank > 1:
+            assert f"mimo R={run.model.ssm.mimo_rank} " in entry_["label"] and " siso " not in entry_["label"]
+    assert all(len(ids) == 1 for ids in labels.values()), {k: v for k, v in labels.items() if len(v) > 1}
+    text = "\n".join(labels)
+    expected = {"mimo_vs_siso": ["mimo R=2", "mimo R=4", "ffn=128"],
+                "state_tracking": ["rot=none eig=[-1,1]", "rot=fixed", "mamba siso sel=dt,B,C gate=silu N=64 H=32 eig=[-1,1]",
+                                   "on modular_arithmetic (brackets) seed=0", "on parity seed=0"],
+                "mamba3_components": ["disc=zoh_euler", "λ=0.5", "no-bcbias", "no-bcnorm", "conv=4", "rot=none"]}
+    for part in expected[experiment]:
+        assert part in text, part
 
 
 def test_sweep_plan_prints_totals_and_writes_nothing(tmp_path) -> None:

@@ -96,6 +96,9 @@ class Task:
 
     name: str = ""
     Config: type = object
+    # Options that make it a different task rather than a different size of it, named beside
+    # the task's name when off their defaults (plan lines, the analysis' task labels).
+    variant_options: tuple[str, ...] = ()
 
     def __init__(self, cfg: Any, data_seed: int = 0):
         self.cfg = cfg

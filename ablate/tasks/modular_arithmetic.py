@@ -140,6 +140,7 @@ def bracket_expression(rng: random.Random, length: int, modulus: int, ids: dict[
 class ModularArithmetic(StateTrackingTask):
     name = "modular_arithmetic"
     Config = ModularArithmeticConfig
+    variant_options = ("brackets", "modulus")
 
     @property
     def ids(self) -> dict[str, int]:

@@ -227,6 +227,7 @@ class ParityConfig(StateTrackingConfig):
 class Parity(StateTrackingTask):
     name = "parity"
     Config = ParityConfig
+    variant_options = ("label",)
     vocab_size = 3
     n_classes = 2
     PAD = 2
