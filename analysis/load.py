@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .errors import AnalysisError
@@ -42,6 +43,13 @@ METRICS = ("accuracy", "mse")  # the task metrics the runner writes (test_<metri
 STATUSES = ("ok", "diverged", "failed")
 # Columns that mark a file as this suite's (see has_schema).
 RUN_MARKERS = ("run_id", "status", "schema_version", "experiment")
+# Layer fields the runner writes only when they are off these defaults (models.config
+# LATER_FIELDS, as ablate.results.flatten writes them: a list as "0,1"); a test keeps the two
+# in step. A field not listed here stays NaN in rows that lack it (not recorded, see _absent).
+LATER_DEFAULTS = {f"model.ssm.{k}": v for k, v in {
+    "headdim": None, "ngroups": 1, "a_source": "learned", "a_floor": 1e-4, "trapezoid": "data", "rotation": "none",
+    "rope_fraction": 0.5, "rotation_form": "rotate_bc", "eig_range": "0,1", "mimo_rank": 1, "bc_norm": False,
+    "bc_bias": False}.items() if v is not None}
 CURVE_COLUMNS = ("run_id", "step")
 BENCH_NAMES = ("name", "preset", "section")
 BENCH_MEASURES = ("fwd_ms", "fwdbwd_ms", "step_ms", "peak_memory_mb")
@@ -264,6 +272,46 @@ def normalize_runs(frame: pd.DataFrame) -> pd.DataFrame:
         log.warning("%d run(s) appear more than once (same run_id in several files); keeping the first: %s",
                     int(duplicated.sum()), ", ".join(frame.loc[duplicated, "run_id"].astype(str).unique()[:5]))
         frame = frame.loc[~duplicated].reset_index(drop=True)
+    return label_task_variants(fill_later_defaults(frame))
+
+
+def fill_later_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+    """Layer fields that the runner leaves out of a row at their defaults (:data:`LATER_DEFAULTS`)
+    get that default where some other row recorded the column, and leave ``_absent``: the
+    Mamba-3 row without rotation reads ``rotation = none`` beside the one with ``data``."""
+    for col, default in LATER_DEFAULTS.items():
+        if col not in frame.columns or not frame[col].isna().any():
+            continue
+        missing = frame[col].isna()
+        frame[col] = frame[col].astype(object).where(~missing, default)
+        if "_absent" in frame.columns:
+            frame["_absent"] = [tuple(c for c in a if c != col) if isinstance(a, tuple) else a for a in frame["_absent"]]
+    return frame
+
+
+def label_task_variants(frame: pd.DataFrame) -> pd.DataFrame:
+    """``task`` names the variant of a task: a boolean option ``task.<x>`` that is true for some
+    runs of a task and not for others is folded into the name of those runs, e.g.
+    ``modular_arithmetic (brackets)`` beside ``modular_arithmetic`` and ``parity`` (which has no
+    such option), so that tables and figures have one panel per variant and no column that is
+    empty for the other tasks. ``task.name`` keeps the plain name."""
+    if frame.empty or "task" not in frame.columns:
+        return frame
+    names = frame["task"].astype(str)
+    extra: list[list[str]] = [[] for _ in range(len(frame))]
+    for col in sorted(c for c in frame.columns if c.startswith("task.") and c != "task.name"):
+        values = frame[col]
+        known = values.dropna()
+        if known.empty or not known.map(lambda v: isinstance(v, (bool, np.bool_))).all():
+            continue
+        true = values.map(lambda v: isinstance(v, (bool, np.bool_)) and bool(v)).to_numpy()
+        for task in names[true].unique():
+            of_task = (names == task).to_numpy()
+            if (~true[of_task]).any():
+                for i in np.flatnonzero(of_task & true):
+                    extra[i].append(col[len("task."):])
+    if any(extra):
+        frame["task"] = [f"{n} ({', '.join(e)})" if e else n for n, e in zip(names, extra)]
     return frame
 
 

@@ -41,6 +41,7 @@ Every interval is clipped to the metric's valid range and named in captions and 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -60,9 +61,22 @@ from .tables import Table, column_title, latex_label, results_table, seeds_phras
 log = logging.getLogger(__name__)
 
 
-def table_columns(metric: str) -> list[str]:
-    """The metric columns of a results table for a task scored by ``metric``, in order."""
-    return [f"test_{metric}", f"best_val_{metric}", "test_loss", "param_count", "state_size", "tokens_per_s",
+# Metrics a task derives from its own (ablate's Task.derived_metrics), shown beside it in the
+# results table when the runs recorded them: scaled accuracy (state-tracking tasks, Grazzi et
+# al. and Mamba-3 App. D: (accuracy - 1/C) / (1 - 1/C), 0 at chance).
+DERIVED = {"accuracy": ("scaled_accuracy",)}
+
+
+def derived_metrics(runs: pd.DataFrame, metric: str) -> list[str]:
+    """The derived metrics of ``metric`` (:data:`DERIVED`) whose test column ``runs`` filled."""
+    return [d for d in DERIVED.get(metric, ()) if f"test_{d}" in runs.columns and runs[f"test_{d}"].notna().any()]
+
+
+def table_columns(metric: str, derived: Sequence[str] = ()) -> list[str]:
+    """The metric columns of a results table for a task scored by ``metric``, in order; each
+    derived metric (e.g. ``scaled_accuracy``) beside the metric it is derived from."""
+    return [f"test_{metric}", *(f"test_{d}" for d in derived), f"best_val_{metric}",
+            *(f"best_val_{d}" for d in derived), "test_loss", "param_count", "state_size", "tokens_per_s",
             "peak_memory_mb"]
 
 
@@ -71,7 +85,7 @@ def aggregated_columns(runs: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
     final-validation and timing columns, and the extrapolation columns."""
     cols: list[str] = []
     for metric in metrics:
-        cols += table_columns(metric) + [f"final_val_{metric}"]
+        cols += table_columns(metric, derived_metrics(runs, metric)) + [f"final_val_{metric}"]
         cols += [c for _, c in extrapolation_columns(runs.columns, metric)]
     cols += ["final_val_loss", "train_time_s", "flops_per_token", "steps"]
     return [c for c in dict.fromkeys(cols) if c in runs.columns]
@@ -267,8 +281,9 @@ def task_table(an: Analysis, task: str, columns: Sequence[str] | None = None) ->
     agg, counts = an.agg.loc[task], an.counts.loc[task]
     better = higher(an, task)
     main = f"test_{metric}"
-    direction = {main: better, f"best_val_{metric}": better}
-    columns = list(columns or table_columns(metric))
+    derived = derived_metrics(an.runs[an.runs["task"] == task], metric)
+    direction = {f"{split}_{m}": better for split in ("test", "best_val") for m in (metric, *derived)}
+    columns = list(columns or table_columns(metric, derived))
     sig = task_significance(an, task)
     beside = {main: [("p vs baseline", [p_text(r) for _, r in sig.iterrows()])]} if sig["tested"].any() else {}
     caption, titles = task_caption(an, task, columns[0]), {}
@@ -424,14 +439,21 @@ def make_figures(an: Analysis, out: Path, formats: Sequence[str] = plots.FORMATS
     return written
 
 
+def file_stem(task: str) -> str:
+    """A task label as part of a file name: ``modular_arithmetic (brackets)`` ->
+    ``modular_arithmetic_brackets``; a plain task name is unchanged."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", task).strip("_")
+
+
 def make_tables(an: Analysis) -> dict[str, Table]:
     """Every table that has data: {file stem: Table}."""
     tables: dict[str, Table] = {}
     for task in an.metric_by_task:
-        tables[f"results_{task}"] = task_table(an, task)
+        stem = file_stem(task)
+        tables[f"results_{stem}"] = task_table(an, task)
         extra = extrapolation_table(an, task)
         if extra is not None:
-            tables[f"extrapolation_{task}"] = extra
+            tables[f"extrapolation_{stem}"] = extra
     tables.update(speed_tables(an))
     return tables
 

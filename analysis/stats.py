@@ -41,9 +41,11 @@ NON_NEGATIVE = ("mse", "loss", "error", "_ms", "time", "memory", "param_count", 
 
 
 def value_range(column: str) -> tuple[float, float]:
-    """The values a metric column can take: [0, 1] for accuracies, [0, inf) for losses, mse,
+    """The values a metric column can take: [0, 1] for accuracies ([-1, 1] scaled), [0, inf) for losses, mse,
     errors, times, memory, sizes and throughput, (-inf, inf) otherwise."""
     name = column.lower()
+    if "scaled_accuracy" in name:  # (accuracy - 1/C) / (1 - 1/C): -1/(C-1) at worst, -1 for C = 2
+        return (-1.0, 1.0)
     if any(k in name for k in UNIT_INTERVAL):
         return (0.0, 1.0)
     if any(k in name for k in NON_NEGATIVE):
