@@ -48,7 +48,7 @@ Choices the papers leave open, fixed here:
 
 Compute modes change how h is computed, never what is computed (see :mod:`models.scan`):
 ``recurrent``, ``scan``, ``chunked``, ``fft`` (Δ not selective), ``cuda`` (mamba-ssm's kernel,
-the real SISO Mamba point only), ``triton`` (the fused kernels of :mod:`models.triton_scan`, every
+the real SISO Mamba point only), ``triton`` (the fused kernels of :mod:`models.triton_scan` through :mod:`models.fused`, every
 point: on a GPU, or on the CPU under ``TRITON_INTERPRET=1``), ``auto``.
 """
 
@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +68,7 @@ from .cuda import run_selective_scan, selective_scan_kernel
 from .discretize import discretize, log_transition, signed_transition, trapezoid_drive
 from .heads import HeadSSM
 from .scan import linear_scan, powers, state_convolution
-from . import triton_scan
+from . import fused, triton_scan
 
 
 @dataclass
@@ -419,7 +418,10 @@ class SSMLayer(nn.Module):
         auto: mamba-ssm's kernel where it applies on a GPU, the Triton kernels for every other
         point on a GPU; on the CPU an FFT convolution for a fully time-invariant SISO layer (O(L log L), no states materialised); otherwise the
         chunked scan on CPU and the associative scan on GPU (measured fastest, see
-        ``python -m models.bench``).
+        ``python -m models.bench``), except that a head layer (Mamba-2/3 axes, ``uses_heads``)
+        runs ``recurrent`` on the CPU at every length: forward+backward, batch 16, d_model 32,
+        d_state 64, one thread, it was 1.7x (Mamba-2) and 3.4x (Mamba-3) faster than chunked at
+        L = 160 and 2.7x and 2.3x at L = 1024, while Mamba-1 stays faster chunked (2.0x, 1.2x).
         """
         cfg, mode = self.cfg, self.cfg.mode
         if mode == "cuda" and (device.type != "cuda" or selective_scan_kernel() is None):
@@ -440,7 +442,9 @@ class SSMLayer(nn.Module):
             return "triton"
         if cfg.time_invariant and cfg.supports_fft and self.siso:
             return "fft"
-        return "scan" if device.type == "cuda" else "chunked"
+        if device.type == "cuda":
+            return "scan"
+        return "recurrent" if cfg.uses_heads else "chunked"
 
     def _mix(self, x: torch.Tensor, mode: str, z: torch.Tensor | None = None,
              keep: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -451,7 +455,7 @@ class SSMLayer(nn.Module):
         sel = self._selection(x)
         A = self.A()
         if mode == "triton":
-            return self._fused_scan(x, sel, A, z)
+            return fused.scan(self, x, sel, A, z)
         if mode == "cuda":
             return run_selective_scan(selective_scan_kernel(), x, sel.delta_raw, self.dt_proj.bias.float(),
                                       A.float(), sel.B_t, sel.C_t, self.D.float()).to(x.dtype)
@@ -478,63 +482,6 @@ class SSMLayer(nn.Module):
             if self.cfg.bidirectional:
                 h_backward = self._states(a.flip(1), b.flip(1), mode, log_a).flip(1)
                 y = y + self._readout(h_backward, sel, self.C_backward)
-        return y + x * self.D
-
-    def _fused_scan(self, x: torch.Tensor, sel: Selection, A: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        """Mode triton: the same y from :mod:`models.triton_scan`, no (B, L, D, n) state in memory.
-
-        SISO: one kernel call over the D channels (n states each, kept on chip), D skip and SiLU
-        gate included. MIMO: the dense B projection here (B_t x_t, (B, L, G·n)), one diagonal
-        scan over the G·n states with Δ and the C gains fused, then the dense C readout here.
-        Bidirectional: the same call on the time-reversed inputs with C'.
-        """
-        if not torch.is_autocast_enabled(x.device.type):
-            return self._fused_scan_full_precision(x, sel, A, z)
-        with torch.autocast(x.device.type, enabled=False):  # bf16/fp16 under autocast: the kernels run in fp32
-            sel = Selection(**{f: t if t is None or t.is_complex() else t.float() for f, t in vars(sel).items()})
-            return self._fused_scan_full_precision(x.float(), sel, A, None if z is None else z.float()).to(x.dtype)
-
-    def _fused_scan_full_precision(self, x: torch.Tensor, sel: Selection, A: torch.Tensor,
-                                   z: torch.Tensor | None) -> torch.Tensor:
-        cfg = self.cfg
-        selective_dt = self.dt_proj is not None
-        if selective_dt:
-            delta, bias = sel.delta_raw, self.dt_proj.bias
-        else:
-            delta, bias = self.step_size().flatten(), None  # (D,) SISO, (G·n,) MIMO
-
-        def flip(t: torch.Tensor | None) -> torch.Tensor | None:  # time-reverse (B, L, ·) tensors only
-            return t.flip(1) if t is not None and t.dim() == 3 else t
-
-        def same(t: torch.Tensor | None) -> torch.Tensor | None:
-            return t
-
-        if self.siso:
-            def run(C_param: nn.Parameter | None, time: Callable) -> torch.Tensor:
-                C = sel.C_t if C_param is None else self._coefficients(C_param)
-                forward = time is same
-                y = triton_scan.selective_scan(
-                    time(x), time(delta), A, B=time(sel.B_t), C=time(C), D=self.D if forward else None,
-                    z=z if forward else None, delta_bias=bias, delta_softplus=selective_dt,
-                    discretization=cfg.discretization, scale=self.scale)
-                return time(y)
-            y = run(self.C, same)
-            y = y + run(self.C_backward, flip) if cfg.bidirectional else y
-            return y
-        batch, L, _ = x.shape
-        G, n = cfg.n_groups, cfg.n_modes
-        u = self._input(x, sel).reshape(batch, L, G * n)
-        gain = sel.gain_C.reshape(batch, L, G * n) if sel.gain_C is not None else None
-        plain = Selection(delta=sel.delta)  # the C gains are applied in the scan
-
-        def states(time: Callable) -> torch.Tensor:
-            g = triton_scan.diagonal_scan(time(u), time(delta), A.flatten(), gain=time(gain), delta_bias=bias,
-                                          delta_softplus=selective_dt, discretization=cfg.discretization)
-            return time(g).view(batch, L, G, n)
-
-        y = self._readout(states(same), plain, self.C)
-        if cfg.bidirectional:
-            y = y + self._readout(states(flip), plain, self.C_backward)
         return y + x * self.D
 
     def _states(self, a: torch.Tensor, b: torch.Tensor, mode: str, log_a: torch.Tensor | None) -> torch.Tensor:
@@ -675,7 +622,8 @@ class SSMLayer(nn.Module):
             return self._output(y, None if gated else z)[:, 0], new_state
         sel = self._selection(x)
         if self.siso and self.resolve_mode(u_t.device) in ("triton", "cuda") and triton_scan.runs_on(u_t.device):
-            return self._fused_step(x[:, 0], z, sel, state["h"], new_state)
+            y, new_state["h"] = fused.step(self, x[:, 0], z, sel, state["h"])
+            return y, new_state
         A_bar, factor = self._transition(self.A(), sel.delta)
         if self.cfg.discretization == "trapezoidal":
             v = self._input(x, sel).expand(-1, -1, -1, self.cfg.n_modes)  # (B, 1, G, n)
@@ -687,21 +635,6 @@ class SSMLayer(nn.Module):
         new_state["h"] = h
         y = self._readout(h.unsqueeze(1), sel, self.C) + x * self.D
         return self._output(y, z)[:, 0], new_state
-
-    def _fused_step(self, x: torch.Tensor, z: torch.Tensor | None, sel: Selection, h: torch.Tensor,
-                    new_state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """step() of a SISO layer by the Triton single-step kernel (the SiLU gate fused), in modes
-        triton and cuda (mamba-ssm's scan kernel has no single step). x: (B, D), z: (B, 1, D) or
-        None; h: (B, D, n). Returns the (B, H) output and the new state."""
-        selective_dt = self.dt_proj is not None
-        delta = sel.delta_raw[:, 0] if selective_dt else self.step_size().flatten()
-        fused_gate = z[:, 0] if self.cfg.gate == "silu" else None
-        y, new_state["h"] = triton_scan.selective_state_step(
-            h, x, delta, self.A(), B=None if sel.B_t is None else sel.B_t[:, 0],
-            C=sel.C_t[:, 0] if self.C is None else self._coefficients(self.C), D=self.D, z=fused_gate,
-            delta_bias=self.dt_proj.bias if selective_dt else None, delta_softplus=selective_dt,
-            discretization=self.cfg.discretization, scale=self.scale, fixed_C=self.C is not None)
-        return self._output(y.unsqueeze(1), None if fused_gate is not None else z)[:, 0], new_state
 
 
 def _causal_fft_conv(x: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
