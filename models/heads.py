@@ -214,11 +214,12 @@ class HeadSSM(nn.Module):
         """D per channel (D,), also with ``skip_per='head'`` (each head's D over its channels)."""
         return self.D if self.D.shape[0] == self.cfg.d_inner else self.D.repeat_interleave(self.cfg.headdim)
 
-    def project(self, x: torch.Tensor, u: torch.Tensor | None = None, window: torch.Tensor | None = None
-                ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    def project(self, x: torch.Tensor, u: torch.Tensor | None = None, window: torch.Tensor | None = None,
+                keep: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """The data-dependent parts (``widths``: Δ, B, C, A, λ, θ) from x (B, L, D), or from u
         (B, L, H) with ``project_from='u'``, B and C then through ``bc_conv`` (``window``: its
-        last inputs, step()). Returns (parts, the new window)."""
+        last inputs, step()). Returns (parts, the new window). With ``keep`` (prefill), the last k
+        inputs of ``bc_conv`` are written into it as ``bc_conv`` (B, widths, k), oldest first."""
         if self.x_proj is None:
             return {}, None
         from_u = self.cfg.project_from == "u"
@@ -227,7 +228,12 @@ class HeadSSM(nn.Module):
         parts = dict(zip(self.widths, torch.split(self.x_proj(u if from_u else x), list(self.widths.values()), dim=-1)))
         if self.bc_conv is not None:
             names = [k for k in ("B", "C") if self.widths[k]]
-            bc, window = causal_conv(self.bc_conv, torch.cat([parts[k] for k in names], dim=-1), window)
+            bc_in = torch.cat([parts[k] for k in names], dim=-1)
+            if keep is not None:
+                k = self.cfg.conv
+                last = bc_in[:, -k:].transpose(1, 2)
+                keep["bc_conv"] = F.pad(last, (k - last.shape[-1], 0))
+            bc, window = causal_conv(self.bc_conv, bc_in, window)
             parts.update(zip(names, torch.split(bc, [self.widths[k] for k in names], dim=-1)))
         return parts, window
 
@@ -345,15 +351,23 @@ class HeadSSM(nn.Module):
         return (self.mimo_o * y).sum(2), gated
 
     # ------------------------------------------------------------------ forward and step
-    def forward(self, x: torch.Tensor, mode: str, z: torch.Tensor | None = None,
-                u: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+    def forward(self, x: torch.Tensor, mode: str, z: torch.Tensor | None = None, u: torch.Tensor | None = None,
+                keep: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, bool]:
         """x: (B, L, D) -> (y (B, L, D), whether the SiLU gate with z was applied); u (B, L, H):
-        the block input (``project_from='u'``)."""
-        terms = self.terms(x, parts=self.project(x, u)[0])
+        the block input (``project_from='u'``). With ``keep`` (a dict, prefill) the state
+        :meth:`step` would hold after the last position is written into it (:meth:`init_state`'s
+        keys but the layer's conv)."""
+        terms = self.terms(x, parts=self.project(x, u, keep=keep)[0])
         if mode == "fft":
             h = state_convolution(terms.log_a, terms.b)
         else:
             h = linear_scan(terms.a, terms.b, mode, self.cfg.chunk_size)
+        if keep is not None:
+            keep["h"] = h[:, -1]
+            if self.cfg.discretization == "trapezoidal":
+                keep["v"] = terms.v_last[:, 0]
+            if self.cfg.rotation != "none":
+                keep["phi"] = terms.phi_last
         return self.readout(h, terms, z)
 
     def init_state(self, batch: int) -> dict[str, torch.Tensor]:

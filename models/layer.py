@@ -546,7 +546,7 @@ class SSMLayer(nn.Module):
         mode = self.resolve_mode(u.device)
         x, z = self._branch(u)
         if return_state:
-            return self._prefill(x, z, mode)
+            return self._prefill(u, x, z, mode)
         if self.heads is not None:
             y, gated = self.heads(self._ssm_input(x, self._conv), mode, z, u)
             return self._output(y, None if gated else z)
@@ -555,8 +555,10 @@ class SSMLayer(nn.Module):
         return self._output(self._mix(self._ssm_input(x, self._conv), mode), z)
 
     # ------------------------------------------------------------------ recurrent inference
-    def _prefill(self, x: torch.Tensor, z: torch.Tensor | None, mode: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """forward's output and final state from the branch outputs x, z (B, L, ·).
+    def _prefill(self, u: torch.Tensor, x: torch.Tensor, z: torch.Tensor | None, mode: str
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """forward's output and final state from the block input u and the branch outputs x, z
+        (B, L, ·); a Mamba-2/3 layer's own state pieces come from :meth:`HeadSSM.forward`.
 
         ``conv``: the last k pre-conv inputs (B, D, k), oldest first, zero-padded on the left
         when L < k; ``h`` (and ``v``) from the states the scan computes anyway. The fused
@@ -566,9 +568,6 @@ class SSMLayer(nn.Module):
         if self.cfg.bidirectional:
             raise ValueError("return_state=True is not valid for a bidirectional layer (no state continues it); "
                              "expected bidirectional=False")
-        if self.heads is not None:
-            raise ValueError(f"return_state=True is not valid with {self.cfg._frontier_summary()} (Mamba-2/3 "
-                             "axes); expected the Mamba-1 axes, or step() over the prompt")
         state: dict[str, torch.Tensor] = {}
 
         def conv_keeping(x_in: torch.Tensor) -> torch.Tensor:
@@ -579,6 +578,9 @@ class SSMLayer(nn.Module):
             return self._conv(x_in)
 
         mode = "scan" if mode in ("triton", "cuda") else mode
+        if self.heads is not None:
+            y, gated = self.heads(self._ssm_input(x, conv_keeping), mode, z, u, keep=state)
+            return self._output(y, None if gated else z), state
         y = self._output(self._mix(self._ssm_input(x, conv_keeping), mode, keep=state), z)
         return y, state
 

@@ -1,6 +1,7 @@
 """Prefill: ``forward(..., return_state=True)`` returns the state ``step`` would hold after the
 prompt, so generation continues with ``step`` without stepping the prompt token by token.
-Checked against stepping from the start, in float64, in every CPU mode of each point."""
+Checked against stepping from the start, in float64, in every CPU mode of each point, the
+Mamba-2/3 points (heads, groups, rotation, rank-R MIMO, the conv over B and C) included."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ POINTS = {
     "h3_gate": lambda: preset("mamba", d_model=8, d_state=4, gate="h3"),
     "trapezoidal": lambda: preset("mamba", d_model=8, d_state=4, discretization="trapezoidal", trapezoid=0.5),
     "siso_conv_selective_dt": lambda: preset("s4d", d_model=6, d_state=8, conv=3, selective="dt"),
+    "mamba2_two_groups": lambda: preset("mamba2", d_model=8, d_state=4, headdim=4, ngroups=2),
+    "mamba3": lambda: preset("mamba3", d_model=8, d_state=8, headdim=4),
+    "mamba3_mimo": lambda: preset("mamba3_mimo", d_model=8, d_state=8, headdim=4, mimo_rank=2),
+    "mamba3_conv_complex_rotation": lambda: preset("mamba3", d_model=8, d_state=8, headdim=4, conv=3,
+                                                   rotation_form="complex", eig_range=(-1, 1)),
+    "heads_fixed_rotation_fixed_dt": lambda: preset("mamba3", d_model=8, d_state=8, headdim=4, rotation="fixed",
+                                                    selective="B,C", a_source="learned"),
 }
 
 
@@ -106,9 +114,6 @@ def test_prefill_is_refused_where_no_state_continues() -> None:
     bidirectional = SSMLayer(preset("s5", d_model=4, d_state=4, bidirectional=True))
     with pytest.raises(ValueError, match="return_state=True is not valid for a bidirectional layer"):
         bidirectional(torch.randn(1, 3, 4), return_state=True)
-    heads = SSMLayer(preset("mamba2", d_model=8, d_state=4))
-    with pytest.raises(ValueError, match="return_state=True is not valid with .*Mamba-2/3"):
-        heads(torch.randn(1, 3, 8), return_state=True)
 
 
 def test_prefill_in_fused_mode_continues_with_the_fused_step() -> None:
