@@ -7,8 +7,10 @@ kind            source                                                          
 ==============  ==============================================================  =========================
 ``s4d``         state_dict of state-spaces/s4 ``models/s4/s4d.py`` ``S4D``       :class:`SSMLayer` (s4d)
 ``mamba``       state_dict of mamba-ssm ``Mamba`` (``mamba_simple.py``)         :class:`SSMLayer` (mamba)
+``mamba2``      state_dict of mamba-ssm ``Mamba2`` (``mamba2.py``)              :class:`SSMLayer` (mamba2)
 ``mamba_lm``    a ``MambaLMHeadModel`` directory: ``config.json`` +             :class:`Backbone`
-                ``pytorch_model.bin`` (or ``model.safetensors``); local only
+                ``pytorch_model.bin`` (or ``model.safetensors``); local only;
+                Mamba1 or Mamba2 mixers (``ssm_cfg.layer``)
 ``s5``          flax ``params`` of lindermanlab/S5 ``S5SSM``                     :class:`SSMLayer` (s5)
 ``s5_model``    flax ``params`` of S5's ``StackedEncoderModel`` (or of a         :class:`Backbone`
                 ``ClassificationModel`` around one), + ``batch_stats``
@@ -25,6 +27,11 @@ ValueError naming the key, its shape and the expected one.
 The hyperparameters that are not in the parameters (S5's ``conj_sym``, ``discretization``,
 ``clip_eigs``, ``step_rescale``, ``activation``, ``prenorm``, ``batchnorm``, ``mode``) are
 keyword arguments whose defaults are those of the official run script (``run_train.py``).
+A ``Mamba2`` state_dict fixes every size but one: its in_proj holds 2·ngroups·d_state rows
+for B and C, so ``ngroups`` (default 1, mamba-ssm's) and/or ``d_state`` are options, checked
+against that count. Its ``norm_before_gate`` and ``dt_limit`` are not in the state_dict
+either: mamba-ssm's defaults (False, none) are assumed; a ``MambaLMHeadModel``'s config.json
+states them and is checked.
 ``dtype`` (default: the source's floating dtype) is the dtype of the returned module; it is
 returned in eval mode.
 
@@ -37,14 +44,26 @@ The mappings (ours <- official):
   halves on both sides.
 - Mamba: the same names and layouts (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj);
   ``bias=True`` or ``conv_bias=False`` checkpoints are refused (the layer has neither form).
+- Mamba2: :func:`models.peers.mamba2_from_official` (in_proj rows [z, x, B, C, dt] -> our
+  in_proj [x, z] and the heads' projection [dt, B, C]; conv1d over [x, B, C] -> our conv over x
+  and the heads' conv over [B, C]; A_log (E,) -> (E, 1); dt_bias, D, norm.weight, out_proj
+  copied). Refused, each read off the keys and shapes: ``bias=True`` (in_proj/out_proj biases),
+  ``conv_bias=False`` (no conv1d.bias), ``rmsnorm=False`` (no norm.weight), ``d_ssm < d_inner``
+  (conv1d narrower than in_proj's x: the gated-MLP channels), ``D_has_hdim=True`` (D (d_inner,)).
 - MambaLMHeadModel: ``encoder`` <- ``backbone.embedding``, block i's ``norm`` and ``mixer`` <-
   ``backbone.layers.i.norm`` / ``.mixer``, ``final_norm`` <- ``backbone.norm_f``, a bias-free
   ``head`` <- ``lm_head`` (tied to the embedding when ``tie_embeddings``). mamba-ssm's Block
   computes  residual = h + residual; h = mixer(norm(residual))  and adds the last mixer output
   before ``norm_f``: the same function as our pre-norm blocks  u <- u + mixer(norm(u)).
-  ``residual_in_fp32`` only keeps that sum in float32 under a lower-precision model (ours
-  keeps it in the model's dtype); ``fused_add_norm`` is the same function fused. Mamba2
-  mixers, attention layers and the GatedMLP (``d_intermediate > 0``) are refused.
+  ``residual_in_fp32`` keeps that sum in float32 (ours keeps it in the model's dtype: the same
+  under a float32 model; under a lower precision ours rounds it, under float64 theirs does);
+  ``fused_add_norm`` is the same function fused; the norms take ``norm_epsilon``. Mamba2
+  mixers (``ssm_cfg.layer="Mamba2"``) become mamba2-preset layers (sizes from ``ssm_cfg`` with
+  ``Mamba2``'s defaults: d_state 128, ngroups 1, headdim 64, d_conv 4, expand 2; checked
+  against the shapes); refused: attention layers, the GatedMLP (``d_intermediate > 0``),
+  biases off mamba-ssm's defaults, and the Mamba2 options the preset has no form for
+  (``rmsnorm=False``, ``norm_before_gate=True``, a ``dt_limit``, ``D_has_hdim=True``,
+  ``d_ssm < d_inner``).
 - S5 (one MIMO SSM, P stored eigenvalues; d_state = 2P with conj_sym): ``A_real`` (1, P) <-
   ``Lambda_re`` (with ``a_param='log'``: ``A_log`` = log(-Lambda_re), clipped first under clip_eigs), ``A_imag`` <-
   ``Lambda_im``, ``B`` (1, P, H, 2) <- ``B`` (P, H, 2), ``C`` (1, H, P, 2) <- ``C`` (H, P, 2);
@@ -68,6 +87,7 @@ config alone would have our head and norms.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -75,12 +95,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import peers
 from .backbone import Backbone
 from .config import CLIP_EIGS_BOUND, IOSpec, ModelConfig
 from .layer import SSMLayer
 from .presets import preset
 
-KINDS = ("s4d", "mamba", "mamba_lm", "s5", "s5_model")
+KINDS = ("s4d", "mamba", "mamba2", "mamba_lm", "s5", "s5_model")
+# mamba-ssm's Mamba2 defaults (modules/mamba2.py) for what a MambaLMHeadModel's ssm_cfg leaves out
+MAMBA2_DEFAULTS = {"d_state": 128, "ngroups": 1, "headdim": 64, "d_conv": 4, "expand": 2}
 S5_ACTIVATIONS = {"full_glu": "glu", "half_glu1": "half_glu1", "half_glu2": "half_glu2", "gelu": "none"}
 FLAX_LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's default epsilon (torch's is 1e-5)
 FLAX_BATCH_NORM_EPS = 1e-5
@@ -90,9 +113,10 @@ def load_official(kind: str, source: Any, **options: Any) -> nn.Module:
     """Our layer or model computing what the official module with parameters ``source``
     computes; ``kind`` in :data:`KINDS` (see the module docstring), ``options`` those of the
     kind's function (:func:`s4d_from_official`, :func:`mamba_from_official`,
-    :func:`mamba_lm_from_official`, :func:`s5_from_official`, :func:`s5_model_from_official`)."""
-    loaders = {"s4d": s4d_from_official, "mamba": mamba_from_official, "mamba_lm": mamba_lm_from_official,
-               "s5": s5_from_official, "s5_model": s5_model_from_official}
+    :func:`mamba2_from_official`, :func:`mamba_lm_from_official`, :func:`s5_from_official`,
+    :func:`s5_model_from_official`)."""
+    loaders = {"s4d": s4d_from_official, "mamba": mamba_from_official, "mamba2": mamba2_from_official,
+               "mamba_lm": mamba_lm_from_official, "s5": s5_from_official, "s5_model": s5_model_from_official}
     if kind not in loaders:
         raise ValueError(f"kind={kind!r} is not valid; expected one of {list(KINDS)}")
     return loaders[kind](source, **options)
@@ -286,6 +310,88 @@ def mamba_from_official(source: Any, prefix: str = "", dtype: torch.dtype | None
     return _load(layer, ours, dtype)
 
 
+# ---------------------------------------------------------------------------- Mamba2
+def _mamba2_config_overrides(sd: Mapping[str, torch.Tensor], what: str, ngroups: int | None = None,
+                             d_state: int | None = None) -> tuple[dict[str, Any], dict]:
+    """The mamba2 preset's sizes read off a Mamba2 state_dict (ngroups and d_state from the
+    options: the shapes fix only their product), and the expected shapes."""
+    for name, hint in (("in_proj.bias", "bias=True"), ("out_proj.bias", "bias=True")):
+        if name in sd:
+            raise ValueError(f"{what}: key {name!r} ({hint}) has no counterpart: the mamba2 preset's projections have "
+                             "no bias; expected a Mamba2 built with bias=False (mamba-ssm's default)")
+    if "conv1d.weight" in sd and "conv1d.bias" not in sd:
+        raise ValueError(f"{what}: missing key 'conv1d.bias' (conv_bias=False): the mamba2 preset's conv has a bias; "
+                         "expected a Mamba2 built with conv_bias=True (mamba-ssm's default)")
+    if "A_log" in sd and "norm.weight" not in sd:
+        raise ValueError(f"{what}: missing key 'norm.weight' (rmsnorm=False): the mamba2 preset normalises y ⊙ SiLU(z) "
+                         "with a gated RMSNorm; expected a Mamba2 built with rmsnorm=True (mamba-ssm's default)")
+    H, D = _dims(what, sd, "out_proj.weight", 2, "(d_model, d_inner)")
+    (E,) = _dims(what, sd, "A_log", 1, "(nheads,)")
+    rows, H_in = _dims(what, sd, "in_proj.weight", 2, "(2·d_inner + 2·ngroups·d_state + nheads, d_model)")
+    conv_dim, _, k = _dims(what, sd, "conv1d.weight", 3, "(d_inner + 2·ngroups·d_state, 1, d_conv)")
+    two_gn = rows - 2 * D - E  # rows of in_proj for B and C
+    if two_gn <= 0 or two_gn % 2:
+        raise ValueError(f"{what}: key 'in_proj.weight' has shape {(rows, H_in)}, expected (2·d_inner + 2·ngroups·d_state"
+                         f" + nheads, d_model) with d_inner = {D} (out_proj.weight) and nheads = {E} (A_log): it leaves "
+                         f"{two_gn} rows for B and C, expected a positive even number")
+    gn = two_gn // 2
+    d_ssm = conv_dim - 2 * gn
+    if 0 < d_ssm < D:
+        raise ValueError(f"{what}: key 'conv1d.weight' has shape {(conv_dim, 1, k)}: d_ssm = {d_ssm} < d_inner = {D} (a "
+                         f"gated MLP on the other {D - d_ssm} channels), which the mamba2 preset has no form for; expected "
+                         f"(d_inner + 2·ngroups·d_state, 1, d_conv) = {(D + 2 * gn, 1, k)} (d_ssm=None, mamba-ssm's default)")
+    if "D" in sd and tuple(sd["D"].shape) == (D,) and D != E:
+        raise ValueError(f"{what}: key 'D' has shape {(D,)} (D_has_hdim=True): the mamba2 preset has one D per head; "
+                         f"expected (nheads,) = {(E,)} (D_has_hdim=False, mamba-ssm's default)")
+    if D % E:
+        raise ValueError(f"{what}: key 'A_log' has shape {(E,)}, expected (nheads,) with nheads dividing d_inner = {D} "
+                         "(out_proj.weight): d_inner = nheads·headdim")
+    if D % H:
+        raise ValueError(f"{what}: key 'out_proj.weight' has shape {(H, D)}, expected (d_model, d_inner) with "
+                         "d_inner = expand·d_model for an integer expand")
+    for name, value in (("ngroups", ngroups), ("d_state", d_state)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{name}={value!r} is not valid; expected a positive integer")
+    if d_state is None:
+        g = 1 if ngroups is None else ngroups
+        N = gn // g
+    else:
+        N = d_state
+        g = gn // N if ngroups is None else ngroups
+    if g * N != gn:
+        raise ValueError(f"{what}: key 'in_proj.weight' has shape {(rows, H_in)}: its {two_gn} rows for B and C are "
+                         f"2·ngroups·d_state, which ngroups={ngroups!r}, d_state={d_state!r} do not fit (ngroups "
+                         f"defaults to 1 unless d_state is given); expected options with ngroups·d_state = {gn}")
+    if E % g:
+        raise ValueError(f"{what}: key 'A_log' has shape {(E,)}: nheads = {E} is not a multiple of ngroups = {g}; "
+                         "expected ngroups to divide the heads")
+    expected = {
+        "in_proj.weight": ((2 * D + 2 * gn + E, H), "(2·d_inner + 2·ngroups·d_state + nheads, d_model)"),
+        "conv1d.weight": ((D + 2 * gn, 1, k), "(d_inner + 2·ngroups·d_state, 1, d_conv)"),
+        "conv1d.bias": ((D + 2 * gn,), "(d_inner + 2·ngroups·d_state,)"),
+        "dt_bias": ((E,), "(nheads,)"), "A_log": ((E,), "(nheads,)"), "D": ((E,), "(nheads,)"),
+        "norm.weight": ((D,), "(d_inner,)"), "out_proj.weight": ((H, D), "(d_model, d_inner)"),
+    }
+    return dict(d_model=H, d_state=N, expand=D // H, headdim=D // E, ngroups=g, conv=k), expected
+
+
+def mamba2_from_official(source: Any, prefix: str = "", ngroups: int | None = None, d_state: int | None = None,
+                         dtype: torch.dtype | None = None, **overrides: Any) -> SSMLayer:
+    """A mamba2-preset :class:`SSMLayer` from the state_dict of mamba-ssm's ``Mamba2``
+    (``prefix`` e.g. ``"backbone.layers.3.mixer."``). The shapes fix d_model, d_inner,
+    nheads, headdim and d_conv, and only the product ngroups·d_state: give ``ngroups``
+    (default 1, mamba-ssm's) or ``d_state`` or both (checked). ``norm_before_gate`` and
+    ``dt_limit`` are not in a state_dict: mamba-ssm's defaults (False, none) are assumed.
+    The mapping is :func:`models.peers.mamba2_from_official`."""
+    what = "official Mamba2 state_dict"
+    sd = _state_dict(source, prefix, what)
+    sizes, expected = _mamba2_config_overrides(sd, what, ngroups, d_state)
+    _check(what, sd, expected)
+    dtype = _floating_dtype(sd, dtype)
+    layer = SSMLayer(preset("mamba2", **{**sizes, **overrides}))
+    return _load(layer, peers.mamba2_from_official(sd, layer.cfg), dtype)
+
+
 def _read_mamba_lm(path: Any) -> tuple[dict, dict[str, torch.Tensor]]:
     directory = Path(path)
     config_path = directory / "config.json"
@@ -305,32 +411,55 @@ def _read_mamba_lm(path: Any) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 def mamba_lm_from_official(source: Any, dtype: torch.dtype | None = None, **overrides: Any) -> Backbone:
-    """A :class:`Backbone` (token embedding, mamba-preset blocks with mamba-ssm's norm,
-    final norm, bias-free LM head) from a ``MambaLMHeadModel`` checkpoint directory, or from
-    ``(config_dict, state_dict)``. ``model(tokens)`` gives the logits (B, L, vocab);
+    """A :class:`Backbone` (token embedding, mamba- or mamba2-preset blocks with mamba-ssm's
+    norm, final norm, bias-free LM head) from a ``MambaLMHeadModel`` checkpoint directory, or
+    from ``(config_dict, state_dict)``. ``model(tokens)`` gives the logits (B, L, vocab);
     ``model(tokens, return_state=True)`` and ``model.step`` generate. ``overrides``: further
     SSMConfig fields of every layer (e.g. ``mode``)."""
     what = "official MambaLMHeadModel"
     config, sd = source if isinstance(source, tuple) else _read_mamba_lm(source)
     sd = {k: _tensor(v) for k, v in sd.items()}
     ssm_cfg = dict(config.get("ssm_cfg") or {})
-    refused = {"ssm_cfg.layer": (ssm_cfg.get("layer", "Mamba1"), "Mamba1"),
-               "d_intermediate": (config.get("d_intermediate", 0), 0),
-               "attn_layer_idx": (list(config.get("attn_layer_idx") or []), []),
-               "ssm_cfg.bias": (ssm_cfg.get("bias", False), False),
-               "ssm_cfg.conv_bias": (ssm_cfg.get("conv_bias", True), True)}
-    for name, (value, valid) in refused.items():
+    layer_kind = ssm_cfg.get("layer", "Mamba1")
+    if layer_kind not in ("Mamba1", "Mamba2"):
+        raise ValueError(f"{what}: config ssm_cfg.layer={layer_kind!r} is not supported; expected 'Mamba1' or 'Mamba2'")
+    mamba2 = layer_kind == "Mamba2"
+    refused = {"d_intermediate": (config.get("d_intermediate", 0), 0, "the GatedMLP after each mixer has no counterpart"),
+               "attn_layer_idx": (list(config.get("attn_layer_idx") or []), [], "attention layers have no counterpart"),
+               "ssm_cfg.bias": (ssm_cfg.get("bias", False), False, "the preset's projections have no bias"),
+               "ssm_cfg.conv_bias": (ssm_cfg.get("conv_bias", True), True, "the preset's conv has a bias")}
+    if mamba2:
+        d_ssm = ssm_cfg.get("d_ssm")
+        if d_ssm is not None and d_ssm == ssm_cfg.get("expand", MAMBA2_DEFAULTS["expand"]) * config.get("d_model", -1):
+            d_ssm = None  # the whole of d_inner: the default
+        dt_limit = ssm_cfg.get("dt_limit", (0.0, math.inf))
+        refused.update({
+            "ssm_cfg.rmsnorm": (ssm_cfg.get("rmsnorm", True), True, "the mamba2 preset has Mamba2's gated RMSNorm"),
+            "ssm_cfg.norm_before_gate": (ssm_cfg.get("norm_before_gate", False), False,
+                                         "the mamba2 preset normalises y ⊙ SiLU(z), after the gate"),
+            "ssm_cfg.dt_limit": (list(dt_limit) if isinstance(dt_limit, (list, tuple)) else dt_limit,
+                                 [0.0, math.inf], "the mamba2 preset does not clamp Δ"),
+            "ssm_cfg.D_has_hdim": (ssm_cfg.get("D_has_hdim", False), False, "the mamba2 preset has one D per head"),
+            "ssm_cfg.d_ssm": (d_ssm, None, "the gated-MLP channels beside the SSM have no counterpart")})
+    for name, (value, valid, reason) in refused.items():
         if value != valid:
-            raise ValueError(f"{what}: config {name}={value!r} is not supported; expected {valid!r} (Mamba-1 mixers "
-                             "only, no attention layers, no MLP, mamba-ssm's default biases)")
+            raise ValueError(f"{what}: config {name}={value!r} is not supported; expected {valid!r} ({reason})")
     n_layer = config.get("n_layer")
     if not isinstance(n_layer, int) or n_layer < 1:
         raise ValueError(f"{what}: config n_layer={n_layer!r} is not valid; expected an integer >= 1")
     rms = config.get("rms_norm", True)
     V, H = _dims(what, sd, "backbone.embedding.weight", 2, "(vocab, d_model)")
-    sizes, mixer_shapes = _mamba_config_overrides(
-        {k[len("backbone.layers.0.mixer."):]: v for k, v in sd.items() if k.startswith("backbone.layers.0.mixer.")},
-        what + " layer 0")
+    layer0 = {k[len("backbone.layers.0.mixer."):]: v for k, v in sd.items() if k.startswith("backbone.layers.0.mixer.")}
+    if mamba2:
+        cfg_value = {name: ssm_cfg.get(name, default) for name, default in MAMBA2_DEFAULTS.items()}
+        sizes, mixer_shapes = _mamba2_config_overrides(layer0, what + " layer 0", cfg_value["ngroups"],
+                                                       cfg_value["d_state"])
+        for name, ours in (("headdim", "headdim"), ("d_conv", "conv"), ("expand", "expand")):
+            if cfg_value[name] != sizes[ours]:
+                raise ValueError(f"{what}: config ssm_cfg.{name}={cfg_value[name]!r} does not fit layer 0's parameters, "
+                                 f"which have {name} = {sizes[ours]}; expected the config.json saved with them")
+    else:
+        sizes, mixer_shapes = _mamba_config_overrides(layer0, what + " layer 0")
     if sizes["d_model"] != H:
         raise ValueError(f"{what}: key 'backbone.layers.0.mixer.in_proj.weight' has d_model {sizes['d_model']}, "
                          f"expected {H} (the embedding's width)")
@@ -343,8 +472,11 @@ def mamba_lm_from_official(source: Any, dtype: torch.dtype | None = None, **over
     _check(what, sd, expected)
     dtype = _floating_dtype(sd, dtype)
 
-    cfg = ModelConfig(ssm=preset("mamba", **{**sizes, **overrides}), n_layers=n_layer, norm="rms" if rms else "layer")
+    cfg = ModelConfig(ssm=preset("mamba2" if mamba2 else "mamba", **{**sizes, **overrides}), n_layers=n_layer,
+                      norm="rms" if rms else "layer")
     model = Backbone(cfg, IOSpec(vocab_size=V, d_output=V, readout="all"))
+    for norm in [block.norm for block in model.blocks] + [model.final_norm]:
+        norm.eps = config.get("norm_epsilon", 1e-5)  # mamba-ssm's default, as ours
     model.head = nn.Linear(H, V, bias=False)  # mamba-ssm's lm_head has no bias
     tied = config.get("tie_embeddings", True)
     if tied:
@@ -353,7 +485,9 @@ def mamba_lm_from_official(source: Any, dtype: torch.dtype | None = None, **over
             "head.weight": sd["backbone.embedding.weight"] if tied else sd["lm_head.weight"]}
     for i, block in enumerate(model.blocks):
         mixer = {k: sd[f"backbone.layers.{i}.mixer.{k}"] for k in mixer_shapes}
-        if getattr(block.mixer, "A_log", None) is None:
+        if mamba2:
+            mixer = peers.mamba2_from_official(mixer, block.mixer.cfg)
+        elif getattr(block.mixer, "A_log", None) is None:
             real = _real_part(block.mixer, -torch.exp(mixer.pop("A_log").to(torch.float64)), what)
             mixer.update(real)
         ours.update({f"blocks.{i}.mixer.{k}": v for k, v in mixer.items()})

@@ -6,7 +6,9 @@ module holds them; random values), converts them and compares our output with th
 equations evaluated step by step in float64 here (independent of models/: no shared code),
 to ~1e-12. For Mamba the official module itself (mamba-ssm on its reference path, see
 models.peers.mamba_reference) is compared too, at its own precision: its reference scan runs
-in float32 even in a float64 module. state-spaces/s4 and lindermanlab/S5 (JAX) are not
+in float32 even in a float64 module. For Mamba2 the official module is the oracle (mamba-ssm's
+Mamba2 on its PyTorch references, models.peers.mamba2_reference: float64 throughout in a
+float64 module). state-spaces/s4 and lindermanlab/S5 (JAX) are not
 installed; their equations are written out below from s4d.py and s5/ssm.py, s5/layers.py,
 s5/seq_model.py.
 """
@@ -21,7 +23,7 @@ import torch
 
 import models.official as official
 from models import load_official
-from models.peers import mamba_reference
+from models.peers import mamba2_reference, mamba_reference
 
 from helpers import randomize_
 
@@ -234,6 +236,112 @@ def test_mamba_lm_from_checkpoint_directory(reference, monkeypatch, tmp_path) ->
             assert _max_diff(step_logits, expected[:, t]) < 1e-12
 
 
+# ============================================================================ Mamba2
+@pytest.fixture(scope="module")
+def reference2():
+    found = mamba2_reference()
+    assert found is not None, "mamba-ssm is not installed: run `make test` (it installs mamba-ssm 2.3.2.post1)"
+    return found
+
+
+def official_mamba2(Mamba2, ngroups: int = 1, seed: int = 0, **kwargs) -> torch.nn.Module:
+    """mamba-ssm's Mamba2 (tiny: d_model 16, headdim 8 -> 4 heads, d_state 8; chunk 8 so the
+    lengths used here span several chunks and a padded last one), random float64 parameters."""
+    torch.manual_seed(seed)
+    module = Mamba2(d_model=16, d_state=8, headdim=8, ngroups=ngroups, chunk_size=8, layer_idx=0, **kwargs)
+    return randomize_(module.to(F64), scale=0.2, seed=seed).eval()
+
+
+@pytest.mark.parametrize("ngroups", [1, 2])
+def test_mamba2_from_official_state_dict(reference2, ngroups: int) -> None:
+    """Mamba2's state_dict -> a mamba2-preset layer computing Mamba2's forward in every CPU
+    mode (max difference measured: 1.8e-15 on outputs of size ~5), and prefill leaving the
+    state Mamba2's own inference cache holds, from which step gives Mamba2's forward over the
+    longer sequence (measured: 1.3e-15; and Mamba2.step's outputs, to the float32 rounding of
+    its A)."""
+    from mamba_ssm.utils.generation import InferenceParams
+    theirs = official_mamba2(reference2, ngroups)
+    sd = theirs.state_dict()
+    layer = load_official("mamba2", sd, ngroups=ngroups)
+    cfg = layer.cfg
+    assert (cfg.d_model, cfg.d_state, cfg.headdim, cfg.ngroups, cfg.conv, cfg.expand) == (16, 8, 8, ngroups, 4, 2)
+    if ngroups == 2:  # d_state instead of ngroups, or both: the same layer
+        assert load_official("mamba2", sd, d_state=8).cfg.ngroups == 2
+        assert load_official("mamba2", sd, d_state=8, ngroups=2).cfg.d_state == 8
+    u = torch.randn(2, 19, 16, dtype=F64)
+    with torch.no_grad():
+        expected = theirs(u)
+        for mode in ("recurrent", "scan", "chunked"):
+            layer.cfg.mode = mode
+            assert (layer(u) - expected).abs().max() < 1e-12, mode
+        params = InferenceParams(max_seqlen=32, max_batch_size=2)
+        y_theirs = theirs(u, inference_params=params)
+        y_ours, state = layer(u, return_state=True)
+        conv_state, ssm_state = params.key_value_memory_dict[theirs.layer_idx]
+        assert (y_ours - y_theirs).abs().max() < 1e-12
+        assert (torch.cat([state["conv"], state["bc_conv"]], 1) - conv_state).abs().max() < 1e-12
+        h = state["h"].view(2, cfg.n_heads, cfg.headdim, cfg.d_state)
+        assert (h - ssm_state).abs().max() < 1e-12
+        more = torch.randn(2, 3, 16, dtype=F64)
+        whole = theirs(torch.cat([u, more], 1))  # Mamba2's forward over prompt + steps: float64 throughout
+        for t in range(3):
+            y_t, state = layer.step(more[:, t], state)
+            y_ref, conv_state, ssm_state = theirs.step(more[:, t : t + 1], conv_state, ssm_state)
+            assert (y_t - whole[:, 19 + t]).abs().max() < 1e-12
+            # Mamba2.step rounds A = -exp(A_log) to float32 (a guard for fp16): agreement to that rounding
+            torch.testing.assert_close(y_t, y_ref[:, 0], rtol=1e-7, atol=1e-7)
+
+
+def official_mamba2_lm(Mamba2, monkeypatch, ngroups: int = 1, n_layer: int = 2, vocab_size: int = 64):
+    """mamba-ssm's MambaLMHeadModel with Mamba2 mixers (d_model 16, headdim 8, d_state 8),
+    RMSNorm, fused_add_norm and residual_in_fp32 off, on the CPU: its blocks take the reference Mamba2 class
+    (``mixer_seq_simple.Mamba2`` patched while the model is built), its Triton RMSNorm runs
+    mamba-ssm's ``rms_norm_ref`` (the module's forward patched for the test)."""
+    from mamba_ssm.models import mixer_seq_simple
+    from mamba_ssm.models.config_mamba import MambaConfig
+    from mamba_ssm.ops.triton import layer_norm
+
+    def rms_forward(self, x, residual=None, prenorm=False, residual_in_fp32=False):
+        assert residual is None and not prenorm  # fused_add_norm=False: the plain norm
+        return layer_norm.rms_norm_ref(x, self.weight, self.bias, eps=self.eps)
+
+    monkeypatch.setattr(layer_norm.RMSNorm, "forward", rms_forward)
+    monkeypatch.setattr(mixer_seq_simple, "Mamba2", Mamba2)
+    ssm_cfg = {"layer": "Mamba2", "d_state": 8, "headdim": 8, "ngroups": ngroups, "chunk_size": 8}
+    # residual_in_fp32=False: Block casts the residual stream to float32 otherwise, even in a float64 model
+    config = MambaConfig(d_model=16, n_layer=n_layer, vocab_size=vocab_size, ssm_cfg=ssm_cfg, rms_norm=True,
+                         fused_add_norm=False, residual_in_fp32=False, pad_vocab_size_multiple=8)
+    torch.manual_seed(0)
+    model = mixer_seq_simple.MambaLMHeadModel(config).to(F64)
+    assert all(type(block.mixer) is Mamba2 for block in model.backbone.layers)
+    return randomize_(model, scale=0.1, seed=2).eval()
+
+
+@pytest.mark.parametrize("ngroups", [1, 2])
+def test_mamba2_lm_from_checkpoint_directory(reference2, monkeypatch, tmp_path, ngroups: int) -> None:
+    """A MambaLMHeadModel with Mamba2 mixers, saved with save_pretrained: the same logits
+    (max difference measured: 9.2e-16 on logits of size ~1.2), and generation (prefill 8
+    tokens, then step) giving the full forward's logits (measured: 1.4e-15)."""
+    theirs = official_mamba2_lm(reference2, monkeypatch, ngroups)
+    theirs.save_pretrained(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "pytorch_model.bin"]
+    ours = load_official("mamba_lm", tmp_path)
+    assert ours.head.weight is ours.encoder.weight and ours.head.bias is None
+    assert all(block.mixer.cfg.ngroups == ngroups and block.mixer.cfg.headdim == 8 for block in ours.blocks)
+    tokens = torch.randint(0, 64, (2, 13))
+    with torch.no_grad():
+        expected = theirs(tokens).logits
+        for mode in ("recurrent", "scan", "chunked"):
+            for block in ours.blocks:
+                block.mixer.cfg.mode = mode
+            assert (ours(tokens) - expected).abs().max() < 1e-12, mode
+        logits, state = ours(tokens[:, :8], return_state=True)
+        assert (logits - expected[:, :8]).abs().max() < 1e-12
+        for t in range(8, 13):
+            step_logits, state = ours.step(tokens[:, t], state)
+            assert (step_logits - expected[:, t]).abs().max() < 1e-12, t
+
+
 # ============================================================================ S5
 def s5_ssm_params(H: int = 4, P: int = 3, layout: str = "C", seed: int = 0, nonnegative: int = 0) -> dict:
     """Flax params of an S5SSM (P stored eigenvalues), official names and shapes. layout: 'C'
@@ -396,7 +504,7 @@ def nothing_built(monkeypatch):
 
 
 def test_unknown_kind() -> None:
-    with pytest.raises(ValueError, match=r"kind='s4' is not valid; expected one of \['s4d', 'mamba', 'mamba_lm', 's5'"):
+    with pytest.raises(ValueError, match=r"kind='s4' is not valid; expected one of \['s4d', 'mamba', 'mamba2', 'mamba_lm', 's5'"):
         load_official("s4", {})
 
 
@@ -430,9 +538,67 @@ def test_mamba_lm_refuses_what_it_cannot_represent(tmp_path, nothing_built) -> N
     config = {"d_model": 16, "n_layer": 2, "vocab_size": 64, "d_intermediate": 32, "ssm_cfg": {}}
     with pytest.raises(ValueError, match=r"config d_intermediate=32 is not supported; expected 0"):
         load_official("mamba_lm", (config, {}))
-    config = {**config, "d_intermediate": 0, "ssm_cfg": {"layer": "Mamba2"}}
-    with pytest.raises(ValueError, match=r"config ssm_cfg.layer='Mamba2' is not supported; expected 'Mamba1'"):
+    config = {**config, "d_intermediate": 0, "ssm_cfg": {"layer": "Mamba3"}}
+    with pytest.raises(ValueError, match=r"config ssm_cfg.layer='Mamba3' is not supported; expected 'Mamba1' or 'Mamba2'"):
         load_official("mamba_lm", (config, {}))
+    config = {**config, "attn_layer_idx": [1], "ssm_cfg": {"layer": "Mamba2"}}
+    with pytest.raises(ValueError, match=r"config attn_layer_idx=\[1\] is not supported; expected \[\]"):
+        load_official("mamba_lm", (config, {}))
+    config["attn_layer_idx"] = []
+    for option, value, shown in [("rmsnorm", False, "False"), ("norm_before_gate", True, "True"),
+                                 ("dt_limit", [0.0, 0.1], r"\[0.0, 0.1\]"), ("D_has_hdim", True, "True"),
+                                 ("d_ssm", 16, "16")]:
+        bad = {**config, "ssm_cfg": {"layer": "Mamba2", option: value}}
+        with pytest.raises(ValueError, match=rf"config ssm_cfg.{option}={shown} is not supported; expected"):
+            load_official("mamba_lm", (bad, {}))
+    full = {**config, "ssm_cfg": {"layer": "Mamba2", "d_ssm": 32, "dt_limit": [0.0, math.inf]}}  # the defaults
+    with pytest.raises(ValueError, match=r"missing key 'backbone.embedding.weight'"):
+        load_official("mamba_lm", (full, {}))
+
+
+def test_mamba2_lm_config_must_fit_its_parameters(reference2, monkeypatch, tmp_path, nothing_built) -> None:
+    theirs = official_mamba2_lm(reference2, monkeypatch, ngroups=2)
+    config = {**theirs.config.__dict__}
+    sd = theirs.state_dict()
+    bad = {**config, "ssm_cfg": {**config["ssm_cfg"], "headdim": 4}}
+    with pytest.raises(ValueError, match=r"config ssm_cfg.headdim=4 does not fit layer 0's parameters, which have headdim = 8"):
+        load_official("mamba_lm", (bad, sd))
+    bad = {**config, "ssm_cfg": {**config["ssm_cfg"], "ngroups": 1}}  # 2 groups of 8 read as one of 8: 16 rows short
+    with pytest.raises(ValueError, match=r"layer 0: key 'in_proj.weight' has shape \(100, 16\): its 32 rows for B and C"):
+        load_official("mamba_lm", (bad, sd))
+
+
+def test_mamba2_refuses_what_it_cannot_represent(reference2, nothing_built) -> None:
+    """Each Mamba2 form without a counterpart is told by its keys or shapes, in one line,
+    before anything is built; so are ngroups/d_state options that do not fit in_proj."""
+    sd = dict(official_mamba2(reference2, ngroups=2).state_dict())  # in_proj: 2·32 + 2·2·8 + 4 = 100 rows
+    with pytest.raises(ValueError, match=r"key 'in_proj.weight' has shape \(100, 16\): its 32 rows for B and C are "
+                                         r"2·ngroups·d_state, which ngroups=3, d_state=None do not fit"):
+        load_official("mamba2", sd, ngroups=3)
+    with pytest.raises(ValueError, match=r"ngroups=1, d_state=8 do not fit .* expected options with ngroups·d_state = 16"):
+        load_official("mamba2", sd, ngroups=1, d_state=8)
+    with pytest.raises(ValueError, match=r"key 'A_log' has shape \(4,\): nheads = 4 is not a multiple of ngroups = 8"):
+        load_official("mamba2", sd, d_state=2)
+    with pytest.raises(ValueError, match=r"ngroups=0 is not valid; expected a positive integer"):
+        load_official("mamba2", sd, ngroups=0)
+    with pytest.raises(ValueError, match=r"key 'D' has shape \(5,\), expected \(nheads,\) = \(4,\)"):
+        load_official("mamba2", {**sd, "D": torch.ones(5, dtype=F64)}, ngroups=2)
+    with pytest.raises(ValueError, match=r"unexpected key\(s\) \['extra'\]"):
+        load_official("mamba2", {**sd, "extra": torch.zeros(1)}, ngroups=2)
+    with pytest.raises(ValueError, match=r"missing key 'dt_bias' \(expected shape \(nheads,\) = \(4,\)\)"):
+        load_official("mamba2", {k: v for k, v in sd.items() if k != "dt_bias"}, ngroups=2)
+    cases = [
+        (dict(bias=True), r"key 'in_proj.bias' \(bias=True\) has no counterpart"),
+        (dict(conv_bias=False), r"missing key 'conv1d.bias' \(conv_bias=False\)"),
+        (dict(rmsnorm=False), r"missing key 'norm.weight' \(rmsnorm=False\)"),
+        (dict(d_ssm=16), r"key 'conv1d.weight' has shape \(32, 1, 4\): d_ssm = 16 < d_inner = 32 \(a gated MLP"),
+        (dict(D_has_hdim=True), r"key 'D' has shape \(32,\) \(D_has_hdim=True\)"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            load_official("mamba2", official_mamba2(reference2, **kwargs).state_dict())
+        with pytest.raises(ValueError, match=r"^[^\n]*$"):  # one line
+            load_official("mamba2", official_mamba2(reference2, **kwargs).state_dict())
 
 
 def test_s5_bad_params(nothing_built) -> None:
