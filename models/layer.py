@@ -418,10 +418,14 @@ class SSMLayer(nn.Module):
         auto: mamba-ssm's kernel where it applies on a GPU, the Triton kernels for every other
         point on a GPU; on the CPU an FFT convolution for a fully time-invariant SISO layer (O(L log L), no states materialised); otherwise the
         chunked scan on CPU and the associative scan on GPU (measured fastest, see
-        ``python -m models.bench``), except that a head layer (Mamba-2/3 axes, ``uses_heads``)
-        runs ``recurrent`` on the CPU at every length: forward+backward, batch 16, d_model 32,
-        d_state 64, one thread, it was 1.7x (Mamba-2) and 3.4x (Mamba-3) faster than chunked at
-        L = 160 and 2.7x and 2.3x at L = 1024, while Mamba-1 stays faster chunked (2.0x, 1.2x).
+        ``python -m models.bench``), except that on the CPU a selective SISO layer (the Mamba-1/2/3
+        axes: input-dependent Δ, B or C, or any head layer, ``uses_heads``) runs ``recurrent``.
+        Measured forward+backward, batch 16, d_model 32, d_state 64, one thread, medians of 5 on
+        a shared 2-core machine: recurrent over chunked at L = 160 1.7x and 1.9x (Mamba-2),
+        1.8x and 3.4x (Mamba-3), 1.06x to 1.55x (Mamba-1, three samples); at L = 1024 1.3x and
+        2.7x (Mamba-2), 1.15x and 2.3x (Mamba-3), 1.13x and 1.23x (Mamba-1). Only samples
+        taken under a much heavier load had chunked ahead for Mamba-1 (2.0x at 160, 1.2x at
+        1024); ``scan`` was ahead for Mamba-3 at L = 1024 (1.5x) but behind for Mamba-2 there.
         """
         cfg, mode = self.cfg, self.cfg.mode
         if mode == "cuda" and (device.type != "cuda" or selective_scan_kernel() is None):
@@ -444,7 +448,7 @@ class SSMLayer(nn.Module):
             return "fft"
         if device.type == "cuda":
             return "scan"
-        return "recurrent" if cfg.uses_heads else "chunked"
+        return "recurrent" if cfg.uses_heads or (self.siso and not cfg.time_invariant) else "chunked"
 
     def _mix(self, x: torch.Tensor, mode: str, z: torch.Tensor | None = None,
              keep: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
