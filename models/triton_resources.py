@@ -8,8 +8,12 @@ for the kernels' speed (registers bound occupancy; spills go to local memory), n
 
 :data:`CASES` are the kernels of :mod:`models.triton_scan` at the configurations the presets
 use, at each kernel's default tile (:func:`models.triton_scan.default_tile`), float32.
+:data:`BF16_CASES` are the same kernels with every per-step tensor (u, δ, B, C, z, gains, the
+output and the gradients written for them) in bfloat16, as under autocast; the parameters,
+states and partial sums stay float32.
 
     python -m models.triton_resources           # the table
+    python -m models.triton_resources --bf16    # the table, then the bf16 compiles
     python -m models.triton_resources --json    # one JSON object per line
 
 Must run with TRITON_INTERPRET unset (under the interpreter triton.jit builds no compilable
@@ -24,7 +28,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import triton_scan as ts
@@ -49,6 +53,7 @@ class Case:
     complex: bool
     n: int  # states per channel (1 for the diagonal scan)
     flags: tuple  # sorted (name, value) constexpr pairs
+    io: str = "fp32"  # the triton dtype of the per-step tensors (fp32 or bf16)
 
 
 def _case(name, kind, complex_, n, flags):
@@ -63,6 +68,8 @@ CASES = [
     *(_case(f"s5 selective dt,C {k}", f"diagonal_{k}", True, 1, _S5_SELECTIVE) for k in ("fwd", "bwd")),
     *(_case(f"real diagonal selective {k}", f"diagonal_{k}", False, 1, _S5_SELECTIVE) for k in ("fwd", "bwd")),
 ]
+
+BF16_CASES = [replace(case, name=f"{case.name} bf16", io="bf16") for case in CASES]
 
 _KERNELS = {
     "selective_fwd": "_selective_scan_fwd_kernel",
@@ -110,6 +117,20 @@ def available() -> str | None:
     return None
 
 
+def per_step_arguments(case: Case) -> set[str]:
+    """The kernel's pointer arguments that hold per-step tensors (Bt, L, ·) of real dtype: the
+    ones that take the input's dtype (bf16 under autocast); the rest stay fp32."""
+    flags = dict(case.flags)
+    names = {"u_ptr", "z_ptr", "out_ptr", "y_ptr", "dout_ptr", "du_ptr", "dz_ptr", "gain_ptr", "dgain_ptr"}
+    if flags.get("DELTA_PER_STEP"):
+        names |= {"delta_ptr", "dpre_ptr"}
+    if not case.complex:
+        names |= {"B_ptr", "C_ptr"} if flags.get("C_SHARED") else {"B_ptr"}
+    elif case.kind.startswith("diagonal"):  # u, g and their gradients are complex with A
+        names -= {"u_ptr", "out_ptr", "dout_ptr", "du_ptr"}
+    return names
+
+
 def measure(case: Case, tile=None) -> Usage:
     """Compile one case for sm_90 at ``tile`` (a :class:`models.triton_scan.Tile`; None: the
     kernel's default) and read its resource usage."""
@@ -134,11 +155,12 @@ def measure(case: Case, tile=None) -> Usage:
         if name not in kernel.arg_names:
             del constexprs[name]
     signature = {}
+    per_step = per_step_arguments(case)
     for name in kernel.arg_names:
         if name in constexprs:
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
-            signature[name] = "*fp32"
+            signature[name] = f"*{case.io}" if name in per_step else "*fp32"
         else:
             signature[name] = "i32"
     compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
@@ -188,7 +210,7 @@ def main(argv: list[str]) -> int:
     as_json = "--json" in argv
     names = [a for a in argv if not a.startswith("--")]
     usages = []
-    for case in CASES:
+    for case in CASES + (BF16_CASES if "--bf16" in argv else []):
         if names and not any(name in case.name for name in names):
             continue
         usage = measure(case)

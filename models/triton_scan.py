@@ -103,6 +103,14 @@ except ImportError:
     tl = None
 
 _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+_LOW_PRECISION = (torch.bfloat16, torch.float16)  # per-step tensors only; accumulated in fp32
+_ACCUMULATION = {torch.float32: torch.float32, torch.float64: torch.float64, torch.bfloat16: torch.float32,
+                 torch.float16: torch.float32}
+
+
+def _per_step_dtypes(real: torch.dtype) -> tuple[torch.dtype, ...]:
+    """The dtypes a real per-step tensor may have when the accumulation dtype is ``real``."""
+    return (real, *_LOW_PRECISION) if real == torch.float32 else (real,)
 
 
 def runs_on(device: torch.device | str) -> bool:
@@ -128,22 +136,45 @@ def _triton_jit(fn):
 
 
 @_triton_jit
-def _load_complex(ptr, offs, mask, other, COMPLEX: tl.constexpr):
-    """x[offs] from a complex tensor stored as (..., 2) real pairs, or from a real one."""
-    if COMPLEX:
-        return tl.load(ptr + 2 * offs, mask=mask, other=other), tl.load(ptr + 2 * offs + 1, mask=mask, other=0.0)
+def _widen(x):
+    """x at the accumulation precision: bf16 and fp16 become fp32 (in registers); fp32 and
+    fp64 stay as they are."""
+    if x.dtype.primitive_bitwidth < 32:
+        return x.to(tl.float32)
     else:
-        return tl.load(ptr + offs, mask=mask, other=other), 0.0
+        return x
+
+
+@_triton_jit
+def _load(ptr, offs, mask, other):
+    """x[offs], widened by :func:`_widen` (a bf16 or fp16 tensor is read in its own dtype)."""
+    return _widen(tl.load(ptr + offs, mask=mask, other=other))
+
+
+@_triton_jit
+def _store(ptr, offs, x, mask):
+    """x[offs] = x in the tensor's own dtype (an fp32 value stored to bf16 or fp16 is rounded to
+    nearest: triton's default cast on a GPU; the interpreter truncates, see the module docstring)."""
+    tl.store(ptr + offs, x.to(ptr.dtype.element_ty), mask=mask)
+
+
+@_triton_jit
+def _load_complex(ptr, offs, mask, other, COMPLEX: tl.constexpr):
+    """x[offs] from a complex tensor stored as (..., 2) real pairs, or from a real one (widened)."""
+    if COMPLEX:
+        return _load(ptr, 2 * offs, mask, other), _load(ptr, 2 * offs + 1, mask, 0.0)
+    else:
+        return _load(ptr, offs, mask, other), 0.0
 
 
 @_triton_jit
 def _store_complex(ptr, offs, re, im, mask, COMPLEX: tl.constexpr):
     """x[offs] = re + i·im into a complex tensor stored as (..., 2) real pairs, or re."""
     if COMPLEX:
-        tl.store(ptr + 2 * offs, re, mask=mask)
-        tl.store(ptr + 2 * offs + 1, im, mask=mask)
+        _store(ptr, 2 * offs, re, mask)
+        _store(ptr, 2 * offs + 1, im, mask)
     else:
-        tl.store(ptr + offs, re, mask=mask)
+        _store(ptr, offs, re, mask)
 
 
 @_triton_jit
@@ -333,11 +364,11 @@ def _load_delta(delta_ptr, bias_ptr, step_offs, step_mask, channel_offs, channel
     (their shapes broadcast: (T, BLOCK_K) against (1, BLOCK_K) in the scans).
     """
     if PER_STEP:
-        pre = tl.load(delta_ptr + step_offs, mask=step_mask, other=0.0)
+        pre = _load(delta_ptr, step_offs, step_mask, 0.0)
     else:
-        pre = tl.load(delta_ptr + channel_offs, mask=channel_mask, other=0.0)
+        pre = _load(delta_ptr, channel_offs, channel_mask, 0.0)
     if HAS_BIAS:
-        pre = pre + tl.load(bias_ptr + channel_offs, mask=channel_mask, other=0.0)
+        pre = pre + _load(bias_ptr, channel_offs, channel_mask, 0.0)
     if SOFTPLUS:
         return pre, _softplus(pre)
     else:
@@ -425,7 +456,7 @@ def _selective_pairs(u_ptr, delta_ptr, bias_ptr, B_ptr, tk, mask_tk, k, mask_k, 
     """One chunk's inputs of :func:`selective_scan`: u (T, BLOCK_K); δ + bias before softplus and
     Δ (T, BLOCK_K); Ā, F and F·B (T, BLOCK_K, BLOCK_N); the pairs (Ā_t, F_t B_t u_t), identities
     outside ``valid``."""
-    u = tl.load(u_ptr + tk, mask=mask_tk, other=0.0)
+    u = _load(u_ptr, tk, mask_tk, 0.0)
     pre, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
                           DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
     abar_re, abar_im, f_re, f_im = _discretize(dt[:, :, None], a_re, a_im, METHOD, COMPLEX)
@@ -468,6 +499,9 @@ def _selective_scan_fwd_kernel(
     u, δ (per step), z, out: (Bt, L, K); B, C (shared): (Bt, L, N); A, C (fixed): (K, N);
     δ (time-invariant), bias, D: (K,); scale: (1,); states: (Bt, ⌈L/T⌉, K, N), the state
     entering each chunk (written when SAVE_STATES). Complex tensors are their (..., 2) views.
+    A, D, bias, a (K,) δ or C, scale and the states have A's real dtype (fp32 or fp64), the
+    accumulation dtype; each (Bt, L, ·) tensor may be bf16 or fp16 instead of fp32 (read in
+    its dtype, widened in registers; out is written in out's dtype).
     """
     pid_b = tl.program_id(0).to(tl.int64)
     k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -479,7 +513,7 @@ def _selective_scan_fwd_kernel(
     kn = k[:, None] * N + j[None, :]
     n_chunks = tl.cdiv(L, T)
     scale = tl.load(scale_ptr)
-    dtype = u_ptr.dtype.element_ty
+    dtype = A_ptr.dtype.element_ty  # the accumulation dtype: fp32 (for bf16/fp16 inputs too) or fp64
 
     a_re, a_im = _load_complex(A_ptr, kn, mask_kn, -1.0, COMPLEX)  # -1 keeps the padding finite
     if HAS_D:
@@ -512,16 +546,16 @@ def _selective_scan_fwd_kernel(
         if HAS_D:
             y += d[None, :] * u
         if HAS_Z:
-            zt = tl.load(z_ptr + tk, mask=mask_tk, other=0.0)
+            zt = _load(z_ptr, tk, mask_tk, 0.0)
             y = y * zt * tl.sigmoid(zt)
-        tl.store(out_ptr + tk, y, mask=mask_tk)
+        _store(out_ptr, tk, y, mask_tk)
         h_re, h_im = _crow(hc_re, hc_im, rows, T - 1, COMPLEX)
 
 
 @_triton_jit
 def _selective_scan_bwd_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, scale_ptr, states_ptr, dout_ptr,
-    du_ptr, dpre_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr,
+    du_ptr, dpre_ptr, dsum_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr,
     L, K, N,
     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
@@ -530,9 +564,10 @@ def _selective_scan_bwd_kernel(
     """Gradients of :func:`selective_scan` for one (batch, channel block) program.
 
     Inputs as the forward kernel, with its states and dout (Bt, L, K). Writes du, dz:
-    (Bt, L, K); dpre = ∂ℓ/∂(δ + bias): (Bt, L, K) for a per-step δ, else partial sums over
-    time (Bt, K); partial sums dA: (Bt, K, N) and dD: (Bt, K); dB, and dC when shared:
-    (⌈K/BLOCK_K⌉, Bt, L, N), one slice per channel block; dC fixed: (Bt, K, N).
+    (Bt, L, K); dpre = ∂ℓ/∂(δ + bias): (Bt, L, K) for a per-step δ; dsum = its partial sums
+    over time (Bt, K) for a (K,) δ, or a bias with a bf16/fp16 dpre (SUM_DPRE); partial sums dA: (Bt, K, N) and dD: (Bt, K);
+    dB, and dC when shared: (⌈K/BLOCK_K⌉, Bt, L, N), one slice per channel block; dC fixed:
+    (Bt, K, N). du, dz, dpre in their inputs' dtypes, the partial sums in A's (fp32 or fp64).
     """
     pid_b = tl.program_id(0).to(tl.int64)
     pid_k = tl.program_id(1)
@@ -546,7 +581,7 @@ def _selective_scan_bwd_kernel(
     kn = k[:, None] * N + j[None, :]
     n_chunks = tl.cdiv(L, T)
     scale = tl.load(scale_ptr)
-    dtype = u_ptr.dtype.element_ty
+    dtype = A_ptr.dtype.element_ty  # the accumulation dtype: fp32 (for bf16/fp16 inputs too) or fp64
 
     a_re, a_im = _load_complex(A_ptr, kn, mask_kn, -1.0, COMPLEX)
     dA_re = tl.zeros((BLOCK_K, BLOCK_N), dtype)
@@ -554,7 +589,10 @@ def _selective_scan_bwd_kernel(
     if HAS_D:
         d = tl.load(D_ptr + k, mask=mask_k, other=0.0)
         dD = tl.zeros((BLOCK_K,), dtype)
-    if not DELTA_PER_STEP:
+    # Σ_t dpre at A's precision: ∂ℓ/∂δ for a (K,) δ; ∂ℓ/∂bias when dpre is written in bf16 or
+    # fp16 (from an fp32 dpre torch sums it after the kernel, which costs no registers here)
+    SUM_DPRE: tl.constexpr = (not DELTA_PER_STEP) or (HAS_BIAS and dpre_ptr.dtype.element_ty.primitive_bitwidth < 32)
+    if SUM_DPRE:
         dpre_sum = tl.zeros((BLOCK_K,), dtype)
     if not C_SHARED:
         c_re, c_im = _load_complex(C_ptr, kn, mask_kn, 0.0, COMPLEX)
@@ -587,15 +625,15 @@ def _selective_scan_bwd_kernel(
         # readout and gate: y = scale Re Σ_j C h + D u,  out = y silu(z)
         if C_SHARED:
             c_re, c_im = _load_complex(C_ptr, tn, mask_tn, 0.0, COMPLEX)
-        dy = tl.load(dout_ptr + tk, mask=mask_tk, other=0.0)
+        dy = _load(dout_ptr, tk, mask_tk, 0.0)
         if HAS_Z:
             y = scale * tl.sum(_re_mul(c_re, c_im, h_re, h_im, COMPLEX), 2)
             if HAS_D:
                 y += d[None, :] * u
-            zt = tl.load(z_ptr + tk, mask=mask_tk, other=0.0)
+            zt = _load(z_ptr, tk, mask_tk, 0.0)
             sig = tl.sigmoid(zt)
             # ∂ℓ/∂z = dout · y · σ(z)(1 + z(1 - σ(z))),  ∂ℓ/∂y = dout · silu(z)
-            tl.store(dz_ptr + tk, dy * y * sig * (1.0 + zt * (1.0 - sig)), mask=mask_tk)
+            _store(dz_ptr, tk, dy * y * sig * (1.0 + zt * (1.0 - sig)), mask_tk)
             dy = dy * zt * sig
         du = tl.zeros((T, BLOCK_K), dtype)
         if HAS_D:
@@ -626,7 +664,7 @@ def _selective_scan_bwd_kernel(
 
         # ∂ℓ/∂(F B u)_t = λ_t:  ∂ℓ/∂u = Re Σ_j λ conj(F B),  ∂ℓ/∂F = λ conj(B) u,  ∂ℓ/∂B = Σ_k λ conj(F) u
         du += tl.sum(_re_mul_conj(lam_re, lam_im, fb_re, fb_im, COMPLEX), 2)
-        tl.store(du_ptr + tk, du, mask=mask_tk)
+        _store(du_ptr, tk, du, mask_tk)
         if HAS_B:
             b_re, b_im = _load_complex(B_ptr, tn, mask_tn, 0.0, COMPLEX)  # a cache hit: read for F·B above
             gf_re, gf_im = _cmul_conj(lam_re, lam_im, b_re, b_im, COMPLEX)
@@ -648,15 +686,15 @@ def _selective_scan_bwd_kernel(
         if SOFTPLUS:
             dpre = dpre * tl.sigmoid(pre)
         if DELTA_PER_STEP:
-            tl.store(dpre_ptr + tk, dpre, mask=mask_tk)
-        else:
+            _store(dpre_ptr, tk, dpre, mask_tk)
+        if SUM_DPRE:
             dpre_sum += tl.sum(tl.where(mask_tk, dpre, 0.0), 0)
 
     _store_complex(dA_ptr, pid_b * K * N + kn, dA_re, dA_im, mask_kn, COMPLEX)
     if HAS_D:
         tl.store(dD_ptr + pid_b * K + k, dD, mask=mask_k)
-    if not DELTA_PER_STEP:
-        tl.store(dpre_ptr + pid_b * K + k, dpre_sum, mask=mask_k)
+    if SUM_DPRE:
+        tl.store(dsum_ptr + pid_b * K + k, dpre_sum, mask=mask_k)
     if not C_SHARED:
         _store_complex(dC_ptr, pid_b * K * N + kn, dC_re, dC_im, mask_kn, COMPLEX)
 
@@ -686,7 +724,7 @@ def _selective_step_kernel(
 
     a_re, a_im = _load_complex(A_ptr, kn, mask_kn, -1.0, COMPLEX)
     h_re, h_im = _load_complex(h_ptr, pid_b * K * N + kn, mask_kn, 0.0, COMPLEX)
-    u = tl.load(u_ptr + bk, mask=mask_k, other=0.0)
+    u = _load(u_ptr, bk, mask_k, 0.0)
     _, dt = _load_delta(delta_ptr, bias_ptr, bk, mask_k, k, mask_k, DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
     abar_re, abar_im, f_re, f_im = _discretize(dt[:, None], a_re, a_im, METHOD, COMPLEX)
     if HAS_B:
@@ -706,9 +744,9 @@ def _selective_step_kernel(
     if HAS_D:
         y += tl.load(D_ptr + k, mask=mask_k, other=0.0) * u
     if HAS_Z:
-        zt = tl.load(z_ptr + bk, mask=mask_k, other=0.0)
+        zt = _load(z_ptr, bk, mask_k, 0.0)
         y = y * zt * tl.sigmoid(zt)
-    tl.store(y_ptr + bk, y, mask=mask_k)
+    _store(y_ptr, bk, y, mask_k)
 
 
 # ---------------------------------------------------------------------------------------
@@ -736,7 +774,7 @@ def _diagonal_scan_fwd_kernel(
     rows = steps[:, None]
     mask_k = k < K
     n_chunks = tl.cdiv(L, T)
-    dtype = delta_ptr.dtype.element_ty
+    dtype = A_ptr.dtype.element_ty  # the accumulation dtype: fp32 (for bf16/fp16 inputs too) or fp64
 
     a_re, a_im = _load_complex(A_ptr, k, mask_k, -1.0, COMPLEX)
     h_re = tl.zeros((BLOCK_K,), dtype)
@@ -753,7 +791,7 @@ def _diagonal_scan_fwd_kernel(
             METHOD, COMPLEX, DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
         hc_re, hc_im = _chunk_states(abar_re, abar_im, x_re, x_im, h_re, h_im, COMPLEX)
         if HAS_GAIN:
-            gain = tl.load(gain_ptr + tk, mask=mask_tk, other=0.0)
+            gain = _load(gain_ptr, tk, mask_tk, 0.0)
             g_re, g_im = _cscale(hc_re, hc_im, gain, COMPLEX)
         else:
             g_re, g_im = hc_re, hc_im
@@ -764,7 +802,7 @@ def _diagonal_scan_fwd_kernel(
 @_triton_jit
 def _diagonal_scan_bwd_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, gain_ptr, states_ptr, dout_ptr,
-    du_ptr, dpre_ptr, dA_ptr, dgain_ptr,
+    du_ptr, dpre_ptr, dsum_ptr, dA_ptr, dgain_ptr,
     L, K,
     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_GAIN: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -773,7 +811,8 @@ def _diagonal_scan_bwd_kernel(
 
     Inputs as the forward kernel, with its states and dout (Bt, L, K) (complex with A).
     Writes du (complex with A), dgain: (Bt, L, K); dpre = ∂ℓ/∂(δ + bias): (Bt, L, K) for a
-    per-step δ, else partial sums over time (Bt, K); partial sums dA: (Bt, K).
+    per-step δ; dsum = its partial sums over time, as in the selective backward; partial
+    sums dA: (Bt, K). du, dgain, dpre in their inputs' dtypes, the partial sums in A's.
     """
     pid_b = tl.program_id(0).to(tl.int64)
     k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -781,12 +820,15 @@ def _diagonal_scan_bwd_kernel(
     rows = steps[:, None]
     mask_k = k < K
     n_chunks = tl.cdiv(L, T)
-    dtype = delta_ptr.dtype.element_ty
+    dtype = A_ptr.dtype.element_ty  # the accumulation dtype: fp32 (for bf16/fp16 inputs too) or fp64
 
     a_re, a_im = _load_complex(A_ptr, k, mask_k, -1.0, COMPLEX)
     dA_re = tl.zeros((BLOCK_K,), dtype)
     dA_im = tl.zeros((BLOCK_K,), dtype) if COMPLEX else 0.0
-    if not DELTA_PER_STEP:
+    # Σ_t dpre at A's precision: ∂ℓ/∂δ for a (K,) δ; ∂ℓ/∂bias when dpre is written in bf16 or
+    # fp16 (from an fp32 dpre torch sums it after the kernel, which costs no registers here)
+    SUM_DPRE: tl.constexpr = (not DELTA_PER_STEP) or (HAS_BIAS and dpre_ptr.dtype.element_ty.primitive_bitwidth < 32)
+    if SUM_DPRE:
         dpre_sum = tl.zeros((BLOCK_K,), dtype)
     nu_re = tl.zeros((BLOCK_K,), dtype)
     nu_im = tl.zeros((BLOCK_K,), dtype) if COMPLEX else 0.0
@@ -807,8 +849,8 @@ def _diagonal_scan_bwd_kernel(
         # direct ∂ℓ/∂h_t = gain_t dg_t,   ∂ℓ/∂gain_t = Re(dg_t conj(h_t))
         g_re, g_im = _load_complex(dout_ptr, tk, mask_tk, 0.0, COMPLEX)
         if HAS_GAIN:
-            tl.store(dgain_ptr + tk, _re_mul_conj(g_re, g_im, h_re, h_im, COMPLEX), mask=mask_tk)
-            gain = tl.load(gain_ptr + tk, mask=mask_tk, other=0.0)
+            _store(dgain_ptr, tk, _re_mul_conj(g_re, g_im, h_re, h_im, COMPLEX), mask_tk)
+            gain = _load(gain_ptr, tk, mask_tk, 0.0)
             g_re, g_im = _cscale(g_re, g_im, gain, COMPLEX)
 
         # adjoint: ν_t = conj(Ā_t)(g_t + ν_{t+1})  (reversed scan),  λ_t = g_t + ν_{t+1}
@@ -836,13 +878,13 @@ def _diagonal_scan_bwd_kernel(
         if SOFTPLUS:
             dpre = dpre * tl.sigmoid(pre)
         if DELTA_PER_STEP:
-            tl.store(dpre_ptr + tk, dpre, mask=mask_tk)
-        else:
+            _store(dpre_ptr, tk, dpre, mask_tk)
+        if SUM_DPRE:
             dpre_sum += tl.sum(tl.where(mask_tk, dpre, 0.0), 0)
 
     _store_complex(dA_ptr, pid_b * K + k, dA_re, dA_im, mask_k, COMPLEX)
-    if not DELTA_PER_STEP:
-        tl.store(dpre_ptr + pid_b * K + k, dpre_sum, mask=mask_k)
+    if SUM_DPRE:
+        tl.store(dsum_ptr + pid_b * K + k, dpre_sum, mask=mask_k)
 
 
 # ---------------------------------------------------------------------------------------
@@ -856,23 +898,33 @@ def _describe(x) -> str:
     return f"{type(x).__name__} {x!r}"
 
 
-def _expect(name: str, x, shapes: dict[str, tuple[int, ...]], dtypes: tuple[torch.dtype, ...]) -> str:
+def _expect(name: str, x, shapes: dict[str, tuple[int, ...]],
+            dtypes: tuple[torch.dtype, ...] | dict[str, tuple[torch.dtype, ...]]) -> str:
     """Raise ValueError unless x is a tensor of one of `shapes` ({description: shape}) and one
-    of `dtypes`; return the description of its shape."""
+    of `dtypes` (for every shape, or {description: dtypes} per shape); return the description
+    of its shape."""
+    per_shape = dtypes if isinstance(dtypes, dict) else dict.fromkeys(shapes, dtypes)
+    every = tuple(dict.fromkeys(d for label in shapes for d in per_shape[label]))
     allowed = " or ".join(f"{label} = {shape}" for label, shape in shapes.items())
-    kinds = " or ".join(str(d) for d in dict.fromkeys(dtypes))
-    if not isinstance(x, torch.Tensor) or x.dtype not in dtypes:
+    kinds = " or ".join(str(d) for d in every)
+    if not isinstance(x, torch.Tensor) or x.dtype not in every:
         raise ValueError(f"{name} must be a tensor of shape {allowed} and dtype {kinds}; got {_describe(x)}")
     for label, shape in shapes.items():
         if tuple(x.shape) == shape:
+            if x.dtype not in per_shape[label]:
+                kinds = " or ".join(str(d) for d in per_shape[label])
+                raise ValueError(f"{name} of shape {label} = {shape} must have dtype {kinds}; got {_describe(x)}")
             return label
     raise ValueError(f"{name} has shape {tuple(x.shape)}; expected {allowed}")
 
 
-def _check_real_input(name: str, x, ndim: int, axes: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.dtype not in _COMPLEX_OF or x.dim() != ndim or x.numel() == 0:
-        raise ValueError(f"{name} must be a real {axes} tensor of dtype torch.float32 or torch.float64 with no "
-                         f"empty axis; got {_describe(x)}")
+def _check_real_input(name: str, x, ndim: int, axes: str) -> torch.dtype:
+    """ValueError unless x is a real (float64, float32, bfloat16 or float16) tensor of ndim axes,
+    none empty; returns the accumulation dtype (float32 for bf16 and fp16)."""
+    if not isinstance(x, torch.Tensor) or x.dtype not in _ACCUMULATION or x.dim() != ndim or x.numel() == 0:
+        raise ValueError(f"{name} must be a real {axes} tensor of dtype torch.float32, torch.float64, torch.bfloat16 "
+                         f"or torch.float16 with no empty axis; got {_describe(x)}")
+    return _ACCUMULATION[x.dtype]
 
 
 FUSED_DISCRETIZATIONS = ("zoh", "bilinear", "zoh_euler")  # one input term per step (not the trapezoidal rule)
@@ -902,49 +954,51 @@ def _check_A(A, K: int, axes: str, ndim: int, real: torch.dtype) -> None:
 
 def _check_selective(u, delta, A, B, C, D, z, delta_bias, discretization, scale) -> None:
     """ValueError on any input of :func:`selective_scan` outside its documented shapes and dtypes."""
-    _check_real_input("u", u, 3, "(Bt, L, K)")
+    real = _check_real_input("u", u, 3, "(Bt, L, K)")
     batch, length, K = u.shape
-    real = u.dtype
     _check_A(A, K, "(K, n)", 2, real)
     n = A.shape[1]
     state = A.dtype
-    _expect("delta", delta, {"(Bt, L, K)": (batch, length, K), "(K,)": (K,)}, (real,))
+    step = _per_step_dtypes(real)
+    _expect("delta", delta, {"(Bt, L, K)": (batch, length, K), "(K,)": (K,)}, {"(Bt, L, K)": step, "(K,)": (real,)})
     if B is not None:
-        _expect("B", B, {"(Bt, L, n)": (batch, length, n)}, (real, state))
+        _expect("B", B, {"(Bt, L, n)": (batch, length, n)}, (*step, state))
     if C is None:
         raise ValueError(f"C is required: a (Bt, L, n) = {(batch, length, n)} or (K, n) = {(K, n)} tensor")
-    _expect("C", C, {"(Bt, L, n)": (batch, length, n), "(K, n)": (K, n)}, (state,))
+    _expect("C", C, {"(Bt, L, n)": (batch, length, n), "(K, n)": (K, n)},
+            {"(Bt, L, n)": (state,) if A.is_complex() else step, "(K, n)": (state,)})
     for name, x, shape in (("D", D, (K,)), ("delta_bias", delta_bias, (K,)), ("z", z, (batch, length, K))):
         if x is not None:
-            _expect(name, x, {"(K,)" if len(shape) == 1 else "(Bt, L, K)": shape}, (real,))
+            _expect(name, x, {"(K,)" if len(shape) == 1 else "(Bt, L, K)": shape}, (real,) if len(shape) == 1 else step)
     _check_scale(scale)
     _check_common(discretization, dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias))
 
 
 def _check_step(h, u, delta, A, B, C, D, z, delta_bias, discretization, scale, fixed_C) -> bool:
     """ValueError on any input of :func:`selective_state_step`; returns whether C is (K, n)."""
-    _check_real_input("u", u, 2, "(Bt, K)")
+    real = _check_real_input("u", u, 2, "(Bt, K)")
     batch, K = u.shape
-    real = u.dtype
     _check_A(A, K, "(K, n)", 2, real)
     n = A.shape[1]
     state = A.dtype
+    step = _per_step_dtypes(real)
     _expect("h", h, {"(Bt, K, n)": (batch, K, n)}, (state,))
-    _expect("delta", delta, {"(Bt, K)": (batch, K), "(K,)": (K,)}, (real,))
+    _expect("delta", delta, {"(Bt, K)": (batch, K), "(K,)": (K,)}, {"(Bt, K)": step, "(K,)": (real,)})
     if B is not None:
-        _expect("B", B, {"(Bt, n)": (batch, n)}, (real, state))
+        _expect("B", B, {"(Bt, n)": (batch, n)}, (*step, state))
     if C is None:
         raise ValueError(f"C is required: a (Bt, n) = {(batch, n)} or (K, n) = {(K, n)} tensor")
+    c_dtypes = {"(Bt, n)": (state,) if A.is_complex() else step, "(K, n)": (state,)}
     if fixed_C is None:
         if batch == K:
             raise ValueError(f"C of shape {(K, n)} is ambiguous when Bt = K = {K}: pass fixed_C=True for a per-channel "
                              "C (K, n), fixed_C=False for a C (Bt, n) shared by the channels")
-        fixed_C = _expect("C", C, {"(Bt, n)": (batch, n), "(K, n)": (K, n)}, (state,)) == "(K, n)"
+        fixed_C = _expect("C", C, {"(Bt, n)": (batch, n), "(K, n)": (K, n)}, c_dtypes) == "(K, n)"
     else:
-        _expect("C", C, {"(K, n)": (K, n)} if fixed_C else {"(Bt, n)": (batch, n)}, (state,))
+        _expect("C", C, {"(K, n)": (K, n)} if fixed_C else {"(Bt, n)": (batch, n)}, c_dtypes)
     for name, x, shape in (("D", D, (K,)), ("delta_bias", delta_bias, (K,)), ("z", z, (batch, K))):
         if x is not None:
-            _expect(name, x, {"(K,)" if len(shape) == 1 else "(Bt, K)": shape}, (real,))
+            _expect(name, x, {"(K,)" if len(shape) == 1 else "(Bt, K)": shape}, (real,) if len(shape) == 1 else step)
     _check_scale(scale)
     _check_common(discretization, dict(u=u, h=h, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias))
     return fixed_C
@@ -952,18 +1006,19 @@ def _check_step(h, u, delta, A, B, C, D, z, delta_bias, discretization, scale, f
 
 def _check_diagonal(u, delta, A, gain, delta_bias, discretization) -> None:
     """ValueError on any input of :func:`diagonal_scan`."""
-    dtypes = (*_COMPLEX_OF, *_COMPLEX_OF.values())
+    dtypes = (*_ACCUMULATION, *_COMPLEX_OF.values())
     if not isinstance(u, torch.Tensor) or u.dim() != 3 or u.numel() == 0 or u.dtype not in dtypes:
-        raise ValueError(f"u must be a (Bt, L, K) tensor of dtype float32, float64, complex64 or complex128 with no "
-                         f"empty axis; got {_describe(u)}")
+        raise ValueError(f"u must be a (Bt, L, K) tensor of dtype float32, float64, bfloat16, float16, complex64 or "
+                         f"complex128 with no empty axis; got {_describe(u)}")
     batch, length, K = u.shape
-    real = u.dtype.to_real() if u.is_complex() else u.dtype
+    real = u.dtype.to_real() if u.is_complex() else _ACCUMULATION[u.dtype]
     _check_A(A, K, "(K,)", 1, real)
     if u.is_complex() and not A.is_complex():
         raise ValueError(f"u is complex ({u.dtype}) but A is real ({A.dtype}); a complex u needs a complex A")
-    _expect("delta", delta, {"(Bt, L, K)": (batch, length, K), "(K,)": (K,)}, (real,))
+    step = _per_step_dtypes(real)
+    _expect("delta", delta, {"(Bt, L, K)": (batch, length, K), "(K,)": (K,)}, {"(Bt, L, K)": step, "(K,)": (real,)})
     if gain is not None:
-        _expect("gain", gain, {"(Bt, L, K)": (batch, length, K)}, (real,))
+        _expect("gain", gain, {"(Bt, L, K)": (batch, length, K)}, step)
     if delta_bias is not None:
         _expect("delta_bias", delta_bias, {"(K,)": (K,)}, (real,))
     _check_common(discretization, dict(u=u, delta=delta, A=A, gain=gain, delta_bias=delta_bias))
@@ -1098,7 +1153,7 @@ def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Laun
     pairs = (2,) if A.is_complex() else ()
     out = torch.empty_like(u)
     n_chunks = triton.cdiv(length, launch.chunk_size)
-    states = u.new_empty((batch, n_chunks, K, n, *pairs)) if save_states else u
+    states = u.new_empty((batch, n_chunks, K, n, *pairs), dtype=scale.dtype) if save_states else u
     tile = launch.forward
     _selective_scan_fwd_kernel[(batch, triton.cdiv(K, tile.block_k))](
         u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u), _planes(D, u),
@@ -1121,28 +1176,31 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
     c_shared = C.dim() == 3
     tile = launch.backward
     n_blocks = triton.cdiv(K, tile.block_k)
+    acc = scale.dtype  # fp32 or fp64: partial sums over programs, reduced below
     du = torch.empty_like(u)
-    dpre = u.new_empty((batch, length, K) if per_step else (batch, K))
-    dA = u.new_empty((batch, K, n, *pairs))
-    dB = u.new_empty((n_blocks, batch, length, n, *pairs)) if B is not None else u
-    dC = u.new_empty((n_blocks, batch, length, n, *pairs) if c_shared else (batch, K, n, *pairs))
-    dD = u.new_empty((batch, K)) if D is not None else u
-    dz = torch.empty_like(u) if z is not None else u
+    dpre = torch.empty_like(delta) if per_step else u
+    dsum = u.new_empty((batch, K), dtype=acc)
+    dA = u.new_empty((batch, K, n, *pairs), dtype=acc)
+    dB = u.new_empty((n_blocks, batch, length, n, *pairs), dtype=acc) if B is not None else u
+    dC = u.new_empty((n_blocks, batch, length, n, *pairs) if c_shared else (batch, K, n, *pairs), dtype=acc)
+    dD = u.new_empty((batch, K), dtype=acc) if D is not None else u
+    dz = torch.empty_like(z) if z is not None else u
     _selective_scan_bwd_kernel[(batch, n_blocks)](
         u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u), _planes(D, u),
-        _planes(z, u), scale, states, dout, du, dpre, dA, dB, dC, dD, dz, length, K, n,
+        _planes(z, u), scale, states, dout, du, dpre, dsum, dA, dB, dC, dD, dz, length, K, n,
         METHOD=launch.method, COMPLEX=is_complex, DELTA_PER_STEP=per_step, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=c_shared, HAS_D=D is not None,
         HAS_Z=z is not None, T=launch.chunk_size, BLOCK_K=tile.block_k, BLOCK_N=tile.block_n,
         num_warps=tile.num_warps,
     )
-    d_channel = dpre.sum((0, 1) if per_step else 0)  # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ
+    # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ: Σ over time of dpre, summed by the kernel (SUM_DPRE) or here
+    d_channel = dpre.sum((0, 1)) if per_step and dpre.dtype == acc else dsum.sum(0)
     return (
         du,
         dpre if per_step else d_channel,
         _as_complex(dA.sum(0), is_complex),
-        None if B is None else _as_complex(dB.sum(0), is_complex),
-        _as_complex(dC.sum(0), is_complex),
+        None if B is None else _as_complex(dB.sum(0), is_complex).to(B.dtype),
+        _as_complex(dC.sum(0), is_complex).to(C.dtype),
         None if D is None else dD.sum(0),
         None if z is None else dz,
         None if delta_bias is None else d_channel,
@@ -1171,7 +1229,7 @@ def _diagonal_forward(u, delta, A, gain, delta_bias, launch: _Launch, save_state
     batch, length, K = u.shape
     out = torch.empty_like(u)
     n_chunks = triton.cdiv(length, launch.chunk_size)
-    states = torch.empty((batch, n_chunks, K), dtype=u.dtype, device=u.device) if save_states else u
+    states = torch.empty((batch, n_chunks, K), dtype=A.dtype, device=u.device) if save_states else u
     tile = launch.forward
     _diagonal_scan_fwd_kernel[(batch, triton.cdiv(K, tile.block_k))](
         _planes(u, u), delta, _planes(delta_bias, delta), _planes(A, delta), _planes(gain, delta), _planes(out, u),
@@ -1188,19 +1246,22 @@ def _diagonal_backward(u, delta, A, gain, delta_bias, states, dout, launch: _Lau
     batch, length, K = u.shape
     is_complex = A.is_complex()
     per_step = delta.dim() == 3
+    acc = A.real.dtype if is_complex else A.dtype  # fp32 or fp64: partial sums, reduced below
     du = torch.empty_like(u)
-    dpre = delta.new_empty((batch, length, K) if per_step else (batch, K))
+    dpre = torch.empty_like(delta) if per_step else delta
+    dsum = delta.new_empty((batch, K), dtype=acc)
     dA = torch.empty((batch, K), dtype=A.dtype, device=A.device)
     dgain = torch.empty_like(gain) if gain is not None else delta
     tile = launch.backward
     _diagonal_scan_bwd_kernel[(batch, triton.cdiv(K, tile.block_k))](
         _planes(u, u), delta, _planes(delta_bias, delta), _planes(A, delta), _planes(gain, delta),
-        _planes(states, u), _planes(dout, u), _planes(du, u), dpre, _planes(dA, delta), dgain, length, K,
+        _planes(states, u), _planes(dout, u), _planes(du, u), dpre, dsum, _planes(dA, delta), dgain, length, K,
         METHOD=launch.method, COMPLEX=is_complex, DELTA_PER_STEP=per_step, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=launch.softplus, HAS_GAIN=gain is not None, T=launch.chunk_size, BLOCK_K=tile.block_k,
         num_warps=tile.num_warps,
     )
-    d_channel = dpre.sum((0, 1) if per_step else 0)  # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ
+    # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ: Σ over time of dpre, summed by the kernel (SUM_DPRE) or here
+    d_channel = dpre.sum((0, 1)) if per_step and dpre.dtype == acc else dsum.sum(0)
     return (
         du,
         dpre if per_step else d_channel,
@@ -1258,7 +1319,7 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
     u, delta, A, B, C, D, z, delta_bias = map(_prepared, (u, delta, A, B, C, D, z, delta_bias))
     launch = _launch_settings("selective", discretization, delta_softplus, chunk_size, block_k, u.shape[2],
                               A.shape[1], A.is_complex(), delta.dim() == 3)
-    scale_t = torch.full((1,), float(scale), dtype=u.dtype, device=u.device)
+    scale_t = torch.full((1,), float(scale), dtype=_ACCUMULATION[u.dtype], device=u.device)
     if _needs_grad(u, delta, A, B, C, D, z, delta_bias):
         return _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, scale_t, launch)
     return _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale_t, launch, save_states=False)[0]
@@ -1309,7 +1370,7 @@ def selective_state_step(h, u, delta, A, B=None, C=None, D=None, z=None, delta_b
         h_new = torch.empty_like(h)
         _selective_step_kernel[(batch, triton.cdiv(K, tile.block_k))](
             _planes(h, u), u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u),
-            _planes(D, u), _planes(z, u), torch.full((1,), float(scale), dtype=u.dtype, device=u.device), y,
+            _planes(D, u), _planes(z, u), torch.full((1,), float(scale), dtype=_ACCUMULATION[u.dtype], device=u.device), y,
             _planes(h_new, u), K, n,
             METHOD=discretization, COMPLEX=A.is_complex(), DELTA_PER_STEP=delta.dim() == 2,
             HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), HAS_B=B is not None, C_SHARED=not fixed_C,

@@ -4,6 +4,10 @@ float64 at tiny sizes that exercise every masked tail: L = 21 in chunks of T = 8
 chunks, the last one partial), K = 5 channels in blocks of 4, n = 3 states (padded to 4).
 Without CUDA the kernels run under Triton's interpreter (TRITON_INTERPRET=1, which must be set
 before triton is imported); on a GPU the same tests run the compiled kernels.
+
+bf16 and fp16 per-step tensors (the section "Low-precision inputs") are held to the float32
+kernel run on the same (rounded) values: the kernels widen them to fp32 in registers, so only
+the rounding of what they write differs.
 """
 
 from __future__ import annotations
@@ -92,13 +96,18 @@ def selective_inputs(case: Case, device: str, dtype: torch.dtype = torch.float64
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
 
 
-def output_and_grads(fn, kwargs: dict, seed: int = 1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def output_and_grads(fn, kwargs: dict, seed: int = 1,
+                     weight_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """fn(**kwargs) and the gradients of a fixed random linear functional of it, Re Σ w ⊙ out,
-    with respect to every tensor argument."""
+    with respect to every tensor argument. weight_dtype: a real w is first rounded to it (so
+    that a float32 run sees the w of a bf16 run)."""
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
     out = fn(**{**kwargs, **leaves})
     w = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.complex128 if out.is_complex()
-                    else torch.float64).to(device=out.device, dtype=out.dtype)  # the same w in every precision
+                    else torch.float64)
+    if weight_dtype is not None and not out.is_complex():
+        w = w.to(weight_dtype)
+    w = w.to(device=out.device, dtype=out.dtype)  # the same w in every precision
     loss = (out * w).real.sum() if out.is_complex() else (out * w).sum()
     grads = torch.autograd.grad(loss, list(leaves.values()))
     return out.detach(), dict(zip(leaves, grads))
@@ -209,26 +218,135 @@ DIAGONAL_CASES = {  # discretization, complex A, complex u, gain, delta per step
 }
 
 
-@pytest.mark.parametrize("name", list(DIAGONAL_CASES))
-def test_diagonal_scan_matches_reference(name: str, device: str) -> None:
+def diagonal_inputs(name: str, device: str, dtype: torch.dtype = torch.float64) -> dict:
+    """Keyword arguments of diagonal_scan for a case of DIAGONAL_CASES (random, fixed seed)."""
     discretization, complex_A, complex_u, gain, per_step = DIAGONAL_CASES[name]
     gen = torch.Generator().manual_seed(3)
     Bt, L, K = BATCH, LENGTH, CHANNELS
-    A = _A((K,), complex_A, gen, torch.float64)
-    kwargs = dict(u=torch.randn(Bt, L, K, generator=gen, dtype=A.dtype if complex_u else torch.float64), A=A,
+    A = _A((K,), complex_A, gen, dtype)
+    kwargs = dict(u=torch.randn(Bt, L, K, generator=gen, dtype=A.dtype if complex_u else dtype), A=A,
                   discretization=discretization)
     if per_step:
-        kwargs.update(delta=0.5 * torch.randn(Bt, L, K, generator=gen, dtype=torch.float64),
-                      delta_bias=0.3 * torch.randn(K, generator=gen, dtype=torch.float64), delta_softplus=True)
+        kwargs.update(delta=0.5 * torch.randn(Bt, L, K, generator=gen, dtype=dtype),
+                      delta_bias=0.3 * torch.randn(K, generator=gen, dtype=dtype), delta_softplus=True)
     else:
-        kwargs["delta"] = 0.1 + 0.6 * torch.rand(K, generator=gen, dtype=torch.float64)
+        kwargs["delta"] = 0.1 + 0.6 * torch.rand(K, generator=gen, dtype=dtype)
     if gain:
-        kwargs["gain"] = torch.randn(Bt, L, K, generator=gen, dtype=torch.float64)
-    kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        kwargs["gain"] = torch.randn(Bt, L, K, generator=gen, dtype=dtype)
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+
+
+@pytest.mark.parametrize("name", list(DIAGONAL_CASES))
+def test_diagonal_scan_matches_reference(name: str, device: str) -> None:
+    kwargs = diagonal_inputs(name, device)
     kernel = output_and_grads(lambda **kw: ts.diagonal_scan(**kw, **TILING), kwargs)
     reference = output_and_grads(ts.diagonal_scan_reference, kwargs)
-    assert kernel[0].dtype == A.dtype
+    assert kernel[0].dtype == kwargs["A"].dtype
     assert_same(kernel, reference, **TOL)
+
+
+# ---------------------------------------------------------------------------------------
+# Low-precision inputs: bf16 / fp16 per-step tensors, fp32 accumulation
+# ---------------------------------------------------------------------------------------
+#
+# The kernels read a bf16 or fp16 per-step tensor (u, δ, B_t, C_t, z, gains) in its dtype and
+# widen it to fp32 in registers; A, D, the bias, a (K,) δ or C and the states stay fp32. So a
+# call on bf16 tensors computes, in registers, exactly what the fp32 kernel computes on the
+# same values widened, and differs only where it writes a per-step tensor (y, and the gradients
+# of u, δ, z, B, C, gain) in that tensor's dtype: each such element is the fp32 value rounded,
+# within one unit in the last place, |x_low - x| <= eps·|x| (eps = 2^-7 for bf16, 2^-10 for
+# fp16: the GPU rounds to nearest, within eps/2; triton's interpreter truncates, within eps).
+# Gradients of fp32 tensors are the fp32 kernel's (the same arithmetic on the same values).
+# A relative tolerance of eps per element bounds the relative norm error by eps too
+# (0.8% for bf16). atol only absorbs fp32 reassociation by the GPU compiler near zero.
+
+LOW_PRECISION = [torch.bfloat16, torch.float16]
+_FP32_RTOL = 1e-5  # gradients that stay fp32: the same arithmetic (exact under the interpreter)
+
+
+def narrowed(kwargs: dict, dtypes: dict[str, torch.dtype]) -> tuple[dict, dict]:
+    """(low, wide): kwargs with the tensors named in dtypes rounded to those dtypes, and the same
+    rounded values in float32."""
+    low = {**kwargs, **{name: kwargs[name].to(dtype) for name, dtype in dtypes.items()}}
+    wide = {**kwargs, **{name: low[name].float() for name in dtypes}}
+    return low, wide
+
+
+def per_step_names(kwargs: dict, ndim: int) -> list[str]:
+    """The real per-step tensors of a call: real, of ndim axes and not a parameter (A, a fixed C)."""
+    return [name for name, value in kwargs.items() if isinstance(value, torch.Tensor) and not value.is_complex()
+            and value.dim() == ndim and name not in ("A", "h") and not (name == "C" and value.shape[0] == CHANNELS)]
+
+
+def assert_rounded(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what: str) -> float:
+    """got (dtype, a low-precision run) is want (float32, the same values) rounded to dtype, or
+    both are float32 and equal to fp32 accuracy; returns the relative norm error."""
+    assert got.dtype == dtype, (what, got.dtype, dtype)
+    got, want = got.to(want.dtype), want
+    if dtype in LOW_PRECISION:
+        rtol, atol = torch.finfo(dtype).eps, 1e-6 * want.abs().max().item()
+    else:
+        rtol, atol = _FP32_RTOL, 1e-6 * want.abs().max().item()
+    torch.testing.assert_close(got, want, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
+    return relative_error(got, want)
+
+
+def assert_low_matches_wide(fn, kwargs: dict, dtypes: dict[str, torch.dtype], out_dtype: torch.dtype) -> dict:
+    """fn on kwargs with the `dtypes` tensors rounded to low precision, against fn on the same
+    values in float32: the output (out_dtype) and every gradient (each in its input's dtype);
+    returns the relative norm errors."""
+    low, wide = narrowed(kwargs, dtypes)
+    weight = out_dtype if out_dtype in LOW_PRECISION else None
+    out, grads = output_and_grads(fn, low, weight_dtype=weight)
+    out_wide, grads_wide = output_and_grads(fn, wide, weight_dtype=weight)
+    errors = {"out": assert_rounded(out, out_wide, out_dtype, "out")}
+    for name, grad in grads.items():
+        errors[name] = assert_rounded(grad, grads_wide[name], low[name].dtype, f"grad of {name}")
+    return errors
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("name", ["mamba", "s4d", "zoh_complex_selective", "bilinear_complex_real_B",
+                                  "zoh_real_fixed_C_gated"])
+def test_selective_scan_low_precision(name: str, dtype: torch.dtype, device: str) -> None:
+    kwargs = selective_inputs(CASES[name], device, dtype=torch.float32)
+    names = per_step_names(kwargs, 3)
+    assert "u" in names
+    assert_low_matches_wide(lambda **kw: ts.selective_scan(**kw, **TILING), kwargs, dict.fromkeys(names, dtype), dtype)
+
+
+def test_selective_scan_mixed_dtypes(device: str) -> None:
+    """Each per-step tensor in its own dtype: read as it is, its gradient written in it."""
+    kwargs = selective_inputs(CASES["mamba"], device, dtype=torch.float32)
+    dtypes = dict(u=torch.bfloat16, B=torch.float16, C=torch.bfloat16, z=torch.float16)  # delta stays fp32
+    errors = assert_low_matches_wide(lambda **kw: ts.selective_scan(**kw, **TILING), kwargs, dtypes, torch.bfloat16)
+    assert set(errors) == {"out", "u", "delta", "A", "B", "C", "D", "z", "delta_bias"}
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("name", list(DIAGONAL_CASES))
+def test_diagonal_scan_low_precision(name: str, dtype: torch.dtype, device: str) -> None:
+    kwargs = diagonal_inputs(name, device, dtype=torch.float32)
+    names = per_step_names(kwargs, 3)
+    out_dtype = kwargs["A"].dtype if kwargs["A"].is_complex() else dtype  # complex bf16 does not exist
+    assert_low_matches_wide(lambda **kw: ts.diagonal_scan(**kw, **TILING), kwargs, dict.fromkeys(names, dtype),
+                            out_dtype)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("name", ["mamba", "s4d", "bilinear_complex_real_B"])
+def test_state_step_low_precision(name: str, dtype: torch.dtype, device: str) -> None:
+    """y in u's dtype, rounded from the fp32 kernel's; the state h stays fp32 (or complex64)."""
+    kwargs = steps_of(selective_inputs(CASES[name], device, dtype=torch.float32))[4]
+    fixed_C = CASES[name].C == "fixed"
+    h = torch.randn(BATCH, CHANNELS, STATES, generator=torch.Generator().manual_seed(2),
+                    dtype=kwargs["A"].dtype).to(device)
+    names = [key for key in per_step_names(kwargs, 2) if key != "C" or not fixed_C]
+    low, wide = narrowed(kwargs, dict.fromkeys(names, dtype))
+    y, h_new = ts.selective_state_step(h, **low, fixed_C=fixed_C, block_k=4)
+    y_wide, h_wide = ts.selective_state_step(h, **wide, fixed_C=fixed_C, block_k=4)
+    assert_rounded(y, y_wide, dtype, "y")
+    assert_rounded(h_new, h_wide, h.dtype, "h")
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,6 +384,24 @@ def test_selective_scan_rejects_bad_input(name: str, fn) -> None:
     changes, message = BAD_SELECTIVE[name]
     with pytest.raises(ValueError, match=message):
         fn(**_bad_selective(**changes))
+
+
+def test_parameters_must_stay_at_the_accumulation_dtype() -> None:
+    """Per-step tensors may be bf16 or fp16; A, D, the bias, a (K,) δ and a fixed C may not."""
+    kwargs = selective_inputs(CASES["zoh_euler_real_const_softplus"], "cpu", dtype=torch.float32)  # real A, fixed C
+    low = {**kwargs, "u": kwargs["u"].bfloat16()}
+    with pytest.raises(ValueError, match=r"D must be a tensor of shape \(K,\) = \(5,\) and dtype torch.float32"):
+        ts.selective_scan_reference(**{**low, "D": kwargs["D"].bfloat16()})
+    with pytest.raises(ValueError, match=r"C of shape \(K, n\) = \(5, 3\) must have dtype torch.float32; got"):
+        ts.selective_scan(**{**low, "C": kwargs["C"].bfloat16()})
+    with pytest.raises(ValueError, match=r"A must be a \(K, n\) tensor with K = 5 and dtype torch.float32"):
+        ts.selective_scan(**{**low, "A": kwargs["A"].bfloat16()})
+    with pytest.raises(ValueError, match=r"delta of shape \(K,\) = \(5,\) must have dtype torch.float32; got"):
+        ts.selective_scan(**{**low, "delta": kwargs["delta"].bfloat16()})
+    wide = selective_inputs(CASES["mamba"], "cpu")  # float64: no low-precision tensor at all
+    with pytest.raises(ValueError, match=r"z must be a tensor of shape \(Bt, L, K\) = \(2, 21, 5\) and dtype "
+                                         r"torch.float64; got"):
+        ts.selective_scan(**{**wide, "z": wide["z"].bfloat16()})
 
 
 def test_selective_scan_rejects_bad_tiling() -> None:
