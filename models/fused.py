@@ -12,7 +12,19 @@ step-by-step recurrence), without the (B, L, D, n) states in memory:
 * Bidirectional: the same call on the time-reversed inputs, with C'.
 * :func:`step`: one token of a SISO layer by the single-step kernel.
 
-Under autocast (bf16/fp16) the kernels run in fp32 and the output is cast back.
+Under autocast (bf16 or fp16; the trainer's bf16 on a GPU) the per-step tensors go to the
+kernels as autocast made them, without a copy: x, z, Δ before the bias, B_t, C_t and the C
+gains, bf16 from the projections. The kernels read them in their dtype, widen them to fp32 in
+registers (recurrence, readout and every sum in fp32; A, D, the Δ bias and the states stay
+fp32) and write y, and in the backward the gradients of those tensors, in their dtypes. A
+tensor that autocast left in fp32 stays fp32 (each is read in its own dtype).
+
+Complex tensors are not narrowed: complex bf16 does not exist. A complex A, C or C_t is
+complex64; a real bf16 B_t with a complex A is copied to complex64 inside
+:func:`models.triton_scan.selective_scan`; in a complex MIMO layer B_t x_t is computed in fp32
+(autocast off: the complex64 input of the scan) while Δ and the C gains stay bf16 and the
+C readout runs under autocast, as in the other modes. A real MIMO layer's B projection and
+readout run under autocast too (bf16 u and g).
 """
 
 from __future__ import annotations
@@ -30,12 +42,9 @@ if TYPE_CHECKING:
 
 def scan(layer: SSMLayer, x: torch.Tensor, sel: Selection, A: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
     """y (B, L, D) before the output gate (after it, SiLU, when z is given) from the SSM input
-    x (B, L, D), the layer's selection ``sel`` and eigenvalues A (G, n)."""
-    if not torch.is_autocast_enabled(x.device.type):
-        return _scan_full_precision(layer, x, sel, A, z)
-    with torch.autocast(x.device.type, enabled=False):
-        sel = type(sel)(**{f: t if t is None or t.is_complex() else t.float() for f, t in vars(sel).items()})
-        return _scan_full_precision(layer, x.float(), sel, A, None if z is None else z.float()).to(x.dtype)
+    x (B, L, D), the layer's selection ``sel`` and eigenvalues A (G, n); x.dtype (bf16 under
+    autocast: see the module docstring)."""
+    return _scan(layer, x, sel, A, z).to(x.dtype)
 
 
 def _reversed(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -47,8 +56,7 @@ def _same(t: torch.Tensor | None) -> torch.Tensor | None:
     return t
 
 
-def _scan_full_precision(layer: SSMLayer, x: torch.Tensor, sel: Selection, A: torch.Tensor,
-                         z: torch.Tensor | None) -> torch.Tensor:
+def _scan(layer: SSMLayer, x: torch.Tensor, sel: Selection, A: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
     cfg = layer.cfg
     selective_dt = layer.dt_proj is not None
     if selective_dt:
@@ -69,7 +77,15 @@ def _scan_full_precision(layer: SSMLayer, x: torch.Tensor, sel: Selection, A: to
         return y + run(layer.C_backward, _reversed) if cfg.bidirectional else y
     batch, L, _ = x.shape
     G, n = cfg.n_groups, cfg.n_modes
-    u = layer._input(x, sel).reshape(batch, L, G * n)
+    device = x.device.type
+    if cfg.complex and torch.is_autocast_enabled(device):
+        # complex bf16 does not exist: B_t x_t in fp32, the scan's complex64 input
+        with torch.autocast(device, enabled=False):
+            gain_B = None if sel.gain_B is None else sel.gain_B.float()
+            u = layer._input(x.float(), type(sel)(delta=sel.delta, gain_B=gain_B))
+    else:
+        u = layer._input(x, sel)
+    u = u.reshape(batch, L, G * n)
     gain = sel.gain_C.reshape(batch, L, G * n) if sel.gain_C is not None else None
     plain = type(sel)(delta=sel.delta)  # the C gains are applied in the scan
 

@@ -86,8 +86,10 @@ def test_recurrence_matches_definition() -> None:
 @pytest.mark.skipif(not triton_scan.runs_on("cpu"), reason="the Triton kernels need TRITON_INTERPRET=1 on a CPU")
 @pytest.mark.parametrize("name", ["mamba", "s4d", "selective_mimo", "gated_mimo"])
 def test_triton_mode_under_bf16_autocast(name: str) -> None:
-    """Under autocast (the trainer's bf16 on a GPU) the kernels run in fp32 on upcast inputs: the
-    output is bf16 and as close to the fp32 output as the chunked mode's."""
+    """Under autocast (the trainer's bf16 on a GPU) the bf16 tensors go to the kernels as they are
+    (read in bf16, accumulated in fp32, y written in bf16; complex ones stay complex64): the
+    output is bf16 and about as close to the fp32 output as the chunked mode's (the kernels'
+    bf16 writes add at most one rounding, truncation under triton's interpreter)."""
     torch.manual_seed(0)
     layer = randomize_(SSMLayer(CONFIGS[name].with_(mode="triton")))
     u = torch.randn(2, 9, layer.cfg.d_model)
