@@ -268,15 +268,21 @@ MAMBA_NAMES = ("in_proj.weight", "conv1d.weight", "conv1d.bias", "x_proj.weight"
                "dt_proj.bias", "A_log", "D", "out_proj.weight")
 
 
+def _refuse_bias_options(sd: Mapping[str, torch.Tensor], what: str, ours: str, theirs: str) -> None:
+    """A mamba-ssm block built with bias=True or conv_bias=False has no counterpart in the
+    ``ours`` preset (projections without bias, a conv with one): one-line ValueError."""
+    for name in ("in_proj.bias", "out_proj.bias"):
+        if name in sd:
+            raise ValueError(f"{what}: key {name!r} (bias=True) has no counterpart: the {ours} preset's projections have "
+                             f"no bias; expected a {theirs} built with bias=False (mamba-ssm's default)")
+    if "conv1d.weight" in sd and "conv1d.bias" not in sd:
+        raise ValueError(f"{what}: missing key 'conv1d.bias' (conv_bias=False): the {ours} preset's conv has a bias; "
+                         f"expected a {theirs} built with conv_bias=True (mamba-ssm's default)")
+
+
 def _mamba_config_overrides(sd: Mapping[str, torch.Tensor], what: str) -> tuple[dict[str, Any], dict]:
     """The mamba preset's sizes read off a Mamba state_dict, and the expected shapes."""
-    for name, hint in (("in_proj.bias", "bias=True"), ("out_proj.bias", "bias=True")):
-        if name in sd:
-            raise ValueError(f"{what}: key {name!r} ({hint}) has no counterpart: the mamba preset's projections have "
-                             "no bias; expected a Mamba built with bias=False (mamba-ssm's default)")
-    if "conv1d.weight" in sd and "conv1d.bias" not in sd:
-        raise ValueError(f"{what}: missing key 'conv1d.bias' (conv_bias=False): the mamba preset's conv has a bias; "
-                         "expected a Mamba built with conv_bias=True (mamba-ssm's default)")
+    _refuse_bias_options(sd, what, "mamba", "Mamba")
     two_d, H = _dims(what, sd, "in_proj.weight", 2, "(2·d_inner, d_model)")
     D = two_d // 2
     if two_d % 2 or D % H:
@@ -315,13 +321,7 @@ def _mamba2_config_overrides(sd: Mapping[str, torch.Tensor], what: str, ngroups:
                              d_state: int | None = None) -> tuple[dict[str, Any], dict]:
     """The mamba2 preset's sizes read off a Mamba2 state_dict (ngroups and d_state from the
     options: the shapes fix only their product), and the expected shapes."""
-    for name, hint in (("in_proj.bias", "bias=True"), ("out_proj.bias", "bias=True")):
-        if name in sd:
-            raise ValueError(f"{what}: key {name!r} ({hint}) has no counterpart: the mamba2 preset's projections have "
-                             "no bias; expected a Mamba2 built with bias=False (mamba-ssm's default)")
-    if "conv1d.weight" in sd and "conv1d.bias" not in sd:
-        raise ValueError(f"{what}: missing key 'conv1d.bias' (conv_bias=False): the mamba2 preset's conv has a bias; "
-                         "expected a Mamba2 built with conv_bias=True (mamba-ssm's default)")
+    _refuse_bias_options(sd, what, "mamba2", "Mamba2")
     if "A_log" in sd and "norm.weight" not in sd:
         raise ValueError(f"{what}: missing key 'norm.weight' (rmsnorm=False): the mamba2 preset normalises y ⊙ SiLU(z) "
                          "with a gated RMSNorm; expected a Mamba2 built with rmsnorm=True (mamba-ssm's default)")

@@ -22,6 +22,19 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
 
 
+def assert_same_function(ours: torch.Tensor, expected: torch.Tensor, inputs: dict[str, torch.Tensor],
+                         tolerance: float, weights: torch.Tensor | None = None) -> None:
+    """Two outputs of the same inputs agree, and so do the gradients of a random weighted sum
+    of them with respect to every named input (the layer input and the official parameters)."""
+    assert relative_error(ours, expected) < tolerance
+    weights = torch.randn_like(expected) if weights is None else weights
+    names, tensors = list(inputs), list(inputs.values())
+    g_ours = torch.autograd.grad((ours * weights).sum(), tensors)
+    g_expected = torch.autograd.grad((expected * weights).sum(), tensors)
+    for name, a, b in zip(names, g_ours, g_expected):
+        assert relative_error(a, b) < tolerance, name
+
+
 def triton_device() -> str | None:
     """Where these tests run mode ``triton``: ``cpu`` under the interpreter (conftest.py sets it
     without a GPU), ``cuda`` natively on a GPU machine, None when neither can."""

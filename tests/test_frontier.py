@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from models import SSMConfig, SSMLayer, preset
 from models.peers import mamba3_from_official
 
-from helpers import outputs_and_grads, randomize_, relative_error, stepped_outputs, valid_modes
+from helpers import assert_same_function, outputs_and_grads, randomize_, relative_error, stepped_outputs, valid_modes
 
 SMALL = dict(d_model=4, d_state=8)
 CONFIGS = {
@@ -235,12 +235,7 @@ def test_mamba3_with_official_parameters_equals_mamba3(overrides: dict, dtype: t
     weights = torch.randn(2, 12, 4, dtype=torch.float64).to(dtype)
     expected = official_mamba3(state, cfg, u)
     ours = torch.func.functional_call(layer, mamba3_from_official(state, cfg), (u,))
-    assert relative_error(ours, expected) < tolerance
-    inputs = [u, *state.values()]
-    g_ours = torch.autograd.grad((ours * weights).sum(), inputs)
-    g_expected = torch.autograd.grad((expected * weights).sum(), inputs)
-    for name, a, b in zip(["u", *state], g_ours, g_expected):
-        assert relative_error(a, b) < tolerance, name
+    assert_same_function(ours, expected, {"u": u, **state}, tolerance, weights)
 
 
 def test_signed_eigenvalues_flip_the_state_s_sign() -> None:

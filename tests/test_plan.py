@@ -133,7 +133,7 @@ def test_core_hours_use_each_presets_committed_rate() -> None:
     line = totals_lines(runs, rates)[0]
     hours = 3.6e12 / (rates["s5"] * 1e9) / 3600 + 3.6e12 / (GFLOPS_PER_CORE * 1e9) / 3600
     assert f"{hours_text(hours)} core-hours at the median rate of each preset's committed CPU runs (s5 " in line
-    assert f"an assumed 6 GFLOP/s per CPU core for mamba3" in line
+    assert "an assumed 6 GFLOP/s per CPU core for mamba3" in line
 
 
 def sweep_cells(tmp_path, experiment: str, *fixed: str) -> list:

@@ -20,7 +20,6 @@ once, with what it writes redirected into a temporary folder:
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
