@@ -19,6 +19,28 @@ Entry points, each with a pure-PyTorch step-by-step twin ``*_reference`` that de
       h_t[k] = Ā_t[k] h_{t-1}[k] + F_t[k] u_t[k],   g_t[k] = gain_t[k] h_t[k]
 * :func:`selective_state_step`: one step of :func:`selective_scan` from a given state.
 
+Dtypes. The accumulation dtype is A's real dtype, float32 or float64 (float64 for float64
+inputs, float32 for every other). The recurrent state, the discretisation, the readout, every
+sum over n, time, channels or programs, and the stored chunk-start states are in it, and so
+are the tensors of O(K n) size: A (or its complex64/complex128), D, the Δ bias, a (K,) δ, a
+fixed C (K, n), the scale. Each per-step tensor (Bt, L, ·), (Bt, ·) in the step, of real
+dtype (u, δ, B_t, C_t, z, gain) may instead be bfloat16 or float16 when the accumulation is
+float32, each independently (under autocast they are bf16): the kernels load it in its own
+dtype and widen it in registers (:func:`_load`), so a call computes exactly what the float32
+kernel computes on the same values widened. The output y (g of a real :func:`diagonal_scan`)
+is written in u's dtype, and the backward writes du, dδ, dz, dgain in their inputs' dtypes
+(:func:`_store`: rounded to nearest on a GPU; triton's interpreter truncates instead, so
+under TRITON_INTERPRET a bf16 write is within one bf16 ulp, 2^-7 relative, instead of half of
+one). The gradients of B_t and of a shared real C_t are per-block partial sums in fp32, summed
+by torch and then rounded to B_t's and C_t's dtypes; dA, dD and the bias gradient stay fp32
+(with a bf16 or fp16 dδ the kernel keeps Σ_t dδ in fp32 for the bias; from an fp32 dδ torch
+sums it). Complex tensors are complex64 or complex128 (complex bf16 does not exist): a real
+bf16 B_t with a complex A is copied to complex64 first, and a complex :func:`diagonal_scan`
+writes a complex64 g (a real bf16 u is copied to complex64 first). Tested under the
+interpreter in tests/test_triton_scan.py (bf16 and fp16 against the float32 kernel on the same
+values: one ulp per element written, relative norm errors 3-4e-3 for bf16 and 2-3e-4 for fp16;
+fp32 gradients equal to 4e-7).
+
 Kernels. The grid is (Bt, ⌈K / BLOCK_K⌉). A program holds the state of BLOCK_K channels
 (a (BLOCK_K, n_pow2) tile, two planes when complex) in registers and walks L in chunks of
 T = ``chunk_size`` steps. Per chunk it loads (T, BLOCK_K) tiles of u, δ, z and (T, n) tiles
@@ -63,12 +85,19 @@ forward and backward of one call share T; BLOCK_K and the warps are each kernel'
 
 (before: T = 16 everywhere, BLOCK_K from a 1024-element (T, BLOCK_K, n) tile, 8 warps in every
 backward; at the issue's T = 32, BLOCK_K = 8 the Mamba forward took 255 registers. The step
-kernels, 26-36 registers, are unchanged.) T shrinks as the padded n grows past the backward's
+kernels, 26-36 registers, are unchanged.) The same kernels compiled with bf16 per-step
+tensors (``python -m models.triton_resources --bf16``), at the same tiles: Mamba forward 95,
+backward 125; S5 selective forward 112, backward 127; the real diagonal selective forward 72,
+backward 87; the others as in fp32 (±1), no spills, except the complex backward with Δ, B
+and C per step, which keeps Σ_t dδ in fp32 for the bias on top of its 128 registers: 128
+registers and 48 bytes of spills (not tiled apart: with the shared T, BLOCK_K 2 still spills
+and 8 warps take 166-197 registers). T shrinks as the padded n grows past the backward's
 budget of T·BLOCK_N elements. The backward's B and C partial sums keep its BLOCK_K wide
 (16 warps, 2 tile elements per thread) rather than narrow. Whether these tiles are faster on
 a GPU than the old ones was not measured here (``make gpu-check`` times them).
 
-Memory traffic, in elements of the input's real dtype per (batch, step, channel) element,
+Memory traffic, in elements per (batch, step, channel) element (2 bytes each for a bf16 or fp16
+per-step tensor, 4 for fp32; states and partial sums at the accumulation dtype),
 with c = 2 for complex A (1 for real), s = 1 for a per-step δ (0 for a (K,) δ), g = 1 with
 a gate z (else 0), b and q = 1 when B resp. C is shared (Bt, L, n) (else 0); A, D, the bias
 and a fixed C are O(K n) and left out:
@@ -78,7 +107,8 @@ and a fixed C are O(K n) and left out:
   written: c·n/T.
 * backward: u, δ·s, z·g, dout read and du, dδ·s, dz·g written: 3 + 2s + 2g; B and C read and
   their per-block partial gradients written, then summed by torch: 3c·n·(b + q)/BLOCK_K; the
-  states read: c·n/T; with a bias, torch sums dδ once more for its gradient: s.
+  states read: c·n/T; with a bias and an fp32 dδ, torch sums dδ once more for its gradient: s
+  (a bf16 or fp16 dδ is summed in the kernel).
 * :func:`diagonal_scan` (n = 1; u, g, dg and du complex with A): forward c + s + g + c
   (u, δ, gain read, g written) and c/T for the states; backward 2c + s + g (u, dg, δ, gain
   read) + c + s + g (du, dδ, dgain written) + c/T. A real u with a complex A is first copied
@@ -1301,14 +1331,18 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
                    discretization="zoh", scale=1.0, *, chunk_size=None, block_k=None):
     """The SISO selective scan (Mamba, S4D), fused: no (Bt, L, K, n) tensor is written.
 
-    u: (Bt, L, K) real (float32 or float64). delta: (Bt, L, K) per step, or (K,) for every
-    step; Δ = softplus(delta + delta_bias) if delta_softplus else delta + delta_bias.
-    A: (K, n) real or complex (of u's precision). B: None (B ≡ 1) or (Bt, L, n), shared by
+    u: (Bt, L, K) real: float64, float32, or bfloat16/float16 (accumulated in float32).
+    delta: (Bt, L, K) per step, or (K,) for every step; Δ = softplus(delta + delta_bias) if
+    delta_softplus else delta + delta_bias. A: (K, n) real or complex, of the accumulation
+    precision (float32 for bf16/fp16 u). Per-step tensors (u, a (Bt, L, K) delta, B, a real
+    shared C, z) may each be bf16 or fp16 with a float32 A; the rest have A's real dtype
+    (module docstring, Dtypes). B: None (B ≡ 1) or (Bt, L, n), shared by
     the channels, complex only with a complex A. C: (Bt, L, n) shared, or (K, n) per channel,
     complex iff A is. D: None or (K,). z: None or (Bt, L, K).
       h_t[k, j] = Ā_t[k, j] h_{t-1}[k, j] + F_t[k, j] B_t[j] u_t[k],   h_{-1} = 0
       y_t[k] = scale · Re Σ_j C_t[(k,) j] h_t[k, j] + D[k] u_t[k],   out = y ⊙ silu(z)
-    Returns out (Bt, L, K), u's dtype. Differentiable in every tensor input. chunk_size: T,
+    Returns out (Bt, L, K), u's dtype. Differentiable in every tensor input (each gradient
+    in its input's dtype). chunk_size: T,
     the steps per scanned chunk; block_k: channels per program of the forward and backward
     kernels; None: the defaults of :func:`default_tile`.
     """
@@ -1331,9 +1365,11 @@ def diagonal_scan(u, delta, A, gain=None, delta_bias=None, delta_softplus=False,
 
     u: (Bt, L, K), real, or complex with a complex A. delta: (Bt, L, K) or (K,) real, with
     bias and softplus as in :func:`selective_scan`. A: (K,) real or complex. gain: None or
-    (Bt, L, K) real.
+    (Bt, L, K) real. A real u, a (Bt, L, K) delta and gain may each be bf16 or fp16 with a
+    float32 A (complex u: complex64 or complex128).
       h_t[k] = Ā_t[k] h_{t-1}[k] + F_t[k] u_t[k],   h_{-1} = 0,   g_t[k] = gain_t[k] h_t[k]
-    Returns g (Bt, L, K), complex iff A is. Differentiable in every tensor input.
+    Returns g (Bt, L, K), complex (A's dtype) iff A is, else u's dtype. Differentiable in every
+    tensor input.
     """
     _check_diagonal(u, delta, A, gain, delta_bias, discretization)
     _check_launch(u, chunk_size, block_k)
@@ -1353,9 +1389,10 @@ def selective_state_step(h, u, delta, A, B=None, C=None, D=None, z=None, delta_b
 
     h: (Bt, K, n), complex iff A is. u: (Bt, K). delta: (Bt, K) or (K,). B: None or (Bt, n).
     C: (Bt, n) shared or (K, n) per channel (fixed_C says which when Bt = K; None: by shape).
-    D: None or (K,). z: None or (Bt, K). Others as :func:`selective_scan`.
+    D: None or (K,). z: None or (Bt, K). Others as :func:`selective_scan`; u, a (Bt, K) delta, B,
+    a real shared C and z may be bf16 or fp16, h has A's dtype.
       h' = Ā h + F B u,   y = scale · Re Σ_j C h' + D u,   y ← y ⊙ silu(z)
-    Returns (y (Bt, K), h' (Bt, K, n)).
+    Returns (y (Bt, K) in u's dtype, h' (Bt, K, n) in A's).
     """
     fixed_C = _check_step(h, u, delta, A, B, C, D, z, delta_bias, discretization, scale, fixed_C)
     _check_launch(u, None, block_k)
