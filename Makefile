@@ -52,7 +52,8 @@ GPU_BENCH ?= scale=kernel points=ablations modes=[triton,cuda]
 gpu-check:
 	@nvidia-smi -L >/dev/null 2>&1 || { echo "make gpu-check: no CUDA device on this machine (nvidia-smi finds none); run it on a GPU machine" >&2; exit 1; }
 	@$(GPU_PYTHON) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || { echo "make gpu-check: torch sees no CUDA device (torch.cuda.is_available() is False: a CPU build of torch?)" >&2; exit 1; }
-	$(GPU_PYTHON) -m pytest -q -p no:xdist tests/test_triton_scan.py tests/test_step.py tests/test_kernel_resources.py tests/test_modes.py
+	$(GPU_PYTHON) -m pytest -q -p no:xdist tests/test_triton_scan.py tests/test_step.py tests/test_kernel_resources.py tests/test_modes.py \
+		tests/test_frontier.py
 	$(GPU_PYTHON) -m ablate.bench $(GPU_BENCH)
 
 clean:
