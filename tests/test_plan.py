@@ -125,15 +125,16 @@ def test_totals_count_runs_once_and_skip_finished_ones() -> None:
 
 def test_core_hours_use_each_presets_committed_rate() -> None:
     """Core-hours price each run at the median rate of its preset's committed CPU runs; a preset
-    with none (Mamba-3 here) at the overall assumed rate, and the line says which is which."""
+    with none (here one without committed results) at the overall assumed rate, and the line
+    says which is which."""
     rates = reference_rates()
-    assert {"s4d", "s5", "mamba"} <= set(rates) and "mamba3" not in rates
+    assert {"s4d", "s5", "mamba"} <= set(rates)
     assert rates["s5"] > GFLOPS_PER_CORE > rates["mamba"] > 1  # S5's dense MIMO runs fastest per FLOP
-    runs = [{**entry(0, "a"), "preset": "s5"}, {**entry(1, "b"), "preset": "mamba3"}]
+    runs = [{**entry(0, "a"), "preset": "s5"}, {**entry(1, "b"), "preset": "no_committed_runs"}]
     line = totals_lines(runs, rates)[0]
     hours = 3.6e12 / (rates["s5"] * 1e9) / 3600 + 3.6e12 / (GFLOPS_PER_CORE * 1e9) / 3600
     assert f"{hours_text(hours)} core-hours at the median rate of each preset's committed CPU runs (s5 " in line
-    assert "an assumed 6 GFLOP/s per CPU core for mamba3" in line
+    assert "an assumed 6 GFLOP/s per CPU core for no_committed_runs" in line
 
 
 def sweep_cells(tmp_path, experiment: str, *fixed: str) -> list:
