@@ -49,7 +49,8 @@ RUN_MARKERS = ("run_id", "status", "schema_version", "experiment")
 LATER_DEFAULTS = {f"model.ssm.{k}": v for k, v in {
     "headdim": None, "ngroups": 1, "a_source": "learned", "a_floor": 1e-4, "trapezoid": "data", "rotation": "none",
     "rope_fraction": 0.5, "rotation_form": "rotate_bc", "eig_range": "0,1", "mimo_rank": 1, "bc_norm": False,
-    "bc_bias": False}.items() if v is not None}
+    "bc_bias": False, "gelu": "exact", "a_param": "log", "clip_eigs": False, "step_rescale": 1.0,
+    "project_from": "x", "gate_norm": False, "skip_per": "channel"}.items() if v is not None}
 CURVE_COLUMNS = ("run_id", "step")
 BENCH_NAMES = ("name", "preset", "section")
 BENCH_MEASURES = ("fwd_ms", "fwdbwd_ms", "step_ms", "peak_memory_mb")

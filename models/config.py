@@ -67,14 +67,14 @@ EIG_RANGES = ((0, 1), (-1, 1))
 GELUS = ("exact", "tanh")
 A_PARAMS = ("log", "direct")
 CLIP_EIGS_BOUND = -1e-4  # clip_eigs: Re A <= -1e-4 in the forward (S5's clip_eigs)
+PROJECT_FROM = ("x", "u")
+SKIP_PER = ("channel", "head")
 # Fields added after schema 1, with their defaults: absent from a run's identity at these values.
 LATER_FIELDS = {"headdim": None, "ngroups": 1, "a_source": "learned", "a_floor": 1e-4, "trapezoid": "data",
                 "rotation": "none", "rope_fraction": 0.5, "rotation_form": "rotate_bc", "eig_range": (0, 1),
                 "mimo_rank": 1, "bc_norm": False, "bc_bias": False,
-                "gelu": "exact", "a_param": "log", "clip_eigs": False, "step_rescale": 1.0}
-PROJECT_FROM = ("x", "u")
-SKIP_PER = ("channel", "head")
-LATER_FIELDS.update({"project_from": "x", "gate_norm": False, "skip_per": "channel"})  # the Mamba-2 block layout
+                "gelu": "exact", "a_param": "log", "clip_eigs": False, "step_rescale": 1.0,
+                "project_from": "x", "gate_norm": False, "skip_per": "channel"}  # the last three: Mamba-2's block
 HEAD_AXES = ("headdim", "ngroups", "a_source", "rotation", "mimo_rank", "bc_norm", "bc_bias", "project_from",
              "skip_per")
 
