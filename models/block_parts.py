@@ -1,7 +1,8 @@
-"""Two pieces of the Mamba-2 block layout (mamba-ssm's ``modules/mamba2.py``) used by the layer.
+"""Pieces of the Mamba block layouts (mamba-ssm's ``modules/mamba2.py``) used by the layer.
 
 * :func:`causal_conv`: SiLU(causal depthwise conv) over (B, L, C), or one token of it against
-  a window of the last k inputs (mamba-ssm's conv state layout, oldest first). With
+  a window of the last k inputs (mamba-ssm's conv state layout, oldest first; after a whole
+  sequence, :func:`last_window`): the layer's short conv over x, and with
   ``project_from='u'`` :class:`models.heads.HeadSSM` runs B_t and C_t through it, so that
   with the layer's conv over x it is Mamba-2's one conv over x, B and C together (a depthwise
   conv acts on each channel alone: two modules compute the same as one).
@@ -27,6 +28,13 @@ def causal_conv(conv: nn.Conv1d, x: torch.Tensor, window: torch.Tensor | None = 
         return F.silu(conv(x.transpose(1, 2))[..., :L].transpose(1, 2)), None
     window = torch.cat([window[..., 1:], x.transpose(1, 2)], dim=-1)
     return F.silu((window * conv.weight.squeeze(1)).sum(-1) + conv.bias).unsqueeze(1), window
+
+
+def last_window(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The conv state after x (B, L, C): its last k inputs as (B, C, k), oldest first,
+    zero-padded on the left when L < k (what :func:`causal_conv` steps from)."""
+    window = x[:, -k:].transpose(1, 2)
+    return F.pad(window, (k - window.shape[-1], 0))
 
 
 class GatedRMSNorm(nn.Module):

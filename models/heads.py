@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import init as ssm_init
-from .block_parts import causal_conv
+from .block_parts import causal_conv, last_window
 from .config import SSMConfig
 from .discretize import discretize, log_transition, signed_transition, trapezoid_drive
 from .scan import linear_scan, state_convolution
@@ -230,9 +230,7 @@ class HeadSSM(nn.Module):
             names = [k for k in ("B", "C") if self.widths[k]]
             bc_in = torch.cat([parts[k] for k in names], dim=-1)
             if keep is not None:
-                k = self.cfg.conv
-                last = bc_in[:, -k:].transpose(1, 2)
-                keep["bc_conv"] = F.pad(last, (k - last.shape[-1], 0))
+                keep["bc_conv"] = last_window(bc_in, self.cfg.conv)
             bc, window = causal_conv(self.bc_conv, bc_in, window)
             parts.update(zip(names, torch.split(bc, [self.widths[k] for k in names], dim=-1)))
         return parts, window

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import init as ssm_init
-from .block_parts import GatedRMSNorm
+from .block_parts import GatedRMSNorm, causal_conv, last_window
 from .config import CLIP_EIGS_BOUND, SSMConfig
 from .cuda import run_selective_scan, selective_scan_kernel
 from .discretize import discretize, log_transition, signed_transition, trapezoid_drive
@@ -307,10 +307,7 @@ class SSMLayer(nn.Module):
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         """SiLU(causal depthwise conv(x)), x: (B, L, D)."""
-        if self.conv1d is None:
-            return x
-        L = x.shape[1]
-        return F.silu(self.conv1d(x.transpose(1, 2))[..., :L].transpose(1, 2))
+        return x if self.conv1d is None else causal_conv(self.conv1d, x)[0]
 
     def _ssm_input(self, x: torch.Tensor, conv) -> torch.Tensor:
         """The SSM's input from the branch output: conv(x), or conv(k) ⊙ v for the h3 gate."""
@@ -576,9 +573,7 @@ class SSMLayer(nn.Module):
 
         def conv_keeping(x_in: torch.Tensor) -> torch.Tensor:
             if self.conv1d is not None:
-                k = self.cfg.conv
-                window = x_in[:, -k:].transpose(1, 2)
-                state["conv"] = F.pad(window, (k - window.shape[-1], 0))
+                state["conv"] = last_window(x_in, self.cfg.conv)
             return self._conv(x_in)
 
         mode = "scan" if mode in ("triton", "cuda") else mode
@@ -617,9 +612,8 @@ class SSMLayer(nn.Module):
         def conv_step(x1: torch.Tensor) -> torch.Tensor:
             if self.conv1d is None:
                 return x1
-            window = torch.cat([state["conv"][..., 1:], x1.transpose(1, 2)], dim=-1)  # (B, D, k)
-            new_state["conv"] = window
-            return F.silu((window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias).unsqueeze(1)
+            y1, new_state["conv"] = causal_conv(self.conv1d, x1, state["conv"])
+            return y1
 
         x = self._ssm_input(x, conv_step)
         if self.heads is not None:
