@@ -40,21 +40,13 @@ def mamba_reference() -> tuple[type, Callable] | None:
         """mamba-ssm's Mamba with its PyTorch paths: reference scan, PyTorch conv and step."""
 
         def forward(self, hidden_states, inference_params=None):
-            saved = simple.selective_scan_fn, simple.causal_conv1d_fn, simple.selective_state_update
-            simple.selective_scan_fn, simple.causal_conv1d_fn, simple.selective_state_update = (
-                interface.selective_scan_ref, None, None)
-            try:
+            with _replaced(simple, selective_scan_fn=interface.selective_scan_ref, causal_conv1d_fn=None,
+                           selective_state_update=None):
                 return super().forward(hidden_states, inference_params)
-            finally:
-                simple.selective_scan_fn, simple.causal_conv1d_fn, simple.selective_state_update = saved
 
         def step(self, hidden_states, conv_state, ssm_state):
-            saved = simple.causal_conv1d_update, simple.selective_state_update
-            simple.causal_conv1d_update, simple.selective_state_update = None, None
-            try:
+            with _replaced(simple, causal_conv1d_update=None, selective_state_update=None):
                 return super().step(hidden_states, conv_state, ssm_state)
-            finally:
-                simple.causal_conv1d_update, simple.selective_state_update = saved
 
     return ReferenceMamba, interface.selective_scan_ref
 
