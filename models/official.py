@@ -310,10 +310,16 @@ def mamba_from_official(source: Any, prefix: str = "", dtype: torch.dtype | None
     _check(what, sd, expected)
     dtype = _floating_dtype(sd, dtype)
     layer = SSMLayer(preset("mamba", **{**sizes, **overrides}))
+    return _load(layer, _mamba_ours(sd, layer, what), dtype)
+
+
+def _mamba_ours(sd: Mapping[str, torch.Tensor], layer: SSMLayer, what: str) -> dict[str, torch.Tensor]:
+    """A Mamba state_dict as ``layer``'s: the same names, A_log turned into the layer's own
+    storage of Re A when that is not A_log (``a_param='direct'``)."""
     ours = {k: v for k, v in sd.items() if k != "A_log"}
     ours.update(_real_part(layer, -torch.exp(sd["A_log"].to(torch.float64)), what)
                 if getattr(layer, "A_log", None) is None else {"A_log": sd["A_log"]})
-    return _load(layer, ours, dtype)
+    return ours
 
 
 # ---------------------------------------------------------------------------- Mamba2
@@ -485,11 +491,7 @@ def mamba_lm_from_official(source: Any, dtype: torch.dtype | None = None, **over
             "head.weight": sd["backbone.embedding.weight"] if tied else sd["lm_head.weight"]}
     for i, block in enumerate(model.blocks):
         mixer = {k: sd[f"backbone.layers.{i}.mixer.{k}"] for k in mixer_shapes}
-        if mamba2:
-            mixer = peers.mamba2_from_official(mixer, block.mixer.cfg)
-        elif getattr(block.mixer, "A_log", None) is None:
-            real = _real_part(block.mixer, -torch.exp(mixer.pop("A_log").to(torch.float64)), what)
-            mixer.update(real)
+        mixer = peers.mamba2_from_official(mixer, block.mixer.cfg) if mamba2 else _mamba_ours(mixer, block.mixer, what)
         ours.update({f"blocks.{i}.mixer.{k}": v for k, v in mixer.items()})
         ours.update({f"blocks.{i}.norm.{k}": sd[f"backbone.layers.{i}.norm.{k}"] for k in norm_shapes})
     ours.update({f"final_norm.{k}": sd[f"backbone.norm_f.{k}"] for k in norm_shapes})
