@@ -128,7 +128,8 @@ def _train(run: ResolvedRun, rid: str, label: str, overrides: list[str], checkpo
         "param_count": sum(p.numel() for p in model.parameters()),
         "state_size": models.state_size(run.model),
         "flops_per_token": models.flops_per_token(run.model, spec.io, length=spec.length, batch=run.trainer.batch_size),
-        "device": str(trainer.device), **run.match, **run.budget, "tuned": ",".join(run.tuned) or "none",
+        "device": str(trainer.device), "resolved_mode": models.resolved_mode(model, trainer.device),
+        **run.match, **run.budget, "tuned": ",".join(run.tuned) or "none",
     }
     try:
         result = trainer.fit(model, run.task, label=label)

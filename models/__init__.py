@@ -3,7 +3,7 @@
 Pure PyTorch; importable without Hydra or the experiment app.
 """
 
-from .backbone import Backbone, Block
+from .backbone import Backbone, Block, resolved_mode
 from .config import IOSpec, ModelConfig, SSMConfig
 from .layer import SSMLayer
 from .official import load_official
@@ -24,5 +24,5 @@ def build(cfg: ModelConfig | dict, spec: IOSpec | dict) -> Backbone:
 __all__ = [
     "Backbone", "Block", "IOSpec", "ModelConfig", "SSMConfig", "SSMLayer", "load_official", "PRESETS", "model_preset", "preset",
     "S4D", "S5", "Mamba", "Mamba2", "Mamba3", "Mamba3MIMO", "SequenceEncoder", "flops_per_token", "match_param_count", "match_state_size",
-    "param_count", "state_size", "build",
+    "param_count", "resolved_mode", "state_size", "build",
 ]

@@ -202,3 +202,12 @@ class Backbone(nn.Module):
             new_state["count"] = state["count"] + 1
             h = new_state["sum"] / new_state["count"]
         return (self.head(h) if self.head is not None else h), new_state
+
+
+def resolved_mode(module: nn.Module, device: torch.device) -> str:
+    """The compute mode the SSM layers of ``module`` run in on ``device``
+    (:meth:`SSMLayer.resolve_mode`: what ``auto`` picks, or the configured mode): one name
+    when every layer agrees (``fft``, ``chunked``, ``recurrent``, ``scan``, ``triton``,
+    ``cuda``), else the distinct names in layer order joined by ","; "" without SSM layers."""
+    modes = [m.resolve_mode(device) for m in module.modules() if isinstance(m, SSMLayer)]
+    return ",".join(dict.fromkeys(modes))
