@@ -41,60 +41,67 @@ interpreter in tests/test_triton_scan.py (bf16 and fp16 against the float32 kern
 values: one ulp per element written, relative norm errors 3-4e-3 for bf16 and 2-3e-4 for fp16;
 fp32 gradients equal to 4e-7).
 
-Kernels. The grid is (Bt, ⌈K / BLOCK_K⌉). A program holds the state of BLOCK_K channels
-(a (BLOCK_K, n_pow2) tile, two planes when complex) in registers and walks L in chunks of
-T = ``chunk_size`` steps. Per chunk it loads (T, BLOCK_K) tiles of u, δ, z and (T, n) tiles
-of B, C, forms the pairs (Ā_t, F_t B_t u_t), solves the chunk with ``tl.associative_scan``
-under  (a1, b1) • (a2, b2) = (a2 a1, a2 b1 + b2),  adds  (Ā_{t0}···Ā_t) h_{t0-1}  for the
-carried state, reduces over j for the readout and stores the (T, BLOCK_K) output. Steps past
-L, channels past K and states past n are identities (a = 1, b = 0). With autograd the
-forward also stores the state entering every chunk, (Bt, ⌈L/T⌉, K, n) (1/T of the states).
+Kernels. The grid is (Bt, ⌈K / BLOCK_K⌉). A :func:`selective_scan` program takes BLOCK_K
+channels of one batch element and walks L in chunks of T = ``chunk_size`` steps. Per chunk it
+loads (T, BLOCK_K) tiles of u, δ (and z), then loops over the n states one at a time, as
+mamba-ssm's kernel loops over the states of its channel: for state j it forms the pairs
+(Ā_t, F_t B_t[j] u_t) of the (T, BLOCK_K) tile (B_t[j] a (T,) column), solves the chunk with
+``tl.associative_scan`` under  (a1, b1) • (a2, b2) = (a2 a1, a2 b1 + b2),  adds
+(Ā_{t0}···Ā_t) h_{t0-1}[j] for the carried state, and adds Re C_t[j] h_t[j] into the
+(T, BLOCK_K) readout. No tile has an n axis, so the registers a thread needs do not grow with
+n; the only per-state tile is the carried state h_{t0-1}, (BLOCK_N, BLOCK_K), one row per
+state (row j read and replaced by masked sums, :func:`_crow`, :func:`_put_row`). Steps past
+L and channels past K are identities (a = 1, b = 0). With autograd the forward also stores
+the state entering every chunk, (Bt, ⌈L/T⌉, K, n) (1/T of the states). A program moves its
+pointers to its batch element once (64-bit) and indexes inside it in 32 bits, which bounds
+one batch element: L·K and L·n (2·L·n when complex) below 2^31 (a ValueError otherwise). A
+:func:`diagonal_scan` program is the same with n = 1: one state per channel, no loop.
 
 The backward walks the chunks in reverse. It recomputes the chunk's states h_t from the
 stored chunk-start state, takes h_{t-1} by a one-row shift (``tl.gather``), and solves the
 adjoint recurrence  λ_t = ∂ℓ/∂h_t (direct) + conj(Ā_{t+1}) λ_{t+1}  through
 ν_t = conj(Ā_t) λ_t = conj(Ā_t)(∂ℓ/∂h_t + ν_{t+1}),  a reversed associative scan of the
 same form whose value at the chunk's first step is the carry into the previous chunk; then
-λ_t = ∂ℓ/∂h_t + ν_{t+1}. From λ:  ∂ℓ/∂(F B u)_t = λ_t,  ∂ℓ/∂Ā_t = λ_t conj(h_{t-1}),  and the
+λ_t = ∂ℓ/∂h_t + ν_{t+1}. In :func:`selective_scan` this runs per state inside the chunk, as the
+forward does; the carries ν (one row per state) and the sums over time of ∂ℓ/∂A and of a
+fixed C's gradient are (BLOCK_N, BLOCK_K) tiles, and du, ∂ℓ/∂Δ and the readout y (for ∂ℓ/∂z)
+are summed over the states in (T, BLOCK_K) tiles. From λ:  ∂ℓ/∂(F B u)_t = λ_t,  ∂ℓ/∂Ā_t = λ_t conj(h_{t-1}),  and the
 chain rule to u, δ, bias, A, B, C, D, z. (Complex gradients follow PyTorch: for real ℓ and
 complex w, w.grad = ∂ℓ/∂Re w + i ∂ℓ/∂Im w, so w = f(v) holomorphic gives
 v.grad = w.grad · conj(f'(v)).) Sums over batch, time or channels (A, D, bias, a fixed C, a
 time-invariant δ, B and C shared by the channels) are written as per-program partial sums
 and reduced by torch afterwards: deterministic, no atomics.
 
-Default tiles (:func:`default_tile`), per kernel, n, complex A and per-step (selective) Δ.
+Default tiles (:func:`default_tile`), per kernel, complex A and per-step (selective) Δ.
 They are chosen from compile-time resource measurements, not timings (no GPU was available
-when they were set): every kernel compiled for sm_90 in float32 by triton's ptxas, registers
-per thread, spills and shared memory read by cuobjdump (``python -m models.triton_resources``,
-checked by tests/test_kernel_resources.py: at most 128 registers per thread, no spills). The
-forward and backward of one call share T; BLOCK_K and the warps are each kernel's own.
+when they were set): every kernel compiled for sm_90 by triton's ptxas, registers per thread,
+spills and shared memory read by cuobjdump (``python -m models.triton_resources [--bf16]``,
+checked by tests/test_kernel_resources.py: at most 128 registers per thread, no spills, in
+fp32 and with bf16 per-step tensors). Among the tiles that fit, the one with the most
+(T, BLOCK_K) elements per thread, then the longer T. The forward and backward of one call
+share T; BLOCK_K and the warps are each kernel's own.
 
-  kernel (preset point, n)                  T  BLOCK_K warps  registers  spill bytes  dyn. shared
-                                                          before→after before→after before→after
-  selective fwd  (Mamba: real, 16)           8     8     4    112→115      0→0      4096→4096
-  selective bwd  (Mamba: real, 16)           8     8    16    249→122      0→0      4096→8192
-  selective step (Mamba: real, 16)           -     4     4     26→26       0→0        16→16
-  selective fwd  (S4D: complex, 32)          8     4     4     96→64       0→0     16384→128
-  selective bwd  (S4D: complex, 32)          8     1     4    234→108      0→0     16384→4096
-  selective fwd  (complex 32, Δ B C per step) 4    4     4    116→116      0→0     16384→8192
-  selective bwd  (complex 32, Δ B C per step) 4    4    16    255→128    136→0     16384→8192
-  diagonal fwd   (S5: complex)              16    64     4    126→126      0→0     16384→16384
-  diagonal bwd   (S5: complex)              16    32     8    178→122      0→0     16384→8192
-  diagonal bwd   (S5, Δ and C per step)     16    32     8    226→128      0→0     16384→8192
-  diagonal bwd   (real, Δ per step)         16    32     8    145→80       0→0      8192→4096
+  kernel (preset point, n)                   T  BLOCK_K warps  registers fp32 (bf16)  spills
+  selective fwd  (Mamba: real, 16)           32    16     4        77  (77)              0
+  selective bwd  (Mamba: real, 16)           32     8     4       118 (119)              0
+  selective fwd  (S4D: complex, 32)          32    16     4        94  (94)              0
+  selective bwd  (S4D: complex, 32)          32     8     8       127 (128)              0
+  selective fwd  (complex 32, Δ B C per step) 16   16     4        72  (72)              0
+  selective bwd  (complex 32, Δ B C per step) 16    8     4       127 (128)              0
+  selective step (Mamba; S4D)                 -   4; 2    4     26; 34                   0
+  diagonal fwd   (S5: complex)               16    64     4       126 (126)              0
+  diagonal bwd   (S5: complex)               16    32     8       122 (122)              0
+  diagonal bwd   (S5, Δ and C per step)      16    32     8       128 (127)              0
+  diagonal bwd   (real, Δ per step)          16    32     8        80  (87)              0
 
-(before: T = 16 everywhere, BLOCK_K from a 1024-element (T, BLOCK_K, n) tile, 8 warps in every
-backward; at the issue's T = 32, BLOCK_K = 8 the Mamba forward took 255 registers. The step
-kernels, 26-36 registers, are unchanged.) The same kernels compiled with bf16 per-step
-tensors (``python -m models.triton_resources --bf16``), at the same tiles: Mamba forward 95,
-backward 125; S5 selective forward 112, backward 127; the real diagonal selective forward 72,
-backward 87; the others as in fp32 (±1), no spills, except the complex backward with Δ, B
-and C per step, which keeps Σ_t dδ in fp32 for the bias on top of its 128 registers: 128
-registers and 48 bytes of spills (not tiled apart: with the shared T, BLOCK_K 2 still spills
-and 8 warps take 166-197 registers). T shrinks as the padded n grows past the backward's
-budget of T·BLOCK_N elements. The backward's B and C partial sums keep its BLOCK_K wide
-(16 warps, 2 tile elements per thread) rather than narrow. Whether these tiles are faster on
-a GPU than the old ones was not measured here (``make gpu-check`` times them).
+The selective kernels before the loop over states held (T, BLOCK_K, n) tiles: at the issue's
+tile (T 32, BLOCK_K 8) the Mamba forward took 255 registers and its backward 255 with spills
+(33.5 million local-memory requests measured by Nsight Compute on an H200), and fitting them in
+128 registers took T = 8 or 4 (Mamba backward 122, complex backward with Δ, B and C per step
+128, its bf16 compile 48 bytes of spills). With the loop, T = 32 fits with 2 to 4 (T, BLOCK_K)
+elements per thread. BLOCK_K is also capped at 512 / BLOCK_N, so that the carried
+(BLOCK_N, BLOCK_K) tiles stay small for large n. Whether these tiles are the fastest on a GPU
+was not measured here (``make gpu-check`` times them).
 
 Memory traffic, in elements per (batch, step, channel) element (2 bytes each for a bf16 or fp16
 per-step tensor, 4 for fp32; states and partial sums at the accumulation dtype),
@@ -480,27 +487,6 @@ def _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX: tl.conste
 
 
 @_triton_jit
-def _selective_pairs(u_ptr, delta_ptr, bias_ptr, B_ptr, tk, mask_tk, k, mask_k, tn, mask_tn, valid, a_re, a_im,
-                     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr,
-                     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr):
-    """One chunk's inputs of :func:`selective_scan`: u (T, BLOCK_K); δ + bias before softplus and
-    Δ (T, BLOCK_K); Ā, F and F·B (T, BLOCK_K, BLOCK_N); the pairs (Ā_t, F_t B_t u_t), identities
-    outside ``valid``."""
-    u = _load(u_ptr, tk, mask_tk, 0.0)
-    pre, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
-                          DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
-    abar_re, abar_im, f_re, f_im = _discretize(dt[:, :, None], a_re, a_im, METHOD, COMPLEX)
-    if HAS_B:  # B ≡ 1 when absent
-        b_re, b_im = _load_complex(B_ptr, tn, mask_tn, 0.0, COMPLEX)
-        fb_re, fb_im = _cmul(f_re, f_im, b_re, b_im, COMPLEX)
-    else:
-        fb_re, fb_im = f_re, f_im
-    x_re, x_im = _cscale(fb_re, fb_im, u[:, :, None], COMPLEX)
-    pa_re, pa_im, x_re, x_im = _identity_outside(valid, abar_re, abar_im, x_re, x_im, COMPLEX)
-    return u, pre, dt, f_re, f_im, fb_re, fb_im, pa_re, pa_im, x_re, x_im
-
-
-@_triton_jit
 def _diagonal_pairs(u_ptr, delta_ptr, bias_ptr, tk, mask_tk, k, mask_k, a_re, a_im,
                     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr,
                     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
@@ -513,6 +499,65 @@ def _diagonal_pairs(u_ptr, delta_ptr, bias_ptr, tk, mask_tk, k, mask_k, a_re, a_
     x_re, x_im = _cmul(f_re, f_im, u_re, u_im, COMPLEX)
     pa_re, pa_im, x_re, x_im = _identity_outside(mask_tk, abar_re, abar_im, x_re, x_im, COMPLEX)
     return u_re, u_im, pre, dt, f_re, f_im, pa_re, pa_im, x_re, x_im
+
+
+@_triton_jit
+def _state_pairs(dt, u, a_re, a_im, B_ptr, tj, mask_t, valid,
+                 METHOD: tl.constexpr, COMPLEX: tl.constexpr, HAS_B: tl.constexpr):
+    """One state j of BLOCK_K channels over one chunk of :func:`selective_scan`: F, F·B and the
+    pairs (Ā_t, F_t B_t u_t), identities outside ``valid``; all (T, BLOCK_K). dt, u: (T, BLOCK_K);
+    a = A[k, j]: (1, BLOCK_K); B_t[j] is read at tj (T, 1) where mask_t (T, 1)."""
+    abar_re, abar_im, f_re, f_im = _discretize(dt, a_re, a_im, METHOD, COMPLEX)
+    if HAS_B:  # B ≡ 1 when absent
+        b_re, b_im = _load_complex(B_ptr, tj, mask_t, 0.0, COMPLEX)
+        fb_re, fb_im = _cmul(f_re, f_im, b_re, b_im, COMPLEX)
+    else:
+        fb_re, fb_im = f_re, f_im
+    x_re, x_im = _cscale(fb_re, fb_im, u, COMPLEX)
+    pa_re, pa_im, x_re, x_im = _identity_outside(valid, abar_re, abar_im, x_re, x_im, COMPLEX)
+    return f_re, f_im, fb_re, fb_im, pa_re, pa_im, x_re, x_im
+
+
+@_triton_jit
+def _put_row(x, rows, r, value):
+    """x with row r (along axis 0) replaced by value (x's shape without axis 0)."""
+    return tl.where(rows == r, value[None, :], x)
+
+
+@_triton_jit
+def _cput_row(xr, xi, rows, r, vr, vi, COMPLEX: tl.constexpr):
+    """Complex :func:`_put_row`."""
+    if COMPLEX:
+        return _put_row(xr, rows, r, vr), _put_row(xi, rows, r, vi)
+    else:
+        return _put_row(xr, rows, r, vr), 0.0
+
+
+@_triton_jit
+def _offset(ptr, elements, COMPLEX: tl.constexpr):
+    """ptr advanced by ``elements`` elements of a tensor that is complex (two planes) or real."""
+    if COMPLEX:
+        return ptr + 2 * elements
+    else:
+        return ptr + elements
+
+
+@_triton_jit
+def _cadd_row(xr, xi, rows, r, vr, vi, COMPLEX: tl.constexpr):
+    """x with v added to its row r (along axis 0), complex."""
+    if COMPLEX:
+        return xr + tl.where(rows == r, vr[None, :], 0.0), xi + tl.where(rows == r, vi[None, :], 0.0)
+    else:
+        return xr + tl.where(rows == r, vr[None, :], 0.0), 0.0
+
+
+@_triton_jit
+def _crow_vector(xr, xi, COMPLEX: tl.constexpr):
+    """A complex (BLOCK_K,) vector as a (1, BLOCK_K) row, broadcasting against (T, BLOCK_K)."""
+    if COMPLEX:
+        return xr[None, :], xi[None, :]
+    else:
+        return xr[None, :], 0.0
 
 
 @_triton_jit
@@ -533,53 +578,68 @@ def _selective_scan_fwd_kernel(
     accumulation dtype; each (Bt, L, ·) tensor may be bf16 or fp16 instead of fp32 (read in
     its dtype, widened in registers; out is written in out's dtype).
     """
-    pid_b = tl.program_id(0).to(tl.int64)
     k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    j = tl.arange(0, BLOCK_N)
     steps = tl.arange(0, T)
-    rows = steps[:, None, None]
+    rows = steps[:, None]
+    held = tl.arange(0, BLOCK_N)[:, None]  # row j of the carried state is state j
     mask_k = k < K
-    mask_kn = mask_k[:, None] & (j < N)[None, :]
-    kn = k[:, None] * N + j[None, :]
     n_chunks = tl.cdiv(L, T)
+    # this batch element's slices (64-bit offsets once; offsets inside a slice are 32-bit)
+    batch = tl.program_id(0).to(tl.int64)
+    u_ptr += batch * L * K
+    z_ptr += batch * L * K
+    out_ptr += batch * L * K
+    if DELTA_PER_STEP:
+        delta_ptr += batch * L * K
+    B_ptr = _offset(B_ptr, batch * L * N, COMPLEX)
+    if C_SHARED:
+        C_ptr = _offset(C_ptr, batch * L * N, COMPLEX)
+    states_ptr = _offset(states_ptr, batch * n_chunks * K * N, COMPLEX)
     scale = tl.load(scale_ptr)
     dtype = A_ptr.dtype.element_ty  # the accumulation dtype: fp32 (for bf16/fp16 inputs too) or fp64
-
-    a_re, a_im = _load_complex(A_ptr, kn, mask_kn, -1.0, COMPLEX)  # -1 keeps the padding finite
     if HAS_D:
         d = tl.load(D_ptr + k, mask=mask_k, other=0.0)
-    if not C_SHARED:
-        c_re, c_im = _load_complex(C_ptr, kn, mask_kn, 0.0, COMPLEX)
 
-    h_re = tl.zeros((BLOCK_K, BLOCK_N), dtype)
-    h_im = tl.zeros((BLOCK_K, BLOCK_N), dtype) if COMPLEX else 0.0
+    # h_{t0-1}, the state entering the chunk: (BLOCK_N, BLOCK_K)
+    h_re = tl.zeros((BLOCK_N, BLOCK_K), dtype)
+    h_im = tl.zeros((BLOCK_N, BLOCK_K), dtype) if COMPLEX else 0.0
     for chunk in range(0, n_chunks):
-        if SAVE_STATES:
-            _store_complex(states_ptr, (pid_b * n_chunks + chunk) * K * N + kn, h_re, h_im, mask_kn, COMPLEX)
         t = chunk * T + steps
-        mask_t = t < L
-        mask_tk = mask_t[:, None] & mask_k[None, :]
-        tk = pid_b * L * K + t[:, None] * K + k[None, :]
-        tn = pid_b * L * N + t[:, None, None] * N + j[None, None, :]  # (T, 1, BLOCK_N)
-        mask_tn = mask_t[:, None, None] & (j < N)[None, None, :]
-        valid = mask_tk[:, :, None] & mask_kn
-
-        u, _, _, _, _, _, _, abar_re, abar_im, x_re, x_im = _selective_pairs(
-            u_ptr, delta_ptr, bias_ptr, B_ptr, tk, mask_tk, k, mask_k, tn, mask_tn, valid, a_re, a_im,
-            METHOD, COMPLEX, DELTA_PER_STEP, HAS_BIAS, SOFTPLUS, HAS_B)
-        hc_re, hc_im = _chunk_states(abar_re, abar_im, x_re, x_im, h_re, h_im, COMPLEX)
+        mask_t = (t < L)[:, None]
+        mask_tk = mask_t & mask_k[None, :]
+        tk = t[:, None] * K + k[None, :]
+        u = _load(u_ptr, tk, mask_tk, 0.0)
+        dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
+                         DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)[1]
+        y = tl.zeros((T, BLOCK_K), dtype)
+        for j in range(0, N):
+            a_re, a_im = _load_complex(A_ptr, k * N + j, mask_k, -1.0, COMPLEX)  # -1 keeps the padding finite
+            h0_re, h0_im = _crow(h_re, h_im, held, j, COMPLEX)
+            if SAVE_STATES:
+                _store_complex(states_ptr, (chunk * K + k) * N + j, h0_re, h0_im, mask_k, COMPLEX)
+            tj = t[:, None] * N + j
+            a_re, a_im = _crow_vector(a_re, a_im, COMPLEX)
+            _, _, _, _, abar_re, abar_im, x_re, x_im = _state_pairs(
+                dt, u, a_re, a_im, B_ptr, tj, mask_t, mask_tk, METHOD, COMPLEX, HAS_B)
+            h0_re, h0_im = _crow_vector(h0_re, h0_im, COMPLEX)
+            hc_re, hc_im = _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX)
+            # y_t += Re C_t[j] h_t[j]
+            if C_SHARED:
+                c_re, c_im = _load_complex(C_ptr, tj, mask_t, 0.0, COMPLEX)
+            else:
+                c_re, c_im = _load_complex(C_ptr, k[None, :] * N + j, mask_k[None, :], 0.0, COMPLEX)
+            y += _re_mul(c_re, c_im, hc_re, hc_im, COMPLEX)
+            last_re, last_im = _crow(hc_re, hc_im, rows, T - 1, COMPLEX)
+            h_re, h_im = _cput_row(h_re, h_im, held, j, last_re, last_im, COMPLEX)
 
         # y_t = scale · Re Σ_j C_t h_t + D u_t,   out_t = y_t silu(z_t)
-        if C_SHARED:
-            c_re, c_im = _load_complex(C_ptr, tn, mask_tn, 0.0, COMPLEX)
-        y = scale * tl.sum(_re_mul(c_re, c_im, hc_re, hc_im, COMPLEX), 2)
+        y = scale * y
         if HAS_D:
             y += d[None, :] * u
         if HAS_Z:
             zt = _load(z_ptr, tk, mask_tk, 0.0)
             y = y * zt * tl.sigmoid(zt)
         _store(out_ptr, tk, y, mask_tk)
-        h_re, h_im = _crow(hc_re, hc_im, rows, T - 1, COMPLEX)
 
 
 @_triton_jit
@@ -599,23 +659,43 @@ def _selective_scan_bwd_kernel(
     dB, and dC when shared: (⌈K/BLOCK_K⌉, Bt, L, N), one slice per channel block; dC fixed:
     (Bt, K, N). du, dz, dpre in their inputs' dtypes, the partial sums in A's (fp32 or fp64).
     """
-    pid_b = tl.program_id(0).to(tl.int64)
     pid_k = tl.program_id(1)
-    n_batch = tl.num_programs(0)
     k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-    j = tl.arange(0, BLOCK_N)
     steps = tl.arange(0, T)
-    rows = steps[:, None, None]
+    rows = steps[:, None]
+    held = tl.arange(0, BLOCK_N)[:, None]  # row j of the per-state tiles below is state j
     mask_k = k < K
-    mask_kn = mask_k[:, None] & (j < N)[None, :]
-    kn = k[:, None] * N + j[None, :]
     n_chunks = tl.cdiv(L, T)
+    # this batch element's slices (64-bit offsets once; offsets inside a slice are 32-bit)
+    batch = tl.program_id(0).to(tl.int64)
+    u_ptr += batch * L * K
+    z_ptr += batch * L * K
+    dout_ptr += batch * L * K
+    du_ptr += batch * L * K
+    dz_ptr += batch * L * K
+    if DELTA_PER_STEP:
+        delta_ptr += batch * L * K
+        dpre_ptr += batch * L * K
+    B_ptr = _offset(B_ptr, batch * L * N, COMPLEX)
+    dB_ptr = _offset(dB_ptr, (pid_k * tl.num_programs(0) + batch) * L * N, COMPLEX)  # the block's slice
+    if C_SHARED:
+        C_ptr = _offset(C_ptr, batch * L * N, COMPLEX)
+        dC_ptr = _offset(dC_ptr, (pid_k * tl.num_programs(0) + batch) * L * N, COMPLEX)
+    else:
+        dC_ptr = _offset(dC_ptr, batch * K * N, COMPLEX)
+    states_ptr = _offset(states_ptr, batch * n_chunks * K * N, COMPLEX)
+    dA_ptr = _offset(dA_ptr, batch * K * N, COMPLEX)
+    dD_ptr += batch * K
+    dsum_ptr += batch * K
     scale = tl.load(scale_ptr)
     dtype = A_ptr.dtype.element_ty  # the accumulation dtype: fp32 (for bf16/fp16 inputs too) or fp64
 
-    a_re, a_im = _load_complex(A_ptr, kn, mask_kn, -1.0, COMPLEX)
-    dA_re = tl.zeros((BLOCK_K, BLOCK_N), dtype)
-    dA_im = tl.zeros((BLOCK_K, BLOCK_N), dtype) if COMPLEX else 0.0
+    # Σ over the chunks seen so far of ∂ℓ/∂A and (fixed C) ∂ℓ/∂C: (BLOCK_N, BLOCK_K)
+    dA_re = tl.zeros((BLOCK_N, BLOCK_K), dtype)
+    dA_im = tl.zeros((BLOCK_N, BLOCK_K), dtype) if COMPLEX else 0.0
+    if not C_SHARED:
+        dC_re = tl.zeros((BLOCK_N, BLOCK_K), dtype)
+        dC_im = tl.zeros((BLOCK_N, BLOCK_K), dtype) if COMPLEX else 0.0
     if HAS_D:
         d = tl.load(D_ptr + k, mask=mask_k, other=0.0)
         dD = tl.zeros((BLOCK_K,), dtype)
@@ -624,95 +704,105 @@ def _selective_scan_bwd_kernel(
     SUM_DPRE: tl.constexpr = (not DELTA_PER_STEP) or (HAS_BIAS and dpre_ptr.dtype.element_ty.primitive_bitwidth < 32)
     if SUM_DPRE:
         dpre_sum = tl.zeros((BLOCK_K,), dtype)
-    if not C_SHARED:
-        c_re, c_im = _load_complex(C_ptr, kn, mask_kn, 0.0, COMPLEX)
-        dC_re = tl.zeros((BLOCK_K, BLOCK_N), dtype)
-        dC_im = tl.zeros((BLOCK_K, BLOCK_N), dtype) if COMPLEX else 0.0
-    # ν_{t0'} = conj(Ā) λ at the first step of the chunk after the current one
-    nu_re = tl.zeros((BLOCK_K, BLOCK_N), dtype)
-    nu_im = tl.zeros((BLOCK_K, BLOCK_N), dtype) if COMPLEX else 0.0
+    # ν_{t0'} = conj(Ā) λ at the first step of the chunk after the current one, per state: (BLOCK_N, BLOCK_K)
+    nu_re = tl.zeros((BLOCK_N, BLOCK_K), dtype)
+    nu_im = tl.zeros((BLOCK_N, BLOCK_K), dtype) if COMPLEX else 0.0
 
     for i in range(0, n_chunks):
         chunk = n_chunks - 1 - i
         t = chunk * T + steps
-        mask_t = t < L
-        mask_tk = mask_t[:, None] & mask_k[None, :]
-        tk = pid_b * L * K + t[:, None] * K + k[None, :]
-        tn = pid_b * L * N + t[:, None, None] * N + j[None, None, :]  # (T, 1, BLOCK_N)
-        mask_tn = mask_t[:, None, None] & (j < N)[None, None, :]
-        part_tn = (pid_k * n_batch + pid_b) * L * N + t[:, None] * N + j[None, :]  # (T, BLOCK_N)
-        valid = mask_tk[:, :, None] & mask_kn
-
-        # recompute the chunk: Ā_t, F_t B_t u_t, h_t and h_{t-1}
-        u, pre, dt, f_re, f_im, fb_re, fb_im, abar_re, abar_im, x_re, x_im = _selective_pairs(
-            u_ptr, delta_ptr, bias_ptr, B_ptr, tk, mask_tk, k, mask_k, tn, mask_tn, valid, a_re, a_im,
-            METHOD, COMPLEX, DELTA_PER_STEP, HAS_BIAS, SOFTPLUS, HAS_B)
-        dt = dt[:, :, None]
-        h0_re, h0_im = _load_complex(states_ptr, (pid_b * n_chunks + chunk) * K * N + kn, mask_kn, 0.0, COMPLEX)
-        h_re, h_im = _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX)
-        hp_re, hp_im = _cshift_down(h_re, h_im, rows, h0_re, h0_im, COMPLEX)
-
-        # readout and gate: y = scale Re Σ_j C h + D u,  out = y silu(z)
-        if C_SHARED:
-            c_re, c_im = _load_complex(C_ptr, tn, mask_tn, 0.0, COMPLEX)
+        in_range = t < L
+        mask_t = in_range[:, None]
+        mask_tk = mask_t & mask_k[None, :]
+        tk = t[:, None] * K + k[None, :]
+        u = _load(u_ptr, tk, mask_tk, 0.0)
+        pre, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
+                              DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
+        # out = y silu(z):  ∂ℓ/∂y = dout · silu(z)
         dy = _load(dout_ptr, tk, mask_tk, 0.0)
         if HAS_Z:
-            y = scale * tl.sum(_re_mul(c_re, c_im, h_re, h_im, COMPLEX), 2)
-            if HAS_D:
-                y += d[None, :] * u
             zt = _load(z_ptr, tk, mask_tk, 0.0)
-            sig = tl.sigmoid(zt)
-            # ∂ℓ/∂z = dout · y · σ(z)(1 + z(1 - σ(z))),  ∂ℓ/∂y = dout · silu(z)
-            _store(dz_ptr, tk, dy * y * sig * (1.0 + zt * (1.0 - sig)), mask_tk)
-            dy = dy * zt * sig
+            dy = dy * zt * tl.sigmoid(zt)
+            y = tl.zeros((T, BLOCK_K), dtype)  # Σ_j Re C h, for ∂ℓ/∂z after the loop
         du = tl.zeros((T, BLOCK_K), dtype)
         if HAS_D:
             dD += tl.sum(dy * u, 0)
             du = dy * d[None, :]
-        # direct ∂ℓ/∂h_t = scale dy conj(C_t),   ∂ℓ/∂C_t = scale dy conj(h_t)
-        gy = (scale * dy)[:, :, None]
-        g_re, g_im = _cscale(c_re, -c_im, gy, COMPLEX)
-        gc_re, gc_im = _cscale(h_re, -h_im, gy, COMPLEX)
-        if C_SHARED:
-            gc_re, gc_im = _csum(gc_re, gc_im, 1, COMPLEX)
-            _store_complex(dC_ptr, part_tn, gc_re, gc_im, mask_t[:, None] & (j < N)[None, :], COMPLEX)
-        else:
-            gc_re, gc_im = _csum(gc_re, gc_im, 0, COMPLEX)
-            dC_re += gc_re
-            dC_im += gc_im
+        gy = scale * dy
+        g_dt = tl.zeros((T, BLOCK_K), dtype)  # Σ_j ∂ℓ/∂Δ
 
-        # adjoint: ν_t = conj(Ā_t)(g_t + ν_{t+1})  (reversed scan),  λ_t = g_t + ν_{t+1}
-        beta_re, beta_im = _cmul_conj(g_re, g_im, abar_re, abar_im, COMPLEX)
-        suffix_re, suffix_im, nl_re, nl_im = _scan(abar_re, -abar_im, beta_re, beta_im, True, COMPLEX)
-        nuc_re, nuc_im = _cmul(suffix_re, suffix_im, nu_re, nu_im, COMPLEX)
-        nl_re += nuc_re
-        nl_im += nuc_im
-        nn_re, nn_im = _cshift_up(nl_re, nl_im, rows, nu_re, nu_im, T, COMPLEX)
-        lam_re = g_re + nn_re
-        lam_im = g_im + nn_im
-        nu_re, nu_im = _crow(nl_re, nl_im, rows, 0, COMPLEX)
+        for j in range(0, N):
+            a_re, a_im = _load_complex(A_ptr, k * N + j, mask_k, -1.0, COMPLEX)
+            a_re, a_im = _crow_vector(a_re, a_im, COMPLEX)
+            tj = t[:, None] * N + j
+            # recompute state j over the chunk: Ā_t, F_t B_t u_t, h_t and h_{t-1}
+            f_re, f_im, fb_re, fb_im, abar_re, abar_im, x_re, x_im = _state_pairs(
+                dt, u, a_re, a_im, B_ptr, tj, mask_t, mask_tk, METHOD, COMPLEX, HAS_B)
+            h0_re, h0_im = _load_complex(states_ptr, (chunk * K + k) * N + j, mask_k, 0.0, COMPLEX)
+            h0_re, h0_im = _crow_vector(h0_re, h0_im, COMPLEX)
+            h_re, h_im = _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX)
+            hp_re, hp_im = _cshift_down(h_re, h_im, rows, h0_re, h0_im, COMPLEX)
 
-        # ∂ℓ/∂(F B u)_t = λ_t:  ∂ℓ/∂u = Re Σ_j λ conj(F B),  ∂ℓ/∂F = λ conj(B) u,  ∂ℓ/∂B = Σ_k λ conj(F) u
-        du += tl.sum(_re_mul_conj(lam_re, lam_im, fb_re, fb_im, COMPLEX), 2)
+            # readout y = scale Re Σ_j C h + D u:  direct ∂ℓ/∂h_t = scale dy conj(C_t),  ∂ℓ/∂C_t = scale dy conj(h_t)
+            if C_SHARED:
+                c_re, c_im = _load_complex(C_ptr, tj, mask_t, 0.0, COMPLEX)
+            else:
+                c_re, c_im = _load_complex(C_ptr, k[None, :] * N + j, mask_k[None, :], 0.0, COMPLEX)
+            if HAS_Z:
+                y += _re_mul(c_re, c_im, h_re, h_im, COMPLEX)
+            g_re, g_im = _cscale(c_re, -c_im, gy, COMPLEX)
+            gc_re, gc_im = _cscale(h_re, -h_im, gy, COMPLEX)
+            if C_SHARED:
+                gc_re, gc_im = _csum(gc_re, gc_im, 1, COMPLEX)
+                _store_complex(dC_ptr, t * N + j, gc_re, gc_im, in_range, COMPLEX)
+            else:
+                gc_re, gc_im = _csum(gc_re, gc_im, 0, COMPLEX)
+                dC_re, dC_im = _cadd_row(dC_re, dC_im, held, j, gc_re, gc_im, COMPLEX)
+
+            # adjoint: ν_t = conj(Ā_t)(g_t + ν_{t+1})  (reversed scan),  λ_t = g_t + ν_{t+1}
+            nu0_re, nu0_im = _crow(nu_re, nu_im, held, j, COMPLEX)
+            nu0_re, nu0_im = _crow_vector(nu0_re, nu0_im, COMPLEX)
+            beta_re, beta_im = _cmul_conj(g_re, g_im, abar_re, abar_im, COMPLEX)
+            suffix_re, suffix_im, nl_re, nl_im = _scan(abar_re, -abar_im, beta_re, beta_im, True, COMPLEX)
+            nuc_re, nuc_im = _cmul(suffix_re, suffix_im, nu0_re, nu0_im, COMPLEX)
+            nl_re += nuc_re
+            nl_im += nuc_im
+            nn_re, nn_im = _cshift_up(nl_re, nl_im, rows, nu0_re, nu0_im, T, COMPLEX)
+            lam_re = g_re + nn_re
+            lam_im = g_im + nn_im
+            first_re, first_im = _crow(nl_re, nl_im, rows, 0, COMPLEX)
+            nu_re, nu_im = _cput_row(nu_re, nu_im, held, j, first_re, first_im, COMPLEX)
+
+            # ∂ℓ/∂(F B u)_t = λ_t:  ∂ℓ/∂u = Re Σ_j λ conj(F B),  ∂ℓ/∂F = λ conj(B) u,  ∂ℓ/∂B = Σ_k λ conj(F) u
+            du += _re_mul_conj(lam_re, lam_im, fb_re, fb_im, COMPLEX)
+            if HAS_B:
+                b_re, b_im = _load_complex(B_ptr, tj, mask_t, 0.0, COMPLEX)  # a cache hit: read for F·B above
+                gf_re, gf_im = _cmul_conj(lam_re, lam_im, b_re, b_im, COMPLEX)
+                gb_re, gb_im = _cmul_conj(lam_re, lam_im, f_re, f_im, COMPLEX)
+                gb_re, gb_im = _cscale(gb_re, gb_im, u, COMPLEX)
+                gb_re, gb_im = _csum(gb_re, gb_im, 1, COMPLEX)
+                _store_complex(dB_ptr, t * N + j, gb_re, gb_im, in_range, COMPLEX)
+            else:
+                gf_re, gf_im = lam_re, lam_im
+            gf_re, gf_im = _cscale(gf_re, gf_im, u, COMPLEX)
+            # ∂ℓ/∂Ā_t = λ_t conj(h_{t-1})
+            gabar_re, gabar_im = _cmul_conj(lam_re, lam_im, hp_re, hp_im, COMPLEX)
+            gdt_j, ga_re, ga_im = _discretize_grad(dt, a_re, a_im, abar_re, abar_im, f_re, f_im,
+                                                   gabar_re, gabar_im, gf_re, gf_im, METHOD, COMPLEX)
+            g_dt += gdt_j
+            ga_re, ga_im = _csum(ga_re, ga_im, 0, COMPLEX)
+            dA_re, dA_im = _cadd_row(dA_re, dA_im, held, j, ga_re, ga_im, COMPLEX)
+
+        if HAS_Z:
+            # ∂ℓ/∂z = dout · y · σ(z)(1 + z(1 - σ(z)))   (dout and z re-read: cache hits)
+            y = scale * y
+            if HAS_D:
+                y += d[None, :] * u
+            zt = _load(z_ptr, tk, mask_tk, 0.0)
+            sig = tl.sigmoid(zt)
+            _store(dz_ptr, tk, _load(dout_ptr, tk, mask_tk, 0.0) * y * sig * (1.0 + zt * (1.0 - sig)), mask_tk)
         _store(du_ptr, tk, du, mask_tk)
-        if HAS_B:
-            b_re, b_im = _load_complex(B_ptr, tn, mask_tn, 0.0, COMPLEX)  # a cache hit: read for F·B above
-            gf_re, gf_im = _cmul_conj(lam_re, lam_im, b_re, b_im, COMPLEX)
-            gb_re, gb_im = _cmul_conj(lam_re, lam_im, f_re, f_im, COMPLEX)
-            gb_re, gb_im = _cscale(gb_re, gb_im, u[:, :, None], COMPLEX)
-            gb_re, gb_im = _csum(gb_re, gb_im, 1, COMPLEX)
-            _store_complex(dB_ptr, part_tn, gb_re, gb_im, mask_t[:, None] & (j < N)[None, :], COMPLEX)
-        else:
-            gf_re, gf_im = lam_re, lam_im
-        gf_re, gf_im = _cscale(gf_re, gf_im, u[:, :, None], COMPLEX)
-        # ∂ℓ/∂Ā_t = λ_t conj(h_{t-1})
-        gabar_re, gabar_im = _cmul_conj(lam_re, lam_im, hp_re, hp_im, COMPLEX)
-        g_dt, ga_re, ga_im = _discretize_grad(dt, a_re, a_im, abar_re, abar_im, f_re, f_im,
-                                              gabar_re, gabar_im, gf_re, gf_im, METHOD, COMPLEX)
-        ga_re, ga_im = _csum(ga_re, ga_im, 0, COMPLEX)
-        dA_re += ga_re
-        dA_im += ga_im
-        dpre = tl.sum(g_dt, 2)
+        dpre = g_dt
         if SOFTPLUS:
             dpre = dpre * tl.sigmoid(pre)
         if DELTA_PER_STEP:
@@ -720,13 +810,15 @@ def _selective_scan_bwd_kernel(
         if SUM_DPRE:
             dpre_sum += tl.sum(tl.where(mask_tk, dpre, 0.0), 0)
 
-    _store_complex(dA_ptr, pid_b * K * N + kn, dA_re, dA_im, mask_kn, COMPLEX)
+    kn = k[None, :] * N + held  # (BLOCK_N, BLOCK_K)
+    mask_kn = mask_k[None, :] & (held < N)
+    _store_complex(dA_ptr, kn, dA_re, dA_im, mask_kn, COMPLEX)
     if HAS_D:
-        tl.store(dD_ptr + pid_b * K + k, dD, mask=mask_k)
+        tl.store(dD_ptr + k, dD, mask=mask_k)
     if SUM_DPRE:
-        tl.store(dsum_ptr + pid_b * K + k, dpre_sum, mask=mask_k)
+        tl.store(dsum_ptr + k, dpre_sum, mask=mask_k)
     if not C_SHARED:
-        _store_complex(dC_ptr, pid_b * K * N + kn, dC_re, dC_im, mask_kn, COMPLEX)
+        _store_complex(dC_ptr, kn, dC_re, dC_im, mask_kn, COMPLEX)
 
 
 @_triton_jit
@@ -1054,6 +1146,20 @@ def _check_diagonal(u, delta, A, gain, delta_bias, discretization) -> None:
     _check_common(discretization, dict(u=u, delta=delta, A=A, gain=gain, delta_bias=delta_bias))
 
 
+_INT32_LIMIT = 2 ** 31
+
+
+def _check_slice_sizes(length: int, K: int, n: int, is_complex: bool) -> None:
+    """The selective kernels index inside one batch element with 32-bit offsets: L·K, and L·n
+    (twice that when complex, two planes), must stay below 2^31."""
+    planes = 2 if is_complex else 1
+    for name, size in (("L·K", length * K), ("L·n", planes * length * n)):
+        if size >= _INT32_LIMIT:
+            raise ValueError(f"{name} = {size}{' (two planes)' if name == 'L·n' and is_complex else ''} is too large: "
+                             f"one batch element is indexed in 32 bits, expected < 2^31; split the sequence "
+                             f"(L = {length}) into shorter calls, carrying the state with selective_state_step")
+
+
 def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) -> None:
     """The tiling is valid (chunk_size None: no chunks), and the kernels can run on u's device."""
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 2
@@ -1074,20 +1180,21 @@ def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) 
 # ---------------------------------------------------------------------------------------
 
 
-# Default tiles, per (kernel, n, complex A, per-step Δ): T = chunk_size steps, BLOCK_K channels
-# and n padded to BLOCK_N states per program, on num_warps warps. The forward and backward of
-# one call share T (the backward restarts from the states the forward stored every T steps);
-# BLOCK_K and the warps are each kernel's own. Chosen so that every kernel compiles for sm_90
-# (fp32) to at most 128 registers per thread with no spills (tests/test_kernel_resources.py):
-# (T, forward tile elements T·BLOCK_K·BLOCK_N and warps, backward tile elements and warps), by
-# (complex, per-step Δ). The backward writes per-block partial gradients of a shared B and C,
-# (⌈K/BLOCK_K⌉, Bt, L, n): a wide backward BLOCK_K keeps them small, so it runs on 16 warps.
+# Default tiles of selective_scan, per (complex A, per-step Δ): (T, forward BLOCK_K, forward
+# warps, backward BLOCK_K, backward warps). T = chunk_size steps; the forward and backward of one
+# call share it (the backward restarts from the states the forward stored every T steps). A
+# program's tiles are (T, BLOCK_K), whatever n; only the carried (BLOCK_N, BLOCK_K) state tiles
+# grow with n, so BLOCK_K is halved while BLOCK_N·BLOCK_K exceeds _CARRIED_ELEMENTS. Chosen
+# so that every kernel compiles for sm_90 (fp32 and bf16) to at most 128 registers per thread
+# with no spills (tests/test_kernel_resources.py), taking the most (T, BLOCK_K) elements per
+# thread that fit, then the longer T; the table in the module docstring gives the counts.
 _SELECTIVE_TILES = {
-    (False, False): (8, 1024, 4, 1024, 16),
-    (False, True): (8, 1024, 4, 1024, 16),
-    (True, False): (8, 1024, 4, 256, 4),
-    (True, True): (4, 512, 4, 512, 16),
+    (False, False): (32, 16, 4, 8, 4),
+    (False, True): (32, 16, 4, 8, 4),
+    (True, False): (32, 16, 4, 8, 8),
+    (True, True): (16, 16, 4, 8, 4),
 }
+_CARRIED_ELEMENTS = 512
 _DIAGONAL_TILE = (16, 64, 32)  # T, forward BLOCK_K, backward BLOCK_K (n = 1)
 _FORWARD_WARPS = 4
 _DIAGONAL_BACKWARD_WARPS = 8
@@ -1108,13 +1215,11 @@ def _next_power_of_2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def default_chunk_size(kind: str, n: int, is_complex: bool, selective: bool) -> int:
-    """The default T of a scan (kind ``selective`` or ``diagonal``), shared by its forward and
-    backward: the table's T, halved while the backward's (T, 1, BLOCK_N) tile exceeds its budget."""
+def default_chunk_size(kind: str, is_complex: bool, selective: bool) -> int:
+    """The default T of a scan (kind ``selective`` or ``diagonal``), shared by its forward and backward."""
     if kind.startswith("diagonal"):
         return _DIAGONAL_TILE[0]
-    T, _, _, backward, _ = _SELECTIVE_TILES[bool(is_complex), bool(selective)]
-    return max(2, min(T, backward // _next_power_of_2(n)))
+    return _SELECTIVE_TILES[bool(is_complex), bool(selective)][0]
 
 
 def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_size: int | None = None) -> Tile:
@@ -1123,7 +1228,7 @@ def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_siz
     or real A, and a per-step (selective) or time-invariant Δ. chunk_size: T when the caller
     chose it (None: :func:`default_chunk_size`)."""
     block_n = _next_power_of_2(n)
-    T = chunk_size or default_chunk_size(kind, n, is_complex, selective)
+    T = chunk_size or default_chunk_size(kind, is_complex, selective)
     if kind == "selective_step":
         return Tile(T, max(1, _STEP_ELEMENTS // block_n), block_n, _FORWARD_WARPS)
     if kind.startswith("diagonal"):
@@ -1131,8 +1236,8 @@ def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_siz
         block_k = _DIAGONAL_TILE[1 if forward else 2]
         return Tile(T, block_k, 1, _FORWARD_WARPS if forward else _DIAGONAL_BACKWARD_WARPS)
     _, *sizes = _SELECTIVE_TILES[bool(is_complex), bool(selective)]
-    elements, warps = sizes[:2] if kind.endswith("fwd") else sizes[2:]
-    return Tile(T, max(1, elements // (T * block_n)), block_n, warps)
+    block_k, warps = sizes[:2] if kind.endswith("fwd") else sizes[2:]
+    return Tile(T, max(1, min(block_k, _CARRIED_ELEMENTS // block_n)), block_n, warps)
 
 
 @dataclass(frozen=True)
@@ -1348,6 +1453,7 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
     """
     _check_selective(u, delta, A, B, C, D, z, delta_bias, discretization, scale)
     _check_launch(u, chunk_size, block_k)
+    _check_slice_sizes(u.shape[1], u.shape[2], A.shape[1], A.is_complex())
     if A.is_complex() and B is not None and not B.is_complex():
         B = B.to(A.dtype)
     u, delta, A, B, C, D, z, delta_bias = map(_prepared, (u, delta, A, B, C, D, z, delta_bias))

@@ -416,6 +416,22 @@ def test_selective_scan_rejects_bad_tiling() -> None:
         ts.selective_scan(**_bad_selective(), block_k=3)
 
 
+
+@pytest.mark.parametrize("states, is_complex, message", [
+    (1, False, r"L·K = 2147483648 is too large: one batch element is indexed in 32 bits, expected < 2\^31; "
+               r"split the sequence \(L = 65536\)"),
+    (32768, True, r"L·n = 4294967296 \(two planes\) is too large"),
+])
+def test_selective_scan_rejects_a_batch_element_past_32_bit_offsets(states, is_complex, message) -> None:
+    # zero-stride views: the shapes of a 2^31-element batch element, with no memory behind them
+    length, K = 2 ** 16, 2 ** 15 if states == 1 else 1
+    real = torch.zeros((), dtype=F64)
+    A = -torch.ones(K, states, dtype=C128 if is_complex else F64)
+    with pytest.raises(ValueError, match=message):
+        ts.selective_scan(real.expand(1, length, K), real.expand(1, length, K), A, B=None,
+                          C=torch.zeros((), dtype=A.dtype).expand(1, length, states))
+
+
 DIAGONAL = dict(u=torch.zeros(1, 3, 2, dtype=F64), delta=torch.ones(2, dtype=F64), A=-torch.ones(2, dtype=F64))
 BAD_DIAGONAL = {
     "complex_u_real_A": (dict(u=torch.zeros(1, 3, 2, dtype=C128)), r"u is complex \(torch.complex128\) but A is real"),
