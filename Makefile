@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed
 MAMBA := $(VENV)/.mamba-ssm
 HAS_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 
-.PHONY: run test bench gpu-check clean
+.PHONY: run test bench gpu-check gpu-tune clean
 
 $(INSTALLED): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ gpu-check:
 	$(GPU_PYTHON) -m pytest -q -p no:xdist tests/test_triton_scan.py tests/test_step.py tests/test_kernel_resources.py tests/test_modes.py \
 		tests/test_frontier.py
 	$(GPU_PYTHON) -m ablate.bench $(GPU_BENCH)
+
+# The selective-scan kernels timed over candidate tiles at batch 8, K 1024, L 2048 (a few minutes
+# on one GPU): the fastest tiles within the register budget, as models/triton_scan.py's table entries.
+gpu-tune:
+	@$(GPU_PYTHON) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || { echo "make gpu-tune: torch sees no CUDA device; run it on a GPU machine" >&2; exit 1; }
+	$(GPU_PYTHON) -m models.triton_tune
 
 clean:
 	rm -rf $(VENV)

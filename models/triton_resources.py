@@ -138,7 +138,7 @@ def measure(case: Case, tile=None) -> Usage:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    if ts.interpreted():
         raise RuntimeError("TRITON_INTERPRET=1: triton.jit built interpreted kernels, which do not compile")
     kernel = getattr(ts, _KERNELS[case.kind])
     flags = dict(case.flags)

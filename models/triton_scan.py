@@ -150,14 +150,18 @@ def _per_step_dtypes(real: torch.dtype) -> tuple[torch.dtype, ...]:
     return (real, *_LOW_PRECISION) if real == torch.float32 else (real,)
 
 
+def interpreted() -> bool:
+    """True under triton's interpreter (TRITON_INTERPRET=1): kernels run on CPU tensors, in Python."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def runs_on(device: torch.device | str) -> bool:
     """True when the kernels can run on tensors of ``device``: CUDA tensors with triton
     compiled for the GPU, CPU tensors under the interpreter (TRITON_INTERPRET=1)."""
     if triton is None:
         return False
-    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     kind = torch.device(device).type
-    return (kind == "cuda" and not interpreted) or (kind == "cpu" and interpreted)
+    return (kind == "cuda" and not interpreted()) or (kind == "cpu" and interpreted())
 
 
 def _triton_jit(fn):

@@ -1,0 +1,52 @@
+"""The tile tuner (models/triton_tune.py): its choice rule, and one tiny run under the interpreter.
+
+Times here measure triton's interpreter, not a GPU: the run checks that every candidate is
+timed, checked against the default tile and reported, not which tile is fastest.
+"""
+
+import pytest
+
+from models import triton_scan as ts
+from models import triton_tune as tune
+
+
+def _row(kind, T, block_k, ms, registers=100, spills=0, error=0.0):
+    return tune.Timing("mamba", kind, ts.Tile(T, block_k, 16, 4), ms, registers, spills, error)
+
+
+def test_best_takes_the_fastest_usable_pair_at_one_shared_T():
+    rows = [
+        _row("fwd", 16, 8, 1.0), _row("bwd", 16, 8, 5.0),
+        _row("fwd", 32, 8, 2.0), _row("bwd", 32, 8, 3.0), _row("bwd", 32, 16, 1.0, registers=200),
+        _row("fwd", 64, 8, 0.5, error=1e-2), _row("fwd", 64, 16, 1.5, spills=8), _row("bwd", 64, 8, 0.1),
+    ]
+    forward, backward = tune.best(rows)
+    # T 16: 1 + 5; T 32: 2 + 3 (the 1.0 ms backward takes 200 registers); T 64: no usable forward
+    assert (forward.tile.chunk_size, forward.tile.block_k, backward.tile.block_k) == (32, 8, 8)
+    assert tune.best([_row("fwd", 16, 8, 1.0)]) is None
+
+
+def test_a_tiny_run_times_checks_and_reports_every_candidate(capsys):
+    assert tune.main(["--batch", "1", "--channels", "4", "--length", "12", "--chunks", "8", "--block-k", "2,4",
+                      "--warps", "4", "--repeats", "1", "--points", "mamba"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out[1:] if line.startswith("mamba ")]
+    assert [(r[1], r[3]) for r in rows] == [("fwd", "2"), ("bwd", "2"), ("fwd", "4"), ("bwd", "4")]
+    assert all(float(r[-1]) <= tune.ERROR_LIMIT for r in rows)
+    assert out[-1].startswith("mamba: (False, True): (8, ")
+
+
+def test_unknown_points_are_refused(capsys):
+    assert tune.main(["--points", "mamba;s6"]) == 2
+    assert "unknown points ['s6']; expected some of ['mamba', 's4d', 's4d selective dt,B,C']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--chunks", "12"], "chunk_size=12 is not valid"),
+    (["--block-k", "3"], "block_k=3 is not valid"),
+    (["--warps", "3"], "warps=3 is not valid; expected one of [1, 2, 4, 8, 16, 32]"),
+    (["--repeats", "0"], "repeats=0 is not valid; expected >= 1"),
+])
+def test_bad_tiles_are_refused_before_any_timing(argv, message, capsys):
+    assert tune.main(argv + ["--points", "mamba"]) == 2
+    assert message in capsys.readouterr().err
