@@ -52,7 +52,7 @@ mamba-ssm's kernel loops over the states of its channel: for state j it forms th
 n; the only per-state tile is the carried state h_{t0-1}, (BLOCK_N, BLOCK_K), one row per
 state (row j read and replaced by masked sums, :func:`_crow`, :func:`_put_row`). Steps past
 L and channels past K are identities (a = 1, b = 0). With autograd the forward also stores
-the state entering every chunk, (Bt, ⌈L/T⌉, K, n) (1/T of the states). A program moves its
+the state entering every chunk, (Bt, ⌈L/T⌉, n, K) (1/T of the states). A program moves its
 pointers to its batch element once (64-bit) and indexes inside it in 32 bits, which bounds
 one batch element: L·K and L·n (2·L·n when complex) below 2^31 (a ValueError otherwise). A
 :func:`diagonal_scan` program is the same with n = 1: one state per channel, no loop.
@@ -82,9 +82,9 @@ fp32 and with bf16 per-step tensors). Among the tiles that fit, the one with the
 share T; BLOCK_K and the warps are each kernel's own.
 
   kernel (preset point, n)                   T  BLOCK_K warps  registers fp32 (bf16)  spills
-  selective fwd  (Mamba: real, 16)           32    16     4        77  (77)              0
-  selective bwd  (Mamba: real, 16)           32     8     4       118 (119)              0
-  selective fwd  (S4D: complex, 32)          32    16     4        94  (94)              0
+  selective fwd  (Mamba: real, 16)           32    16     4        79  (79)              0
+  selective bwd  (Mamba: real, 16)           32     8     8        98  (96)              0
+  selective fwd  (S4D: complex, 32)          32    16     4        95  (95)              0
   selective bwd  (S4D: complex, 32)          32     8     8       127 (128)              0
   selective fwd  (complex 32, Δ B C per step) 16   16     4        72  (72)              0
   selective bwd  (complex 32, Δ B C per step) 16    8     4       127 (128)              0
@@ -94,22 +94,30 @@ share T; BLOCK_K and the warps are each kernel's own.
   diagonal bwd   (S5, Δ and C per step)      16    32     8       128 (127)              0
   diagonal bwd   (real, Δ per step)          16    32     8        80  (87)              0
 
-The selective kernels before the loop over states held (T, BLOCK_K, n) tiles: at the issue's
-tile (T 32, BLOCK_K 8) the Mamba forward took 255 registers and its backward 255 with spills
+The selective kernels before the loop over states held (T, BLOCK_K, n) tiles: at T 32,
+BLOCK_K 8 the Mamba forward took 255 registers and its backward 255 with spills
 (33.5 million local-memory requests measured by Nsight Compute on an H200), and fitting them in
 128 registers took T = 8 or 4 (Mamba backward 122, complex backward with Δ, B and C per step
-128, its bf16 compile 48 bytes of spills). With the loop, T = 32 fits with 2 to 4 (T, BLOCK_K)
-elements per thread. BLOCK_K is also capped at 512 / BLOCK_N, so that the carried
+128, its bf16 compile 48 bytes of spills). With the loop, T = 32 fits with 1 to 4 (T, BLOCK_K)
+elements per thread (the Mamba backward on 4 warps, 2 per thread, takes 120 registers in fp32
+but spills 8 bytes in bf16, so it runs on 8 warps). BLOCK_K is also capped at 512 / BLOCK_N, so that the carried
 (BLOCK_N, BLOCK_K) tiles stay small for large n. Whether these tiles are the fastest on a GPU
-was not measured here (``make gpu-check`` times them).
+was not measured here (``make gpu-tune`` times the candidates, ``make gpu-check`` these).
+
+Layouts. A shared B or C goes to the kernels state-major, (Bt, n, L) (:func:`_state_major`, one
+copy of Bt·L·n elements, differentiable), so that a program reads state j's (T,) column in one
+run and writes the per-block partial gradients of B and C the same way, (⌈K/BLOCK_K⌉, Bt, n, L).
+The chunk-start states are (Bt, ⌈L/T⌉, n, K): a program writes and reads state j of its
+BLOCK_K channels in one run.
 
 Memory traffic, in elements per (batch, step, channel) element (2 bytes each for a bf16 or fp16
 per-step tensor, 4 for fp32; states and partial sums at the accumulation dtype),
 with c = 2 for complex A (1 for real), s = 1 for a per-step δ (0 for a (K,) δ), g = 1 with
 a gate z (else 0), b and q = 1 when B resp. C is shared (Bt, L, n) (else 0); A, D, the bias
-and a fixed C are O(K n) and left out:
+and a fixed C are O(K n) and left out, and so is the state-major copy of a shared B and C
+(2(b + q)·c·n/K: read and written once per call):
 
-* forward:  u, δ·s, z·g read and out written: 2 + s + g; the (T, n) tiles of B and C are
+* forward:  u, δ·s, z·g read and out written: 2 + s + g; the (T,) columns of B and C are
   read once per channel block: c·n·(b + q)/BLOCK_K; with autograd the chunk-start states are
   written: c·n/T.
 * backward: u, δ·s, z·g, dout read and du, dδ·s, dz·g written: 3 + 2s + 2g; B and C read and
@@ -575,9 +583,9 @@ def _selective_scan_fwd_kernel(
 ):
     """out of :func:`selective_scan` for batch program_id(0) and channel block program_id(1).
 
-    u, δ (per step), z, out: (Bt, L, K); B, C (shared): (Bt, L, N); A, C (fixed): (K, N);
-    δ (time-invariant), bias, D: (K,); scale: (1,); states: (Bt, ⌈L/T⌉, K, N), the state
-    entering each chunk (written when SAVE_STATES). Complex tensors are their (..., 2) views.
+    u, δ (per step), z, out: (Bt, L, K); B, C (shared): (Bt, N, L), state-major; A, C (fixed):
+    (K, N); δ (time-invariant), bias, D: (K,); scale: (1,); states: (Bt, ⌈L/T⌉, N, K), the
+    state entering each chunk (written when SAVE_STATES). Complex tensors are their (..., 2) views.
     A, D, bias, a (K,) δ or C, scale and the states have A's real dtype (fp32 or fp64), the
     accumulation dtype; each (Bt, L, ·) tensor may be bf16 or fp16 instead of fp32 (read in
     its dtype, widened in registers; out is written in out's dtype).
@@ -620,8 +628,8 @@ def _selective_scan_fwd_kernel(
             a_re, a_im = _load_complex(A_ptr, k * N + j, mask_k, -1.0, COMPLEX)  # -1 keeps the padding finite
             h0_re, h0_im = _crow(h_re, h_im, held, j, COMPLEX)
             if SAVE_STATES:
-                _store_complex(states_ptr, (chunk * K + k) * N + j, h0_re, h0_im, mask_k, COMPLEX)
-            tj = t[:, None] * N + j
+                _store_complex(states_ptr, (chunk * N + j) * K + k, h0_re, h0_im, mask_k, COMPLEX)
+            tj = j * L + t[:, None]  # state j's steps are adjacent in B and C, (Bt, N, L)
             a_re, a_im = _crow_vector(a_re, a_im, COMPLEX)
             _, _, _, _, abar_re, abar_im, x_re, x_im = _state_pairs(
                 dt, u, a_re, a_im, B_ptr, tj, mask_t, mask_tk, METHOD, COMPLEX, HAS_B)
@@ -660,7 +668,7 @@ def _selective_scan_bwd_kernel(
     Inputs as the forward kernel, with its states and dout (Bt, L, K). Writes du, dz:
     (Bt, L, K); dpre = ∂ℓ/∂(δ + bias): (Bt, L, K) for a per-step δ; dsum = its partial sums
     over time (Bt, K) for a (K,) δ, or a bias with a bf16/fp16 dpre (SUM_DPRE); partial sums dA: (Bt, K, N) and dD: (Bt, K);
-    dB, and dC when shared: (⌈K/BLOCK_K⌉, Bt, L, N), one slice per channel block; dC fixed:
+    dB, and dC when shared: (⌈K/BLOCK_K⌉, Bt, N, L), one slice per channel block; dC fixed:
     (Bt, K, N). du, dz, dpre in their inputs' dtypes, the partial sums in A's (fp32 or fp64).
     """
     pid_k = tl.program_id(1)
@@ -738,11 +746,11 @@ def _selective_scan_bwd_kernel(
         for j in range(0, N):
             a_re, a_im = _load_complex(A_ptr, k * N + j, mask_k, -1.0, COMPLEX)
             a_re, a_im = _crow_vector(a_re, a_im, COMPLEX)
-            tj = t[:, None] * N + j
+            tj = j * L + t[:, None]  # state j's steps are adjacent in B and C, (Bt, N, L)
             # recompute state j over the chunk: Ā_t, F_t B_t u_t, h_t and h_{t-1}
             f_re, f_im, fb_re, fb_im, abar_re, abar_im, x_re, x_im = _state_pairs(
                 dt, u, a_re, a_im, B_ptr, tj, mask_t, mask_tk, METHOD, COMPLEX, HAS_B)
-            h0_re, h0_im = _load_complex(states_ptr, (chunk * K + k) * N + j, mask_k, 0.0, COMPLEX)
+            h0_re, h0_im = _load_complex(states_ptr, (chunk * N + j) * K + k, mask_k, 0.0, COMPLEX)
             h0_re, h0_im = _crow_vector(h0_re, h0_im, COMPLEX)
             h_re, h_im = _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX)
             hp_re, hp_im = _cshift_down(h_re, h_im, rows, h0_re, h0_im, COMPLEX)
@@ -758,7 +766,7 @@ def _selective_scan_bwd_kernel(
             gc_re, gc_im = _cscale(h_re, -h_im, gy, COMPLEX)
             if C_SHARED:
                 gc_re, gc_im = _csum(gc_re, gc_im, 1, COMPLEX)
-                _store_complex(dC_ptr, t * N + j, gc_re, gc_im, in_range, COMPLEX)
+                _store_complex(dC_ptr, j * L + t, gc_re, gc_im, in_range, COMPLEX)
             else:
                 gc_re, gc_im = _csum(gc_re, gc_im, 0, COMPLEX)
                 dC_re, dC_im = _cadd_row(dC_re, dC_im, held, j, gc_re, gc_im, COMPLEX)
@@ -785,7 +793,7 @@ def _selective_scan_bwd_kernel(
                 gb_re, gb_im = _cmul_conj(lam_re, lam_im, f_re, f_im, COMPLEX)
                 gb_re, gb_im = _cscale(gb_re, gb_im, u, COMPLEX)
                 gb_re, gb_im = _csum(gb_re, gb_im, 1, COMPLEX)
-                _store_complex(dB_ptr, t * N + j, gb_re, gb_im, in_range, COMPLEX)
+                _store_complex(dB_ptr, j * L + t, gb_re, gb_im, in_range, COMPLEX)
             else:
                 gf_re, gf_im = lam_re, lam_im
             gf_re, gf_im = _cscale(gf_re, gf_im, u, COMPLEX)
@@ -1193,8 +1201,8 @@ def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) 
 # with no spills (tests/test_kernel_resources.py), taking the most (T, BLOCK_K) elements per
 # thread that fit, then the longer T; the table in the module docstring gives the counts.
 _SELECTIVE_TILES = {
-    (False, False): (32, 16, 4, 8, 4),
-    (False, True): (32, 16, 4, 8, 4),
+    (False, False): (32, 16, 4, 8, 8),
+    (False, True): (32, 16, 4, 8, 8),
     (True, False): (32, 16, 4, 8, 8),
     (True, True): (16, 16, 4, 8, 4),
 }
@@ -1273,6 +1281,12 @@ def _prepared(x: torch.Tensor | None) -> torch.Tensor | None:
     return None if x is None else x.resolve_conj().contiguous()
 
 
+def _state_major(x: torch.Tensor | None) -> torch.Tensor | None:
+    """A shared (Bt, L, n) B or C as a contiguous (Bt, n, L) tensor (differentiable): each state's
+    steps adjacent, so that the kernels read and write a state's (T,) column in one run."""
+    return None if x is None else x.resolve_conj().transpose(1, 2).contiguous()
+
+
 def _planes(x: torch.Tensor | None, placeholder: torch.Tensor) -> torch.Tensor:
     """The kernel argument for x: its (..., 2) real view if complex; placeholder for None."""
     if x is None:
@@ -1286,13 +1300,14 @@ def _as_complex(x: torch.Tensor, is_complex: bool) -> torch.Tensor:
 
 
 def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Launch, save_states: bool):
-    """out (Bt, L, K) and, when save_states, the chunk-start states (Bt, ⌈L/T⌉, K, n[, 2])."""
+    """out (Bt, L, K) and, when save_states, the chunk-start states (Bt, ⌈L/T⌉, n, K[, 2]).
+    A shared B or C comes state-major, (Bt, n, L) (:func:`_state_major`)."""
     batch, length, K = u.shape
     n = A.shape[1]
     pairs = (2,) if A.is_complex() else ()
     out = torch.empty_like(u)
     n_chunks = triton.cdiv(length, launch.chunk_size)
-    states = u.new_empty((batch, n_chunks, K, n, *pairs), dtype=scale.dtype) if save_states else u
+    states = u.new_empty((batch, n_chunks, n, K, *pairs), dtype=scale.dtype) if save_states else u
     tile = launch.forward
     _selective_scan_fwd_kernel[(batch, triton.cdiv(K, tile.block_k))](
         u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u), _planes(D, u),
@@ -1306,7 +1321,8 @@ def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Laun
 
 
 def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout, launch: _Launch):
-    """Gradients (u, delta, A, B, C, D, z, delta_bias) of :func:`selective_scan`; None for absent inputs."""
+    """Gradients (u, delta, A, B, C, D, z, delta_bias) of :func:`selective_scan`; None for absent
+    inputs. B and a shared C, and their gradients, are state-major (Bt, n, L)."""
     batch, length, K = u.shape
     n = A.shape[1]
     is_complex = A.is_complex()
@@ -1320,8 +1336,8 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
     dpre = torch.empty_like(delta) if per_step else u
     dsum = u.new_empty((batch, K), dtype=acc)
     dA = u.new_empty((batch, K, n, *pairs), dtype=acc)
-    dB = u.new_empty((n_blocks, batch, length, n, *pairs), dtype=acc) if B is not None else u
-    dC = u.new_empty((n_blocks, batch, length, n, *pairs) if c_shared else (batch, K, n, *pairs), dtype=acc)
+    dB = u.new_empty((n_blocks, batch, n, length, *pairs), dtype=acc) if B is not None else u
+    dC = u.new_empty((n_blocks, batch, n, length, *pairs) if c_shared else (batch, K, n, *pairs), dtype=acc)
     dD = u.new_empty((batch, K), dtype=acc) if D is not None else u
     dz = torch.empty_like(z) if z is not None else u
     _selective_scan_bwd_kernel[(batch, n_blocks)](
@@ -1460,7 +1476,8 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
     _check_slice_sizes(u.shape[1], u.shape[2], A.shape[1], A.is_complex())
     if A.is_complex() and B is not None and not B.is_complex():
         B = B.to(A.dtype)
-    u, delta, A, B, C, D, z, delta_bias = map(_prepared, (u, delta, A, B, C, D, z, delta_bias))
+    u, delta, A, D, z, delta_bias = map(_prepared, (u, delta, A, D, z, delta_bias))
+    B, C = _state_major(B), _state_major(C) if C.dim() == 3 else _prepared(C)
     launch = _launch_settings("selective", discretization, delta_softplus, chunk_size, block_k, u.shape[2],
                               A.shape[1], A.is_complex(), delta.dim() == 3)
     scale_t = torch.full((1,), float(scale), dtype=_ACCUMULATION[u.dtype], device=u.device)
