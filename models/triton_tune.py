@@ -11,8 +11,8 @@ Each candidate is the median of ``--repeats`` timed calls (models.timing.Clock: 
 a GPU) after a warm-up call, and is checked against the default tile on the same inputs
 (relative norm error of out, or of every gradient together). One row per candidate: T,
 BLOCK_K, warps, milliseconds, registers per thread and spill bytes (compiled for sm_90 by
-:func:`models.triton_resources.measure`, as the register test does; unknown under
-TRITON_INTERPRET), the error. Per point the fastest pair
+:func:`models.triton_resources.measure`, as the register test does, in parallel processes after
+the timings; unknown under TRITON_INTERPRET), the error. Per point the fastest pair
 (forward + backward at one shared T) among the candidates that compute the same (error at most
 1e-4) and fit the register budget (at most 128 registers, no spills: the budget
 tests/test_kernel_resources.py holds the defaults to) is printed as the
@@ -25,8 +25,10 @@ there too, at small shapes; its times measure the interpreter, not a GPU.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -89,6 +91,18 @@ def _relative(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
     return (num / max(den, 1e-30)) ** 0.5
 
 
+def add_registers(rows: list[Timing]) -> None:
+    """Fill in every row's registers and spills (:func:`_registers`), compiling in parallel
+    (spawned processes: no CUDA state is shared with the compiles); left None where the
+    kernels cannot be compiled here."""
+    if resources.available() or ts.interpreted():
+        return
+    with ProcessPoolExecutor(mp_context=multiprocessing.get_context("spawn")) as pool:
+        usages = pool.map(_registers, [r.point for r in rows], [r.kind for r in rows], [r.tile for r in rows])
+        for row, (registers, spills) in zip(rows, usages):
+            row.registers, row.spills = registers, spills
+
+
 def _registers(point: str, kind: str, tile: ts.Tile) -> tuple[int | None, int | None]:
     """(registers per thread, spill bytes) of the kernel compiled for sm_90 at ``tile``
     (:func:`models.triton_resources.measure`, the proxy the register test uses); (None, None)
@@ -135,7 +149,7 @@ def tune_point(point: str, batch: int, channels: int, length: int, chunks, block
                 for kind, call, error in (("fwd", forward, _relative([out], [want_out])),
                                           ("bwd", backward, _relative(grads, want_grads))):
                     ms = _median_ms(clock, call, repeats)
-                    rows.append(Timing(point, kind, tile, ms, *_registers(point, kind, tile), error))
+                    rows.append(Timing(point, kind, tile, ms, None, None, error))
     return rows
 
 
@@ -180,7 +194,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--channels", type=int, default=1024)
     parser.add_argument("--length", type=int, default=2048)
     parser.add_argument("--chunks", type=_ints, default=[16, 32, 64], help="T values, comma-separated")
-    parser.add_argument("--block-k", type=_ints, default=[4, 8, 16, 32])
+    parser.add_argument("--block-k", type=_ints, default=[8, 16])
     parser.add_argument("--warps", type=_ints, default=[4, 8])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--points", default=";".join(POINTS), help=f"a subset of {list(POINTS)}, ';'-separated")
@@ -211,6 +225,7 @@ def main(argv: list[str]) -> int:
     for point in points:
         rows += tune_point(point, args.batch, args.channels, args.length, args.chunks, args.block_k, args.warps,
                            args.repeats, device)
+    add_registers(rows)
     print(report(rows))
     return 0
 
