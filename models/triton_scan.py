@@ -499,6 +499,24 @@ def _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX: tl.conste
 
 
 @_triton_jit
+def _chunk_adjoint(g_re, g_im, abar_re, abar_im, nu_re, nu_im, rows, T: tl.constexpr, COMPLEX: tl.constexpr):
+    """λ_t of one chunk, and ν at its first step (the carry into the previous chunk).
+
+    ν_t = conj(Ā_t)(g_t + ν_{t+1}) (a reversed scan), λ_t = g_t + ν_{t+1}; g_t = ∂ℓ/∂h_t (direct)
+    and Ā_t along axis 0; ν = ν_{t0'}, the first step's value of the chunk after this one,
+    broadcasts over the steps.
+    """
+    beta_re, beta_im = _cmul_conj(g_re, g_im, abar_re, abar_im, COMPLEX)
+    suffix_re, suffix_im, nl_re, nl_im = _scan(abar_re, -abar_im, beta_re, beta_im, True, COMPLEX)
+    nuc_re, nuc_im = _cmul(suffix_re, suffix_im, nu_re, nu_im, COMPLEX)
+    nl_re += nuc_re
+    nl_im += nuc_im
+    nn_re, nn_im = _cshift_up(nl_re, nl_im, rows, nu_re, nu_im, T, COMPLEX)
+    first_re, first_im = _crow(nl_re, nl_im, rows, 0, COMPLEX)
+    return g_re + nn_re, g_im + nn_im, first_re, first_im
+
+
+@_triton_jit
 def _diagonal_pairs(u_ptr, delta_ptr, bias_ptr, tk, mask_tk, k, mask_k, a_re, a_im,
                     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr,
                     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
@@ -774,15 +792,8 @@ def _selective_scan_bwd_kernel(
             # adjoint: ν_t = conj(Ā_t)(g_t + ν_{t+1})  (reversed scan),  λ_t = g_t + ν_{t+1}
             nu0_re, nu0_im = _crow(nu_re, nu_im, held, j, COMPLEX)
             nu0_re, nu0_im = _crow_vector(nu0_re, nu0_im, COMPLEX)
-            beta_re, beta_im = _cmul_conj(g_re, g_im, abar_re, abar_im, COMPLEX)
-            suffix_re, suffix_im, nl_re, nl_im = _scan(abar_re, -abar_im, beta_re, beta_im, True, COMPLEX)
-            nuc_re, nuc_im = _cmul(suffix_re, suffix_im, nu0_re, nu0_im, COMPLEX)
-            nl_re += nuc_re
-            nl_im += nuc_im
-            nn_re, nn_im = _cshift_up(nl_re, nl_im, rows, nu0_re, nu0_im, T, COMPLEX)
-            lam_re = g_re + nn_re
-            lam_im = g_im + nn_im
-            first_re, first_im = _crow(nl_re, nl_im, rows, 0, COMPLEX)
+            lam_re, lam_im, first_re, first_im = _chunk_adjoint(g_re, g_im, abar_re, abar_im, nu0_re, nu0_im, rows,
+                                                                T, COMPLEX)
             nu_re, nu_im = _cput_row(nu_re, nu_im, held, j, first_re, first_im, COMPLEX)
 
             # ∂ℓ/∂(F B u)_t = λ_t:  ∂ℓ/∂u = Re Σ_j λ conj(F B),  ∂ℓ/∂F = λ conj(B) u,  ∂ℓ/∂B = Σ_k λ conj(F) u
@@ -988,15 +999,7 @@ def _diagonal_scan_bwd_kernel(
             g_re, g_im = _cscale(g_re, g_im, gain, COMPLEX)
 
         # adjoint: ν_t = conj(Ā_t)(g_t + ν_{t+1})  (reversed scan),  λ_t = g_t + ν_{t+1}
-        beta_re, beta_im = _cmul_conj(g_re, g_im, abar_re, abar_im, COMPLEX)
-        suffix_re, suffix_im, nl_re, nl_im = _scan(abar_re, -abar_im, beta_re, beta_im, True, COMPLEX)
-        nuc_re, nuc_im = _cmul(suffix_re, suffix_im, nu_re, nu_im, COMPLEX)
-        nl_re += nuc_re
-        nl_im += nuc_im
-        nn_re, nn_im = _cshift_up(nl_re, nl_im, rows, nu_re, nu_im, T, COMPLEX)
-        lam_re = g_re + nn_re
-        lam_im = g_im + nn_im
-        nu_re, nu_im = _crow(nl_re, nl_im, rows, 0, COMPLEX)
+        lam_re, lam_im, nu_re, nu_im = _chunk_adjoint(g_re, g_im, abar_re, abar_im, nu_re, nu_im, rows, T, COMPLEX)
 
         # ∂ℓ/∂(F u)_t = λ_t:  ∂ℓ/∂u = λ conj(F),  ∂ℓ/∂F = λ conj(u),  ∂ℓ/∂Ā_t = λ_t conj(h_{t-1})
         du_re, du_im = _cmul_conj(lam_re, lam_im, f_re, f_im, COMPLEX)
