@@ -1171,8 +1171,8 @@ def _check_slice_sizes(length: int, K: int, n: int, is_complex: bool) -> None:
     for name, size in (("L·K", length * K), ("L·n", planes * length * n)):
         if size >= _INT32_LIMIT:
             raise ValueError(f"{name} = {size}{' (two planes)' if name == 'L·n' and is_complex else ''} is too large: "
-                             f"one batch element is indexed in 32 bits, expected < 2^31; split the sequence "
-                             f"(L = {length}) into shorter calls, carrying the state with selective_state_step")
+                             f"one batch element is indexed in 32 bits, expected < 2^31 (call it on fewer "
+                             f"channels, or use another mode for L = {length})")
 
 
 def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) -> None:

@@ -418,8 +418,8 @@ def test_selective_scan_rejects_bad_tiling() -> None:
 
 
 @pytest.mark.parametrize("states, is_complex, message", [
-    (1, False, r"L·K = 2147483648 is too large: one batch element is indexed in 32 bits, expected < 2\^31; "
-               r"split the sequence \(L = 65536\)"),
+    (1, False, r"L·K = 2147483648 is too large: one batch element is indexed in 32 bits, expected < 2\^31 "
+               r"\(call it on fewer channels, or use another mode for L = 65536\)"),
     (32768, True, r"L·n = 4294967296 \(two planes\) is too large"),
 ])
 def test_selective_scan_rejects_a_batch_element_past_32_bit_offsets(states, is_complex, message) -> None:
