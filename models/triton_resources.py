@@ -64,6 +64,9 @@ CASES = [
     *(_case(f"mamba {k}", f"selective_{k}", False, 16, _MAMBA) for k in ("fwd", "bwd", "step")),
     *(_case(f"s4d {k}", f"selective_{k}", True, 32, _S4D) for k in ("fwd", "bwd", "step")),
     *(_case(f"s4d selective dt,B,C {k}", f"selective_{k}", True, 32, _S4D_SELECTIVE) for k in ("fwd", "bwd", "step")),
+    # a large state: the carried (BLOCK_N, BLOCK_K) tiles, BLOCK_K capped at 512 / BLOCK_N
+    *(_case(f"mamba n 256 {k}", f"selective_{k}", False, 256, _MAMBA) for k in ("fwd", "bwd")),
+    *(_case(f"s4d n 256 {k}", f"selective_{k}", True, 256, _S4D) for k in ("fwd", "bwd")),
     *(_case(f"s5 {k}", f"diagonal_{k}", True, 1, _S5) for k in ("fwd", "bwd")),
     *(_case(f"s5 selective dt,C {k}", f"diagonal_{k}", True, 1, _S5_SELECTIVE) for k in ("fwd", "bwd")),
     *(_case(f"real diagonal selective {k}", f"diagonal_{k}", False, 1, _S5_SELECTIVE) for k in ("fwd", "bwd")),

@@ -100,8 +100,14 @@ BLOCK_K 8 the Mamba forward took 255 registers and its backward 255 with spills
 128 registers took T = 8 or 4 (Mamba backward 122, complex backward with Δ, B and C per step
 128, its bf16 compile 48 bytes of spills). With the loop, T = 32 fits with 1 to 4 (T, BLOCK_K)
 elements per thread (the Mamba backward on 4 warps, 2 per thread, takes 120 registers in fp32
-but spills 8 bytes in bf16, so it runs on 8 warps). BLOCK_K is also capped at 512 / BLOCK_N, so that the carried
-(BLOCK_N, BLOCK_K) tiles stay small for large n. Whether these tiles are the fastest on a GPU
+but spills 8 bytes in bf16, so it runs on 8 warps). BLOCK_K is also capped at 512 / BLOCK_N, so
+that the carried (BLOCK_N, BLOCK_K) tiles stay small for large n, but not below 4 (at BLOCK_K 2
+the Mamba backward at n = 256 spills 16 bytes in bf16). At n = 256 (BLOCK_K 4) the Mamba forward
+and backward take 70 and 116 registers (bf16 69 and 121), the S4D ones 71 and 109 (71 and 126),
+no spills: the "n 256" rows of ``python -m models.triton_resources``, in the budget test. At
+n = 64 and 128 all six selective kernels fit too (49 to 128 registers), except the complex
+backward with Δ, B and C per step: 8 bytes of spills in bf16 at n = 64 (BLOCK_K 8); at n = 256
+it takes 139 registers in fp32 and spills 16 bytes in bf16. Whether these tiles are the fastest on a GPU
 was not measured here (``make gpu-tune`` times the candidates, ``make gpu-check`` these).
 
 Layouts. A shared B or C goes to the kernels state-major, (Bt, n, L) (:func:`_state_major`, one
@@ -1199,7 +1205,8 @@ def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) 
 # warps, backward BLOCK_K, backward warps). T = chunk_size steps; the forward and backward of one
 # call share it (the backward restarts from the states the forward stored every T steps). A
 # program's tiles are (T, BLOCK_K), whatever n; only the carried (BLOCK_N, BLOCK_K) state tiles
-# grow with n, so BLOCK_K is halved while BLOCK_N·BLOCK_K exceeds _CARRIED_ELEMENTS. Chosen
+# grow with n, so BLOCK_K is halved while BLOCK_N·BLOCK_K exceeds _CARRIED_ELEMENTS, down to
+# _MIN_BLOCK_K. Chosen
 # so that every kernel compiles for sm_90 (fp32 and bf16) to at most 128 registers per thread
 # with no spills (tests/test_kernel_resources.py), taking the most (T, BLOCK_K) elements per
 # thread that fit, then the longer T; the table in the module docstring gives the counts.
@@ -1210,6 +1217,7 @@ _SELECTIVE_TILES = {
     (True, True): (16, 16, 4, 8, 4),
 }
 _CARRIED_ELEMENTS = 512
+_MIN_BLOCK_K = 4  # at BLOCK_K 2 (n 256) the Mamba backward spills in bf16
 _DIAGONAL_TILE = (16, 64, 32)  # T, forward BLOCK_K, backward BLOCK_K (n = 1)
 _FORWARD_WARPS = 4
 _DIAGONAL_BACKWARD_WARPS = 8
@@ -1252,7 +1260,7 @@ def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_siz
         return Tile(T, block_k, 1, _FORWARD_WARPS if forward else _DIAGONAL_BACKWARD_WARPS)
     _, *sizes = _SELECTIVE_TILES[bool(is_complex), bool(selective)]
     block_k, warps = sizes[:2] if kind.endswith("fwd") else sizes[2:]
-    return Tile(T, max(1, min(block_k, _CARRIED_ELEMENTS // block_n)), block_n, warps)
+    return Tile(T, max(_MIN_BLOCK_K, min(block_k, _CARRIED_ELEMENTS // block_n)), block_n, warps)
 
 
 @dataclass(frozen=True)
