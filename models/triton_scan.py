@@ -55,7 +55,8 @@ L and channels past K are identities (a = 1, b = 0). With autograd the forward a
 the state entering every chunk, (Bt, ⌈L/T⌉, n, K) (1/T of the states). A program moves its
 pointers to its batch element once (64-bit) and indexes inside it in 32 bits, which bounds
 one batch element: L·K and L·n (2·L·n when complex) below 2^31 (a ValueError otherwise). A
-:func:`diagonal_scan` program is the same with n = 1: one state per channel, no loop.
+:func:`diagonal_scan` program walks its chunks the same way with n = 1: one state per channel,
+no loop over states (and 64-bit offsets throughout).
 
 The backward walks the chunks in reverse. It recomputes the chunk's states h_t from the
 stored chunk-start state, takes h_{t-1} by a one-row shift (``tl.gather``), and solves the
@@ -107,8 +108,8 @@ and backward take 70 and 116 registers (bf16 69 and 121), the S4D ones 71 and 10
 no spills: the "n 256" rows of ``python -m models.triton_resources``, in the budget test. At
 n = 64 and 128 all six selective kernels fit too (49 to 128 registers), except the complex
 backward with Δ, B and C per step: 8 bytes of spills in bf16 at n = 64 (BLOCK_K 8); at n = 256
-it takes 139 registers in fp32 and spills 16 bytes in bf16. Whether these tiles are the fastest on a GPU
-was not measured here (``make gpu-tune`` times the candidates, ``make gpu-check`` these).
+it takes 139 registers in fp32 and spills 16 bytes in bf16. Whether these tiles are the fastest
+on a GPU was not measured here (``make gpu-tune`` times the candidates, ``make gpu-check`` these).
 
 Layouts. A shared B or C goes to the kernels state-major, (Bt, n, L) (:func:`_state_major`, one
 copy of Bt·L·n elements, differentiable), so that a program reads state j's (T,) column in one
