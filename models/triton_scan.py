@@ -41,10 +41,10 @@ interpreter in tests/test_triton_scan.py (bf16 and fp16 against the float32 kern
 values: one ulp per element written, relative norm errors 3-4e-3 for bf16 and 2-3e-4 for fp16;
 fp32 gradients equal to 4e-7).
 
-Kernels. The grid is (Bt, ⌈K / BLOCK_K⌉). A :func:`selective_scan` program takes BLOCK_K
-channels of one batch element and walks L in chunks of T = ``chunk_size`` steps. Per chunk it
-loads (T, BLOCK_K) tiles of u, δ (and z), then loops over the n states one at a time, as
-mamba-ssm's kernel loops over the states of its channel: for state j it forms the pairs
+Kernels. A :func:`selective_scan` program takes BLOCK_K channels of one batch element (grid
+(⌈K / BLOCK_K⌉, Bt): consecutive programs take neighbouring channels, which share B and C)
+and walks L in chunks of T = ``chunk_size`` steps. Per chunk it loads (T, BLOCK_K) tiles of u,
+δ (and z), then loops over the n states one at a time, as mamba-ssm's kernel loops over the states of its channel: for state j it forms the pairs
 (Ā_t, F_t B_t[j] u_t) of the (T, BLOCK_K) tile (B_t[j] a (T,) column), solves the chunk with
 ``tl.associative_scan`` under  (a1, b1) • (a2, b2) = (a2 a1, a2 b1 + b2),  adds
 (Ā_{t0}···Ā_t) h_{t0-1}[j] for the carried state, and adds Re C_t[j] h_t[j] into the
@@ -56,7 +56,7 @@ the state entering every chunk, (Bt, ⌈L/T⌉, n, K) (1/T of the states). A pro
 pointers to its batch element once (64-bit) and indexes inside it in 32 bits, which bounds
 one batch element: L·K and L·n (2·L·n when complex) below 2^31 (a ValueError otherwise). A
 :func:`diagonal_scan` program walks its chunks the same way with n = 1: one state per channel,
-no loop over states (and 64-bit offsets throughout).
+no loop over states (grid (Bt, ⌈K / BLOCK_K⌉), 64-bit offsets throughout).
 
 The backward walks the chunks in reverse. It recomputes the chunk's states h_t from the
 stored chunk-start state, takes h_{t-1} by a one-row shift (``tl.gather``), and solves the
@@ -606,7 +606,8 @@ def _selective_scan_fwd_kernel(
     HAS_Z: tl.constexpr, SAVE_STATES: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """out of :func:`selective_scan` for batch program_id(0) and channel block program_id(1).
+    """out of :func:`selective_scan` for channel block program_id(0) and batch program_id(1)
+    (consecutive programs take neighbouring channels of one batch element, which share B and C).
 
     u, δ (per step), z, out: (Bt, L, K); B, C (shared): (Bt, N, L), state-major; A, C (fixed):
     (K, N); δ (time-invariant), bias, D: (K,); scale: (1,); states: (Bt, ⌈L/T⌉, N, K), the
@@ -615,14 +616,14 @@ def _selective_scan_fwd_kernel(
     accumulation dtype; each (Bt, L, ·) tensor may be bf16 or fp16 instead of fp32 (read in
     its dtype, widened in registers; out is written in out's dtype).
     """
-    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     steps = tl.arange(0, T)
     rows = steps[:, None]
     held = tl.arange(0, BLOCK_N)[:, None]  # row j of the carried state is state j
     mask_k = k < K
     n_chunks = tl.cdiv(L, T)
     # this batch element's slices (64-bit offsets once; offsets inside a slice are 32-bit)
-    batch = tl.program_id(0).to(tl.int64)
+    batch = tl.program_id(1).to(tl.int64)
     u_ptr += batch * L * K
     z_ptr += batch * L * K
     out_ptr += batch * L * K
@@ -688,7 +689,7 @@ def _selective_scan_bwd_kernel(
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """Gradients of :func:`selective_scan` for one (batch, channel block) program.
+    """Gradients of :func:`selective_scan` for channel block program_id(0) and batch program_id(1).
 
     Inputs as the forward kernel, with its states and dout (Bt, L, K). Writes du, dz:
     (Bt, L, K); dpre = ∂ℓ/∂(δ + bias): (Bt, L, K) for a per-step δ; dsum = its partial sums
@@ -696,7 +697,7 @@ def _selective_scan_bwd_kernel(
     dB, and dC when shared: (⌈K/BLOCK_K⌉, Bt, N, L), one slice per channel block; dC fixed:
     (Bt, K, N). du, dz, dpre in their inputs' dtypes, the partial sums in A's (fp32 or fp64).
     """
-    pid_k = tl.program_id(1)
+    pid_k = tl.program_id(0)
     k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     steps = tl.arange(0, T)
     rows = steps[:, None]
@@ -704,7 +705,7 @@ def _selective_scan_bwd_kernel(
     mask_k = k < K
     n_chunks = tl.cdiv(L, T)
     # this batch element's slices (64-bit offsets once; offsets inside a slice are 32-bit)
-    batch = tl.program_id(0).to(tl.int64)
+    batch = tl.program_id(1).to(tl.int64)
     u_ptr += batch * L * K
     z_ptr += batch * L * K
     dout_ptr += batch * L * K
@@ -714,10 +715,10 @@ def _selective_scan_bwd_kernel(
         delta_ptr += batch * L * K
         dpre_ptr += batch * L * K
     B_ptr = _offset(B_ptr, batch * L * N, COMPLEX)
-    dB_ptr = _offset(dB_ptr, (pid_k * tl.num_programs(0) + batch) * L * N, COMPLEX)  # the block's slice
+    dB_ptr = _offset(dB_ptr, (pid_k * tl.num_programs(1) + batch) * L * N, COMPLEX)  # the block's slice
     if C_SHARED:
         C_ptr = _offset(C_ptr, batch * L * N, COMPLEX)
-        dC_ptr = _offset(dC_ptr, (pid_k * tl.num_programs(0) + batch) * L * N, COMPLEX)
+        dC_ptr = _offset(dC_ptr, (pid_k * tl.num_programs(1) + batch) * L * N, COMPLEX)
     else:
         dC_ptr = _offset(dC_ptr, batch * K * N, COMPLEX)
     states_ptr = _offset(states_ptr, batch * n_chunks * K * N, COMPLEX)
@@ -1321,7 +1322,7 @@ def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Laun
     n_chunks = triton.cdiv(length, launch.chunk_size)
     states = u.new_empty((batch, n_chunks, n, K, *pairs), dtype=scale.dtype) if save_states else u
     tile = launch.forward
-    _selective_scan_fwd_kernel[(batch, triton.cdiv(K, tile.block_k))](
+    _selective_scan_fwd_kernel[(triton.cdiv(K, tile.block_k), batch)](
         u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u), _planes(D, u),
         _planes(z, u), scale, out, states, length, K, n,
         METHOD=launch.method, COMPLEX=A.is_complex(), DELTA_PER_STEP=delta.dim() == 3,
@@ -1352,7 +1353,7 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
     dC = u.new_empty((n_blocks, batch, n, length, *pairs) if c_shared else (batch, K, n, *pairs), dtype=acc)
     dD = u.new_empty((batch, K), dtype=acc) if D is not None else u
     dz = torch.empty_like(z) if z is not None else u
-    _selective_scan_bwd_kernel[(batch, n_blocks)](
+    _selective_scan_bwd_kernel[(n_blocks, batch)](
         u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u), _planes(D, u),
         _planes(z, u), scale, states, dout, du, dpre, dsum, dA, dB, dC, dD, dz, length, K, n,
         METHOD=launch.method, COMPLEX=is_complex, DELTA_PER_STEP=per_step, HAS_BIAS=delta_bias is not None,

@@ -18,6 +18,14 @@ the timings; unknown under TRITON_INTERPRET), the error. Per point the fastest p
 tests/test_kernel_resources.py holds the defaults to) is printed as the
 ``_SELECTIVE_TILES`` entry of :mod:`models.triton_scan`. ``make gpu-tune`` runs it.
 
+The default candidates span the two ways a tile can spread over threads: BLOCK_K 1 on one
+warp puts a chunk's steps across the lanes of one warp (every scan and reduction by shuffles,
+no barrier in the compiled kernel; u, Δ, z read with a stride of K), while BLOCK_K 8 or 16 on
+4 or 8 warps reads rows of channels in one run but synchronises its warps in every scan
+(10 bar.sync instructions in the PTX of the Mamba forward at T 32, BLOCK_K 16, 4 warps, and 36
+in the backward at T 32, BLOCK_K 8, 8 warps; none in either at BLOCK_K 1 on one warp). A BLOCK_K 1 backward writes a partial gradient of B and C per channel,
+(K, Bt, n, L).
+
 On a CPU, triton's interpreter (TRITON_INTERPRET=1) runs the kernels, so the command runs
 there too, at small shapes; its times measure the interpreter, not a GPU.
 """
@@ -194,8 +202,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--channels", type=int, default=1024)
     parser.add_argument("--length", type=int, default=2048)
     parser.add_argument("--chunks", type=_ints, default=[16, 32, 64], help="T values, comma-separated")
-    parser.add_argument("--block-k", type=_ints, default=[8, 16])
-    parser.add_argument("--warps", type=_ints, default=[4, 8])
+    parser.add_argument("--block-k", type=_ints, default=[1, 8, 16])
+    parser.add_argument("--warps", type=_ints, default=[1, 4, 8])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--points", default=";".join(POINTS), help=f"a subset of {list(POINTS)}, ';'-separated")
     args = parser.parse_args(argv)
