@@ -54,7 +54,8 @@ state (row j read and replaced by masked sums, :func:`_crow`, :func:`_put_row`).
 L and channels past K are identities (a = 1, b = 0). With autograd the forward also stores
 the state entering every chunk, (Bt, ⌈L/T⌉, n, K) (1/T of the states). A program moves its
 pointers to its batch element once (64-bit) and indexes inside it in 32 bits, which bounds
-one batch element: L·K and L·n (2·L·n when complex) below 2^31 (a ValueError otherwise). A
+one batch element: L·K and L·n (2·L·n when complex) below 2^31; the batch, the grid's second
+axis, is at most 65535 (a ValueError otherwise). A
 :func:`diagonal_scan` program walks its chunks the same way with n = 1: one state per channel,
 no loop over states (grid (Bt, ⌈K / BLOCK_K⌉), 64-bit offsets throughout).
 
@@ -1172,9 +1173,16 @@ def _check_diagonal(u, delta, A, gain, delta_bias, discretization) -> None:
 _INT32_LIMIT = 2 ** 31
 
 
-def _check_slice_sizes(length: int, K: int, n: int, is_complex: bool) -> None:
+_GRID_Y_LIMIT = 65535  # CUDA's largest grid extent along its second axis
+
+
+def _check_slice_sizes(batch: int, length: int, K: int, n: int, is_complex: bool) -> None:
     """The selective kernels index inside one batch element with 32-bit offsets: L·K, and L·n
-    (twice that when complex, two planes), must stay below 2^31."""
+    (twice that when complex, two planes), must stay below 2^31; and the batch is the grid's
+    second axis, at most 65535 programs."""
+    if batch > _GRID_Y_LIMIT:
+        raise ValueError(f"Bt = {batch} is too large: the batch is the second axis of the kernels' grid, expected "
+                         f"<= {_GRID_Y_LIMIT}; call it on smaller batches")
     planes = 2 if is_complex else 1
     for name, size in (("L·K", length * K), ("L·n", planes * length * n)):
         if size >= _INT32_LIMIT:
@@ -1486,7 +1494,7 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
     """
     _check_selective(u, delta, A, B, C, D, z, delta_bias, discretization, scale)
     _check_launch(u, chunk_size, block_k)
-    _check_slice_sizes(u.shape[1], u.shape[2], A.shape[1], A.is_complex())
+    _check_slice_sizes(*u.shape, A.shape[1], A.is_complex())
     if A.is_complex() and B is not None and not B.is_complex():
         B = B.to(A.dtype)
     u, delta, A, D, z, delta_bias = map(_prepared, (u, delta, A, D, z, delta_bias))

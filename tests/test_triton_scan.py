@@ -416,6 +416,13 @@ def test_selective_scan_rejects_bad_tiling() -> None:
         ts.selective_scan(**_bad_selective(), block_k=3)
 
 
+def test_selective_scan_rejects_a_batch_past_the_grid() -> None:
+    batch = 65536
+    u = torch.zeros((), dtype=F64).expand(batch, 2, 1)
+    with pytest.raises(ValueError, match=r"Bt = 65536 is too large: the batch is the second axis of the kernels' "
+                                         r"grid, expected <= 65535; call it on smaller batches"):
+        ts.selective_scan(u, u, -torch.ones(1, 2, dtype=F64), C=torch.zeros((), dtype=F64).expand(batch, 2, 2))
+
 
 @pytest.mark.parametrize("states, is_complex, message", [
     (1, False, r"L·K = 2147483648 is too large: one batch element is indexed in 32 bits, expected < 2\^31 "
