@@ -7,28 +7,18 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from analysis_fixtures import run_row, write_runs
+from learning import resolved_run, train
 from torch import nn
 
 import models
 from ablate import run as ablate_run
-from ablate.config import ResolvedRun, register, resolve
 from ablate.results import identity_columns, run_id
 from analysis.axes import config_columns, swept_axes
 from analysis.load import load_results
-from analysis_fixtures import run_row, write_runs
-from learning import CONF, train
 
 TINY = ["model.ssm.d_model=8", "model.ssm.d_state=4", "model.n_layers=2", "trainer.max_steps=2",
         "trainer.eval_every=2", "trainer.batch_size=4"]
-
-
-def resolved(results_dir, *overrides: str) -> ResolvedRun:
-    """The run composed from conf/ with ``overrides``, as ``python -m ablate`` resolves it."""
-    register()
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, f"results_dir={results_dir}", "trainer.progress=false"])
-    return resolve(cfg)
 
 
 def cpu_mode(preset: str) -> str:
@@ -64,7 +54,7 @@ def test_resolved_mode_is_not_part_of_the_run_id(tmp_path) -> None:
     """The id hashes the run's identity alone, and the identity has no ``resolved_mode``: a
     row's id is the one :func:`run_id` gives for its configuration, as before the column."""
     for preset in ("s4d", "mamba"):
-        identity = resolved(tmp_path, f"model={preset}", *TINY).identity
+        identity = resolved_run(tmp_path, f"model={preset}", *TINY).identity
         assert "resolved_mode" not in identity and "resolved_mode" not in identity_columns(identity)
         row = train(tmp_path / preset, f"model={preset}", *TINY)
         assert row["resolved_mode"] == cpu_mode(preset)
