@@ -87,7 +87,7 @@ share T; BLOCK_K and the warps are each kernel's own.
   selective fwd  (Mamba: real, 16)           32    16     4        79  (79)              0
   selective bwd  (Mamba: real, 16)           32     8     8        98  (96)              0
   selective fwd  (S4D: complex, 32)          32    16     4        95  (95)              0
-  selective bwd  (S4D: complex, 32)          32     8     8       127 (128)              0
+  selective bwd  (S4D: complex, 32)          32     8     8       128 (128)              0
   selective fwd  (complex 32, Δ B C per step) 16   16     4        72  (72)              0
   selective bwd  (complex 32, Δ B C per step) 16    8     4       127 (128)              0
   selective step (Mamba; S4D)                 -   4; 2    4     26; 34                   0
@@ -105,11 +105,11 @@ elements per thread (the Mamba backward on 4 warps, 2 per thread, takes 120 regi
 but spills 8 bytes in bf16, so it runs on 8 warps). BLOCK_K is also capped at 512 / BLOCK_N, so
 that the carried (BLOCK_N, BLOCK_K) tiles stay small for large n, but not below 4 (at BLOCK_K 2
 the Mamba backward at n = 256 spills 16 bytes in bf16). At n = 256 (BLOCK_K 4) the Mamba forward
-and backward take 70 and 116 registers (bf16 69 and 121), the S4D ones 71 and 109 (71 and 126),
+and backward take 70 and 116 registers (bf16 69 and 121), the S4D ones 71 and 117 (71 and 126),
 no spills: the "n 256" rows of ``python -m models.triton_resources``, in the budget test. At
-n = 64 and 128 all six selective kernels fit too (49 to 128 registers), except the complex
+n = 64 and 128 all six selective kernels fit too (54 to 128 registers), except the complex
 backward with Δ, B and C per step: 8 bytes of spills in bf16 at n = 64 (BLOCK_K 8); at n = 256
-it takes 139 registers in fp32 and spills 16 bytes in bf16. Whether these tiles are the fastest
+it spills 20 bytes in fp32 and 16 in bf16. Whether these tiles are the fastest
 on a GPU was not measured here (``make gpu-tune`` times the candidates, ``make gpu-check`` these).
 
 Layouts. A shared B or C goes to the kernels state-major, (Bt, n, L) (:func:`_state_major`, one
