@@ -581,12 +581,18 @@ def _offset(ptr, elements, COMPLEX: tl.constexpr):
 
 
 @_triton_jit
+def _add_row(x, rows, r, value):
+    """x with value added to its row r (along axis 0; value has x's shape without axis 0)."""
+    return x + tl.where(rows == r, value[None, :], 0.0)
+
+
+@_triton_jit
 def _cadd_row(xr, xi, rows, r, vr, vi, COMPLEX: tl.constexpr):
-    """x with v added to its row r (along axis 0), complex."""
+    """Complex :func:`_add_row`."""
     if COMPLEX:
-        return xr + tl.where(rows == r, vr[None, :], 0.0), xi + tl.where(rows == r, vi[None, :], 0.0)
+        return _add_row(xr, rows, r, vr), _add_row(xi, rows, r, vi)
     else:
-        return xr + tl.where(rows == r, vr[None, :], 0.0), 0.0
+        return _add_row(xr, rows, r, vr), 0.0
 
 
 @_triton_jit
@@ -596,6 +602,23 @@ def _crow_vector(xr, xi, COMPLEX: tl.constexpr):
         return xr[None, :], xi[None, :]
     else:
         return xr[None, :], 0.0
+
+
+@_triton_jit
+def _state_A(A_ptr, k, mask_k, j, N, COMPLEX: tl.constexpr):
+    """A[k, j] of state j for the program's channels, as a (1, BLOCK_K) row (-1 past K keeps the
+    padding finite)."""
+    a_re, a_im = _load_complex(A_ptr, k * N + j, mask_k, -1.0, COMPLEX)
+    return _crow_vector(a_re, a_im, COMPLEX)
+
+
+@_triton_jit
+def _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED: tl.constexpr, COMPLEX: tl.constexpr):
+    """C of state j: a shared C_t[j] at tj, a (T, 1) column, or a fixed C[k, j], a (1, BLOCK_K) row."""
+    if C_SHARED:
+        return _load_complex(C_ptr, tj, mask_t, 0.0, COMPLEX)
+    else:
+        return _load_complex(C_ptr, k[None, :] * N + j, mask_k[None, :], 0.0, COMPLEX)
 
 
 @_triton_jit
@@ -652,21 +675,17 @@ def _selective_scan_fwd_kernel(
                          DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)[1]
         y = tl.zeros((T, BLOCK_K), dtype)
         for j in range(0, N):
-            a_re, a_im = _load_complex(A_ptr, k * N + j, mask_k, -1.0, COMPLEX)  # -1 keeps the padding finite
+            a_re, a_im = _state_A(A_ptr, k, mask_k, j, N, COMPLEX)
             h0_re, h0_im = _crow(h_re, h_im, held, j, COMPLEX)
             if SAVE_STATES:
                 _store_complex(states_ptr, (chunk * N + j) * K + k, h0_re, h0_im, mask_k, COMPLEX)
             tj = j * L + t[:, None]  # state j's steps are adjacent in B and C, (Bt, N, L)
-            a_re, a_im = _crow_vector(a_re, a_im, COMPLEX)
             _, _, _, _, abar_re, abar_im, x_re, x_im = _state_pairs(
                 dt, u, a_re, a_im, B_ptr, tj, mask_t, mask_tk, METHOD, COMPLEX, HAS_B)
             h0_re, h0_im = _crow_vector(h0_re, h0_im, COMPLEX)
             hc_re, hc_im = _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX)
             # y_t += Re C_t[j] h_t[j]
-            if C_SHARED:
-                c_re, c_im = _load_complex(C_ptr, tj, mask_t, 0.0, COMPLEX)
-            else:
-                c_re, c_im = _load_complex(C_ptr, k[None, :] * N + j, mask_k[None, :], 0.0, COMPLEX)
+            c_re, c_im = _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED, COMPLEX)
             y += _re_mul(c_re, c_im, hc_re, hc_im, COMPLEX)
             last_re, last_im = _crow(hc_re, hc_im, rows, T - 1, COMPLEX)
             h_re, h_im = _cput_row(h_re, h_im, held, j, last_re, last_im, COMPLEX)
@@ -771,8 +790,7 @@ def _selective_scan_bwd_kernel(
         g_dt = tl.zeros((T, BLOCK_K), dtype)  # Σ_j ∂ℓ/∂Δ
 
         for j in range(0, N):
-            a_re, a_im = _load_complex(A_ptr, k * N + j, mask_k, -1.0, COMPLEX)
-            a_re, a_im = _crow_vector(a_re, a_im, COMPLEX)
+            a_re, a_im = _state_A(A_ptr, k, mask_k, j, N, COMPLEX)
             tj = j * L + t[:, None]  # state j's steps are adjacent in B and C, (Bt, N, L)
             # recompute state j over the chunk: Ā_t, F_t B_t u_t, h_t and h_{t-1}
             f_re, f_im, fb_re, fb_im, abar_re, abar_im, x_re, x_im = _state_pairs(
@@ -783,10 +801,7 @@ def _selective_scan_bwd_kernel(
             hp_re, hp_im = _cshift_down(h_re, h_im, rows, h0_re, h0_im, COMPLEX)
 
             # readout y = scale Re Σ_j C h + D u:  direct ∂ℓ/∂h_t = scale dy conj(C_t),  ∂ℓ/∂C_t = scale dy conj(h_t)
-            if C_SHARED:
-                c_re, c_im = _load_complex(C_ptr, tj, mask_t, 0.0, COMPLEX)
-            else:
-                c_re, c_im = _load_complex(C_ptr, k[None, :] * N + j, mask_k[None, :], 0.0, COMPLEX)
+            c_re, c_im = _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED, COMPLEX)
             if HAS_Z:
                 y += _re_mul(c_re, c_im, h_re, h_im, COMPLEX)
             g_re, g_im = _cscale(c_re, -c_im, gy, COMPLEX)
