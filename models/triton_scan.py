@@ -1323,6 +1323,15 @@ def _state_major(x: torch.Tensor | None) -> torch.Tensor | None:
     return None if x is None else x.resolve_conj().transpose(1, 2).contiguous()
 
 
+def _selective_operands(u, delta, A, B, C, D, z, delta_bias) -> tuple:
+    """The inputs of :func:`selective_scan` as its kernels read them: contiguous, a real B with a
+    complex A made complex, a shared B and C state-major (:func:`_state_major`)."""
+    if A.is_complex() and B is not None and not B.is_complex():
+        B = B.to(A.dtype)
+    u, delta, A, D, z, delta_bias = map(_prepared, (u, delta, A, D, z, delta_bias))
+    return u, delta, A, _state_major(B), _state_major(C) if C.dim() == 3 else _prepared(C), D, z, delta_bias
+
+
 def _planes(x: torch.Tensor | None, placeholder: torch.Tensor) -> torch.Tensor:
     """The kernel argument for x: its (..., 2) real view if complex; placeholder for None."""
     if x is None:
@@ -1510,10 +1519,7 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
     _check_selective(u, delta, A, B, C, D, z, delta_bias, discretization, scale)
     _check_launch(u, chunk_size, block_k)
     _check_slice_sizes(*u.shape, A.shape[1], A.is_complex())
-    if A.is_complex() and B is not None and not B.is_complex():
-        B = B.to(A.dtype)
-    u, delta, A, D, z, delta_bias = map(_prepared, (u, delta, A, D, z, delta_bias))
-    B, C = _state_major(B), _state_major(C) if C.dim() == 3 else _prepared(C)
+    u, delta, A, B, C, D, z, delta_bias = _selective_operands(u, delta, A, B, C, D, z, delta_bias)
     launch = _launch_settings("selective", discretization, delta_softplus, chunk_size, block_k, u.shape[2],
                               A.shape[1], A.is_complex(), delta.dim() == 3)
     scale_t = torch.full((1,), float(scale), dtype=_ACCUMULATION[u.dtype], device=u.device)

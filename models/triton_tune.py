@@ -133,9 +133,8 @@ def tune_point(point: str, batch: int, channels: int, length: int, chunks, block
     """Every candidate tile of one point, forward and backward, timed and checked."""
     args = inputs(point, batch, channels, length, device)
     softplus, method = args.pop("delta_softplus"), args.pop("discretization")
-    u, delta, A, D, z, bias = (ts._prepared(args[k]) for k in ("u", "delta", "A", "D", "z", "delta_bias"))
-    B = ts._state_major(args["B"])
-    C = ts._state_major(args["C"]) if args["C"].dim() == 3 else ts._prepared(args["C"])
+    u, delta, A, B, C, D, z, bias = ts._selective_operands(*(args[k] for k in ("u", "delta", "A", "B", "C", "D", "z",
+                                                                                "delta_bias")))
     n, complex_, per_step = A.shape[1], A.is_complex(), delta.dim() == 3
     scale = torch.ones(1, dtype=torch.float32, device=device)
     dout = torch.randn(u.shape, generator=torch.Generator().manual_seed(1)).to(device)
