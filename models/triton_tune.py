@@ -44,6 +44,7 @@ import torch
 
 from . import triton_resources as resources
 from . import triton_scan as ts
+from .bench import relative_difference
 from .timing import Clock
 
 POINTS = {  # name in triton_resources.CASES -> the selective point it stands for
@@ -94,9 +95,8 @@ def inputs(point: str, batch: int, channels: int, length: int, device: torch.dev
 
 
 def _relative(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
-    num = sum(float((g - w).abs().square().sum()) for g, w in zip(got, want))
-    den = sum(float(w.abs().square().sum()) for w in want)
-    return (num / max(den, 1e-30)) ** 0.5
+    """||got - want|| / ||want|| over every tensor of the lists together."""
+    return relative_difference(torch.cat([g.flatten() for g in got]), torch.cat([w.flatten() for w in want]))
 
 
 def add_registers(rows: list[Timing]) -> None:
@@ -111,12 +111,10 @@ def add_registers(rows: list[Timing]) -> None:
             row.registers, row.spills = registers, spills
 
 
-def _registers(point: str, kind: str, tile: ts.Tile) -> tuple[int | None, int | None]:
+def _registers(point: str, kind: str, tile: ts.Tile) -> tuple[int, int]:
     """(registers per thread, spill bytes) of the kernel compiled for sm_90 at ``tile``
-    (:func:`models.triton_resources.measure`, the proxy the register test uses); (None, None)
-    where it cannot compile (under TRITON_INTERPRET, or without triton's ptxas)."""
-    if resources.available() or ts.interpreted():
-        return None, None
+    (:func:`models.triton_resources.measure`, the proxy the register test uses;
+    :func:`add_registers` calls it only where the kernels compile)."""
     case = next(c for c in resources.CASES if c.name == f"{point} {kind}")
     usage = resources.measure(case, tile)
     return usage.registers, usage.spills
