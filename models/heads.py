@@ -177,11 +177,9 @@ class HeadSSM(nn.Module):
             if self.dt_proj is not None:
                 std = self.dt_rank ** -0.5
                 nn.init.uniform_(self.dt_proj.weight, -std, std)
-                dt = ssm_init.log_uniform((E,), cfg.dt_min, cfg.dt_max).clamp(min=cfg.dt_init_floor)
-                self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+                self.dt_proj.bias.copy_(ssm_init.dt_bias(E, cfg.dt_min, cfg.dt_max, cfg.dt_init_floor))
             if self.dt_bias is not None:  # Mamba-2's dt_bias: the same law
-                dt = ssm_init.log_uniform((E,), cfg.dt_min, cfg.dt_max).clamp(min=cfg.dt_init_floor)
-                self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+                self.dt_bias.copy_(ssm_init.dt_bias(E, cfg.dt_min, cfg.dt_max, cfg.dt_init_floor))
             if self.C is not None:
                 self.C.normal_(0, 1 / math.sqrt(2) if cfg.complex else 1)
             for weight in (self.B_norm, self.C_norm, self.B_bias, self.C_bias, self.mimo_z):

@@ -136,3 +136,10 @@ def log_uniform(shape: tuple[int, ...], low: float, high: float, generator: torc
     """Samples with log-uniform distribution on [low, high]; float64."""
     u = torch.rand(shape, dtype=torch.float64, generator=generator)
     return torch.exp(u * (math.log(high) - math.log(low)) + math.log(low))
+
+
+def dt_bias(size: int, dt_min: float, dt_max: float, floor: float) -> torch.Tensor:
+    """A bias b (size,) with softplus(b) = Δ0, Δ0 log-uniform on [dt_min, dt_max] and at least
+    ``floor`` (Mamba's dt_proj.bias and Mamba-2's dt_bias); float64."""
+    dt = log_uniform((size,), dt_min, dt_max).clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))  # softplus^-1(Δ0)

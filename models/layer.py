@@ -184,8 +184,7 @@ class SSMLayer(nn.Module):
             if self.dt_proj is not None:
                 std = self.dt_rank ** -0.5
                 nn.init.uniform_(self.dt_proj.weight, -std, std)
-                dt = ssm_init.log_uniform((self.n_dt,), cfg.dt_min, cfg.dt_max).clamp(min=cfg.dt_init_floor)
-                self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+                self.dt_proj.bias.copy_(ssm_init.dt_bias(self.n_dt, cfg.dt_min, cfg.dt_max, cfg.dt_init_floor))
             if self.x_proj is not None and not self.siso:
                 self.x_proj.weight[self.dt_rank :].zero_()  # gains start at 1: the layer starts as S5
 
