@@ -1226,26 +1226,32 @@ def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) 
 # ---------------------------------------------------------------------------------------
 
 
-# Default tiles of selective_scan, per (complex A, per-step Δ): (T, forward BLOCK_K, forward
-# warps, backward BLOCK_K, backward warps). T = chunk_size steps; the forward and backward of one
-# call share it (the backward restarts from the states the forward stored every T steps). A
-# program's tiles are (T, BLOCK_K), whatever n; only the carried (BLOCK_N, BLOCK_K) state tiles
-# grow with n, so BLOCK_K is halved while BLOCK_N·BLOCK_K exceeds _CARRIED_ELEMENTS, down to
-# _MIN_BLOCK_K. Chosen
-# so that every kernel compiles for sm_90 (fp32 and bf16) to at most 128 registers per thread
-# with no spills (tests/test_kernel_resources.py), taking the most (T, BLOCK_K) elements per
-# thread that fit, then the longer T; the table in the module docstring gives the counts.
+# Default tiles per (complex A, per-step Δ): (T, forward BLOCK_K, forward warps, backward
+# BLOCK_K, backward warps), of selective_scan and of diagonal_scan. T = chunk_size steps; the
+# forward and backward of one call share it (the backward restarts from the states the forward
+# stored every T steps). A selective program's tiles are (T, BLOCK_K), whatever n; only the
+# carried (BLOCK_N, BLOCK_K) state tiles grow with n, so BLOCK_K is halved while BLOCK_N·BLOCK_K
+# exceeds _CARRIED_ELEMENTS, down to _MIN_BLOCK_K. Chosen so that every kernel compiles for
+# sm_90 (fp32 and bf16) to at most 128 registers per thread with no spills
+# (tests/test_kernel_resources.py), taking the most (T, BLOCK_K) elements per thread that fit,
+# then the longer T; the table in the module docstring gives the counts. `make gpu-tune`
+# (models.triton_tune) prints measured replacements for these entries.
 _SELECTIVE_TILES = {
     (False, False): (32, 16, 4, 8, 8),
     (False, True): (32, 16, 4, 8, 8),
     (True, False): (32, 16, 4, 8, 8),
     (True, True): (16, 16, 4, 8, 4),
 }
+_DIAGONAL_TILES = {  # n = 1: one state per channel
+    (False, False): (16, 64, 4, 32, 8),
+    (False, True): (16, 64, 4, 32, 8),
+    (True, False): (16, 64, 4, 32, 8),
+    (True, True): (16, 64, 4, 32, 8),
+}
+_TILE_TABLES = {"selective": _SELECTIVE_TILES, "diagonal": _DIAGONAL_TILES}
 _CARRIED_ELEMENTS = 512
 _MIN_BLOCK_K = 4  # at BLOCK_K 2 (n 256) the Mamba backward spills in bf16
-_DIAGONAL_TILE = (16, 64, 32)  # T, forward BLOCK_K, backward BLOCK_K (n = 1)
-_FORWARD_WARPS = 4
-_DIAGONAL_BACKWARD_WARPS = 8
+_STEP_WARPS = 4
 _STEP_ELEMENTS = 1024 // 16  # the step kernel's (BLOCK_K, BLOCK_N) tile
 
 
@@ -1265,9 +1271,7 @@ def _next_power_of_2(n: int) -> int:
 
 def default_chunk_size(kind: str, is_complex: bool, selective: bool) -> int:
     """The default T of a scan (kind ``selective`` or ``diagonal``), shared by its forward and backward."""
-    if kind.startswith("diagonal"):
-        return _DIAGONAL_TILE[0]
-    return _SELECTIVE_TILES[bool(is_complex), bool(selective)][0]
+    return _TILE_TABLES[kind.split("_")[0]][bool(is_complex), bool(selective)][0]
 
 
 def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_size: int | None = None) -> Tile:
@@ -1278,13 +1282,12 @@ def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_siz
     block_n = _next_power_of_2(n)
     T = chunk_size or default_chunk_size(kind, is_complex, selective)
     if kind == "selective_step":
-        return Tile(T, max(1, _STEP_ELEMENTS // block_n), block_n, _FORWARD_WARPS)
-    if kind.startswith("diagonal"):
-        forward = kind.endswith("fwd")
-        block_k = _DIAGONAL_TILE[1 if forward else 2]
-        return Tile(T, block_k, 1, _FORWARD_WARPS if forward else _DIAGONAL_BACKWARD_WARPS)
-    _, *sizes = _SELECTIVE_TILES[bool(is_complex), bool(selective)]
-    block_k, warps = sizes[:2] if kind.endswith("fwd") else sizes[2:]
+        return Tile(T, max(1, _STEP_ELEMENTS // block_n), block_n, _STEP_WARPS)
+    scan, part = kind.split("_")
+    _, *sizes = _TILE_TABLES[scan][bool(is_complex), bool(selective)]
+    block_k, warps = sizes[:2] if part == "fwd" else sizes[2:]
+    if scan == "diagonal":
+        return Tile(T, block_k, 1, warps)
     return Tile(T, max(_MIN_BLOCK_K, min(block_k, _CARRIED_ELEMENTS // block_n)), block_n, warps)
 
 
@@ -1330,6 +1333,14 @@ def _selective_operands(u, delta, A, B, C, D, z, delta_bias) -> tuple:
         B = B.to(A.dtype)
     u, delta, A, D, z, delta_bias = map(_prepared, (u, delta, A, D, z, delta_bias))
     return u, delta, A, _state_major(B), _state_major(C) if C.dim() == 3 else _prepared(C), D, z, delta_bias
+
+
+def _diagonal_operands(u, delta, A, gain, delta_bias) -> tuple:
+    """The inputs of :func:`diagonal_scan` as its kernels read them: contiguous, a real u with a
+    complex A made complex."""
+    if A.is_complex() and not u.is_complex():
+        u = u.to(A.dtype)
+    return tuple(map(_prepared, (u, delta, A, gain, delta_bias)))
 
 
 def _planes(x: torch.Tensor | None, placeholder: torch.Tensor) -> torch.Tensor:
@@ -1542,9 +1553,7 @@ def diagonal_scan(u, delta, A, gain=None, delta_bias=None, delta_softplus=False,
     """
     _check_diagonal(u, delta, A, gain, delta_bias, discretization)
     _check_launch(u, chunk_size, block_k)
-    if A.is_complex() and not u.is_complex():
-        u = u.to(A.dtype)
-    u, delta, A, gain, delta_bias = map(_prepared, (u, delta, A, gain, delta_bias))
+    u, delta, A, gain, delta_bias = _diagonal_operands(u, delta, A, gain, delta_bias)
     launch = _launch_settings("diagonal", discretization, delta_softplus, chunk_size, block_k, u.shape[2], 1,
                               A.is_complex(), delta.dim() == 3)
     if _needs_grad(u, delta, A, gain, delta_bias):

@@ -33,17 +33,41 @@ def test_a_tiny_run_times_checks_and_reports_every_candidate(capsys):
     rows = [line.split() for line in out[1:] if line.startswith("mamba ")]
     assert [(r[1], r[3]) for r in rows] == [("fwd", "2"), ("bwd", "2"), ("fwd", "4"), ("bwd", "4")]
     assert all(float(r[-1]) <= tune.ERROR_LIMIT for r in rows)
-    assert out[-1].startswith("mamba: (False, True): (8, ")
+    assert out[-1].startswith("mamba: _SELECTIVE_TILES (False, True): (8, ")
+
+
+def test_a_tiny_diagonal_run_prints_a_diagonal_tile_entry(capsys):
+    # K 4: the default BLOCK_K is 4, so the BLOCK_K 2 candidate is checked against another tiling
+    assert tune.main(["--batch", "2", "--channels", "4", "--length", "12", "--chunks", "4,8", "--diagonal-block-k",
+                      "2", "--warps", "4", "--repeats", "1", "--points", "s5;real diagonal selective"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out[1:] if line.startswith(("s5 ", "real ")) and ":" not in line]
+    assert len(rows) == 8 and all(float(r[-1]) <= tune.ERROR_LIMIT for r in rows)
+    assert out[-2].startswith("s5: _DIAGONAL_TILES (True, False): (")
+    assert out[-1].startswith("real diagonal selective: _DIAGONAL_TILES (False, True): (")
+
+
+def test_precompile_tasks_cover_every_candidate_once_and_launch_it():
+    block_ks = {"selective": [1, 8], "diagonal": [32]}
+    tasks = tune.compile_tasks(["mamba", "s5"], [16, 32], block_ks, [1, 4])
+    assert [(point, tiles[0][:2]) for point, tiles in tasks] == [
+        ("mamba", (16, 1)), ("mamba", (16, 8)), ("mamba", (32, 1)), ("mamba", (32, 8)), ("s5", (16, 32)),
+        ("s5", (32, 32))]
+    for point, tiles in tasks:
+        assert tiles == [(*tiles[0][:2], w) for w in (1, 4)]
+    # one task as a pool process runs it, here under the interpreter
+    assert tune.launch_once("s5", 1, 4, 12, [(4, 2, 4), (8, 4, 4)], device="cpu") == 2
 
 
 def test_unknown_points_are_refused(capsys):
     assert tune.main(["--points", "mamba;s6"]) == 2
-    assert "unknown points ['s6']; expected some of ['mamba', 's4d', 's4d selective dt,B,C']" in capsys.readouterr().err
+    assert f"unknown points ['s6']; expected some of {list(tune.POINTS)}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--chunks", "12"], "chunk_size=12 is not valid"),
     (["--block-k", "3"], "block_k=3 is not valid"),
+    (["--diagonal-block-k", "0"], "block_k=0 is not valid"),
     (["--warps", "3"], "warps=3 is not valid; expected one of [1, 2, 4, 8, 16, 32]"),
     (["--repeats", "0"], "repeats=0 is not valid; expected >= 1"),
 ])
