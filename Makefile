@@ -48,11 +48,15 @@ bench: $(MAMBA)
 # table. Uses the environment as it is (an offline GPU box: see the README), installs nothing.
 GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 GPU_BENCH ?= scale=kernel points=ablations modes=[triton,cuda]
+# pytest workers for the kernel tests (triton compiles each kernel variant once per process:
+# workers compile in parallel); without pytest-xdist the tests run in one process
+GPU_TEST_WORKERS ?= 8
+GPU_PYTEST_WORKERS = $(shell $(GPU_PYTHON) -c "import xdist" 2>/dev/null && echo "-n $(GPU_TEST_WORKERS)" || echo "-p no:xdist")
 
 gpu-check:
 	@nvidia-smi -L >/dev/null 2>&1 || { echo "make gpu-check: no CUDA device on this machine (nvidia-smi finds none); run it on a GPU machine" >&2; exit 1; }
 	@$(GPU_PYTHON) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || { echo "make gpu-check: torch sees no CUDA device (torch.cuda.is_available() is False: a CPU build of torch?)" >&2; exit 1; }
-	$(GPU_PYTHON) -m pytest -q -p no:xdist tests/test_triton_scan.py tests/test_step.py tests/test_kernel_resources.py tests/test_modes.py \
+	$(GPU_PYTHON) -m pytest -q $(GPU_PYTEST_WORKERS) tests/test_triton_scan.py tests/test_step.py tests/test_kernel_resources.py tests/test_modes.py \
 		tests/test_frontier.py
 	$(GPU_PYTHON) -m ablate.bench $(GPU_BENCH)
 
