@@ -3,29 +3,32 @@
     python -m models.triton_tune                                   # batch 8, K 1024, L 2048, on CUDA
     python -m models.triton_tune --batch 8 --channels 1024 --length 2048 --repeats 20
 
-For each point of :data:`POINTS`, float32, and each T of ``--chunks``: the forward kernel at
-every (BLOCK_K, warps) of the point's candidates x ``--warps``, then the backward kernel at every
-one, from the chunk-start states of that T. The points are the selective scans of
-:data:`models.triton_resources.CASES` (Mamba: real A, n 16, Δ, B, C per step; S4D: complex A,
-n 32, fixed Δ and C; complex with Δ, B and C per step), whose BLOCK_K candidates are
-``--block-k``, and the diagonal scans of the MIMO layer (S5: complex A, fixed Δ; complex with Δ
-and C per step; real with Δ per step: one state per channel), whose BLOCK_K candidates are
-``--diagonal-block-k``. Each candidate is the median of ``--repeats`` timed calls
-(models.timing.Clock: CUDA events on a GPU) after a warm-up call, and is checked against the
-default tile on the same inputs (relative norm error of out, or of every gradient together).
-One row per candidate: T, BLOCK_K, warps, milliseconds, registers per thread and spill bytes
-(compiled for sm_90 by :func:`models.triton_resources.measure`, as the register test does, in
-parallel processes after the timings; unknown under TRITON_INTERPRET), the error. Per point
-the fastest pair (forward + backward at one shared T) among the candidates that compute the
-same (error at most 1e-4) and fit the register budget (at most 128 registers, no spills: the
-budget tests/test_kernel_resources.py holds the defaults to) is printed as the entry of
-``_SELECTIVE_TILES`` or ``_DIAGONAL_TILES`` in :mod:`models.triton_scan`. ``make gpu-tune``
-runs it.
+For each point of :data:`POINTS`, float32, the candidate tiles are every (T, BLOCK_K, warps)
+of ``--chunks`` x the point's BLOCK_K candidates x ``--warps`` with at most 16 (T, BLOCK_K)
+elements per thread (:data:`MAX_ELEMENTS_PER_THREAD`), each for the forward and the backward
+kernel. The points are the selective scans of :data:`models.triton_resources.CASES`
+(Mamba: real A, n 16, Δ, B, C per step; S4D: complex A, n 32, fixed Δ and C; complex with Δ, B
+and C per step), whose BLOCK_K candidates are ``--block-k``, and the diagonal scans of the MIMO
+layer (S5: complex A, fixed Δ; complex with Δ and C per step; real with Δ per step: one state
+per channel), whose BLOCK_K candidates are ``--diagonal-block-k``.
 
-On a GPU, every candidate is first compiled by triton's JIT in parallel processes, one launch
-each on the same shapes, which fills triton's on-disk kernel cache; the timing process then
-loads the compiled kernels from it instead of compiling a few hundred kernels one after another.
-The seconds each phase took go to stderr.
+1. Every candidate kernel is compiled for sm_90 by :func:`models.triton_resources.measure`, as
+   the register test does, in parallel processes (not under TRITON_INTERPRET), for its
+   registers per thread and spill bytes. One over the budget (more than 128 registers, or any
+   spill: the budget tests/test_kernel_resources.py holds the defaults to) is listed, not timed.
+2. On a GPU, every other one is compiled by triton's JIT in parallel processes, one launch each
+   on the same shapes, which fills triton's on-disk kernel cache: the timing process then loads
+   the kernels instead of compiling a few hundred one after another.
+3. Each is timed, the median of ``--repeats`` calls (models.timing.Clock: CUDA events on a GPU)
+   after a warm-up call, and checked against the default tile at its T on the same inputs
+   (relative norm error of out, or of every gradient together; the backward runs from the
+   default forward's chunk-start states).
+
+One row per candidate kernel: T, BLOCK_K, warps, milliseconds, registers, spills, the error;
+the seconds each phase took go to stderr. Per point, the fastest pair (forward + backward at
+one shared T) among the timed candidates that compute the same (error at most 1e-4) is printed
+as the entry of ``_SELECTIVE_TILES`` or ``_DIAGONAL_TILES`` in :mod:`models.triton_scan`.
+``make gpu-tune`` runs it.
 
 The default selective candidates span the two ways a tile can spread over threads: BLOCK_K 1
 on one warp puts a chunk's steps across the lanes of one warp (every scan and reduction by
@@ -68,7 +71,15 @@ POINTS = {  # point -> the case of its forward kernel in triton_resources.CASES
 }
 ERROR_LIMIT = 1e-4  # relative norm error against the default tile (float32, reordered sums)
 WARPS = (1, 2, 4, 8, 16, 32)
+# A tile with more elements per thread is not a candidate: it cannot fit the register budget, and
+# ptxas takes minutes on some (the Mamba forward at 64 per thread, T 128, BLOCK_K 16, one warp,
+# takes 255 registers and spills 1432 bytes; the S5 backward at 512 per thread did not finish
+# compiling in 2 minutes). The default tiles hold 1 to 8.
+MAX_ELEMENTS_PER_THREAD = 16
 TABLES = {"selective": "_SELECTIVE_TILES", "diagonal": "_DIAGONAL_TILES"}  # in models.triton_scan
+
+
+Usage = dict  # (point, kind, tile) -> (registers per thread, spill bytes) of the sm_90 compile
 
 
 @dataclass
@@ -76,15 +87,18 @@ class Timing:
     point: str
     kind: str  # fwd or bwd
     tile: ts.Tile
-    ms: float
-    registers: int | None
+    ms: float | None  # None: over the register budget, not timed
+    registers: int | None  # None: unknown (no compile here)
     spills: int | None
-    error: float
+    error: float | None
+
+    @property
+    def fits(self) -> bool:
+        return within_budget(self.registers, self.spills)
 
     @property
     def usable(self) -> bool:
-        fits = self.registers is None or (self.registers <= resources.REGISTER_BUDGET and not self.spills)
-        return fits and self.error <= ERROR_LIMIT
+        return self.fits and self.ms is not None and self.error <= ERROR_LIMIT
 
 
 def _case(point: str) -> resources.Case:
@@ -94,6 +108,11 @@ def _case(point: str) -> resources.Case:
 def scan_of(point: str) -> str:
     """``selective`` or ``diagonal``: the scan a point's kernels compute."""
     return _case(point).kind.split("_")[0]
+
+
+def tile_of(point: str, T: int, block_k: int, num_warps: int) -> ts.Tile:
+    """A point's kernel tile at (T, BLOCK_K, warps): BLOCK_N covers its n states."""
+    return ts.Tile(T, block_k, ts._next_power_of_2(_case(point).n), num_warps)
 
 
 def inputs(point: str, batch: int, channels: int, length: int, device: torch.device) -> dict:
@@ -129,7 +148,7 @@ class Kernels:
 
     def __init__(self, point: str, batch: int, channels: int, length: int, device: torch.device):
         args = inputs(point, batch, channels, length, device)
-        self.scan = scan_of(point)
+        self.point, self.scan = point, scan_of(point)
         self.softplus, self.method = args.pop("delta_softplus"), args.pop("discretization")
         A = args["A"]
         self.complex, self.per_step = A.is_complex(), args["delta"].dim() == 3
@@ -137,33 +156,40 @@ class Kernels:
             scale = torch.ones(1, dtype=torch.float32, device=device)
             self.operands = (*ts._selective_operands(**args), scale)
             self._forward, self._backward = ts._selective_forward, ts._selective_backward
-            self.n = A.shape[1]
         else:
             self.operands = ts._diagonal_operands(**args)
             self._forward, self._backward = ts._diagonal_forward, ts._diagonal_backward
-            self.n = 1
         self.channels = channels
         out_dtype = torch.complex64 if self.scan == "diagonal" and self.complex else torch.float32
         self.dout = torch.randn((batch, length, channels), dtype=out_dtype,
                                 generator=torch.Generator().manual_seed(1)).to(device)
+        self._states = {}  # T -> the chunk-start states of the default forward
 
     def default(self, T: int) -> ts._Launch:
         """The launch of the default tiles at T."""
-        return ts._launch_settings(self.scan, self.method, self.softplus, T, None, self.channels, self.n,
-                                   self.complex, self.per_step)
+        n = _case(self.point).n
+        return ts._launch_settings(self.scan, self.method, self.softplus, T, None, self.channels, n, self.complex,
+                                   self.per_step)
 
     def launch(self, T: int, block_k: int, num_warps: int) -> ts._Launch:
         """Forward and backward both at (T, block_k, num_warps)."""
-        tile = ts.Tile(T, block_k, ts._next_power_of_2(self.n), num_warps)
+        tile = tile_of(self.point, T, block_k, num_warps)
         return ts._Launch(self.method, self.softplus, T, tile, tile)
 
     def forward(self, launch: ts._Launch):
         """(out, chunk-start states)."""
         return self._forward(*self.operands, launch, True)
 
-    def backward(self, launch: ts._Launch, states) -> list[torch.Tensor]:
-        """The gradients of every input there is."""
-        return [g for g in self._backward(*self.operands, states, self.dout, launch) if g is not None]
+    def backward(self, launch: ts._Launch) -> list[torch.Tensor]:
+        """The gradients of every input there is, from the default forward's states at launch's T."""
+        T = launch.chunk_size
+        if T not in self._states:
+            self._states[T] = self.forward(self.default(T))[1]
+        return [g for g in self._backward(*self.operands, self._states[T], self.dout, launch) if g is not None]
+
+    def call(self, kind: str, launch: ts._Launch) -> list[torch.Tensor]:
+        """The outputs of one kernel: [out] (kind fwd) or the gradients (bwd)."""
+        return [self.forward(launch)[0]] if kind == "fwd" else self.backward(launch)
 
 
 def _relative(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
@@ -171,67 +197,73 @@ def _relative(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
     return relative_difference(torch.cat([g.flatten() for g in got]), torch.cat([w.flatten() for w in want]))
 
 
-def candidates(point: str, chunks, block_ks: dict[str, list[int]], warps) -> list[tuple[int, int, int]]:
-    """(T, BLOCK_K, warps) of every candidate of a point, in the order they are timed."""
-    return [(T, k, w) for T in chunks for k in block_ks[scan_of(point)] for w in warps]
+def elements_per_thread(tile: ts.Tile) -> float:
+    """(T, BLOCK_K) tile elements each of the tile's threads holds."""
+    return tile.chunk_size * tile.block_k / (32 * tile.num_warps)
 
 
-def compile_tasks(points, chunks, block_ks: dict[str, list[int]], warps) -> list[tuple[str, list]]:
-    """The candidates of every point split into pool tasks: (point, its tiles of one (T, BLOCK_K))."""
-    tasks = []
-    for point in points:
-        tiles = candidates(point, chunks, block_ks, warps)
-        tasks += [(point, tiles[i:i + len(warps)]) for i in range(0, len(tiles), len(warps))]
-    return tasks
+def candidates(points, chunks, block_ks: dict[str, list[int]], warps) -> list[tuple[str, str, ts.Tile]]:
+    """(point, kind, tile) of every candidate kernel with at most MAX_ELEMENTS_PER_THREAD, in the
+    order they are timed: per point and (T, BLOCK_K, warps), the forward then the backward."""
+    tiles = [(p, tile_of(p, T, k, w)) for p in points for T in chunks for k in block_ks[scan_of(p)] for w in warps]
+    return [(p, kind, tile) for p, tile in tiles if elements_per_thread(tile) <= MAX_ELEMENTS_PER_THREAD
+            for kind in ("fwd", "bwd")]
 
 
-def launch_once(point: str, batch: int, channels: int, length: int, tiles: list[tuple[int, int, int]],
-                device: str = "cuda") -> int:
-    """Launch the forward and backward at each tile once (in a pool's process on CUDA, triton's
-    JIT compiles them into its on-disk cache). Returns the number of tiles launched."""
-    kernels = Kernels(point, batch, channels, length, torch.device(device))
-    for tile in tiles:
-        launch = kernels.launch(*tile)
-        _, states = kernels.forward(launch)
-        kernels.backward(launch, states)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return len(tiles)
-
-
-def precompile(points, batch: int, channels: int, length: int, chunks, block_ks, warps) -> None:
-    """On a GPU, compile every candidate in parallel processes before the timings (module
-    docstring); nothing on a CPU, where the interpreter compiles nothing."""
-    if ts.interpreted() or not torch.cuda.is_available():
-        return
-    tasks = compile_tasks(points, chunks, block_ks, warps)
-    workers = max(1, min(len(tasks), os.cpu_count() or 1, 16))
-    start = time.perf_counter()
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        launched = sum(pool.map(launch_once, *zip(*[(p, batch, channels, length, tiles) for p, tiles in tasks])))
-    print(f"compiled the kernels of {launched} candidate tiles in {workers} processes in "
-          f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
-
-
-def add_registers(rows: list[Timing]) -> None:
-    """Fill in every row's registers and spills (:func:`_registers`), compiling in parallel
-    (spawned processes: no CUDA state is shared with the compiles); left None where the
-    kernels cannot be compiled here."""
+def resource_usage(kernels: list[tuple[str, str, ts.Tile]]) -> Usage:
+    """Registers and spills of each (point, kind, tile) compiled for sm_90
+    (:func:`models.triton_resources.measure`, the proxy the register test uses), in parallel
+    spawned processes (no CUDA state shared with them); empty where the kernels cannot be
+    compiled here (under TRITON_INTERPRET, or without triton's ptxas)."""
     if resources.available() or ts.interpreted():
-        return
+        return {}
     with ProcessPoolExecutor(mp_context=multiprocessing.get_context("spawn")) as pool:
-        usages = pool.map(_registers, [r.point for r in rows], [r.kind for r in rows], [r.tile for r in rows])
-        for row, (registers, spills) in zip(rows, usages):
-            row.registers, row.spills = registers, spills
+        return dict(zip(kernels, pool.map(_registers, *zip(*kernels))))
 
 
 def _registers(point: str, kind: str, tile: ts.Tile) -> tuple[int, int]:
-    """(registers per thread, spill bytes) of the kernel compiled for sm_90 at ``tile``
-    (:func:`models.triton_resources.measure`, the proxy the register test uses;
-    :func:`add_registers` calls it only where the kernels compile)."""
     case = next(c for c in resources.CASES if c.name == f"{point} {kind}")
     usage = resources.measure(case, tile)
     return usage.registers, usage.spills
+
+
+def within_budget(registers: int | None, spills: int | None) -> bool:
+    """At most 128 registers per thread and no spills (True when unknown)."""
+    return registers is None or (registers <= resources.REGISTER_BUDGET and not spills)
+
+
+def compile_tasks(kernels: list[tuple[str, str, ts.Tile]]) -> list[tuple[str, list[tuple[str, ts.Tile]]]]:
+    """The kernels split into pool tasks: (point, its (kind, tile) of one (T, BLOCK_K))."""
+    tasks = {}
+    for point, kind, tile in kernels:
+        tasks.setdefault((point, tile.chunk_size, tile.block_k), []).append((kind, tile))
+    return [(point, jobs) for (point, _, _), jobs in tasks.items()]
+
+
+def launch_once(point: str, batch: int, channels: int, length: int, jobs: list[tuple[str, ts.Tile]],
+                device: str = "cuda") -> int:
+    """Launch each (kind, tile) once (in a pool's process on CUDA, triton's JIT compiles it into
+    its on-disk cache). Returns the number of kernels launched."""
+    kernels = Kernels(point, batch, channels, length, torch.device(device))
+    for kind, tile in jobs:
+        kernels.call(kind, kernels.launch(tile.chunk_size, tile.block_k, tile.num_warps))
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return len(jobs)
+
+
+def precompile(kernels: list[tuple[str, str, ts.Tile]], batch: int, channels: int, length: int) -> None:
+    """On a GPU, compile the kernels in parallel processes before the timings (module
+    docstring); nothing on a CPU, where the interpreter compiles nothing."""
+    if ts.interpreted() or not torch.cuda.is_available() or not kernels:
+        return
+    tasks = compile_tasks(kernels)
+    workers = max(1, min(len(tasks), os.cpu_count() or 1, 16))
+    start = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        launched = sum(pool.map(launch_once, *zip(*[(p, batch, channels, length, jobs) for p, jobs in tasks])))
+    print(f"compiled {launched} kernels in {workers} processes in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
 
 
 def _median_ms(clock: Clock, call, repeats: int) -> float:
@@ -240,24 +272,25 @@ def _median_ms(clock: Clock, call, repeats: int) -> float:
     return 1e3 * statistics.median(clock.seconds(call) for _ in range(repeats))
 
 
-def tune_point(point: str, batch: int, channels: int, length: int, tiles: list[tuple[int, int, int]], repeats: int,
-               device: torch.device) -> list[Timing]:
-    """Every candidate (T, BLOCK_K, warps) of one point, forward and backward, timed and checked."""
-    kernels = Kernels(point, batch, channels, length, device)
+def tune_point(point: str, batch: int, channels: int, length: int, kernels: list[tuple[str, ts.Tile]], usage: Usage,
+               repeats: int, device: torch.device) -> list[Timing]:
+    """One row per (kind, tile) of a point: registers and spills from ``usage``; within the
+    budget, the kernel timed and checked against the default tile at its T."""
+    runs = Kernels(point, batch, channels, length, device)
     clock = Clock(device)
     rows, reference = [], {}
-    for T, block_k, num_warps in tiles:
-        if T not in reference:
-            want_out, states = kernels.forward(kernels.default(T))
-            reference[T] = want_out, states, kernels.backward(kernels.default(T), states)
-        want_out, states, want_grads = reference[T]
-        launch = kernels.launch(T, block_k, num_warps)
-        forward = partial(kernels.forward, launch)
-        backward = partial(kernels.backward, launch, states)
-        errors = {"fwd": _relative([forward()[0]], [want_out]), "bwd": _relative(backward(), want_grads)}
-        for kind, call in (("fwd", forward), ("bwd", backward)):
-            ms = _median_ms(clock, call, repeats)
-            rows.append(Timing(point, kind, launch.forward, ms, None, None, errors[kind]))
+    for kind, tile in kernels:
+        registers, spills = usage.get((point, kind, tile), (None, None))
+        row = Timing(point, kind, tile, None, registers, spills, None)
+        rows.append(row)
+        if not row.fits:
+            continue
+        T = tile.chunk_size
+        if (kind, T) not in reference:
+            reference[kind, T] = runs.call(kind, runs.default(T))
+        launch = runs.launch(T, tile.block_k, tile.num_warps)
+        row.error = _relative(runs.call(kind, launch), reference[kind, T])
+        row.ms = _median_ms(clock, partial(runs.call, kind, launch), repeats)
     return rows
 
 
@@ -272,13 +305,17 @@ def best(rows: list[Timing]) -> tuple[Timing, Timing] | None:
     return min(pairs, key=lambda p: p[0].ms + p[1].ms, default=None)
 
 
+def _cell(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def report(rows: list[Timing]) -> str:
     header = f"{'point':24} {'kernel':6} {'T':>4} {'BLOCK_K':>7} {'warps':>5} {'ms':>9} {'REG':>4} {'spill':>5} "
     lines = [header + f"{'error':>8}"]
     for r in rows:
         lines.append(f"{r.point:24} {r.kind:6} {r.tile.chunk_size:>4} {r.tile.block_k:>7} {r.tile.num_warps:>5} "
-                     f"{r.ms:>9.4f} {r.registers if r.registers is not None else '-':>4} "
-                     f"{r.spills if r.spills is not None else '-':>5} {r.error:>8.1e}")
+                     f"{_cell(r.ms, '.4f'):>9} {_cell(r.registers, 'd'):>4} {_cell(r.spills, 'd'):>5} "
+                     f"{_cell(r.error, '.1e'):>8}")
     for point in dict.fromkeys(r.point for r in rows):
         case = _case(point)
         pair = best([r for r in rows if r.point == point])
@@ -315,7 +352,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--channels", type=int, default=1024)
     parser.add_argument("--length", type=int, default=2048)
-    parser.add_argument("--chunks", type=_ints, default=[16, 32, 64], help="T values, comma-separated")
+    parser.add_argument("--chunks", type=_ints, default=[16, 32, 64, 128], help="T values, comma-separated")
     parser.add_argument("--block-k", type=_ints, default=[1, 8, 16], help="BLOCK_K of the selective scans")
     parser.add_argument("--diagonal-block-k", type=_ints, default=[16, 32, 64, 128],
                         help="BLOCK_K of the diagonal scans")
@@ -339,13 +376,24 @@ def main(argv: list[str]) -> int:
         print(err, file=sys.stderr)
         return 2
     shape = (args.batch, args.channels, args.length)
-    precompile(points, *shape, args.chunks, block_ks, args.warps)
+    kernels = candidates(points, args.chunks, block_ks, args.warps)
+    every = sum(len(args.chunks) * len(block_ks[scan_of(p)]) * len(args.warps) for p in points)
+    if len(kernels) < 2 * every:
+        print(f"left out {every - len(kernels) // 2} of {every} candidate tiles: more than {MAX_ELEMENTS_PER_THREAD} "
+              "(T, BLOCK_K) elements per thread", file=sys.stderr)
+    start = time.perf_counter()
+    usage = resource_usage(kernels)
+    if usage:
+        print(f"compiled {len(usage)} kernels for sm_90 (registers, spills) in {time.perf_counter() - start:.1f} s",
+              file=sys.stderr)
+    precompile([k for k in kernels if within_budget(*usage.get(k, (None, None)))], *shape)
     start = time.perf_counter()
     rows = []
     for point in points:
-        rows += tune_point(point, *shape, candidates(point, args.chunks, block_ks, args.warps), args.repeats, device)
-    print(f"timed {len(rows)} kernels in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    add_registers(rows)
+        rows += tune_point(point, *shape, [(kind, tile) for p, kind, tile in kernels if p == point], usage,
+                           args.repeats, device)
+    print(f"timed {sum(r.ms is not None for r in rows)} kernels in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
     print(report(rows))
     return 0
 

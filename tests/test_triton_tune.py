@@ -5,6 +5,7 @@ timed, checked against the default tile and reported, not which tile is fastest.
 """
 
 import pytest
+import torch
 
 from models import triton_scan as ts
 from models import triton_tune as tune
@@ -48,15 +49,29 @@ def test_a_tiny_diagonal_run_prints_a_diagonal_tile_entry(capsys):
 
 
 def test_precompile_tasks_cover_every_candidate_once_and_launch_it():
-    block_ks = {"selective": [1, 8], "diagonal": [32]}
-    tasks = tune.compile_tasks(["mamba", "s5"], [16, 32], block_ks, [1, 4])
-    assert [(point, tiles[0][:2]) for point, tiles in tasks] == [
-        ("mamba", (16, 1)), ("mamba", (16, 8)), ("mamba", (32, 1)), ("mamba", (32, 8)), ("s5", (16, 32)),
-        ("s5", (32, 32))]
-    for point, tiles in tasks:
-        assert tiles == [(*tiles[0][:2], w) for w in (1, 4)]
+    kernels = tune.candidates(["mamba", "s5"], [16, 32], {"selective": [1, 8], "diagonal": [32]}, [1, 4])
+    # every mamba tile; s5 at T 32, BLOCK_K 32 on one warp holds 32 elements per thread: left out
+    assert len(kernels) == 2 * (2 * 2 * 2 + 2 * 1 * 2 - 1)
+    assert ("s5", "fwd", tune.tile_of("s5", 32, 32, 1)) not in kernels
+    assert max(tune.elements_per_thread(tile) for _, _, tile in kernels) == tune.MAX_ELEMENTS_PER_THREAD
+    tasks = tune.compile_tasks(kernels)
+    assert [(point, jobs[0][1].chunk_size, jobs[0][1].block_k) for point, jobs in tasks] == [
+        ("mamba", 16, 1), ("mamba", 16, 8), ("mamba", 32, 1), ("mamba", 32, 8), ("s5", 16, 32), ("s5", 32, 32)]
+    assert [(p, k, t) for p, jobs in tasks for k, t in jobs] == kernels
     # one task as a pool process runs it, here under the interpreter
-    assert tune.launch_once("s5", 1, 4, 12, [(4, 2, 4), (8, 4, 4)], device="cpu") == 2
+    assert tune.launch_once("s5", 1, 4, 12, [("fwd", tune.tile_of("s5", 4, 2, 4)),
+                                             ("bwd", tune.tile_of("s5", 8, 4, 4))], device="cpu") == 2
+
+
+def test_kernels_over_the_register_budget_are_listed_not_timed():
+    tiles = [tune.tile_of("s5", 4, k, 4) for k in (2, 4)]
+    usage = {("s5", "fwd", tiles[0]): (129, 0), ("s5", "bwd", tiles[0]): (40, 8), ("s5", "fwd", tiles[1]): (128, 0)}
+    rows = tune.tune_point("s5", 1, 4, 12, [(kind, t) for t in tiles for kind in ("fwd", "bwd")], usage, 1,
+                           torch.device("cpu"))
+    assert [(r.kind, r.tile.block_k, r.ms is not None) for r in rows] == [
+        ("fwd", 2, False), ("bwd", 2, False), ("fwd", 4, True), ("bwd", 4, True)]
+    assert [r.registers for r in rows] == [129, 40, 128, None]
+    assert tune.report(rows).splitlines()[1].split()[5:] == ["-", "129", "0", "-"]
 
 
 def test_unknown_points_are_refused(capsys):
