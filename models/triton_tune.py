@@ -28,7 +28,8 @@ One row per candidate kernel: T, BLOCK_K, warps, milliseconds, registers, spills
 the seconds each phase took go to stderr. Per point, the fastest pair (forward + backward at
 one shared T) among the timed candidates that compute the same (error at most 1e-4) is printed
 as the entry of ``_SELECTIVE_TILES`` or ``_DIAGONAL_TILES`` in :mod:`models.triton_scan`.
-``make gpu-tune`` runs it.
+Rows are printed as they are timed and each point's entry after its rows, so that a run cut
+short keeps what it measured; every entry is printed again at the end. ``make gpu-tune`` runs it.
 
 The default selective candidates span the two ways a tile can spread over threads: BLOCK_K 1
 on one warp puts a chunk's steps across the lanes of one warp (every scan and reduction by
@@ -273,9 +274,10 @@ def _median_ms(clock: Clock, call, repeats: int) -> float:
 
 
 def tune_point(point: str, batch: int, channels: int, length: int, kernels: list[tuple[str, ts.Tile]], usage: Usage,
-               repeats: int, device: torch.device) -> list[Timing]:
+               repeats: int, device: torch.device, emit=lambda row: None) -> list[Timing]:
     """One row per (kind, tile) of a point: registers and spills from ``usage``; within the
-    budget, the kernel timed and checked against the default tile at its T."""
+    budget, the kernel timed and checked against the default tile at its T. ``emit`` gets each
+    row when it is complete."""
     runs = Kernels(point, batch, channels, length, device)
     clock = Clock(device)
     rows, reference = [], {}
@@ -283,14 +285,14 @@ def tune_point(point: str, batch: int, channels: int, length: int, kernels: list
         registers, spills = usage.get((point, kind, tile), (None, None))
         row = Timing(point, kind, tile, None, registers, spills, None)
         rows.append(row)
-        if not row.fits:
-            continue
-        T = tile.chunk_size
-        if (kind, T) not in reference:
-            reference[kind, T] = runs.call(kind, runs.default(T))
-        launch = runs.launch(T, tile.block_k, tile.num_warps)
-        row.error = _relative(runs.call(kind, launch), reference[kind, T])
-        row.ms = _median_ms(clock, partial(runs.call, kind, launch), repeats)
+        if row.fits:
+            T = tile.chunk_size
+            if (kind, T) not in reference:
+                reference[kind, T] = runs.call(kind, runs.default(T))
+            launch = runs.launch(T, tile.block_k, tile.num_warps)
+            row.error = _relative(runs.call(kind, launch), reference[kind, T])
+            row.ms = _median_ms(clock, partial(runs.call, kind, launch), repeats)
+        emit(row)
     return rows
 
 
@@ -309,25 +311,31 @@ def _cell(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+HEADER = (f"{'point':24} {'kernel':6} {'T':>4} {'BLOCK_K':>7} {'warps':>5} {'ms':>9} {'REG':>4} {'spill':>5} "
+          f"{'error':>8}")
+
+
+def row_line(r: Timing) -> str:
+    return (f"{r.point:24} {r.kind:6} {r.tile.chunk_size:>4} {r.tile.block_k:>7} {r.tile.num_warps:>5} "
+            f"{_cell(r.ms, '.4f'):>9} {_cell(r.registers, 'd'):>4} {_cell(r.spills, 'd'):>5} {_cell(r.error, '.1e'):>8}")
+
+
+def entry(point: str, rows: list[Timing]) -> str:
+    """The tile-table entry of a point's fastest usable pair among its rows (:func:`best`)."""
+    case = _case(point)
+    pair = best([r for r in rows if r.point == point])
+    if pair is None:
+        return f"{point}: no candidate computes the same within {ERROR_LIMIT} and fits the budget"
+    f, b = pair
+    key = (case.complex, dict(case.flags)["DELTA_PER_STEP"])
+    return (f"{point}: {TABLES[scan_of(point)]} {key}: ({f.tile.chunk_size}, {f.tile.block_k}, {f.tile.num_warps}, "
+            f"{b.tile.block_k}, {b.tile.num_warps}),  # forward {f.ms:.4f} ms, backward {b.ms:.4f} ms")
+
+
 def report(rows: list[Timing]) -> str:
-    header = f"{'point':24} {'kernel':6} {'T':>4} {'BLOCK_K':>7} {'warps':>5} {'ms':>9} {'REG':>4} {'spill':>5} "
-    lines = [header + f"{'error':>8}"]
-    for r in rows:
-        lines.append(f"{r.point:24} {r.kind:6} {r.tile.chunk_size:>4} {r.tile.block_k:>7} {r.tile.num_warps:>5} "
-                     f"{_cell(r.ms, '.4f'):>9} {_cell(r.registers, 'd'):>4} {_cell(r.spills, 'd'):>5} "
-                     f"{_cell(r.error, '.1e'):>8}")
-    for point in dict.fromkeys(r.point for r in rows):
-        case = _case(point)
-        pair = best([r for r in rows if r.point == point])
-        key = (case.complex, dict(case.flags)["DELTA_PER_STEP"])
-        if pair is None:
-            lines.append(f"{point}: no candidate computes the same within {ERROR_LIMIT} and fits the budget")
-            continue
-        f, b = pair
-        lines.append(f"{point}: {TABLES[scan_of(point)]} {key}: ({f.tile.chunk_size}, {f.tile.block_k}, "
-                     f"{f.tile.num_warps}, {b.tile.block_k}, {b.tile.num_warps}),  # forward {f.ms:.4f} ms, "
-                     f"backward {b.ms:.4f} ms")
-    return "\n".join(lines)
+    """The table of rows, then the entry of each point."""
+    points = dict.fromkeys(r.point for r in rows)
+    return "\n".join([HEADER, *map(row_line, rows), *(entry(p, rows) for p in points)])
 
 
 def _ints(text: str) -> list[int]:
@@ -389,12 +397,15 @@ def main(argv: list[str]) -> int:
     precompile([k for k in kernels if within_budget(*usage.get(k, (None, None)))], *shape)
     start = time.perf_counter()
     rows = []
-    for point in points:
-        rows += tune_point(point, *shape, [(kind, tile) for p, kind, tile in kernels if p == point], usage,
-                           args.repeats, device)
+    print(HEADER, flush=True)
+    for point in points:  # each row as it is timed, each point's entry after its rows, then all entries
+        point_rows = tune_point(point, *shape, [(kind, tile) for p, kind, tile in kernels if p == point], usage,
+                                args.repeats, device, emit=lambda row: print(row_line(row), flush=True))
+        print(entry(point, point_rows), flush=True)
+        rows += point_rows
     print(f"timed {sum(r.ms is not None for r in rows)} kernels in {time.perf_counter() - start:.1f} s",
           file=sys.stderr)
-    print(report(rows))
+    print("\n".join(entry(point, rows) for point in points))
     return 0
 
 
