@@ -67,6 +67,8 @@ CASES = [
     # a large state: the carried (BLOCK_N, BLOCK_K) tiles, BLOCK_K capped at 512 / BLOCK_N
     *(_case(f"mamba n 256 {k}", f"selective_{k}", False, 256, _MAMBA) for k in ("fwd", "bwd")),
     *(_case(f"s4d n 256 {k}", f"selective_{k}", True, 256, _S4D) for k in ("fwd", "bwd")),
+    *(_case(f"s4d selective dt,B,C n {n} {k}", f"selective_{k}", True, n, _S4D_SELECTIVE)
+      for n in (64, 256) for k in ("fwd", "bwd")),
     *(_case(f"s5 {k}", f"diagonal_{k}", True, 1, _S5) for k in ("fwd", "bwd")),
     *(_case(f"s5 selective dt,C {k}", f"diagonal_{k}", True, 1, _S5_SELECTIVE) for k in ("fwd", "bwd")),
     *(_case(f"real diagonal selective {k}", f"diagonal_{k}", False, 1, _S5_SELECTIVE) for k in ("fwd", "bwd")),
@@ -196,10 +198,10 @@ def _ptxas_spills(compiled) -> tuple[int, int]:
 
 
 def table(usages: list[Usage]) -> str:
-    lines = [f"{'kernel':34} {'T':>4} {'BLOCK_K':>7} {'BLOCK_N':>7} {'warps':>5} {'REG':>4} {'STACK':>5} "
+    lines = [f"{'kernel':36} {'T':>4} {'BLOCK_K':>7} {'BLOCK_N':>7} {'warps':>5} {'REG':>4} {'STACK':>5} "
              f"{'LOCAL':>5} {'SHARED':>6} {'DYN.SH':>6} {'spill st/ld':>12}"]
     for u in usages:
-        lines.append(f"{u.name:34} {u.T or '-':>4} {u.block_k:>7} {u.block_n or '-':>7} {u.num_warps:>5} "
+        lines.append(f"{u.name:36} {u.T or '-':>4} {u.block_k:>7} {u.block_n or '-':>7} {u.num_warps:>5} "
                      f"{u.registers:>4} {u.stack:>5} {u.local:>5} {u.shared:>6} {u.dynamic_shared:>6} "
                      f"{f'{u.spill_stores}/{u.spill_loads}':>12}")
     return "\n".join(lines)

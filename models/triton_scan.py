@@ -107,9 +107,11 @@ that the carried (BLOCK_N, BLOCK_K) tiles stay small for large n, but not below 
 the Mamba backward at n = 256 spills 16 bytes in bf16). At n = 256 (BLOCK_K 4) the Mamba forward
 and backward take 70 and 116 registers (bf16 69 and 121), the S4D ones 71 and 117 (71 and 126),
 no spills: the "n 256" rows of ``python -m models.triton_resources``, in the budget test. At
-n = 64 and 128 all six selective kernels fit too (54 to 128 registers), except the complex
-backward with Δ, B and C per step: 8 bytes of spills in bf16 at n = 64 (BLOCK_K 8); at n = 256
-it spills 20 bytes in fp32 and 16 in bf16. Whether these tiles are the fastest
+n = 64 and 128 all six selective kernels fit too (54 to 128 registers). A backward whose carried
+tiles reach 512 elements (n >= 64) runs on at least 8 warps: on 4, the complex backward with Δ,
+B and C per step spills 8 bytes in bf16 at n = 64 and 20 (bf16 16) at n = 256; on 8 it takes
+126 (127) at n = 64, 94 (120) at n = 128 and 128 (128) at n = 256, no spills (the n 64 and
+n 256 rows are in the budget test). Whether these tiles are the fastest
 on a GPU was not measured here (``make gpu-tune`` times the candidates, ``make gpu-check`` these).
 
 Layouts. A shared B or C goes to the kernels state-major, (Bt, n, L) (:func:`_state_major`, one
@@ -1251,6 +1253,10 @@ _DIAGONAL_TILES = {  # n = 1: one state per channel
 _TILE_TABLES = {"selective": _SELECTIVE_TILES, "diagonal": _DIAGONAL_TILES}
 _CARRIED_ELEMENTS = 512
 _MIN_BLOCK_K = 4  # at BLOCK_K 2 (n 256) the Mamba backward spills in bf16
+# A backward whose carried tiles reach _CARRIED_ELEMENTS (n >= 64) runs on at least this many
+# warps: on 4, the complex backward with Δ, B and C per step spills (8 bytes in bf16 at n 64,
+# 20 in fp32 and 16 in bf16 at n 256); on 8 it takes 94 to 128 registers, no spills.
+_LARGE_STATE_BACKWARD_WARPS = 8
 _STEP_WARPS = 4
 _STEP_ELEMENTS = 1024 // 16  # the step kernel's (BLOCK_K, BLOCK_N) tile
 
@@ -1288,7 +1294,10 @@ def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_siz
     block_k, warps = sizes[:2] if part == "fwd" else sizes[2:]
     if scan == "diagonal":
         return Tile(T, block_k, 1, warps)
-    return Tile(T, max(_MIN_BLOCK_K, min(block_k, _CARRIED_ELEMENTS // block_n)), block_n, warps)
+    block_k = max(_MIN_BLOCK_K, min(block_k, _CARRIED_ELEMENTS // block_n))
+    if part == "bwd" and block_n * block_k >= _CARRIED_ELEMENTS:
+        warps = max(warps, _LARGE_STATE_BACKWARD_WARPS)
+    return Tile(T, block_k, block_n, warps)
 
 
 @dataclass(frozen=True)
