@@ -80,7 +80,7 @@ MAX_ELEMENTS_PER_THREAD = 16
 TABLES = {"selective": "_SELECTIVE_TILES", "diagonal": "_DIAGONAL_TILES"}  # in models.triton_scan
 
 
-Usage = dict  # (point, kind, tile) -> (registers per thread, spill bytes) of the sm_90 compile
+Resources = dict  # (point, kind, tile) -> (registers per thread, spill bytes) of the sm_90 compile
 
 
 @dataclass
@@ -211,7 +211,7 @@ def candidates(points, chunks, block_ks: dict[str, list[int]], warps) -> list[tu
             for kind in ("fwd", "bwd")]
 
 
-def resource_usage(kernels: list[tuple[str, str, ts.Tile]]) -> Usage:
+def resource_usage(kernels: list[tuple[str, str, ts.Tile]]) -> Resources:
     """Registers and spills of each (point, kind, tile) compiled for sm_90
     (:func:`models.triton_resources.measure`, the proxy the register test uses), in parallel
     spawned processes (no CUDA state shared with them); empty where the kernels cannot be
@@ -273,7 +273,7 @@ def _median_ms(clock: Clock, call, repeats: int) -> float:
     return 1e3 * statistics.median(clock.seconds(call) for _ in range(repeats))
 
 
-def tune_point(point: str, batch: int, channels: int, length: int, kernels: list[tuple[str, ts.Tile]], usage: Usage,
+def tune_point(point: str, batch: int, channels: int, length: int, kernels: list[tuple[str, ts.Tile]], usage: Resources,
                repeats: int, device: torch.device, emit=lambda row: None) -> list[Timing]:
     """One row per (kind, tile) of a point: registers and spills from ``usage``; within the
     budget, the kernel timed and checked against the default tile at its T. ``emit`` gets each
