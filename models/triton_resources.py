@@ -2,9 +2,12 @@
 
 Triton compiles a kernel for a target it does not run on: :func:`triton.compile` with
 ``GPUTarget("cuda", 90, 32)`` lowers it to PTX and assembles it with the ptxas that triton
-ships, and the cuobjdump it ships reads the per-thread register count, the stack frame (spill
-space), local memory and static shared memory from the cubin. This is a compile-time proxy
-for the kernels' speed (registers bound occupancy; spills go to local memory), not a timing.
+ships, and the cuobjdump it ships reads the per-thread register count, the stack frame, local
+memory and static shared memory from the cubin; ptxas -v gives the spill stores and loads. This
+is a compile-time proxy for the kernels' speed (registers bound occupancy; spills go to local
+memory), not a timing. Register allocation differs between triton versions: the default tiles
+fit both triton 3.9 and 3.6 (the table in :mod:`models.triton_scan`); this measures the one
+installed.
 
 :data:`CASES` are the kernels of :mod:`models.triton_scan` at the configurations the presets
 use, at each kernel's default tile (:func:`models.triton_scan.default_tile`), float32.
@@ -93,7 +96,7 @@ class Usage:
     block_n: int | None
     num_warps: int
     registers: int
-    stack: int  # bytes per thread of stack frame: spill space
+    stack: int  # bytes per thread of stack frame: spill space, or local arrays (see spills)
     local: int  # bytes per thread of local memory
     shared: int  # bytes of static shared memory (cuobjdump)
     dynamic_shared: int  # bytes of shared memory triton allocates at launch (scans, reductions)
@@ -102,7 +105,10 @@ class Usage:
 
     @property
     def spills(self) -> int:
-        return max(self.stack, self.local, self.spill_stores, self.spill_loads)
+        """Bytes of spilled registers: ptxas's spill stores and loads, and local memory. A stack
+        frame alone is not a spill: with triton 3.6 every kernel with a complex A has a 32-byte
+        one, the local array of libdevice's sin and cos for arguments beyond about 1e5."""
+        return max(self.local, self.spill_stores, self.spill_loads)
 
 
 def _tools() -> tuple[Path, Path]:

@@ -79,22 +79,32 @@ They are chosen from compile-time resource measurements, not timings (no GPU was
 when they were set): every kernel compiled for sm_90 by triton's ptxas, registers per thread,
 spills and shared memory read by cuobjdump (``python -m models.triton_resources [--bf16]``,
 checked by tests/test_kernel_resources.py: at most 128 registers per thread, no spills, in
-fp32 and with bf16 per-step tensors). Among the tiles that fit, the one with the most
-(T, BLOCK_K) elements per thread, then the longer T. The forward and backward of one call
-share T; BLOCK_K and the warps are each kernel's own.
+fp32 and with bf16 per-step tensors). Register allocation changes between triton versions, so
+the tiles are chosen to fit under two: triton 3.9 (what a CPU install gets, and CI) and triton
+3.6 (torch 2.11's, on the H200 image the GPU runs used). Among the tiles that fit both, the one
+with the most (T, BLOCK_K) elements per thread, then the longer T. The forward and backward of
+one call share T; BLOCK_K and the warps are each kernel's own.
 
-  kernel (preset point, n)                   T  BLOCK_K warps  registers fp32 (bf16)  spills
-  selective fwd  (Mamba: real, 16)           32    16     4        79  (79)              0
-  selective bwd  (Mamba: real, 16)           32     8     8        98  (96)              0
-  selective fwd  (S4D: complex, 32)          32    16     4        95  (95)              0
-  selective bwd  (S4D: complex, 32)          32     8     8       128 (128)              0
-  selective fwd  (complex 32, Δ B C per step) 16   16     4        72  (72)              0
-  selective bwd  (complex 32, Δ B C per step) 16    8     4       127 (128)              0
-  selective step (Mamba; S4D)                 -   4; 2    4     26; 34                   0
-  diagonal fwd   (S5: complex)               16    64     4       126 (126)              0
-  diagonal bwd   (S5: complex)               16    32     8       122 (122)              0
-  diagonal bwd   (S5, Δ and C per step)      16    32     8       128 (127)              0
-  diagonal bwd   (real, Δ per step)          16    32     8        80  (87)              0
+  kernel (preset point, n)                    T  BLOCK_K warps   registers, triton 3.9 / 3.6
+                                                                  fp32       bf16
+  selective fwd  (Mamba: real, 16)           32    16     4      79 / 88    79 / 88
+  selective bwd  (Mamba: real, 16)           32     8     8      98 / 109   96 / 115
+  selective fwd  (S4D: complex, 32)          32    16     4      95 / 94    95 / 94
+  selective bwd  (S4D: complex, 32)          32     8     8     128 / 105  128 / 114
+  selective fwd  (complex 32, Δ B C per step) 16   16     4      72 / 72    72 / 72
+  selective bwd  (complex 32, Δ B C per step) 16    8     4     127 / 112  128 / 126
+  selective step (Mamba; S4D)                 -   4; 2    4   26; 34 / 26; 25
+  diagonal fwd   (S5: complex)               16    64     8      79 / 80    79 / 80
+  diagonal bwd   (S5: complex)               16    32     8     122 / 79   122 / 79
+  diagonal fwd   (S5, Δ and C per step)      16    64     8     118 / 116   92 / 116
+  diagonal bwd   (S5, Δ and C per step)      16    16     8     103 / 104  103 / 119
+  diagonal bwd   (real, Δ per step)          16    32     8      80 / 80    87 / 106
+
+No spills in any (ptxas's spill stores and loads, cuobjdump's local memory). With triton 3.6
+every kernel with a complex A has a 32-byte stack frame that is not a spill: the local array
+libdevice's sin and cos use to reduce arguments beyond about 1e5. The tiles the 3.9 compile
+alone had chosen did not all fit 3.6: the S5 forward at BLOCK_K 64 on 4 warps took 142
+registers, and with Δ and C per step it spilled 8 bytes, its backward at BLOCK_K 32 16 bytes.
 
 The selective kernels before the loop over states held (T, BLOCK_K, n) tiles: at T 32,
 BLOCK_K 8 the Mamba forward took 255 registers and its backward 255 with spills
@@ -104,15 +114,14 @@ BLOCK_K 8 the Mamba forward took 255 registers and its backward 255 with spills
 elements per thread (the Mamba backward on 4 warps, 2 per thread, takes 120 registers in fp32
 but spills 8 bytes in bf16, so it runs on 8 warps). BLOCK_K is also capped at 512 / BLOCK_N, so
 that the carried (BLOCK_N, BLOCK_K) tiles stay small for large n, but not below 4 (at BLOCK_K 2
-the Mamba backward at n = 256 spills 16 bytes in bf16). At n = 256 (BLOCK_K 4) the Mamba forward
-and backward take 70 and 116 registers (bf16 69 and 121), the S4D ones 71 and 117 (71 and 126),
-no spills: the "n 256" rows of ``python -m models.triton_resources``, in the budget test. At
-n = 64 and 128 all six selective kernels fit too (54 to 128 registers). A backward whose carried
-tiles reach 512 elements (n >= 64) runs on at least 8 warps: on 4, the complex backward with Δ,
-B and C per step spills 8 bytes in bf16 at n = 64 and 20 (bf16 16) at n = 256; on 8 it takes
-126 (127) at n = 64, 94 (120) at n = 128 and 128 (128) at n = 256, no spills (the n 64 and
-n 256 rows are in the budget test). Whether these tiles are the fastest
-on a GPU was not measured here (``make gpu-tune`` times the candidates, ``make gpu-check`` these).
+the Mamba backward at n = 256 spills 16 bytes in bf16). For large n the backward also takes
+more warps (:func:`_large_state_backward_warps`): at least 8 from n = 64, and 16 from n = 128,
+or from n = 64 for the complex backward with Δ, B and C per step (on 8 warps it spills 48 bytes
+in bf16 at n = 64 with triton 3.6; on 4, 8 bytes with 3.9). The budget test holds the Mamba and
+S4D kernels at n = 256 and the complex ones with Δ, B and C per step at n = 64 and 256 (their
+"n 64" and "n 256" rows): 56 to 126 registers in both versions, no spills. Whether these tiles
+are the fastest on a GPU was not measured here (``make gpu-tune`` times the candidates,
+``make gpu-check`` these).
 
 Layouts. A shared B or C goes to the kernels state-major, (Bt, n, L) (:func:`_state_major`, one
 copy of Bt·L·n elements, differentiable), so that a program reads state j's (T,) column in one
@@ -1234,8 +1243,8 @@ def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) 
 # stored every T steps). A selective program's tiles are (T, BLOCK_K), whatever n; only the
 # carried (BLOCK_N, BLOCK_K) state tiles grow with n, so BLOCK_K is halved while BLOCK_N·BLOCK_K
 # exceeds _CARRIED_ELEMENTS, down to _MIN_BLOCK_K. Chosen so that every kernel compiles for
-# sm_90 (fp32 and bf16) to at most 128 registers per thread with no spills
-# (tests/test_kernel_resources.py), taking the most (T, BLOCK_K) elements per thread that fit,
+# sm_90 (fp32 and bf16) to at most 128 registers per thread with no spills, by triton 3.9 and
+# 3.6 (tests/test_kernel_resources.py runs the installed one), taking the most (T, BLOCK_K) elements per thread that fit,
 # then the longer T; the table in the module docstring gives the counts. `make gpu-tune`
 # (models.triton_tune) prints measured replacements for these entries.
 _SELECTIVE_TILES = {
@@ -1245,18 +1254,14 @@ _SELECTIVE_TILES = {
     (True, True): (16, 16, 4, 8, 4),
 }
 _DIAGONAL_TILES = {  # n = 1: one state per channel
-    (False, False): (16, 64, 4, 32, 8),
-    (False, True): (16, 64, 4, 32, 8),
-    (True, False): (16, 64, 4, 32, 8),
-    (True, True): (16, 64, 4, 32, 8),
+    (False, False): (16, 64, 8, 32, 8),
+    (False, True): (16, 64, 8, 32, 8),
+    (True, False): (16, 64, 8, 32, 8),
+    (True, True): (16, 64, 8, 16, 8),
 }
 _TILE_TABLES = {"selective": _SELECTIVE_TILES, "diagonal": _DIAGONAL_TILES}
 _CARRIED_ELEMENTS = 512
 _MIN_BLOCK_K = 4  # at BLOCK_K 2 (n 256) the Mamba backward spills in bf16
-# A backward whose carried tiles reach _CARRIED_ELEMENTS (n >= 64) runs on at least this many
-# warps: on 4, the complex backward with Δ, B and C per step spills (8 bytes in bf16 at n 64,
-# 20 in fp32 and 16 in bf16 at n 256); on 8 it takes 94 to 128 registers, no spills.
-_LARGE_STATE_BACKWARD_WARPS = 8
 _STEP_WARPS = 4
 _STEP_ELEMENTS = 1024 // 16  # the step kernel's (BLOCK_K, BLOCK_N) tile
 
@@ -1295,9 +1300,18 @@ def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_siz
     if scan == "diagonal":
         return Tile(T, block_k, 1, warps)
     block_k = max(_MIN_BLOCK_K, min(block_k, _CARRIED_ELEMENTS // block_n))
-    if part == "bwd" and block_n * block_k >= _CARRIED_ELEMENTS:
-        warps = max(warps, _LARGE_STATE_BACKWARD_WARPS)
+    if part == "bwd":
+        warps = max(warps, _large_state_backward_warps(block_n, is_complex and selective))
     return Tile(T, block_k, block_n, warps)
+
+
+def _large_state_backward_warps(block_n: int, complex_per_step: bool) -> int:
+    """The fewest warps a selective backward runs on at BLOCK_N states: its carried (BLOCK_N,
+    BLOCK_K) tiles spill on fewer (module docstring: at n 64, the complex backward with Δ, B and
+    C per step spills 8 bytes in bf16 on 4 warps (triton 3.9), 48 on 8 (triton 3.6))."""
+    if block_n >= 128 or (block_n >= 64 and complex_per_step):
+        return 16
+    return 8 if block_n >= 64 else 1
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 Every kernel of models/triton_scan.py (forward, backward, step; real and complex; SISO
 selective_scan and MIMO diagonal_scan) is compiled for sm_90 in float32 at its default tile by
 the ptxas that triton ships, and cuobjdump reads its resource usage
-(models/triton_resources.py). Budget: no spills (no stack frame, no local memory) and at most
-128 registers per thread, which lets 4-warp programs reach 25% occupancy. The table is printed
+(models/triton_resources.py). Budget: no spills (no spill stores or loads, no local memory)
+and at most 128 registers per thread, which lets 4-warp programs reach 25% occupancy. The table is printed
 (pytest -s shows it). This is a compile-time proxy for speed; a GPU run (make gpu-check) times it.
 
 The bf16 compiles (every per-step tensor bf16, as under autocast; triton_resources.BF16_CASES)
