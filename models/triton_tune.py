@@ -4,7 +4,7 @@
     python -m models.triton_tune --batch 8 --channels 1024 --length 2048 --repeats 20
 
 For each point of :data:`POINTS`, float32, the candidate tiles are every (T, BLOCK_K, warps)
-of ``--chunks`` x the point's BLOCK_K candidates x ``--warps`` with at most 16 (T, BLOCK_K)
+of ``--chunks`` x the point's BLOCK_K candidates x ``--warps`` with at most 8 (T, BLOCK_K)
 elements per thread (:data:`MAX_ELEMENTS_PER_THREAD`), each for the forward and the backward
 kernel. The points are the selective scans of :data:`models.triton_resources.CASES`
 (Mamba: real A, n 16, Δ, B, C per step; S4D: complex A, n 32, fixed Δ and C; complex with Δ, B
@@ -72,11 +72,12 @@ POINTS = {  # point -> the case of its forward kernel in triton_resources.CASES
 }
 ERROR_LIMIT = 1e-4  # relative norm error against the default tile (float32, reordered sums)
 WARPS = (1, 2, 4, 8, 16, 32)
-# A tile with more elements per thread is not a candidate: it cannot fit the register budget, and
-# ptxas takes minutes on some (the Mamba forward at 64 per thread, T 128, BLOCK_K 16, one warp,
-# takes 255 registers and spills 1432 bytes; the S5 backward at 512 per thread did not finish
-# compiling in 2 minutes). The default tiles hold 1 to 8.
-MAX_ELEMENTS_PER_THREAD = 16
+# A tile with more (T, BLOCK_K) elements per thread is not a candidate: none fits the register
+# budget, and each takes seconds to minutes to compile. At 8 some forwards fit (the Mamba forward
+# at T 64, BLOCK_K 16 on 4 warps: 128 registers) and no backward (the Mamba backward at T 32,
+# BLOCK_K 8 on one warp: 255); at 16 the backwards take 255 registers and spill 1.6 to 4.6 KB,
+# 5 to 13 s of compiling each (triton 3.6); the S5 backward at 512 did not finish in 2 minutes.
+MAX_ELEMENTS_PER_THREAD = 8
 TABLES = {"selective": "_SELECTIVE_TILES", "diagonal": "_DIAGONAL_TILES"}  # in models.triton_scan
 
 
