@@ -31,13 +31,21 @@ as the entry of ``_SELECTIVE_TILES`` or ``_DIAGONAL_TILES`` in :mod:`models.trit
 Rows are printed as they are timed and each point's entry after its rows, so that a run cut
 short keeps what it measured; every entry is printed again at the end. ``make gpu-tune`` runs it.
 
-The default selective candidates span the two ways a tile can spread over threads: BLOCK_K 1
-on one warp puts a chunk's steps across the lanes of one warp (every scan and reduction by
-shuffles, no barrier in the compiled kernel; u, Δ, z read with a stride of K), while BLOCK_K 8
-or 16 on 4 or 8 warps reads rows of channels in one run but synchronises its warps in every
-scan (10 bar.sync instructions in the PTX of the Mamba forward at T 32, BLOCK_K 16, 4 warps, and
-36 in the backward at T 32, BLOCK_K 8, 8 warps; none in either at BLOCK_K 1 on one warp). A
-BLOCK_K 1 backward writes a partial gradient of B and C per channel, (K, Bt, n, L).
+The default selective candidates span the two ways a tile can spread over threads. BLOCK_K 1
+or 2 on one warp puts a chunk's steps across the lanes of one warp: every scan and reduction by
+shuffles, no barrier in the compiled kernel, few registers, but u, Δ, z read with a stride of
+K. BLOCK_K 8 or 16 on 4 or 8 warps reads rows of channels in one run but synchronises its warps
+in every scan. Compiled for sm_90 by triton 3.6 (the H200 image's), Mamba point, bar.sync
+instructions in the PTX and registers, forward / backward:
+
+  T 32, BLOCK_K 1, 1 warp       0 / 0      61 / 56
+  T 32, BLOCK_K 2, 1 warp       0 / 0      72 / 72
+  T 64, BLOCK_K 1, 1 warp       0 / 0      64 / 96
+  T 32, BLOCK_K 4, 1 warp       5 / 9      72 / 111
+  T 32, BLOCK_K 16 / 8, 4 / 8 warps (the defaults)   8 / 38   88 / 109
+
+A backward at BLOCK_K 1 or 2 writes a partial gradient of B and C per one or two channels,
+(K / BLOCK_K, Bt, n, L), which its time includes (summed by torch).
 
 On a CPU, triton's interpreter (TRITON_INTERPRET=1) runs the kernels, so the command runs
 there too, at small shapes; its times measure the interpreter, not a GPU.
@@ -362,7 +370,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--channels", type=int, default=1024)
     parser.add_argument("--length", type=int, default=2048)
     parser.add_argument("--chunks", type=_ints, default=[16, 32, 64, 128], help="T values, comma-separated")
-    parser.add_argument("--block-k", type=_ints, default=[1, 8, 16], help="BLOCK_K of the selective scans")
+    parser.add_argument("--block-k", type=_ints, default=[1, 2, 8, 16], help="BLOCK_K of the selective scans")
     parser.add_argument("--diagonal-block-k", type=_ints, default=[16, 32, 64, 128],
                         help="BLOCK_K of the diagonal scans")
     parser.add_argument("--warps", type=_ints, default=[1, 4, 8])
