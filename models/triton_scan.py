@@ -1244,9 +1244,9 @@ def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) 
 # carried (BLOCK_N, BLOCK_K) state tiles grow with n, so BLOCK_K is halved while BLOCK_N·BLOCK_K
 # exceeds _CARRIED_ELEMENTS, down to _MIN_BLOCK_K. Chosen so that every kernel compiles for
 # sm_90 (fp32 and bf16) to at most 128 registers per thread with no spills, by triton 3.9 and
-# 3.6 (tests/test_kernel_resources.py runs the installed one), taking the most (T, BLOCK_K) elements per thread that fit,
-# then the longer T; the table in the module docstring gives the counts. `make gpu-tune`
-# (models.triton_tune) prints measured replacements for these entries.
+# 3.6 (tests/test_kernel_resources.py runs the installed one), taking the most (T, BLOCK_K)
+# elements per thread that fit, then the longer T; the table in the module docstring gives the
+# counts. `make gpu-tune` (models.triton_tune) prints measured replacements for these entries.
 _SELECTIVE_TILES = {
     (False, False): (32, 16, 4, 8, 8),
     (False, True): (32, 16, 4, 8, 8),
