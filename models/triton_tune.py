@@ -326,7 +326,8 @@ HEADER = (f"{'point':24} {'kernel':6} {'T':>4} {'BLOCK_K':>7} {'warps':>5} {'ms'
 
 def row_line(r: Timing) -> str:
     return (f"{r.point:24} {r.kind:6} {r.tile.chunk_size:>4} {r.tile.block_k:>7} {r.tile.num_warps:>5} "
-            f"{_cell(r.ms, '.4f'):>9} {_cell(r.registers, 'd'):>4} {_cell(r.spills, 'd'):>5} {_cell(r.error, '.1e'):>8}")
+            f"{_cell(r.ms, '.4f'):>9} {_cell(r.registers, 'd'):>4} {_cell(r.spills, 'd'):>5} "
+            f"{_cell(r.error, '.1e'):>8}")
 
 
 def entry(point: str, rows: list[Timing]) -> str:
