@@ -70,14 +70,9 @@ from . import triton_scan as ts
 from .bench import relative_difference
 from .timing import Clock
 
-POINTS = {  # point -> the case of its forward kernel in triton_resources.CASES
-    "mamba": "mamba fwd",
-    "s4d": "s4d fwd",
-    "s4d selective dt,B,C": "s4d selective dt,B,C fwd",
-    "s5": "s5 fwd",
-    "s5 selective dt,C": "s5 selective dt,C fwd",
-    "real diagonal selective": "real diagonal selective fwd",
-}
+POINTS = (  # points whose "<point> fwd" and "<point> bwd" kernels are cases of triton_resources.CASES
+    "mamba", "s4d", "s4d selective dt,B,C", "s5", "s5 selective dt,C", "real diagonal selective",
+)
 ERROR_LIMIT = 1e-4  # relative norm error against the default tile (float32, reordered sums)
 WARPS = (1, 2, 4, 8, 16, 32)
 # A tile with more (T, BLOCK_K) elements per thread is not a candidate: none fits the register
@@ -111,8 +106,9 @@ class Timing:
         return self.fits and self.ms is not None and self.error <= ERROR_LIMIT
 
 
-def _case(point: str) -> resources.Case:
-    return next(c for c in resources.CASES if c.name == POINTS[point])
+def _case(point: str, kind: str = "fwd") -> resources.Case:
+    """The case of a point's forward or backward kernel in triton_resources.CASES."""
+    return next(c for c in resources.CASES if c.name == f"{point} {kind}")
 
 
 def scan_of(point: str) -> str:
@@ -232,8 +228,7 @@ def resource_usage(kernels: list[tuple[str, str, ts.Tile]]) -> Resources:
 
 
 def _registers(point: str, kind: str, tile: ts.Tile) -> tuple[int, int]:
-    case = next(c for c in resources.CASES if c.name == f"{point} {kind}")
-    usage = resources.measure(case, tile)
+    usage = resources.measure(_case(point, kind), tile)
     return usage.registers, usage.spills
 
 
