@@ -39,6 +39,11 @@ from . import triton_scan as ts
 ARCH = 90  # sm_90 (H100, H200)
 REGISTER_BUDGET = 128  # per thread: 4 warps then reach 25% occupancy
 
+
+def within_budget(registers: int | None, spills: int | None) -> bool:
+    """At most REGISTER_BUDGET registers per thread and no spills (True when unknown: None)."""
+    return registers is None or (registers <= REGISTER_BUDGET and not spills)
+
 # (kernel kind, preset point it stands for, complex, n, constexpr flags other than the tiles)
 _MAMBA = dict(METHOD="zoh_euler", DELTA_PER_STEP=True, HAS_BIAS=True, SOFTPLUS=True, HAS_B=True, C_SHARED=True,
               HAS_D=True, HAS_Z=True)

@@ -99,7 +99,7 @@ class Timing:
 
     @property
     def fits(self) -> bool:
-        return within_budget(self.registers, self.spills)
+        return resources.within_budget(self.registers, self.spills)
 
     @property
     def usable(self) -> bool:
@@ -232,11 +232,6 @@ def _registers(point: str, kind: str, tile: ts.Tile) -> tuple[int, int]:
     return usage.registers, usage.spills
 
 
-def within_budget(registers: int | None, spills: int | None) -> bool:
-    """At most 128 registers per thread and no spills (True when unknown)."""
-    return registers is None or (registers <= resources.REGISTER_BUDGET and not spills)
-
-
 def compile_tasks(kernels: list[tuple[str, str, ts.Tile]]) -> list[tuple[str, list[tuple[str, ts.Tile]]]]:
     """The kernels split into pool tasks: (point, its (kind, tile) of one (T, BLOCK_K))."""
     tasks = {}
@@ -337,12 +332,6 @@ def entry(point: str, rows: list[Timing]) -> str:
             f"{b.tile.block_k}, {b.tile.num_warps}),  # forward {f.ms:.4f} ms, backward {b.ms:.4f} ms")
 
 
-def report(rows: list[Timing]) -> str:
-    """The table of rows, then the entry of each point."""
-    points = dict.fromkeys(r.point for r in rows)
-    return "\n".join([HEADER, *map(row_line, rows), *(entry(p, rows) for p in points)])
-
-
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
@@ -399,7 +388,7 @@ def main(argv: list[str]) -> int:
     if usage:
         print(f"compiled {len(usage)} kernels for sm_90 (registers, spills) in {time.perf_counter() - start:.1f} s",
               file=sys.stderr)
-    precompile([k for k in kernels if within_budget(*usage.get(k, (None, None)))], *shape)
+    precompile([k for k in kernels if resources.within_budget(*usage.get(k, (None, None)))], *shape)
     start = time.perf_counter()
     rows = []
     print(HEADER, flush=True)
