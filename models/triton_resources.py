@@ -13,10 +13,14 @@ installed.
 use, at each kernel's default tile (:func:`models.triton_scan.default_tile`), float32.
 :data:`BF16_CASES` are the same kernels with every per-step tensor (u, δ, B, C, z, gains, the
 output and the gradients written for them) in bfloat16, as under autocast; the parameters,
-states and partial sums stay float32.
+states and partial sums stay float32. :data:`FP64_CASES` are the same kernels in float64 (every
+tensor), the dtype the layer's mode-equivalence tests run them in (tests/test_modes.py, natively
+on a GPU by ``make gpu-check``): compiled to show that they build for the GPU, not held to the
+budget (float64 is for checking correctness, not for speed).
 
     python -m models.triton_resources           # the table
     python -m models.triton_resources --bf16    # the table, then the bf16 compiles
+    python -m models.triton_resources --fp64    # the table, then the float64 compiles
     python -m models.triton_resources --json    # one JSON object per line
 
 Must run with TRITON_INTERPRET unset (under the interpreter triton.jit builds no compilable
@@ -61,7 +65,7 @@ class Case:
     complex: bool
     n: int  # states per channel (1 for the diagonal scan)
     flags: tuple  # sorted (name, value) constexpr pairs
-    io: str = "fp32"  # the triton dtype of the per-step tensors (fp32 or bf16)
+    io: str = "fp32"  # the triton dtype of the per-step tensors (fp32, bf16, or fp64: every tensor)
 
 
 def _case(name, kind, complex_, n, flags):
@@ -83,6 +87,7 @@ CASES = [
 ]
 
 BF16_CASES = [replace(case, name=f"{case.name} bf16", io="bf16") for case in CASES]
+FP64_CASES = [replace(case, name=f"{case.name} fp64", io="fp64") for case in CASES]
 
 _KERNELS = {
     "selective_fwd": "_selective_scan_fwd_kernel",
@@ -172,11 +177,12 @@ def measure(case: Case, tile=None) -> Usage:
             del constexprs[name]
     signature = {}
     per_step = per_step_arguments(case)
+    accumulation = "fp64" if case.io == "fp64" else "fp32"
     for name in kernel.arg_names:
         if name in constexprs:
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
-            signature[name] = f"*{case.io}" if name in per_step else "*fp32"
+            signature[name] = f"*{case.io}" if name in per_step else f"*{accumulation}"
         else:
             signature[name] = "i32"
     compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
@@ -226,7 +232,7 @@ def main(argv: list[str]) -> int:
     as_json = "--json" in argv
     names = [a for a in argv if not a.startswith("--")]
     usages = []
-    for case in CASES + (BF16_CASES if "--bf16" in argv else []):
+    for case in CASES + (BF16_CASES if "--bf16" in argv else []) + (FP64_CASES if "--fp64" in argv else []):
         if names and not any(name in case.name for name in names):
             continue
         usage = measure(case)

@@ -8,7 +8,9 @@ and at most 128 registers per thread, which lets 4-warp programs reach 25% occup
 (pytest -s shows it). This is a compile-time proxy for speed; a GPU run (make gpu-check) times it.
 
 The bf16 compiles (every per-step tensor bf16, as under autocast; triton_resources.BF16_CASES)
-are held to the same budget.
+are held to the same budget. The float64 compiles (triton_resources.FP64_CASES: the dtype the
+layer's mode-equivalence tests run the kernels in, natively on a GPU) must build for sm_90; they
+are not held to the budget.
 
 The compile runs in a subprocess: this test session runs triton's interpreter on a CPU
 (TRITON_INTERPRET=1, tests/conftest.py), under which triton.jit builds no compilable kernel.
@@ -59,3 +61,10 @@ def test_bf16_kernels_fit_the_register_budget_without_spilling():
     print(table)
     over = _over_budget(usages)
     assert not over, f"over the budget (<= {triton_resources.REGISTER_BUDGET} registers, no spills): {over}\n{table}"
+
+
+def test_float64_kernels_compile_for_the_gpu():
+    usages = _measure("--fp64", "fp64")  # the cases named ... fp64 only; a failed compile fails the run
+    assert [u.name for u in usages] == [case.name for case in triton_resources.FP64_CASES]
+    assert all(u.registers > 0 for u in usages), triton_resources.table(usages)
+    print(triton_resources.table(usages))
