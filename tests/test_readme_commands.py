@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 REFERENCE = ROOT / "results" / "reference"
 # Results folders that the README's commands create, and the committed results standing in.
-STAND_INS = {"mimo_vs_siso_paper": "mimo_vs_siso", "bench": "speed"}
+STAND_INS = {"mimo_vs_siso_paper": "mimo_vs_siso", "bench": "speed", "state_tracking": "state_tracking_parity_400steps"}
 CLUSTER_LAUNCHERS = ("hydra/launcher=slurm",)
 # Runs each command of a batch with runpy in one interpreter; after each, '@@@ <exit status>'
 # on stdout and stderr. Hydra's global state is cleared between commands, as a new process has it.
