@@ -244,23 +244,39 @@ MEMORY_KINDS = {
 }
 
 
+PER_RUN_MEMORY = {"cpu_allocator_profiler", "cuda_allocator"}
+
+
+def _memory_kinds(runs: pd.DataFrame) -> set[str]:
+    return set(runs["peak_memory_kind"].dropna()) if "peak_memory_kind" in runs else set()
+
+
+def memory_comparable(runs: pd.DataFrame) -> bool:
+    """False when the rows mix per-run peaks (allocators) with per-process resident sets (older
+    rows): figures that cannot be ranked against each other."""
+    kinds = _memory_kinds(runs)
+    return not (kinds & PER_RUN_MEMORY and kinds - PER_RUN_MEMORY)
+
+
 def memory_phrase(runs: pd.DataFrame) -> str:
     """What the table's peak memory measures, from the rows' ``peak_memory_kind``."""
     if "peak_memory_kind" not in runs:
         return " Peak mem.: how it was measured is not recorded."
-    kinds = [k for k in runs["peak_memory_kind"].dropna().unique()]
-    described = "; ".join(MEMORY_KINDS.get(k, k) for k in sorted(kinds)) or "not recorded"
-    return f" Peak mem.: {described}."
+    described = "; ".join(MEMORY_KINDS.get(k, k) for k in sorted(_memory_kinds(runs))) or "not recorded"
+    mixed = "" if memory_comparable(runs) else (" The rows mix per-run and per-process figures, which are not "
+                                                "comparable: no value of that column is in bold.")
+    return f" Peak mem.: {described}.{mixed}"
 
 
 def memory_title(runs: pd.DataFrame) -> str:
-    """The peak-memory column's header: per run, per process (older rows), or see the caption."""
-    kinds = set(runs["peak_memory_kind"].dropna()) if "peak_memory_kind" in runs else set()
-    if kinds and kinds <= {"cpu_allocator_profiler", "cuda_allocator"}:
+    """The peak-memory column's header: per run, per process (older rows), or see the caption
+    (both kinds: no arrow, as nothing is ranked)."""
+    kinds = _memory_kinds(runs)
+    if kinds and kinds <= PER_RUN_MEMORY:
         return "Peak mem./run (MB) ↓"
     if kinds == {"process_max_rss"}:
         return "Peak RSS/process (MB) ↓"
-    return "Peak mem. (MB, see caption) ↓"
+    return "Peak mem. (MB, see caption)" + ("" if not memory_comparable(runs) else " ↓")
 
 
 def selected_columns(an: Analysis, task: str) -> list[tuple[str, list[str]]]:
@@ -286,15 +302,16 @@ def task_table(an: Analysis, task: str, columns: Sequence[str] | None = None) ->
     columns = list(columns or table_columns(metric, derived))
     sig = task_significance(an, task)
     beside = {main: [("p vs baseline", [p_text(r) for _, r in sig.iterrows()])]} if sig["tested"].any() else {}
-    caption, titles = task_caption(an, task, columns[0]), {}
+    caption, titles, unranked = task_caption(an, task, columns[0]), {}, []
     if "peak_memory_mb" in columns:
         runs = an.runs[an.runs["task"] == task]
         caption += memory_phrase(runs)
         titles["peak_memory_mb"] = memory_title(runs)
+        unranked += [] if memory_comparable(runs) else ["peak_memory_mb"]
     return results_table(agg, counts, labels, columns, caption,
                          latex_label(f"tab:results-{task}"), direction=direction, ci_column=main,
                          marks={main: list(sig["mark"])}, beside=beside, extra=selected_columns(an, task),
-                         titles=titles)
+                         titles=titles, unranked=unranked)
 
 
 def _constant(runs: pd.DataFrame, column: str) -> str | None:

@@ -217,7 +217,8 @@ def results_table(agg: pd.DataFrame, counts: pd.DataFrame, labels: pd.DataFrame,
                   caption: str, label: str, direction: dict[str, bool] | None = None, *,
                   ci_column: str | None = None, marks: dict[str, Sequence[str]] | None = None,
                   beside: dict[str, Sequence[tuple[str, Sequence[str]]]] | None = None,
-                  extra: Sequence[tuple[str, Sequence[str]]] = (), titles: dict[str, str] | None = None) -> Table:
+                  extra: Sequence[tuple[str, Sequence[str]]] = (), titles: dict[str, str] | None = None,
+                  unranked: Sequence[str] = ()) -> Table:
     """Rows = configurations, columns = aggregated metrics.
 
     agg: :func:`analysis.stats.aggregate` indexed by configuration (one task).
@@ -233,12 +234,13 @@ def results_table(agg: pd.DataFrame, counts: pd.DataFrame, labels: pd.DataFrame,
         column (after its CI column, if any).
     extra: (header, one text per row) columns appended after the statistics.
     titles: headers of columns (default :func:`column_title`, with the arrow of ``direction``).
+    unranked: shown columns whose best is not marked in bold (values that are not comparable).
     A 'Runs' column is added when any configuration has excluded (diverged/failed) runs.
     """
     direction = direction or {}
     index = list(labels.index)
     shown = [c for c in columns if c in agg.columns.get_level_values(0) and agg[c]["n"].sum() > 0]
-    body = {c: stat_column(agg, c, index, direction=direction.get(c)) for c in shown}
+    body = {c: stat_column(agg, c, index, direction=direction.get(c), bold_best=c not in unranked) for c in shown}
     for column, column_marks in (marks or {}).items():
         for cell, mark in zip(body.get(column, []), column_marks):
             cell.mark = mark if cell.has_value else ""

@@ -162,6 +162,26 @@ def test_caption_and_header_say_what_peak_memory_measured(report_dir) -> None:
     assert "Peak RSS/process (MB)" in lines[2] and "Peak mem./run" not in lines[2]
 
 
+def test_peak_memory_of_mixed_kinds_is_not_ranked(tmp_path) -> None:
+    """Rows mixing per-run allocator peaks (newer runs) with per-process resident sets (older
+    ones): the caption says so, the header has no arrow and no memory value is bold, though the
+    per-run figures are far smaller; the other columns keep their best in bold."""
+    rows = fx.all_rows(tasks=("sdigits",), damaged=False)
+    for row in rows:
+        if row["model.ssm.structure"] == "siso":
+            row.update(peak_memory_mb=10.0 + row["seed"], peak_memory_kind="cpu_allocator_profiler")
+    fx.write_runs(tmp_path / "mixed", rows)
+    build_report([tmp_path / "mixed"], tmp_path / "report", formats=("png",))
+    lines = (tmp_path / "report" / "results_sdigits.md").read_text().splitlines()
+    assert "The rows mix per-run and per-process figures, which are not comparable" in lines[0]
+    header, body = parse_markdown_table(tmp_path / "report" / "results_sdigits.md")
+    memory = header.index("Peak mem. (MB, see caption)")
+    assert float([cells[memory] for cells in body if cells[0] == "siso"][0].split()[0]) < 20  # per run, not RSS
+    assert not any("**" in cells[memory] for cells in body)
+    accuracy = next(i for i, h in enumerate(header) if h.startswith("Test accuracy"))
+    assert sum(cells[accuracy].startswith("**") for cells in body) == 1
+
+
 def test_diverged_and_failed_runs_are_counted_never_averaged(results_dir, report_dir, an) -> None:
     rows = independent_rows(results_dir)
     bogus = rows[(rows["status"] != "ok")]
