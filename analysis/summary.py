@@ -162,17 +162,32 @@ def headline(task: str, metric: str, ok: pd.DataFrame, agg: pd.DataFrame, order:
     if len(ranked) >= 3:
         lines.append(versus(ranked.index[-1], "Worst"))
     if len(label_axes) >= 2:
-        for axis in label_axes:
-            if ok[axis].nunique() < 2:
-                continue
-            # main effect: mean over configurations (each configuration's seed mean) per level
-            per_config = ok.groupby(["config", axis], dropna=False)[column].mean().reset_index()
-            levels = per_config.groupby(axis, dropna=False)[column].mean()
-            ordered = sorted(levels.items(), key=lambda kv: sort_key(kv[0]))
-            text = ", ".join(f"{format_value(k)} {v:.{d}f}" for k, v in ordered)
-            others = ", ".join(short_name(a, label_axes) for a in label_axes if a != axis)
-            lines.append(f"- Main effect of {short_name(axis, label_axes)} (averaged over {others}): {text}.")
+        lines += [main_effect(ok, column, axis, label_axes, d) for axis in label_axes if ok[axis].nunique() >= 2]
     return lines
+
+
+def main_effect(ok: pd.DataFrame, column: str, axis: str, label_axes: Sequence[str], decimals: int) -> str:
+    """One bullet: the mean of ``column`` per level of ``axis``, over configurations (each one's
+    seed mean). Averaging is only fair over the same settings of the other axes at every level:
+    in a crossed design that is all of them; otherwise only the settings present at every level
+    are averaged over (and named), and with none in common there is no main effect."""
+    others = [a for a in label_axes if a != axis]
+    per_config = ok.groupby(["config", *label_axes], dropna=False)[column].mean().reset_index()
+    per_config["_others"] = [", ".join(f"{short_name(a, label_axes)}={format_value(v)}" for a, v in zip(others, row))
+                             for row in per_config[others].itertuples(index=False)]
+    settings = per_config.groupby(axis, dropna=False)["_others"].agg(set)
+    common = set.intersection(*settings)
+    names = ", ".join(short_name(a, label_axes) for a in others)
+    if not common:
+        return f"- No main effect of {short_name(axis, label_axes)}: no setting of {names} is run at every level."
+    levels = per_config[per_config["_others"].isin(common)].groupby(axis, dropna=False)[column].mean()
+    text = ", ".join(f"{format_value(k)} {v:.{decimals}f}" for k, v in sorted(levels.items(),
+                                                                            key=lambda kv: sort_key(kv[0])))
+    if all(len(s) == len(common) for s in settings):
+        return f"- Main effect of {short_name(axis, label_axes)} (averaged over {names}): {text}."
+    shown = "; ".join(sorted(common)) if len(common) <= 3 else f"{len(common)} settings"
+    return (f"- Main effect of {short_name(axis, label_axes)}, over the settings of {names} run at every level "
+            f"({shown}; the design is not crossed): {text}.")
 
 
 def significance_lines(sig: pd.DataFrame, baseline, metric: str) -> list[str]:

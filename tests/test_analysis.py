@@ -24,6 +24,7 @@ import analysis_fixtures as fx
 from analysis.compare import run_compare
 from analysis.load import load_results
 from analysis.report import analyse, build_report
+from analysis.summary import main_effect
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "analysis" / "notebooks"
@@ -180,6 +181,26 @@ def test_peak_memory_of_mixed_kinds_is_not_ranked(tmp_path) -> None:
     assert not any("**" in cells[memory] for cells in body)
     accuracy = next(i for i, h in enumerate(header) if h.startswith("Test accuracy"))
     assert sum(cells[accuracy].startswith("**") for cells in body) == 1
+
+
+def _main_effect(cells: dict[tuple[str, str], float], axis: str) -> str:
+    """summary.main_effect on configurations (a, b) -> test accuracy, two seeds each (±0.01)."""
+    ok = pd.DataFrame([{"config": f"{a}, {b}", "model.a": a, "model.b": b, "test_accuracy": value + delta}
+                       for (a, b), value in cells.items() for delta in (-0.01, 0.01)])
+    return main_effect(ok, "test_accuracy", axis, ["model.a", "model.b"], 2)
+
+
+def test_main_effects_average_only_over_settings_run_at_every_level() -> None:
+    crossed = {("x", "p"): 0.9, ("x", "q"): 0.1, ("y", "p"): 0.5, ("y", "q"): 0.3}
+    assert _main_effect(crossed, "model.a") == "- Main effect of a (averaged over b): x 0.50, y 0.40."
+    # without (y, q), averaging x over p and q against y over p alone would show no effect of a
+    # (0.50 vs 0.50): only b = p is run at both levels of a, and only a = x at both levels of b
+    one_off = {k: v for k, v in crossed.items() if k != ("y", "q")}
+    assert _main_effect(one_off, "model.a") == ("- Main effect of a, over the settings of b run at every level "
+                                                "(b=p; the design is not crossed): x 0.90, y 0.50.")
+    assert _main_effect(one_off, "model.b").endswith("(a=x; the design is not crossed): p 0.90, q 0.10.")
+    diagonal = {("x", "p"): 0.9, ("y", "q"): 0.3}
+    assert _main_effect(diagonal, "model.a") == "- No main effect of a: no setting of b is run at every level."
 
 
 def test_diverged_and_failed_runs_are_counted_never_averaged(results_dir, report_dir, an) -> None:
