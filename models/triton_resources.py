@@ -13,13 +13,20 @@ installed.
 use, at each kernel's default tile (:func:`models.triton_scan.default_tile`), float32.
 :data:`BF16_CASES` are the same kernels with every per-step tensor (u, δ, B, C, z, gains, the
 output and the gradients written for them) in bfloat16, as under autocast; the parameters,
-states and partial sums stay float32. :data:`FP64_CASES` are the same kernels in float64 (every
-tensor), the dtype the layer's mode-equivalence tests run them in (tests/test_modes.py, natively
-on a GPU by ``make gpu-check``): compiled to show that they build for the GPU, not held to the
+states and partial sums stay float32. Triton's JIT compiles each launch for what it sees: a
+pointer aligned to 16 bytes and an integer argument that is a multiple of 16 are compiled as
+such, which widens loads and stores and changes the register allocation. :data:`CASES` and
+:data:`BF16_CASES` compile no argument so (a launch at an odd L, K or N, from tensor views);
+:data:`ALIGNED_CASES` are both compiled with every argument so, as a launch at the benchmark
+shape (batch 8, K 1024, n 16, L 2048) is; a launch at another shape mixes the two.
+:data:`FP64_CASES` are the same kernels in float64 (every tensor), the dtype the layer's
+mode-equivalence tests run them in (tests/test_modes.py, natively on a GPU by ``make
+gpu-check``): compiled to show that they build for the GPU, not held to the
 budget (float64 is for checking correctness, not for speed).
 
     python -m models.triton_resources           # the table
     python -m models.triton_resources --bf16    # the table, then the bf16 compiles
+    python -m models.triton_resources --aligned # the table, then the fp32 and bf16 compiles aligned
     python -m models.triton_resources --fp64    # the table, then the float64 compiles
     python -m models.triton_resources --json    # one JSON object per line
 
@@ -66,6 +73,7 @@ class Case:
     n: int  # states per channel (1 for the diagonal scan)
     flags: tuple  # sorted (name, value) constexpr pairs
     io: str = "fp32"  # the triton dtype of the per-step tensors (fp32, bf16, or fp64: every tensor)
+    aligned: bool = False  # compiled as a launch with aligned tensors and L, K, N multiples of 16
 
 
 def _case(name, kind, complex_, n, flags):
@@ -88,6 +96,7 @@ CASES = [
 
 BF16_CASES = [replace(case, name=f"{case.name} bf16", io="bf16") for case in CASES]
 FP64_CASES = [replace(case, name=f"{case.name} fp64", io="fp64") for case in CASES]
+ALIGNED_CASES = [replace(case, name=f"{case.name} aligned", aligned=True) for case in CASES + BF16_CASES]
 
 _KERNELS = {
     "selective_fwd": "_selective_scan_fwd_kernel",
@@ -185,7 +194,12 @@ def measure(case: Case, tile=None) -> Usage:
             signature[name] = f"*{case.io}" if name in per_step else f"*{accumulation}"
         else:
             signature[name] = "i32"
-    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+    # triton's JIT specialises each launch: a pointer 16-byte aligned, or an integer that is a
+    # multiple of 16, is compiled as such (tt.divisibility 16), which changes the vector widths
+    # and the register allocation; an aligned case compiles every argument so, an other none
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(kernel.arg_names)
+             if signature[name] != "constexpr"} if case.aligned else {}
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs),
                               target=GPUTarget("cuda", ARCH, 32), options={"num_warps": tile.num_warps})
     _, cuobjdump = _tools()
     with tempfile.TemporaryDirectory() as tmp:
@@ -232,7 +246,8 @@ def main(argv: list[str]) -> int:
     as_json = "--json" in argv
     names = [a for a in argv if not a.startswith("--")]
     usages = []
-    for case in CASES + (BF16_CASES if "--bf16" in argv else []) + (FP64_CASES if "--fp64" in argv else []):
+    extra = {"--bf16": BF16_CASES, "--aligned": ALIGNED_CASES, "--fp64": FP64_CASES}
+    for case in CASES + [case for flag, cases in extra.items() if flag in argv for case in cases]:
         if names and not any(name in case.name for name in names):
             continue
         usage = measure(case)

@@ -77,34 +77,44 @@ and reduced by torch afterwards: deterministic, no atomics.
 Default tiles (:func:`default_tile`), per kernel, complex A and per-step (selective) Δ.
 They are chosen from compile-time resource measurements, not timings (no GPU was available
 when they were set): every kernel compiled for sm_90 by triton's ptxas, registers per thread,
-spills and shared memory read by cuobjdump (``python -m models.triton_resources [--bf16]``,
-checked by tests/test_kernel_resources.py: at most 128 registers per thread, no spills, in
-fp32 and with bf16 per-step tensors). Register allocation changes between triton versions, so
-the tiles are chosen to fit under two: triton 3.9 (what a CPU install gets, and CI) and triton
-3.6 (torch 2.11's, on the H200 image the GPU runs used). Among the tiles that fit both, the one
-with the most (T, BLOCK_K) elements per thread, then the longer T. The forward and backward of
-one call share T; BLOCK_K and the warps are each kernel's own.
+spills and shared memory read by cuobjdump (``python -m models.triton_resources [--bf16]
+[--aligned]``, checked by tests/test_kernel_resources.py: at most 128 registers per thread, no
+spills, in fp32 and with bf16 per-step tensors). Each is compiled twice: with no argument
+specialised, and with every pointer and every integer (L, K, N) marked as a multiple of 16, as
+triton's JIT compiles a launch with aligned tensors at L, K, N multiples of 16 (the benchmark
+shape); the alignment widens loads and changes the registers by up to 30 either way. Register
+allocation also changes between triton versions, so the tiles are chosen to fit under two:
+triton 3.9 (what a CPU install gets, and CI) and triton 3.6 (torch 2.11's, on the H200 image
+the GPU runs used). Among the tiles that fit all eight compiles (two versions, two dtypes, two
+specialisations) at every n the budget test holds, the one with the most (T, BLOCK_K) elements
+per thread, then the longer T, then the fewer warps. The forward and backward of one call share
+T; BLOCK_K and the warps are each kernel's own.
 
-  kernel (preset point, n)                    T  BLOCK_K warps   registers, triton 3.9 / 3.6
+  kernel (preset point, n)                    T  BLOCK_K warps   registers, triton 3.9 / 3.6,
+                                                                  the more of the two compiles
                                                                   fp32       bf16
-  selective fwd  (Mamba: real, 16)           32    16     4      79 / 88    79 / 88
+  selective fwd  (Mamba: real, 16)           32    16     4      88 / 88    88 / 88
   selective bwd  (Mamba: real, 16)           32     8     8      98 / 109   96 / 115
-  selective fwd  (S4D: complex, 32)          32    16     4      95 / 94    95 / 94
+  selective fwd  (S4D: complex, 32)          32     8     4      72 / 64    72 / 70
   selective bwd  (S4D: complex, 32)          32     8     8     128 / 105  128 / 114
   selective fwd  (complex 32, Δ B C per step) 16   16     4      72 / 72    72 / 72
   selective bwd  (complex 32, Δ B C per step) 16    8     4     127 / 112  128 / 126
   selective step (Mamba; S4D)                 -   4; 2    4   26; 34 / 26; 25
   diagonal fwd   (S5: complex)               16    64     8      79 / 80    79 / 80
-  diagonal bwd   (S5: complex)               16    32     8     122 / 79   122 / 79
-  diagonal fwd   (S5, Δ and C per step)      16    64     8     118 / 116   92 / 116
+  diagonal bwd   (S5: complex)               16    32     8     128 / 79   128 / 79
+  diagonal fwd   (S5, Δ and C per step)      16   128    16     127 / 128  128 / 128
   diagonal bwd   (S5, Δ and C per step)      16    16     8     103 / 104  103 / 119
-  diagonal bwd   (real, Δ per step)          16    32     8      80 / 80    87 / 106
+  diagonal bwd   (real, Δ per step)          16    32     8      92 / 80    95 / 109
 
 No spills in any (ptxas's spill stores and loads, cuobjdump's local memory). With triton 3.6
 every kernel with a complex A has a 32-byte stack frame that is not a spill: the local array
 libdevice's sin and cos use to reduce arguments beyond about 1e5. The tiles the 3.9 compile
 alone had chosen did not all fit 3.6: the S5 forward at BLOCK_K 64 on 4 warps took 142
 registers, and with Δ and C per step it spilled 8 bytes, its backward at BLOCK_K 32 16 bytes.
+Nor did the tiles chosen without the aligned compile fit it: with triton 3.9 the S4D forward at
+T 32, BLOCK_K 16 on 4 warps spills 16 bytes in bf16, and the S5 forward with Δ and C per step
+at BLOCK_K 64 on 8 warps 4 bytes; the S4D forward at BLOCK_K 8 on 2 warps (4 elements per
+thread) fits at n 32 but spills 4 to 8 bytes at n 256 (BLOCK_K 4), so it takes 4 warps.
 
 The selective kernels before the loop over states held (T, BLOCK_K, n) tiles: at T 32,
 BLOCK_K 8 the Mamba forward took 255 registers and its backward 255 with spills
@@ -119,9 +129,9 @@ more warps (:func:`_large_state_backward_warps`): at least 8 from n = 64, and 16
 or from n = 64 for the complex backward with Δ, B and C per step (on 8 warps it spills 48 bytes
 in bf16 at n = 64 with triton 3.6; on 4, 8 bytes with 3.9). The budget test holds the Mamba and
 S4D kernels at n = 256 and the complex ones with Δ, B and C per step at n = 64 and 256 (their
-"n 64" and "n 256" rows): 56 to 126 registers in both versions, no spills. Whether these tiles
-are the fastest on a GPU was not measured here (``make gpu-tune`` times the candidates,
-``make gpu-check`` these).
+"n 64" and "n 256" rows): 56 to 126 registers in both versions and both specialisations, no
+spills. Whether these tiles are the fastest on a GPU was not measured here (``make gpu-tune``
+times the candidates, ``make gpu-check`` these).
 
 Layouts. A shared B or C goes to the kernels state-major, (Bt, n, L) (:func:`_state_major`, one
 copy of Bt·L·n elements, differentiable), so that a program reads state j's (T,) column in one
@@ -1243,21 +1253,21 @@ def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) 
 # stored every T steps). A selective program's tiles are (T, BLOCK_K), whatever n; only the
 # carried (BLOCK_N, BLOCK_K) state tiles grow with n, so BLOCK_K is halved while BLOCK_N·BLOCK_K
 # exceeds _CARRIED_ELEMENTS, down to _MIN_BLOCK_K. Chosen so that every kernel compiles for
-# sm_90 (fp32 and bf16) to at most 128 registers per thread with no spills, by triton 3.9 and
-# 3.6 (tests/test_kernel_resources.py runs the installed one), taking the most (T, BLOCK_K)
-# elements per thread that fit, then the longer T; the table in the module docstring gives the
-# counts. `make gpu-tune` (models.triton_tune) prints measured replacements for these entries.
+# sm_90 (fp32 and bf16; no argument specialised, and every one aligned) to at most 128
+# registers per thread with no spills, by triton 3.9 and 3.6 (tests/test_kernel_resources.py
+# runs the installed one), taking the most (T, BLOCK_K) elements per thread that fit, then the
+# longer T, then the fewer warps; the table in the module docstring gives the counts. `make gpu-tune` (models.triton_tune) prints measured replacements for these entries.
 _SELECTIVE_TILES = {
     (False, False): (32, 16, 4, 8, 8),
     (False, True): (32, 16, 4, 8, 8),
-    (True, False): (32, 16, 4, 8, 8),
+    (True, False): (32, 8, 4, 8, 8),
     (True, True): (16, 16, 4, 8, 4),
 }
 _DIAGONAL_TILES = {  # n = 1: one state per channel
     (False, False): (16, 64, 8, 32, 8),
     (False, True): (16, 64, 8, 32, 8),
     (True, False): (16, 64, 8, 32, 8),
-    (True, True): (16, 64, 8, 16, 8),
+    (True, True): (16, 128, 16, 16, 8),
 }
 _TILE_TABLES = {"selective": _SELECTIVE_TILES, "diagonal": _DIAGONAL_TILES}
 _CARRIED_ELEMENTS = 512

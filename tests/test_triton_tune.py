@@ -7,6 +7,7 @@ timed, checked against the default tile and reported, not which tile is fastest.
 import pytest
 import torch
 
+from models import triton_resources as resources
 from models import triton_scan as ts
 from models import triton_tune as tune
 
@@ -25,6 +26,21 @@ def test_best_takes_the_fastest_usable_pair_at_one_shared_T():
     # T 16: 1 + 5; T 32: 2 + 3 (the 1.0 ms backward takes 200 registers); T 64: no usable forward
     assert (forward.tile.chunk_size, forward.tile.block_k, backward.tile.block_k) == (32, 8, 8)
     assert tune.best([_row("fwd", 16, 8, 1.0)]) is None
+
+
+def test_a_candidate_counts_the_worse_of_its_unspecialised_and_aligned_compiles(monkeypatch):
+    measured = []
+
+    def measure(case, tile):
+        measured.append((case.name, case.aligned, tile))
+        registers, spills = (120, 4) if case.aligned else (126, 0)
+        return resources.Usage(case.name, tile.chunk_size, tile.block_k, tile.block_n, tile.num_warps, registers,
+                                  0, 0, 0, 0, spills, spills)
+
+    monkeypatch.setattr(resources, "measure", measure)
+    tile = ts.Tile(16, 64, 1, 8)
+    assert tune._registers("s5 selective dt,C", "fwd", tile) == (126, 4)  # the aligned compile spills: not timed
+    assert measured == [("s5 selective dt,C fwd", False, tile), ("s5 selective dt,C fwd", True, tile)]
 
 
 def test_a_tiny_run_times_checks_and_reports_every_candidate(capsys):
