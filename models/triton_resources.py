@@ -5,9 +5,11 @@ Triton compiles a kernel for a target it does not run on: :func:`triton.compile`
 ships, and the cuobjdump it ships reads the per-thread register count, the stack frame, local
 memory and static shared memory from the cubin; ptxas -v gives the spill stores and loads. This
 is a compile-time proxy for the kernels' speed (registers bound occupancy; spills go to local
-memory), not a timing. Register allocation differs between triton versions: the default tiles
-fit both triton 3.9 and 3.6 (the table in :mod:`models.triton_scan`); this measures the one
-installed.
+memory), not a timing. So is the SASS of the innermost loop (cuobjdump -sass): its instructions
+and barriers, and the warp instructions per element they come to (:attr:`Usage.per_element`),
+which bound the time a GPU needs to issue them. Register allocation differs between triton
+versions: the default tiles fit both triton 3.9 and 3.6 (the table in
+:mod:`models.triton_scan`); this measures the one installed.
 
 :data:`CASES` are the kernels of :mod:`models.triton_scan` at the configurations the presets
 use, at each kernel's default tile (:func:`models.triton_scan.default_tile`), float32.
@@ -121,6 +123,18 @@ class Usage:
     dynamic_shared: int  # bytes of shared memory triton allocates at launch (scans, reductions)
     spill_stores: int  # bytes, from ptxas's report
     spill_loads: int
+    loop_instructions: int = 0  # SASS instructions in the innermost loop (:func:`innermost_loop`)
+    loop_barriers: int = 0  # of them, bar.sync (BAR): the program's warps wait for each other
+
+    @property
+    def per_element(self) -> float | None:
+        """Warp instructions of the innermost loop per (step, channel) element of one iteration:
+        its instructions times the warps, over the T x BLOCK_K elements each iteration takes (a
+        selective kernel's loop over states: per element and state; a diagonal kernel's loop over
+        chunks: per element). None for the step kernel, which has no (T, BLOCK_K) tile."""
+        if self.T is None or not self.loop_instructions:
+            return None
+        return self.loop_instructions * self.num_warps / (self.T * self.block_k)
 
     @property
     def spills(self) -> int:
@@ -207,11 +221,33 @@ def measure(case: Case, tile=None) -> Usage:
         cubin.write_bytes(compiled.asm["cubin"])
         report = subprocess.run([str(cuobjdump), "--dump-resource-usage", str(cubin)], capture_output=True,
                                 text=True, check=True).stdout
+        sass = subprocess.run([str(cuobjdump), "-sass", str(cubin)], capture_output=True, text=True,
+                              check=True).stdout
     fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", report))
     spill_stores, spill_loads = _ptxas_spills(compiled)
+    loop = innermost_loop(sass)
     return Usage(case.name, constexprs.get("T"), tile.block_k, constexprs.get("BLOCK_N"), tile.num_warps,
                  int(fields["REG"]), int(fields["STACK"]), int(fields["LOCAL"]), int(fields["SHARED"]),
-                 int(compiled.metadata.shared), spill_stores, spill_loads)
+                 int(compiled.metadata.shared), spill_stores, spill_loads, len(loop),
+                 sum(op.startswith("BAR") for op in loop))
+
+
+_SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+
+
+def innermost_loop(sass: str) -> list[str]:
+    """The opcodes of the shortest loop in a cuobjdump -sass listing (one kernel): the
+    instructions from a backward branch's target to the branch. In the scan kernels that is the
+    loop over states of a selective kernel (inside its loop over chunks), or the loop over chunks
+    of a diagonal one: the code each (T, BLOCK_K) tile runs per state or per chunk, whose count
+    bounds the kernel's issue time. Empty when there is no loop."""
+    lines = [(int(m[1], 16), m[2], m[3]) for m in _SASS_LINE.finditer(sass)]
+    loops = []
+    for address, op, operands in lines:
+        target = re.search(r"0x([0-9a-f]+)", operands) if op.startswith("BRA") else None
+        if target and int(target[1], 16) < address:
+            loops.append([o for a, o, _ in lines if int(target[1], 16) <= a <= address])
+    return min(loops, key=len, default=[])
 
 
 def _ptxas_spills(compiled) -> tuple[int, int]:
@@ -229,12 +265,16 @@ def _ptxas_spills(compiled) -> tuple[int, int]:
 
 
 def table(usages: list[Usage]) -> str:
+    """One line per kernel; LOOP, BAR: instructions and barriers of the innermost loop, /ELEM:
+    its warp instructions per element (:attr:`Usage.per_element`)."""
     lines = [f"{'kernel':36} {'T':>4} {'BLOCK_K':>7} {'BLOCK_N':>7} {'warps':>5} {'REG':>4} {'STACK':>5} "
-             f"{'LOCAL':>5} {'SHARED':>6} {'DYN.SH':>6} {'spill st/ld':>12}"]
+             f"{'LOCAL':>5} {'SHARED':>6} {'DYN.SH':>6} {'spill st/ld':>12} {'LOOP':>5} {'BAR':>3} {'/ELEM':>6}"]
     for u in usages:
+        per_element = "-" if u.per_element is None else f"{u.per_element:.2f}"
         lines.append(f"{u.name:36} {u.T or '-':>4} {u.block_k:>7} {u.block_n or '-':>7} {u.num_warps:>5} "
                      f"{u.registers:>4} {u.stack:>5} {u.local:>5} {u.shared:>6} {u.dynamic_shared:>6} "
-                     f"{f'{u.spill_stores}/{u.spill_loads}':>12}")
+                     f"{f'{u.spill_stores}/{u.spill_loads}':>12} {u.loop_instructions:>5} {u.loop_barriers:>3} "
+                     f"{per_element:>6}")
     return "\n".join(lines)
 
 

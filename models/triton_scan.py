@@ -85,16 +85,24 @@ triton's JIT compiles a launch with aligned tensors at L, K, N multiples of 16 (
 shape); the alignment widens loads and changes the registers by up to 30 either way. Register
 allocation also changes between triton versions, so the tiles are chosen to fit under two:
 triton 3.9 (what a CPU install gets, and CI) and triton 3.6 (torch 2.11's, on the H200 image
-the GPU runs used). Among the tiles that fit all eight compiles (two versions, two dtypes, two
-specialisations) at every n the budget test holds, the one with the most (T, BLOCK_K) elements
-per thread, then the longer T, then the fewer warps. The forward and backward of one call share
-T; BLOCK_K and the warps are each kernel's own.
+the GPU runs used). The forward and backward of one call share T; BLOCK_K and the warps are
+each kernel's own. Among the tiles that fit all eight compiles (two versions, two dtypes, two
+specialisations) at every n the budget test holds:
+
+* the Mamba point (real A, Δ per step: what mamba-ssm's kernel computes) takes the forward
+  and backward pair with the fewest warp instructions per (step, channel, state) in the loop
+  over states, the two summed: the instructions the SASS of that loop holds, times the warps,
+  over the T x BLOCK_K elements each pass takes (``LOOP`` and ``/ELEM`` in the table of
+  :mod:`models.triton_resources`; the more of the two specialisations). It bounds the time
+  the GPU needs to issue them, not the time it takes: latency and memory are not in it.
+* every other entry, the most (T, BLOCK_K) elements per thread, then the longer T, then the
+  fewer warps.
 
   kernel (preset point, n)                    T  BLOCK_K warps   registers, triton 3.9 / 3.6,
                                                                   the more of the two compiles
                                                                   fp32       bf16
-  selective fwd  (Mamba: real, 16)           32    16     4      88 / 88    88 / 88
-  selective bwd  (Mamba: real, 16)           32     8     8      98 / 109   96 / 115
+  selective fwd  (Mamba: real, 16)           32     4     1      78 / 72    80 / 77
+  selective bwd  (Mamba: real, 16)           32     2     1      72 / 72    72 / 72
   selective fwd  (S4D: complex, 32)          32     8     4      72 / 64    72 / 70
   selective bwd  (S4D: complex, 32)          32     8     8     128 / 105  128 / 114
   selective fwd  (complex 32, Δ B C per step) 16   16     4      72 / 72    72 / 72
@@ -111,6 +119,24 @@ every kernel with a complex A has a 32-byte stack frame that is not a spill: the
 libdevice's sin and cos use to reduce arguments beyond about 1e5. The tiles the 3.9 compile
 alone had chosen did not all fit 3.6: the S5 forward at BLOCK_K 64 on 4 warps took 142
 registers, and with Δ and C per step it spilled 8 bytes, its backward at BLOCK_K 32 16 bytes.
+The Mamba point's instructions per element and state, triton 3.9 / 3.6, the more of the two
+specialisations (barriers in the loop), against the tiles the elements-per-thread rule chose:
+
+  forward   T 32, BLOCK_K 16, 4 warps   2.74 / 2.80  (8 to 10)   T 32, BLOCK_K 4, 1 warp  2.38 / 2.41  (1)
+  backward  T 32, BLOCK_K  8, 8 warps  12.97 / 12.19 (18 to 21)  T 32, BLOCK_K 2, 1 warp  4.69 / 5.20  (0)
+
+7.1 to 7.6 instructions per element and state in all against 15.0 to 15.7: 2.0 to 2.2x
+fewer, and no warp waits for another (one warp per program). At batch 8, K 1024, n 16, L 2048
+(268 million elements and states) on an H200 (132 SMs, 4 schedulers each issuing one warp
+instruction per cycle, 1.98 GHz) that is 1.8 to 2.0 ms of issue for the forward and backward
+at best, 0.61 to 0.62 ms for the forward alone, where mamba-ssm's kernel took 1.98 and 0.59
+ms (measured on an H200); the former tiles could not go under 3.9 ms. Not in the count: the
+backward at BLOCK_K 2 writes its partial gradients of B and C per two channels, (K/2, Bt, n,
+L) each, 1.07 GB at that shape where BLOCK_K 8 wrote 0.27 GB: about 0.45 ms of memory traffic
+to write and sum them at the H200's 4.8 TB/s (0.11 ms at BLOCK_K 8). In the loop of the
+forward, 76 of its 297 instructions (aligned, 3.9) are shuffles: with T across the 32 lanes
+the scan over a chunk is 5 rounds of shuffles per state, where a kernel that keeps a run of
+steps in each thread scans them one after another.
 Nor did the tiles chosen without the aligned compile fit it: with triton 3.9 the S4D forward at
 T 32, BLOCK_K 16 on 4 warps spills 16 bytes in bf16, and the S5 forward with Δ and C per step
 at BLOCK_K 64 on 8 warps 4 bytes; the S4D forward at BLOCK_K 8 on 2 warps (4 elements per
@@ -124,10 +150,13 @@ BLOCK_K 8 the Mamba forward took 255 registers and its backward 255 with spills
 elements per thread (the Mamba backward on 4 warps, 2 per thread, takes 120 registers in fp32
 but spills 8 bytes in bf16, so it runs on 8 warps). BLOCK_K is also capped at 512 / BLOCK_N, so
 that the carried (BLOCK_N, BLOCK_K) tiles stay small for large n, but not below 4 (at BLOCK_K 2
-the Mamba backward at n = 256 spills 16 bytes in bf16). For large n the backward also takes
+the Mamba backward at n = 256 on 16 warps spills 16 bytes in bf16) unless the table's is and
+the kernel keeps the table's warps (the Mamba backward's 2, on one warp, up to n = 32). For large n the backward also takes
 more warps (:func:`_large_state_backward_warps`): at least 8 from n = 64, and 16 from n = 128,
 or from n = 64 for the complex backward with Δ, B and C per step (on 8 warps it spills 48 bytes
-in bf16 at n = 64 with triton 3.6; on 4, 8 bytes with 3.9). The budget test holds the Mamba and
+in bf16 at n = 64 with triton 3.6; on 4, 8 bytes with 3.9), and the forward a warp per 256
+carried elements (BLOCK_N x BLOCK_K; the Mamba forward at n = 256 on one warp takes 141
+registers in bf16 with triton 3.6, on 4 warps 64). The budget test holds the Mamba and
 S4D kernels at n = 256 and the complex ones with Δ, B and C per step at n = 64 and 256 (their
 "n 64" and "n 256" rows): 56 to 126 registers in both versions and both specialisations, no
 spills. Whether these tiles are the fastest on a GPU was not measured here (``make gpu-tune``
@@ -1255,11 +1284,13 @@ def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) 
 # exceeds _CARRIED_ELEMENTS, down to _MIN_BLOCK_K. Chosen so that every kernel compiles for
 # sm_90 (fp32 and bf16; no argument specialised, and every one aligned) to at most 128
 # registers per thread with no spills, by triton 3.9 and 3.6 (tests/test_kernel_resources.py
-# runs the installed one), taking the most (T, BLOCK_K) elements per thread that fit, then the
-# longer T, then the fewer warps; the table in the module docstring gives the counts. `make gpu-tune` (models.triton_tune) prints measured replacements for these entries.
+# runs the installed one); the Mamba entry (False, True) by the fewest instructions per element
+# and state in the loop over states, the others by the most (T, BLOCK_K) elements per thread,
+# then the longer T, then the fewer warps (module docstring: the rule, the counts). A BLOCK_K
+# under _MIN_BLOCK_K stays below it while the kernel keeps the table's warps. `make gpu-tune` (models.triton_tune) prints measured replacements for these entries.
 _SELECTIVE_TILES = {
     (False, False): (32, 16, 4, 8, 8),
-    (False, True): (32, 16, 4, 8, 8),
+    (False, True): (32, 4, 1, 2, 1),
     (True, False): (32, 8, 4, 8, 8),
     (True, True): (16, 16, 4, 8, 4),
 }
@@ -1271,7 +1302,8 @@ _DIAGONAL_TILES = {  # n = 1: one state per channel
 }
 _TILE_TABLES = {"selective": _SELECTIVE_TILES, "diagonal": _DIAGONAL_TILES}
 _CARRIED_ELEMENTS = 512
-_MIN_BLOCK_K = 4  # at BLOCK_K 2 (n 256) the Mamba backward spills in bf16
+_MIN_BLOCK_K = 4  # at BLOCK_K 2 (n 256, 16 warps) the Mamba backward spills in bf16
+_FORWARD_CARRIED_PER_WARP = 256  # a forward takes a warp per 256 carried (BLOCK_N, BLOCK_K) elements
 _STEP_WARPS = 4
 _STEP_ELEMENTS = 1024 // 16  # the step kernel's (BLOCK_K, BLOCK_N) tile
 
@@ -1309,9 +1341,15 @@ def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_siz
     block_k, warps = sizes[:2] if part == "fwd" else sizes[2:]
     if scan == "diagonal":
         return Tile(T, block_k, 1, warps)
-    block_k = max(_MIN_BLOCK_K, min(block_k, _CARRIED_ELEMENTS // block_n))
+    cap = _CARRIED_ELEMENTS // block_n
     if part == "bwd":
-        warps = max(warps, _large_state_backward_warps(block_n, is_complex and selective))
+        large = _large_state_backward_warps(block_n, is_complex and selective)
+        # a table BLOCK_K under _MIN_BLOCK_K stays while the backward keeps the table's warps
+        floor = _MIN_BLOCK_K if large > 1 else min(_MIN_BLOCK_K, block_k)
+        block_k, warps = max(floor, min(block_k, cap)), max(warps, large)
+    else:
+        block_k = max(min(_MIN_BLOCK_K, block_k), min(block_k, cap))
+        warps = max(warps, block_n * block_k // _FORWARD_CARRIED_PER_WARP)
     return Tile(T, block_k, block_n, warps)
 
 

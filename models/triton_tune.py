@@ -43,7 +43,10 @@ instructions in the PTX and registers, forward / backward:
   T 32, BLOCK_K 2, 1 warp       0 / 0      72 / 72
   T 64, BLOCK_K 1, 1 warp       0 / 0      64 / 96
   T 32, BLOCK_K 4, 1 warp       5 / 9      72 / 111
-  T 32, BLOCK_K 16 / 8, 4 / 8 warps (the defaults)   8 / 38   88 / 109
+  T 32, BLOCK_K 16 / 8, 4 / 8 warps (the former defaults)   8 / 38   88 / 109
+
+The Mamba point's defaults are now T 32 and one warp, BLOCK_K 4 forward and 2 backward, the
+pair with the fewest instructions in the loop over states (:mod:`models.triton_scan`).
 
 A backward at BLOCK_K 1 or 2 writes a partial gradient of B and C per one or two channels,
 (K / BLOCK_K, Bt, n, L), which its time includes (summed by torch).

@@ -59,6 +59,31 @@ def test_every_kernel_fits_the_register_budget_without_spilling(flags, cases):
     print(table)
     over = _over_budget(usages)
     assert not over, f"over the budget (<= {triton_resources.REGISTER_BUDGET} registers, no spills): {over}\n{table}"
+    # every scan kernel has its loop found in the SASS (the per-element instruction count)
+    scans = [u for u in usages if u.T is not None]
+    assert scans and all(u.loop_instructions > 0 and u.per_element > 0 for u in scans), table
+
+
+_SASS = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   IMAD.MOV.U32 R2, RZ, RZ, RZ ;
+        /*0020*/                   LDG.E R3, desc[UR4][R4.64] ;
+        /*0030*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;
+        /*0040*/                   FFMA R5, R3, R3, R5 ;
+        /*0050*/              @!P0 BRA 0x30 ;
+        /*0060*/                   ISETP.NE.AND P1, PT, R2, RZ, PT ;
+        /*0070*/               @P1 BRA 0x20 ;
+        /*0080*/                   BRA 0x90 ;
+        /*0090*/                   EXIT ;
+"""
+
+
+def test_the_innermost_loop_is_read_from_the_sass():
+    # two loops, 0x20..0x70 holding 0x30..0x50; the forward branch at 0x80 is no loop
+    assert triton_resources.innermost_loop(_SASS) == ["BAR.SYNC.DEFER_BLOCKING", "FFMA", "BRA"]
+    assert triton_resources.innermost_loop(_SASS.replace("BRA 0x30", "BRA 0x60").replace("BRA 0x20", "BRA 0x80")) == []
+    usage = triton_resources.Usage("k", 32, 4, 16, 1, 64, 0, 0, 0, 0, 0, 0, loop_instructions=300, loop_barriers=1)
+    assert usage.per_element == 300 * 1 / (32 * 4)
 
 
 def test_float64_kernels_compile_for_the_gpu():
