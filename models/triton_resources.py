@@ -5,7 +5,7 @@ Triton compiles a kernel for a target it does not run on: :func:`triton.compile`
 ships, and the cuobjdump it ships reads the per-thread register count, the stack frame, local
 memory and static shared memory from the cubin; ptxas -v gives the spill stores and loads. This
 is a compile-time proxy for the kernels' speed (registers bound occupancy; spills go to local
-memory), not a timing. So is the SASS of the innermost loop (cuobjdump -sass): its instructions
+memory), not a timing. So is the SASS of the main loop (cuobjdump -sass): its instructions
 and barriers, and the warp instructions per element they come to (:attr:`Usage.per_element`),
 which bound the time a GPU needs to issue them. Register allocation differs between triton
 versions: the default tiles fit both triton 3.9 and 3.6 (the table in
@@ -123,12 +123,12 @@ class Usage:
     dynamic_shared: int  # bytes of shared memory triton allocates at launch (scans, reductions)
     spill_stores: int  # bytes, from ptxas's report
     spill_loads: int
-    loop_instructions: int = 0  # SASS instructions in the innermost loop (:func:`innermost_loop`)
+    loop_instructions: int = 0  # SASS instructions in the main loop (:func:`main_loop`)
     loop_barriers: int = 0  # of them, bar.sync (BAR): the program's warps wait for each other
 
     @property
     def per_element(self) -> float | None:
-        """Warp instructions of the innermost loop per (step, channel) element of one iteration:
+        """Warp instructions of the main loop per (step, channel) element of one iteration:
         its instructions times the warps, over the T x BLOCK_K elements each iteration takes (a
         selective kernel's loop over states: per element and state; a diagonal kernel's loop over
         chunks: per element). None for the step kernel, which has no (T, BLOCK_K) tile."""
@@ -225,7 +225,8 @@ def measure(case: Case, tile=None) -> Usage:
                               check=True).stdout
     fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", report))
     spill_stores, spill_loads = _ptxas_spills(compiled)
-    loop = innermost_loop(sass)
+    depth = {"selective_fwd": 1, "selective_bwd": 1, "diagonal_fwd": 0, "diagonal_bwd": 0}.get(case.kind)
+    loop = [] if depth is None else main_loop(sass, depth)  # the step kernel has no loop over a tile
     return Usage(case.name, constexprs.get("T"), tile.block_k, constexprs.get("BLOCK_N"), tile.num_warps,
                  int(fields["REG"]), int(fields["STACK"]), int(fields["LOCAL"]), int(fields["SHARED"]),
                  int(compiled.metadata.shared), spill_stores, spill_loads, len(loop),
@@ -235,19 +236,28 @@ def measure(case: Case, tile=None) -> Usage:
 _SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 
 
-def innermost_loop(sass: str) -> list[str]:
-    """The opcodes of the shortest loop in a cuobjdump -sass listing (one kernel): the
-    instructions from a backward branch's target to the branch. In the scan kernels that is the
-    loop over states of a selective kernel (inside its loop over chunks), or the loop over chunks
-    of a diagonal one: the code each (T, BLOCK_K) tile runs per state or per chunk, whose count
-    bounds the kernel's issue time. Empty when there is no loop."""
+def main_loop(sass: str, depth: int) -> list[str]:
+    """The opcodes of a kernel's main loop in its cuobjdump -sass listing: the largest loop (a
+    backward branch and the instructions from its target to it) inside ``depth`` others, less
+    the loops inside it. The scan kernels' main loop is the loop over states of a selective
+    kernel (depth 1, inside its loop over chunks), or the loop over chunks of a diagonal one
+    (depth 0): the code each (T, BLOCK_K) tile runs per state or per chunk. The loops inside it
+    are libdevice's reduction of sin and cos arguments beyond about 1e5 (complex A), not taken
+    otherwise. Instructions of other branches not taken count. Empty when there is none."""
     lines = [(int(m[1], 16), m[2], m[3]) for m in _SASS_LINE.finditer(sass)]
     loops = []
     for address, op, operands in lines:
         target = re.search(r"0x([0-9a-f]+)", operands) if op.startswith("BRA") else None
         if target and int(target[1], 16) < address:
-            loops.append([o for a, o, _ in lines if int(target[1], 16) <= a <= address])
-    return min(loops, key=len, default=[])
+            loops.append((int(target[1], 16), address))
+
+    def inside(a, b):  # loop a lies in loop b
+        return a != b and b[0] <= a[0] and a[1] <= b[1]
+
+    at_depth = [lp for lp in loops if sum(inside(lp, other) for other in loops) == depth]
+    bodies = [[op for a, op, _ in lines if lp[0] <= a <= lp[1]
+               and not any(inner[0] <= a <= inner[1] for inner in loops if inside(inner, lp))] for lp in at_depth]
+    return max(bodies, key=len, default=[])
 
 
 def _ptxas_spills(compiled) -> tuple[int, int]:
@@ -265,7 +275,7 @@ def _ptxas_spills(compiled) -> tuple[int, int]:
 
 
 def table(usages: list[Usage]) -> str:
-    """One line per kernel; LOOP, BAR: instructions and barriers of the innermost loop, /ELEM:
+    """One line per kernel; LOOP, BAR: instructions and barriers of the main loop, /ELEM:
     its warp instructions per element (:attr:`Usage.per_element`)."""
     lines = [f"{'kernel':36} {'T':>4} {'BLOCK_K':>7} {'BLOCK_N':>7} {'warps':>5} {'REG':>4} {'STACK':>5} "
              f"{'LOCAL':>5} {'SHARED':>6} {'DYN.SH':>6} {'spill st/ld':>12} {'LOOP':>5} {'BAR':>3} {'/ELEM':>6}"]

@@ -25,7 +25,9 @@ per channel), whose BLOCK_K candidates are ``--diagonal-block-k``.
    (relative norm error of out, or of every gradient together; the backward runs from the
    default forward's chunk-start states).
 
-One row per candidate kernel: T, BLOCK_K, warps, milliseconds, registers, spills, the error;
+One row per candidate kernel: T, BLOCK_K, warps, milliseconds, registers, spills, the warp
+instructions per element of its main loop (the compile-time proxy the Mamba point's default
+tiles were chosen by: the rows say how well it ranks the timings), the error;
 the seconds each phase took go to stderr. Per point, the fastest pair (forward + backward at
 one shared T) among the timed candidates that compute the same (error at most 1e-4) is printed
 as the entry of ``_SELECTIVE_TILES`` or ``_DIAGONAL_TILES`` in :mod:`models.triton_scan`.
@@ -88,7 +90,7 @@ MAX_ELEMENTS_PER_THREAD = 8
 TABLES = {"selective": "_SELECTIVE_TILES", "diagonal": "_DIAGONAL_TILES"}  # in models.triton_scan
 
 
-Resources = dict  # (point, kind, tile) -> (registers per thread, spill bytes) of the sm_90 compile
+Resources = dict  # (point, kind, tile) -> (registers per thread, spill bytes, per element) of the sm_90 compile
 
 
 @dataclass
@@ -100,6 +102,7 @@ class Timing:
     registers: int | None  # None: unknown (no compile here)
     spills: int | None
     error: float | None
+    per_element: float | None = None  # main-loop warp instructions per element (compile proxy)
 
     @property
     def fits(self) -> bool:
@@ -231,12 +234,15 @@ def resource_usage(kernels: list[tuple[str, str, ts.Tile]]) -> Resources:
         return dict(zip(kernels, pool.map(_registers, *zip(*kernels))))
 
 
-def _registers(point: str, kind: str, tile: ts.Tile) -> tuple[int, int]:
-    """The most registers and spill bytes of the two compiles the budget test holds a default
-    to: no argument specialised, and every one aligned (triton_resources.ALIGNED_CASES)."""
+def _registers(point: str, kind: str, tile: ts.Tile) -> tuple[int, int, float | None]:
+    """The most registers, spill bytes and main-loop warp instructions per element
+    (:attr:`models.triton_resources.Usage.per_element`) of the two compiles the budget test
+    holds a default to: no argument specialised, and every one aligned
+    (triton_resources.ALIGNED_CASES)."""
     case = _case(point, kind)
     usages = [resources.measure(c, tile) for c in (case, replace(case, aligned=True))]
-    return max(u.registers for u in usages), max(u.spills for u in usages)
+    per_element = [u.per_element for u in usages if u.per_element is not None]
+    return max(u.registers for u in usages), max(u.spills for u in usages), max(per_element, default=None)
 
 
 def compile_tasks(kernels: list[tuple[str, str, ts.Tile]]) -> list[tuple[str, list[tuple[str, ts.Tile]]]]:
@@ -288,8 +294,8 @@ def tune_point(point: str, batch: int, channels: int, length: int, kernels: list
     clock = Clock(device)
     rows, reference = [], {}
     for kind, tile in kernels:
-        registers, spills = usage.get((point, kind, tile), (None, None))
-        row = Timing(point, kind, tile, None, registers, spills, None)
+        registers, spills, per_element = usage.get((point, kind, tile), (None, None, None))
+        row = Timing(point, kind, tile, None, registers, spills, None, per_element)
         rows.append(row)
         if row.fits:
             T = tile.chunk_size
@@ -318,13 +324,13 @@ def _cell(value, spec: str) -> str:
 
 
 HEADER = (f"{'point':24} {'kernel':6} {'T':>4} {'BLOCK_K':>7} {'warps':>5} {'ms':>9} {'REG':>4} {'spill':>5} "
-          f"{'error':>8}")
+          f"{'/ELEM':>6} {'error':>8}")
 
 
 def row_line(r: Timing) -> str:
     return (f"{r.point:24} {r.kind:6} {r.tile.chunk_size:>4} {r.tile.block_k:>7} {r.tile.num_warps:>5} "
             f"{_cell(r.ms, '.4f'):>9} {_cell(r.registers, 'd'):>4} {_cell(r.spills, 'd'):>5} "
-            f"{_cell(r.error, '.1e'):>8}")
+            f"{_cell(r.per_element, '.2f'):>6} {_cell(r.error, '.1e'):>8}")
 
 
 def entry(point: str, rows: list[Timing]) -> str:
@@ -393,7 +399,7 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     usage = resource_usage(kernels)
     if usage:
-        print(f"compiled {len(usage)} kernels for sm_90 (registers, spills) in {time.perf_counter() - start:.1f} s",
+        print(f"compiled {len(usage)} kernels for sm_90 (registers, spills, main loop) in {time.perf_counter() - start:.1f} s",
               file=sys.stderr)
     precompile([k for k in kernels if resources.within_budget(*usage.get(k, (None, None)))], *shape)
     start = time.perf_counter()

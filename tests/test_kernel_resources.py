@@ -5,7 +5,9 @@ selective_scan and MIMO diagonal_scan) is compiled for sm_90 in float32 at its d
 the ptxas that triton ships, and cuobjdump reads its resource usage
 (models/triton_resources.py). Budget: no spills (no spill stores or loads, no local memory)
 and at most 128 registers per thread, which lets 4-warp programs reach 25% occupancy. The table is printed
-(pytest -s shows it). This is a compile-time proxy for speed; a GPU run (make gpu-check) times it.
+(pytest -s shows it), with the instructions of each kernel's main loop in the SASS (its loop
+over states or over chunks) per element. This is a compile-time proxy for speed; a GPU run
+(make gpu-check) times it.
 
 The bf16 compiles (every per-step tensor bf16, as under autocast; triton_resources.BF16_CASES)
 are held to the same budget, and so are the fp32 and bf16 compiles with every argument aligned
@@ -59,7 +61,7 @@ def test_every_kernel_fits_the_register_budget_without_spilling(flags, cases):
     print(table)
     over = _over_budget(usages)
     assert not over, f"over the budget (<= {triton_resources.REGISTER_BUDGET} registers, no spills): {over}\n{table}"
-    # every scan kernel has its loop found in the SASS (the per-element instruction count)
+    # every scan kernel has its main loop found in the SASS (the per-element instruction count)
     scans = [u for u in usages if u.T is not None]
     assert scans and all(u.loop_instructions > 0 and u.per_element > 0 for u in scans), table
 
@@ -70,18 +72,23 @@ _SASS = """
         /*0020*/                   LDG.E R3, desc[UR4][R4.64] ;
         /*0030*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;
         /*0040*/                   FFMA R5, R3, R3, R5 ;
-        /*0050*/              @!P0 BRA 0x30 ;
-        /*0060*/                   ISETP.NE.AND P1, PT, R2, RZ, PT ;
-        /*0070*/               @P1 BRA 0x20 ;
-        /*0080*/                   BRA 0x90 ;
-        /*0090*/                   EXIT ;
+        /*0050*/                   ISETP.GE.AND P2, PT, R6, 0x1, PT ;
+        /*0060*/               @P2 BRA 0x50 ;
+        /*0070*/              @!P0 BRA 0x30 ;
+        /*0080*/                   ISETP.NE.AND P1, PT, R2, RZ, PT ;
+        /*0090*/               @P1 BRA 0x20 ;
+        /*00a0*/                   BRA 0xb0 ;
+        /*00b0*/                   EXIT ;
 """
 
 
-def test_the_innermost_loop_is_read_from_the_sass():
-    # two loops, 0x20..0x70 holding 0x30..0x50; the forward branch at 0x80 is no loop
-    assert triton_resources.innermost_loop(_SASS) == ["BAR.SYNC.DEFER_BLOCKING", "FFMA", "BRA"]
-    assert triton_resources.innermost_loop(_SASS.replace("BRA 0x30", "BRA 0x60").replace("BRA 0x20", "BRA 0x80")) == []
+def test_the_main_loop_is_read_from_the_sass():
+    # loops 0x20..0x90 > 0x30..0x70 > 0x50..0x60; a loop's count leaves out the loops inside it
+    # (in the kernels: libdevice's sin and cos reduction); the forward branch at 0xa0 is no loop
+    assert triton_resources.main_loop(_SASS, depth=1) == ["BAR.SYNC.DEFER_BLOCKING", "FFMA", "BRA"]
+    assert triton_resources.main_loop(_SASS, depth=0) == ["LDG.E", "ISETP.NE.AND", "BRA"]
+    assert triton_resources.main_loop(_SASS, depth=2) == ["ISETP.GE.AND", "BRA"]
+    assert triton_resources.main_loop(_SASS, depth=3) == []
     usage = triton_resources.Usage("k", 32, 4, 16, 1, 64, 0, 0, 0, 0, 0, 0, loop_instructions=300, loop_barriers=1)
     assert usage.per_element == 300 * 1 / (32 * 4)
 

@@ -33,13 +33,14 @@ def test_a_candidate_counts_the_worse_of_its_unspecialised_and_aligned_compiles(
 
     def measure(case, tile):
         measured.append((case.name, case.aligned, tile))
-        registers, spills = (120, 4) if case.aligned else (126, 0)
+        registers, spills, loop = (120, 4, 400) if case.aligned else (126, 0, 300)
         return resources.Usage(case.name, tile.chunk_size, tile.block_k, tile.block_n, tile.num_warps, registers,
-                                  0, 0, 0, 0, spills, spills)
+                               0, 0, 0, 0, spills, spills, loop, 0)
 
     monkeypatch.setattr(resources, "measure", measure)
     tile = ts.Tile(16, 64, 1, 8)
-    assert tune._registers("s5 selective dt,C", "fwd", tile) == (126, 4)  # the aligned compile spills: not timed
+    # the aligned compile spills: not timed; 400 instructions x 8 warps over 16 x 64 elements
+    assert tune._registers("s5 selective dt,C", "fwd", tile) == (126, 4, 400 * 8 / (16 * 64))
     assert measured == [("s5 selective dt,C fwd", False, tile), ("s5 selective dt,C fwd", True, tile)]
 
 
@@ -81,13 +82,15 @@ def test_precompile_tasks_cover_every_candidate_once_and_launch_it():
 
 def test_kernels_over_the_register_budget_are_listed_not_timed():
     tiles = [tune.tile_of("s5", 4, k, 4) for k in (2, 4)]
-    usage = {("s5", "fwd", tiles[0]): (129, 0), ("s5", "bwd", tiles[0]): (40, 8), ("s5", "fwd", tiles[1]): (128, 0)}
+    usage = {("s5", "fwd", tiles[0]): (129, 0, 3.0), ("s5", "bwd", tiles[0]): (40, 8, 9.5),
+             ("s5", "fwd", tiles[1]): (128, 0, 2.25)}
     rows = tune.tune_point("s5", 1, 4, 12, [(kind, t) for t in tiles for kind in ("fwd", "bwd")], usage, 1,
                            torch.device("cpu"))
     assert [(r.kind, r.tile.block_k, r.ms is not None) for r in rows] == [
         ("fwd", 2, False), ("bwd", 2, False), ("fwd", 4, True), ("bwd", 4, True)]
     assert [r.registers for r in rows] == [129, 40, 128, None]
-    assert tune.row_line(rows[0]).split()[5:] == ["-", "129", "0", "-"]
+    assert [r.per_element for r in rows] == [3.0, 9.5, 2.25, None]
+    assert tune.row_line(rows[0]).split()[5:] == ["-", "129", "0", "3.00", "-"]
 
 
 def test_unknown_points_are_refused(capsys):
