@@ -75,72 +75,72 @@ time-invariant δ, B and C shared by the channels) are written as per-program pa
 and reduced by torch afterwards: deterministic, no atomics.
 
 Default tiles (:func:`default_tile`), per kernel, complex A and per-step (selective) Δ.
-They are chosen from compile-time resource measurements, not timings (no GPU was available
-when they were set): every kernel compiled for sm_90 by triton's ptxas, registers per thread,
-spills and shared memory read by cuobjdump (``python -m models.triton_resources [--bf16]
-[--aligned]``, checked by tests/test_kernel_resources.py: at most 128 registers per thread, no
-spills, in fp32 and with bf16 per-step tensors). Each is compiled twice: with no argument
-specialised, and with every pointer and every integer (L, K, N) marked as a multiple of 16, as
-triton's JIT compiles a launch with aligned tensors at L, K, N multiples of 16 (the benchmark
-shape); the alignment widens loads and changes the registers by up to 30 either way. Register
-allocation also changes between triton versions, so the tiles are chosen to fit under two:
-triton 3.9 (what a CPU install gets, and CI) and triton 3.6 (torch 2.11's, on the H200 image
-the GPU runs used). The forward and backward of one call share T; BLOCK_K and the warps are
-each kernel's own. Among the tiles that fit all eight compiles (two versions, two dtypes, two
-specialisations) at every n the budget test holds:
+They are chosen from compile-time measurements, not timings (no GPU was available when they
+were set): every kernel compiled for sm_90 by triton's ptxas, registers per thread and spills
+read by cuobjdump and ptxas, and the SASS of its main loop (the loop over states of a
+selective kernel, over chunks of a diagonal one) by cuobjdump -sass (``python -m
+models.triton_resources [--bf16] [--aligned]``; tests/test_kernel_resources.py holds the
+defaults to at most 128 registers per thread and no spills). Each is compiled twice: with no
+argument specialised, and with every pointer and every integer (L, K, N) marked as a multiple
+of 16, as triton's JIT compiles a launch with aligned tensors at L, K, N multiples of 16 (the
+benchmark shape); the alignment widens loads and changes the registers by up to 30 either
+way. Register allocation also changes between triton versions, so the tiles fit two: triton
+3.9 (what a CPU install gets, and CI) and triton 3.6 (torch 2.11's, on the H200 image the GPU
+runs used). The forward and backward of one call share T; BLOCK_K and the warps are each
+kernel's own. Each entry is the forward and backward pair, at one T, with the fewest warp
+instructions per element (and state) in their main loops, the two summed: the loop's
+instructions times the warps over the T x BLOCK_K elements a pass takes (``/ELEM`` in
+:mod:`models.triton_resources`; the more of the two specialisations, triton 3.9), among the
+tiles of a sweep (T x BLOCK_K x warps, 1 to 8 elements per thread) that fit all eight compiles
+(two versions, fp32 and bf16, two specialisations). It bounds the time the GPU needs to issue
+them, not the time it takes: latency and memory are not in it. Two entries keep the tile of
+the rule before (the most (T, BLOCK_K) elements per thread): the complex selective scan with
+Δ, B and C per step, whose fewest instructions (31.3 against 48.6 per element and state) take a
+backward at BLOCK_K 1 that writes its partial gradients of the shared complex B and C per
+channel, (K, Bt, n, L) each, 8.6 GB together at batch 8, K 1024, n 32, L 2048 where BLOCK_K 8
+writes 1.1 GB; and the real diagonal scan with a fixed Δ, which no compiled case stands for.
 
-* the Mamba point (real A, Δ per step: what mamba-ssm's kernel computes) takes the forward
-  and backward pair with the fewest warp instructions per (step, channel, state) in the loop
-  over states, the two summed: the instructions the SASS of that loop holds, times the warps,
-  over the T x BLOCK_K elements each pass takes (``LOOP`` and ``/ELEM`` in the table of
-  :mod:`models.triton_resources`; the more of the two specialisations). It bounds the time
-  the GPU needs to issue them, not the time it takes: latency and memory are not in it.
-* every other entry, the most (T, BLOCK_K) elements per thread, then the longer T, then the
-  fewer warps.
+  kernel (preset point, n)                  T  BLOCK_K warps  registers, 3.9 / 3.6,  /ELEM, 3.9 / 3.6
+                                                               fp32       bf16        before      now
+  selective fwd  (Mamba: real, 16)         32    4     1     78 / 72    80 / 77      2.7 / 2.8   2.4 / 2.4
+  selective bwd  (Mamba: real, 16)         32    2     1     72 / 72    72 / 72     13.0 / 12.2  4.7 / 5.2
+  selective fwd  (Mamba LTI: real, 16)     32    8     1     96 / 93   128 / 93      2.6 / 2.8   1.4 / 1.4
+  selective bwd  (Mamba LTI: real, 16)     32    1     1     52 / 47    52 / 45     11.8 / 11.0  4.8 / 5.4
+  selective fwd  (S4D: complex, 32)        32    2     1     64 / 64    64 / 64     12.9 / 11.2 11.8 / 9.9
+  selective bwd  (S4D: complex, 32)        32    1     1     64 / 56    64 / 56     39.8 / 34.8 18.6 / 17.6
+  selective fwd  (complex 32, Δ B C / step) 16  16     4     72 / 72    72 / 72     13.4 / 11.8 (unchanged)
+  selective bwd  (complex 32, Δ B C / step) 16   8     4    127 / 112  128 / 126    35.2 / 32.4 (unchanged)
+  selective step (Mamba; S4D)               -  4; 2    4   26; 34 / 26; 25
+  diagonal fwd   (S5: complex)              8   32     1     78 / 78    78 / 78      5.8 / 8.8   2.5 / 2.4
+  diagonal bwd   (S5: complex)              8   64     8    106 / 79   106 / 79     24.7 / 15.2 21.3 / 13.9
+  diagonal fwd   (S5, Δ and C per step)     8   32     1    114 / 122  114 / 118    14.8 / 13.3  9.9 / 8.3
+  diagonal bwd   (S5, Δ and C per step)     8   16     4     79 / 80    88 / 96     38.4 / 35.3 34.2 / 30.5
+  diagonal fwd   (real, Δ per step)         8   32     1     72 / 72    72 / 72      4.1 / 4.3   2.5 / 2.6
+  diagonal bwd   (real, Δ per step)         8   16     2     90 / 80    88 / 109     9.0 / 11.2  7.6 / 9.1
 
-  kernel (preset point, n)                    T  BLOCK_K warps   registers, triton 3.9 / 3.6,
-                                                                  the more of the two compiles
-                                                                  fp32       bf16
-  selective fwd  (Mamba: real, 16)           32     4     1      78 / 72    80 / 77
-  selective bwd  (Mamba: real, 16)           32     2     1      72 / 72    72 / 72
-  selective fwd  (S4D: complex, 32)          32     8     4      72 / 64    72 / 70
-  selective bwd  (S4D: complex, 32)          32     8     8     128 / 105  128 / 114
-  selective fwd  (complex 32, Δ B C per step) 16   16     4      72 / 72    72 / 72
-  selective bwd  (complex 32, Δ B C per step) 16    8     4     127 / 112  128 / 126
-  selective step (Mamba; S4D)                 -   4; 2    4   26; 34 / 26; 25
-  diagonal fwd   (S5: complex)               16    64     8      79 / 80    79 / 80
-  diagonal bwd   (S5: complex)               16    32     8     128 / 79   128 / 79
-  diagonal fwd   (S5, Δ and C per step)      16   128    16     127 / 128  128 / 128
-  diagonal bwd   (S5, Δ and C per step)      16    16     8     103 / 104  103 / 119
-  diagonal bwd   (real, Δ per step)          16    32     8      92 / 80    95 / 109
-
-No spills in any (ptxas's spill stores and loads, cuobjdump's local memory). With triton 3.6
-every kernel with a complex A has a 32-byte stack frame that is not a spill: the local array
-libdevice's sin and cos use to reduce arguments beyond about 1e5. The tiles the 3.9 compile
-alone had chosen did not all fit 3.6: the S5 forward at BLOCK_K 64 on 4 warps took 142
-registers, and with Δ and C per step it spilled 8 bytes, its backward at BLOCK_K 32 16 bytes.
-The Mamba point's instructions per element and state, triton 3.9 / 3.6, the more of the two
-specialisations (barriers in the loop), against the tiles the elements-per-thread rule chose:
-
-  forward   T 32, BLOCK_K 16, 4 warps   2.74 / 2.80  (8 to 10)   T 32, BLOCK_K 4, 1 warp  2.38 / 2.41  (1)
-  backward  T 32, BLOCK_K  8, 8 warps  12.97 / 12.19 (18 to 21)  T 32, BLOCK_K 2, 1 warp  4.69 / 5.20  (0)
-
-7.1 to 7.6 instructions per element and state in all against 15.0 to 15.7: 2.0 to 2.2x
-fewer, and no warp waits for another (one warp per program). At batch 8, K 1024, n 16, L 2048
-(268 million elements and states) on an H200 (132 SMs, 4 schedulers each issuing one warp
-instruction per cycle, 1.98 GHz) that is 1.8 to 2.0 ms of issue for the forward and backward
-at best, 0.61 to 0.62 ms for the forward alone, where mamba-ssm's kernel took 1.98 and 0.59
-ms (measured on an H200); the former tiles could not go under 3.9 ms. Not in the count: the
-backward at BLOCK_K 2 writes its partial gradients of B and C per two channels, (K/2, Bt, n,
-L) each, 1.07 GB at that shape where BLOCK_K 8 wrote 0.27 GB: about 0.45 ms of memory traffic
-to write and sum them at the H200's 4.8 TB/s (0.11 ms at BLOCK_K 8). In the loop of the
-forward, 76 of its 297 instructions (aligned, 3.9) are shuffles: with T across the 32 lanes
-the scan over a chunk is 5 rounds of shuffles per state, where a kernel that keeps a run of
-steps in each thread scans them one after another.
-Nor did the tiles chosen without the aligned compile fit it: with triton 3.9 the S4D forward at
-T 32, BLOCK_K 16 on 4 warps spills 16 bytes in bf16, and the S5 forward with Δ and C per step
-at BLOCK_K 64 on 8 warps 4 bytes; the S4D forward at BLOCK_K 8 on 2 warps (4 elements per
-thread) fits at n 32 but spills 4 to 8 bytes at n 256 (BLOCK_K 4), so it takes 4 warps.
+"before": the tiles of the elements-per-thread rule (the Mamba and S4D forward at T 32, BLOCK_K
+16 on 4 warps, their backward BLOCK_K 8 on 8; the diagonal ones at T 16, BLOCK_K 64 on 8 warps
+forward). No spills in any (ptxas's spill stores and loads, cuobjdump's local memory). With
+triton 3.6 every kernel with a complex A has a 32-byte stack frame that is not a spill: the
+local array libdevice's sin and cos use to reduce arguments beyond about 1e5 (its loops are
+left out of /ELEM: they run for such arguments only). The Mamba point, forward and backward
+together: 7.1 to 7.6 warp instructions per element and state against 15.0 to 15.7, 2.0 to 2.2x
+fewer, and no warp waits for another (one warp per program; 18 to 21 barriers a pass in the
+backward before). At batch 8, K 1024, n 16, L 2048 (268 million elements and states) on an
+H200 (132 SMs, 4 schedulers each issuing one warp instruction per cycle, 1.98 GHz) that is 1.8
+to 2.0 ms of issue for the forward and backward at best, 0.61 to 0.62 ms for the forward
+alone, where mamba-ssm's kernel took 1.98 and 0.59 ms (measured on an H200); the tiles before
+could not go under 3.9 ms. Not in the count: the backward at BLOCK_K 2 writes its partial
+gradients of B and C per two channels, (K/2, Bt, n, L) each, 1.07 GB at that shape where
+BLOCK_K 8 wrote 0.27 GB: about 0.45 ms of memory traffic to write and sum them at the H200's
+4.8 TB/s (0.11 ms at BLOCK_K 8). In the loop of the forward, 76 of its 297 instructions
+(aligned, 3.9) are shuffles: with T across the 32 lanes the scan over a chunk is 5 rounds of
+shuffles per state, where a kernel that keeps a run of steps in each thread scans them one
+after another. The tiles the 3.9 compile alone had chosen did not all fit 3.6: the S5 forward
+at BLOCK_K 64 on 4 warps took 142 registers, and with Δ and C per step it spilled 8 bytes, its
+backward at BLOCK_K 32 16 bytes. Nor did all the tiles of the rule before fit the aligned
+compile: with triton 3.9 the S4D forward at T 32, BLOCK_K 16 on 4 warps spills 16 bytes in
+bf16, and the S5 forward with Δ and C per step at BLOCK_K 64 on 8 warps 4 bytes.
 
 The selective kernels before the loop over states held (T, BLOCK_K, n) tiles: at T 32,
 BLOCK_K 8 the Mamba forward took 255 registers and its backward 255 with spills
@@ -148,15 +148,15 @@ BLOCK_K 8 the Mamba forward took 255 registers and its backward 255 with spills
 128 registers took T = 8 or 4 (Mamba backward 122, complex backward with Δ, B and C per step
 128, its bf16 compile 48 bytes of spills). With the loop, T = 32 fits with 1 to 4 (T, BLOCK_K)
 elements per thread (the Mamba backward on 4 warps, 2 per thread, takes 120 registers in fp32
-but spills 8 bytes in bf16, so it runs on 8 warps). BLOCK_K is also capped at 512 / BLOCK_N, so
-that the carried (BLOCK_N, BLOCK_K) tiles stay small for large n, but not below 4 (at BLOCK_K 2
-the Mamba backward at n = 256 on 16 warps spills 16 bytes in bf16) unless the table's is and
-the kernel keeps the table's warps (the Mamba backward's 2, on one warp, up to n = 32). For large n the backward also takes
-more warps (:func:`_large_state_backward_warps`): at least 8 from n = 64, and 16 from n = 128,
-or from n = 64 for the complex backward with Δ, B and C per step (on 8 warps it spills 48 bytes
-in bf16 at n = 64 with triton 3.6; on 4, 8 bytes with 3.9), and the forward a warp per 256
-carried elements (BLOCK_N x BLOCK_K; the Mamba forward at n = 256 on one warp takes 141
-registers in bf16 with triton 3.6, on 4 warps 64). The budget test holds the Mamba and
+but spills 8 bytes in bf16, so it ran on 8 warps). The entries hold for up to 32 states. From
+n = 64 (:data:`_LARGE_STATE`) the carried (BLOCK_N, BLOCK_K) tiles set the tile, whatever the
+entry: BLOCK_K = 512 / BLOCK_N but not below 4 (8 at n = 64, 4 from n = 128; at BLOCK_K 2 the
+Mamba backward at n = 256 spills 16 bytes in bf16), the forward on 4 warps, the backward on 8
+at n = 64 and 16 from n = 128, or from n = 64 for the complex backward with Δ, B and C per step
+(:func:`_large_state_backward_warps`: on 8 warps it spills 48 bytes in bf16 at n = 64 with
+triton 3.6; on 4, 8 bytes with 3.9). The one-warp tiles of the small-state entries do not
+carry over: the Mamba forward at n = 256 on one warp takes 141 registers in bf16 with triton
+3.6, the S4D forward at BLOCK_K 2 on 2 warps 4 bytes of spills with 3.9. The budget test holds the Mamba and
 S4D kernels at n = 256 and the complex ones with Δ, B and C per step at n = 64 and 256 (their
 "n 64" and "n 256" rows): 56 to 126 registers in both versions and both specialisations, no
 spills. Whether these tiles are the fastest on a GPU was not measured here (``make gpu-tune``
@@ -1277,33 +1277,32 @@ def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) 
 
 
 # Default tiles per (complex A, per-step Δ): (T, forward BLOCK_K, forward warps, backward
-# BLOCK_K, backward warps), of selective_scan and of diagonal_scan. T = chunk_size steps; the
-# forward and backward of one call share it (the backward restarts from the states the forward
-# stored every T steps). A selective program's tiles are (T, BLOCK_K), whatever n; only the
-# carried (BLOCK_N, BLOCK_K) state tiles grow with n, so BLOCK_K is halved while BLOCK_N·BLOCK_K
-# exceeds _CARRIED_ELEMENTS, down to _MIN_BLOCK_K. Chosen so that every kernel compiles for
-# sm_90 (fp32 and bf16; no argument specialised, and every one aligned) to at most 128
-# registers per thread with no spills, by triton 3.9 and 3.6 (tests/test_kernel_resources.py
-# runs the installed one); the Mamba entry (False, True) by the fewest instructions per element
-# and state in the loop over states, the others by the most (T, BLOCK_K) elements per thread,
-# then the longer T, then the fewer warps (module docstring: the rule, the counts). A BLOCK_K
-# under _MIN_BLOCK_K stays below it while the kernel keeps the table's warps. `make gpu-tune` (models.triton_tune) prints measured replacements for these entries.
+# BLOCK_K, backward warps), of selective_scan and of diagonal_scan, for up to 32 states (from
+# _LARGE_STATE states the carried (BLOCK_N, BLOCK_K) tiles set BLOCK_K and the warps). T =
+# chunk_size steps; the forward and backward of one call share it (the backward restarts from
+# the states the forward stored every T steps). Chosen so that every kernel compiles for sm_90
+# (fp32 and bf16; no argument specialised, and every one aligned) to at most 128 registers per
+# thread with no spills, by triton 3.9 and 3.6 (tests/test_kernel_resources.py runs the
+# installed one), taking the pair with the fewest warp instructions per element in their main
+# loops (module docstring: the rule, its two exceptions, the counts). `make gpu-tune`
+# (models.triton_tune) prints measured replacements for these entries.
 _SELECTIVE_TILES = {
-    (False, False): (32, 16, 4, 8, 8),
+    (False, False): (32, 8, 1, 1, 1),
     (False, True): (32, 4, 1, 2, 1),
-    (True, False): (32, 8, 4, 8, 8),
+    (True, False): (32, 2, 1, 1, 1),
     (True, True): (16, 16, 4, 8, 4),
 }
 _DIAGONAL_TILES = {  # n = 1: one state per channel
     (False, False): (16, 64, 8, 32, 8),
-    (False, True): (16, 64, 8, 32, 8),
-    (True, False): (16, 64, 8, 32, 8),
-    (True, True): (16, 128, 16, 16, 8),
+    (False, True): (8, 32, 1, 16, 2),
+    (True, False): (8, 32, 1, 64, 8),
+    (True, True): (8, 32, 1, 16, 4),
 }
 _TILE_TABLES = {"selective": _SELECTIVE_TILES, "diagonal": _DIAGONAL_TILES}
+_LARGE_STATE = 64  # from 64 states (BLOCK_N), the tiles of default_tile's last lines
 _CARRIED_ELEMENTS = 512
 _MIN_BLOCK_K = 4  # at BLOCK_K 2 (n 256, 16 warps) the Mamba backward spills in bf16
-_FORWARD_CARRIED_PER_WARP = 256  # a forward takes a warp per 256 carried (BLOCK_N, BLOCK_K) elements
+_LARGE_STATE_FORWARD_WARPS = 4
 _STEP_WARPS = 4
 _STEP_ELEMENTS = 1024 // 16  # the step kernel's (BLOCK_K, BLOCK_N) tile
 
@@ -1341,25 +1340,20 @@ def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_siz
     block_k, warps = sizes[:2] if part == "fwd" else sizes[2:]
     if scan == "diagonal":
         return Tile(T, block_k, 1, warps)
-    cap = _CARRIED_ELEMENTS // block_n
-    if part == "bwd":
-        large = _large_state_backward_warps(block_n, is_complex and selective)
-        # a table BLOCK_K under _MIN_BLOCK_K stays while the backward keeps the table's warps
-        floor = _MIN_BLOCK_K if large > 1 else min(_MIN_BLOCK_K, block_k)
-        block_k, warps = max(floor, min(block_k, cap)), max(warps, large)
-    else:
-        block_k = max(min(_MIN_BLOCK_K, block_k), min(block_k, cap))
-        warps = max(warps, block_n * block_k // _FORWARD_CARRIED_PER_WARP)
-    return Tile(T, block_k, block_n, warps)
+    if block_n < _LARGE_STATE:
+        return Tile(T, block_k, block_n, warps)
+    # many states: the carried (BLOCK_N, BLOCK_K) tiles set BLOCK_K and the warps, whatever the entry
+    block_k = max(_MIN_BLOCK_K, _CARRIED_ELEMENTS // block_n)
+    if part == "fwd":
+        return Tile(T, block_k, block_n, _LARGE_STATE_FORWARD_WARPS)
+    return Tile(T, block_k, block_n, _large_state_backward_warps(block_n, is_complex and selective))
 
 
 def _large_state_backward_warps(block_n: int, complex_per_step: bool) -> int:
-    """The fewest warps a selective backward runs on at BLOCK_N states: its carried (BLOCK_N,
+    """The warps of a selective backward at BLOCK_N >= _LARGE_STATE states: its carried (BLOCK_N,
     BLOCK_K) tiles spill on fewer (module docstring: at n 64, the complex backward with Δ, B and
     C per step spills 8 bytes in bf16 on 4 warps (triton 3.9), 48 on 8 (triton 3.6))."""
-    if block_n >= 128 or (block_n >= 64 and complex_per_step):
-        return 16
-    return 8 if block_n >= 64 else 1
+    return 16 if block_n >= 128 or complex_per_step else 8
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ and C per step), whose BLOCK_K candidates are ``--block-k``, and the diagonal sc
 layer (S5: complex A, fixed Δ; complex with Δ and C per step; real with Δ per step: one state
 per channel), whose BLOCK_K candidates are ``--diagonal-block-k``.
 
+One point after another (so that a run cut short keeps whole points, the Mamba point first):
+
 1. Every candidate kernel is compiled for sm_90 by :func:`models.triton_resources.measure`, as
    the register test does, in parallel processes (not under TRITON_INTERPRET), for its
    registers per thread and spill bytes: twice, with no argument specialised and with every
@@ -26,15 +28,17 @@ per channel), whose BLOCK_K candidates are ``--diagonal-block-k``.
    default forward's chunk-start states).
 
 One row per candidate kernel: T, BLOCK_K, warps, milliseconds, registers, spills, the warp
-instructions per element of its main loop (the compile-time proxy the Mamba point's default
-tiles were chosen by: the rows say how well it ranks the timings), the error;
+instructions per element of its main loop (the compile-time proxy the default tiles were
+chosen by: the rows say how well it ranks the timings), the error;
 the seconds each phase took go to stderr. Per point, the fastest pair (forward + backward at
 one shared T) among the timed candidates that compute the same (error at most 1e-4) is printed
 as the entry of ``_SELECTIVE_TILES`` or ``_DIAGONAL_TILES`` in :mod:`models.triton_scan`.
 Rows are printed as they are timed and each point's entry after its rows, so that a run cut
 short keeps what it measured; every entry is printed again at the end. ``make gpu-tune`` runs it.
 
-The default selective candidates span the two ways a tile can spread over threads. BLOCK_K 1
+The default candidates hold the default tiles (T 8 to 32; BLOCK_K 1 to 8 on one warp for the
+selective scans, 16 to 64 on 1 to 8 warps for the diagonal ones). The selective candidates span
+the two ways a tile can spread over threads. BLOCK_K 1
 or 2 on one warp puts a chunk's steps across the lanes of one warp: every scan and reduction by
 shuffles, no barrier in the compiled kernel, few registers, but u, Δ, z read with a stride of
 K. BLOCK_K 8 or 16 on 4 or 8 warps reads rows of channels in one run but synchronises its warps
@@ -48,7 +52,8 @@ instructions in the PTX and registers, forward / backward:
   T 32, BLOCK_K 16 / 8, 4 / 8 warps (the former defaults)   8 / 38   88 / 109
 
 The Mamba point's defaults are now T 32 and one warp, BLOCK_K 4 forward and 2 backward, the
-pair with the fewest instructions in the loop over states (:mod:`models.triton_scan`).
+pair with the fewest instructions in the loop over states (:mod:`models.triton_scan`, where the
+other points' are too).
 
 A backward at BLOCK_K 1 or 2 writes a partial gradient of B and C per one or two channels,
 (K / BLOCK_K, Bt, n, L), which its time includes (summed by torch).
@@ -367,11 +372,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--channels", type=int, default=1024)
     parser.add_argument("--length", type=int, default=2048)
-    parser.add_argument("--chunks", type=_ints, default=[16, 32, 64, 128], help="T values, comma-separated")
-    parser.add_argument("--block-k", type=_ints, default=[1, 2, 8, 16], help="BLOCK_K of the selective scans")
+    parser.add_argument("--chunks", type=_ints, default=[8, 16, 32, 64], help="T values, comma-separated")
+    parser.add_argument("--block-k", type=_ints, default=[1, 2, 4, 8, 16], help="BLOCK_K of the selective scans")
     parser.add_argument("--diagonal-block-k", type=_ints, default=[16, 32, 64, 128],
                         help="BLOCK_K of the diagonal scans")
-    parser.add_argument("--warps", type=_ints, default=[1, 4, 8])
+    parser.add_argument("--warps", type=_ints, default=[1, 2, 4, 8])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--points", default=";".join(POINTS), help=f"a subset of {list(POINTS)}, ';'-separated")
     args = parser.parse_args(argv)
@@ -396,21 +401,21 @@ def main(argv: list[str]) -> int:
     if len(kernels) < 2 * every:
         print(f"left out {every - len(kernels) // 2} of {every} candidate tiles: more than {MAX_ELEMENTS_PER_THREAD} "
               "(T, BLOCK_K) elements per thread", file=sys.stderr)
-    start = time.perf_counter()
-    usage = resource_usage(kernels)
-    if usage:
-        print(f"compiled {len(usage)} kernels for sm_90 (registers, spills, main loop) in {time.perf_counter() - start:.1f} s",
-              file=sys.stderr)
-    precompile([k for k in kernels if resources.within_budget(*usage.get(k, (None, None)))], *shape)
-    start = time.perf_counter()
-    rows = []
+    rows, start = [], time.perf_counter()
     print(HEADER, flush=True)
-    for point in points:  # each row as it is timed, each point's entry after its rows, then all entries
-        point_rows = tune_point(point, *shape, [(kind, tile) for p, kind, tile in kernels if p == point], usage,
-                                args.repeats, device, emit=lambda row: print(row_line(row), flush=True))
-        print(entry(point, point_rows), flush=True)
+    for point in points:  # one point after another, so that a run cut short keeps whole points
+        mine = [k for k in kernels if k[0] == point]
+        compiled = time.perf_counter()
+        usage = resource_usage(mine)
+        if usage:
+            print(f"{point}: compiled {len(usage)} kernels for sm_90 (registers, spills, main loop) in "
+                  f"{time.perf_counter() - compiled:.1f} s", file=sys.stderr)
+        precompile([k for k in mine if resources.within_budget(*usage.get(k, (None, None, None))[:2])], *shape)
+        point_rows = tune_point(point, *shape, [(kind, tile) for _, kind, tile in mine], usage, args.repeats, device,
+                                emit=lambda row: print(row_line(row), flush=True))
+        print(entry(point, point_rows), flush=True)  # each row as it is timed, then the point's entry
         rows += point_rows
-    print(f"timed {sum(r.ms is not None for r in rows)} kernels in {time.perf_counter() - start:.1f} s",
+    print(f"compiled and timed {sum(r.ms is not None for r in rows)} kernels in {time.perf_counter() - start:.1f} s",
           file=sys.stderr)
     print("\n".join(entry(point, rows) for point in points))
     return 0

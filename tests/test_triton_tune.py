@@ -54,6 +54,20 @@ def test_a_tiny_run_times_checks_and_reports_every_candidate(capsys):
     assert out[-1].startswith("mamba: _SELECTIVE_TILES (False, True): (8, ")
 
 
+def test_a_run_with_compiled_resources_times_those_within_the_budget(monkeypatch, capsys):
+    # as on a GPU machine: every candidate compiled for sm_90 first (here stood in for), then timed
+    def usage(kernels):
+        return {k: (200, 0, 9.0) if k[2].block_k == 4 else (100, 0, 2.5) for k in kernels}
+
+    monkeypatch.setattr(tune, "resource_usage", usage)
+    assert tune.main(["--batch", "1", "--channels", "4", "--length", "12", "--chunks", "8", "--block-k", "2,4",
+                      "--warps", "4", "--repeats", "1", "--points", "mamba"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("mamba ")]
+    assert [(r[1], r[3], r[6], r[8]) for r in rows] == [
+        ("fwd", "2", "100", "2.50"), ("bwd", "2", "100", "2.50"), ("fwd", "4", "200", "9.00"), ("bwd", "4", "200", "9.00")]
+    assert [r[5] != "-" for r in rows] == [True, True, False, False]  # over the register budget: not timed
+
+
 def test_a_tiny_diagonal_run_prints_a_diagonal_tile_entry(capsys):
     # K 4: the default BLOCK_K is 4, so the BLOCK_K 2 candidate is checked against another tiling
     assert tune.main(["--batch", "2", "--channels", "4", "--length", "12", "--chunks", "4,8", "--diagonal-block-k",
