@@ -36,12 +36,11 @@ as the entry of ``_SELECTIVE_TILES`` or ``_DIAGONAL_TILES`` in :mod:`models.trit
 Rows are printed as they are timed and each point's entry after its rows, so that a run cut
 short keeps what it measured; every entry is printed again at the end. ``make gpu-tune`` runs it.
 
-The default candidates hold the default tiles (T 8 to 32; BLOCK_K 1 to 8 on one warp for the
-selective scans, 16 to 64 on 1 to 8 warps for the diagonal ones). The selective candidates span
-the two ways a tile can spread over threads. BLOCK_K 1
-or 2 on one warp puts a chunk's steps across the lanes of one warp: every scan and reduction by
-shuffles, no barrier in the compiled kernel, few registers, but u, Δ, z read with a stride of
-K. BLOCK_K 8 or 16 on 4 or 8 warps reads rows of channels in one run but synchronises its warps
+The default candidates hold the default tiles (T 8 to 32; the selective scans' BLOCK_K 1 to 16
+on 1 to 4 warps, the diagonal ones' 16 to 64 on 1 to 8). The selective candidates span the two
+ways a tile can spread over threads. BLOCK_K 1 or 2 on one warp puts a chunk's steps across the
+lanes of one warp: every scan and reduction by shuffles, no barrier in the compiled kernel, few
+registers, but u, Δ, z read with a stride of K. BLOCK_K 8 or 16 on 4 or 8 warps reads rows of channels in one run but synchronises its warps
 in every scan. Compiled for sm_90 by triton 3.6 (the H200 image's), Mamba point, bar.sync
 instructions in the PTX and registers, forward / backward:
 
