@@ -256,10 +256,12 @@ def main_loop(sass: str, depth: int) -> list[str]:
     def inside(a, b):  # loop a lies in loop b
         return a != b and b[0] <= a[0] and a[1] <= b[1]
 
+    def body(lp):  # its opcodes, less those of the loops inside it
+        inner = [other for other in loops if inside(other, lp)]
+        return [op for a, op, _ in lines if lp[0] <= a <= lp[1] and not any(i[0] <= a <= i[1] for i in inner)]
+
     at_depth = [lp for lp in loops if sum(inside(lp, other) for other in loops) == depth]
-    bodies = [[op for a, op, _ in lines if lp[0] <= a <= lp[1]
-               and not any(inner[0] <= a <= inner[1] for inner in loops if inside(inner, lp))] for lp in at_depth]
-    return max(bodies, key=len, default=[])
+    return max(map(body, at_depth), key=len, default=[])
 
 
 def _ptxas_spills(compiled) -> tuple[int, int]:
