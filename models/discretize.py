@@ -21,6 +21,8 @@ unchanged; in the trapezoidal rule β_t uses the transition as applied.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -94,5 +96,5 @@ def log_transition(method: str, A: torch.Tensor, delta: torch.Tensor, A_bar: tor
     if not A_bar.is_complex():
         A_bar = A_bar.to(torch.complex128 if A_bar.dtype == torch.float64 else torch.complex64)
     log = torch.log(A_bar)
-    floor = torch.log(torch.tensor(torch.finfo(log.real.dtype).tiny, dtype=log.real.dtype))
+    floor = math.log(torch.finfo(log.real.dtype).tiny)  # a Python float: on the device of log
     return torch.complex(log.real.clamp_min(floor), log.imag)

@@ -71,7 +71,7 @@ _S5_SELECTIVE = dict(_S5, DELTA_PER_STEP=True, HAS_BIAS=True, SOFTPLUS=True, HAS
 @dataclass(frozen=True)
 class Case:
     name: str  # what the row stands for
-    kind: str  # selective_fwd, selective_bwd, selective_step, diagonal_fwd, diagonal_bwd
+    kind: str  # selective_fwd, selective_bwd, selective_step, selective_inference, diagonal_fwd, diagonal_bwd
     complex: bool
     n: int  # states per channel (1 for the diagonal scan)
     flags: tuple  # sorted (name, value) constexpr pairs
@@ -84,7 +84,7 @@ def _case(name, kind, complex_, n, flags):
 
 
 CASES = [
-    *(_case(f"mamba {k}", f"selective_{k}", False, 16, _MAMBA) for k in ("fwd", "bwd", "step")),
+    *(_case(f"mamba {k}", f"selective_{k}", False, 16, _MAMBA) for k in ("fwd", "bwd", "step", "inference")),
     *(_case(f"mamba lti {k}", f"selective_{k}", False, 16, _MAMBA_LTI) for k in ("fwd", "bwd", "step")),
     *(_case(f"s4d {k}", f"selective_{k}", True, 32, _S4D) for k in ("fwd", "bwd", "step")),
     *(_case(f"s4d selective dt,B,C {k}", f"selective_{k}", True, 32, _S4D_SELECTIVE) for k in ("fwd", "bwd", "step")),
@@ -104,6 +104,7 @@ ALIGNED_CASES = [replace(case, name=f"{case.name} aligned", aligned=True) for ca
 
 _KERNELS = {
     "selective_fwd": "_selective_scan_fwd_kernel",
+    "selective_inference": "_selective_scan_fwd_kernel",  # no chunk-start states written
     "selective_bwd": "_selective_scan_bwd_kernel",
     "selective_step": "_selective_step_kernel",
     "diagonal_fwd": "_diagonal_scan_fwd_kernel",
@@ -194,8 +195,8 @@ def measure(case: Case, tile=None) -> Usage:
         constexprs["BLOCK_N"] = tile.block_n
     if not case.kind.endswith("step"):
         constexprs["T"] = tile.chunk_size
-    if case.kind.endswith("fwd"):
-        constexprs["SAVE_STATES"] = True
+    if case.kind.endswith(("fwd", "inference")):
+        constexprs["SAVE_STATES"] = case.kind.endswith("fwd")
     constexprs["BLOCK_K"] = tile.block_k
     for name in list(constexprs):
         if name not in kernel.arg_names:
@@ -227,7 +228,8 @@ def measure(case: Case, tile=None) -> Usage:
                               check=True).stdout
     fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", report))
     spill_stores, spill_loads = _ptxas_spills(compiled)
-    depth = {"selective_fwd": 1, "selective_bwd": 1, "diagonal_fwd": 0, "diagonal_bwd": 0}.get(case.kind)
+    depth = {"selective_fwd": 1, "selective_inference": 1, "selective_bwd": 1, "diagonal_fwd": 0,
+             "diagonal_bwd": 0}.get(case.kind)
     loop = [] if depth is None else main_loop(sass, depth)  # the step kernel has no loop over a tile
     return Usage(case.name, constexprs.get("T"), tile.block_k, constexprs.get("BLOCK_N"), tile.num_warps,
                  int(fields["REG"]), int(fields["STACK"]), int(fields["LOCAL"]), int(fields["SHARED"]),

@@ -1288,7 +1288,7 @@ def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) 
 # (models.triton_tune) prints measured replacements for these entries.
 _SELECTIVE_TILES = {
     (False, False): (32, 8, 1, 1, 1),
-    (False, True): (32, 4, 1, 2, 1),
+    (False, True): (32, 2, 1, 2, 1),
     (True, False): (32, 2, 1, 1, 1),
     (True, True): (16, 16, 4, 8, 4),
 }
@@ -1297,6 +1297,12 @@ _DIAGONAL_TILES = {  # n = 1: one state per channel
     (False, True): (8, 32, 1, 16, 2),
     (True, False): (8, 32, 1, 64, 8),
     (True, True): (8, 32, 1, 16, 4),
+}
+# A forward without autograd writes no chunk-start states, so its T need not be the backward's:
+# (complex, selective) -> (T, BLOCK_K, warps) of selective_scan's forward under no_grad, where
+# measured; an entry not here takes the training forward's tile.
+_INFERENCE_TILES = {
+    (False, True): (64, 2, 1),
 }
 _TILE_TABLES = {"selective": _SELECTIVE_TILES, "diagonal": _DIAGONAL_TILES}
 _LARGE_STATE = 64  # from 64 states (BLOCK_N), the tiles of default_tile's last lines
@@ -1328,10 +1334,17 @@ def default_chunk_size(kind: str, is_complex: bool, selective: bool) -> int:
 
 def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_size: int | None = None) -> Tile:
     """The default tile of kernel ``kind`` (selective_fwd, selective_bwd, selective_step,
-    diagonal_fwd, diagonal_bwd) for n states per channel (1 for the diagonal scan), a complex
-    or real A, and a per-step (selective) or time-invariant Δ. chunk_size: T when the caller
-    chose it (None: :func:`default_chunk_size`)."""
+    selective_inference: the forward without autograd, diagonal_fwd, diagonal_bwd) for n states
+    per channel (1 for the diagonal scan), a complex or real A, and a per-step (selective) or
+    time-invariant Δ. chunk_size: T when the caller chose it (None: :func:`default_chunk_size`,
+    or the inference entry's own T)."""
     block_n = _next_power_of_2(n)
+    if kind == "selective_inference":
+        entry = _INFERENCE_TILES.get((bool(is_complex), bool(selective)))
+        if entry is None or block_n >= _LARGE_STATE:
+            return default_tile("selective_fwd", n, is_complex, selective, chunk_size)
+        T, block_k, warps = entry
+        return Tile(chunk_size or T, block_k, block_n, warps)
     T = chunk_size or default_chunk_size(kind, is_complex, selective)
     if kind == "selective_step":
         return Tile(T, max(1, _STEP_ELEMENTS // block_n), block_n, _STEP_WARPS)
@@ -1368,12 +1381,13 @@ class _Launch:
 
 
 def _launch_settings(kind: str, discretization: str, softplus, chunk_size: int | None, block_k: int | None, K: int,
-                     n: int, is_complex: bool, selective: bool) -> _Launch:
+                     n: int, is_complex: bool, selective: bool, inference: bool = False) -> _Launch:
     """The forward's and the backward's tiles (kind: selective or diagonal): the defaults of
     :func:`default_tile`, with T = chunk_size and BLOCK_K = block_k where given (BLOCK_K at
-    most K padded to a power of two)."""
+    most K padded to a power of two). inference: a selective forward without autograd (its
+    tile from ``selective_inference``; no backward follows)."""
     tiles = []
-    for part in ("fwd", "bwd"):
+    for part in ("inference" if inference and kind == "selective" else "fwd", "bwd"):
         tile = default_tile(f"{kind}_{part}", n, is_complex, selective, chunk_size)
         width = block_k or min(_next_power_of_2(K), tile.block_k)
         tiles.append(Tile(tile.chunk_size, width, tile.block_n, tile.num_warps))
@@ -1596,10 +1610,11 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
     _check_launch(u, chunk_size, block_k)
     _check_slice_sizes(*u.shape, A.shape[1], A.is_complex())
     u, delta, A, B, C, D, z, delta_bias = _selective_operands(u, delta, A, B, C, D, z, delta_bias)
+    training = _needs_grad(u, delta, A, B, C, D, z, delta_bias)
     launch = _launch_settings("selective", discretization, delta_softplus, chunk_size, block_k, u.shape[2],
-                              A.shape[1], A.is_complex(), delta.dim() == 3)
+                              A.shape[1], A.is_complex(), delta.dim() == 3, inference=not training)
     scale_t = torch.full((1,), float(scale), dtype=_ACCUMULATION[u.dtype], device=u.device)
-    if _needs_grad(u, delta, A, B, C, D, z, delta_bias):
+    if training:
         return _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, scale_t, launch)
     return _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale_t, launch, save_states=False)[0]
 

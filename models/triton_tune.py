@@ -144,8 +144,11 @@ def inputs(point: str, batch: int, channels: int, length: int, device: torch.dev
     if case.complex:
         A = torch.complex(A, torch.pi * torch.randn(channels, n, generator=gen))
     steps = (batch, length, channels)
+    delta = 0.5 * rand(*(steps if flags["DELTA_PER_STEP"] else (channels,))) - 1.0
+    if not flags["SOFTPLUS"]:  # the kernel takes Δ as given: positive, as softplus would make it (|Ā| < 1)
+        delta = torch.nn.functional.softplus(delta)
     common = dict(
-        u=rand(*steps), delta=0.5 * rand(*(steps if flags["DELTA_PER_STEP"] else (channels,))) - 1.0,
+        u=rand(*steps), delta=delta,
         delta_bias=rand(channels) if flags["HAS_BIAS"] else None, delta_softplus=flags["SOFTPLUS"],
         discretization=flags["METHOD"],
     )

@@ -70,10 +70,11 @@ def _A(shape: tuple[int, ...], complex_A: bool, gen: torch.Generator, dtype: tor
     return torch.complex(real, torch.randn(shape, generator=gen, dtype=dtype)) if complex_A else real
 
 
-def selective_inputs(case: Case, device: str, dtype: torch.dtype = torch.float64, seed: int = 0) -> dict:
+def selective_inputs(case: Case, device: str, dtype: torch.dtype = torch.float64, seed: int = 0,
+                     length: int = LENGTH) -> dict:
     """Keyword arguments of selective_scan for a case (random, fixed seed)."""
     gen = torch.Generator().manual_seed(seed)
-    Bt, L, K, n = BATCH, LENGTH, CHANNELS, STATES
+    Bt, L, K, n = BATCH, length, CHANNELS, STATES
 
     def randn(*shape, dtype=dtype):
         return torch.randn(shape, generator=gen, dtype=dtype)
@@ -150,6 +151,32 @@ def test_selective_scan_float32(name: str, device: str) -> None:
     for name_ in kernel[1]:
         assert kernel[1][name_].dtype == kwargs[name_].dtype
         assert relative_error(kernel[1][name_].to(reference[1][name_].dtype), reference[1][name_]) < 1e-4, name_
+
+
+def test_a_forward_without_autograd_takes_its_own_tile_and_computes_the_same(device: str) -> None:
+    # the Mamba entry's forward under no_grad walks longer chunks than its training forward
+    # (no chunk-start states to share with a backward): at L 150 each walks several chunks
+    settings = dict(kind="selective", discretization="zoh_euler", softplus=True, chunk_size=None, block_k=None,
+                    K=CHANNELS, n=STATES, is_complex=False, selective=True)
+    inference = ts._launch_settings(**settings, inference=True).forward
+    training = ts._launch_settings(**settings).forward
+    T, block_k, warps = ts._INFERENCE_TILES[False, True]
+    assert (inference.chunk_size, inference.block_k, inference.num_warps) == (T, min(block_k, 8), warps)
+    assert inference.chunk_size != training.chunk_size
+    kwargs = selective_inputs(CASES["mamba"], device, length=150)
+    reference = output_and_grads(ts.selective_scan_reference, kwargs)
+    with torch.no_grad():
+        fast = ts.selective_scan(**kwargs)
+    assert_same((fast, {}), (reference[0], {}), **TOL)
+    assert_same(output_and_grads(ts.selective_scan, kwargs), reference, **TOL)
+
+
+def test_entries_without_an_inference_tile_and_large_states_infer_with_the_training_forward_tile() -> None:
+    for n, is_complex, selective in [(16, True, False), (32, True, True), (16, False, False), (256, False, True)]:
+        assert (is_complex, selective) not in ts._INFERENCE_TILES or n >= ts._LARGE_STATE
+        assert (ts.default_tile("selective_inference", n, is_complex, selective)
+                == ts.default_tile("selective_fwd", n, is_complex, selective))
+    assert ts.default_tile("selective_inference", 16, False, True, chunk_size=8).chunk_size == 8
 
 
 def test_reference_matches_closed_form() -> None:
@@ -416,12 +443,13 @@ def test_selective_scan_rejects_bad_tiling() -> None:
         ts.selective_scan(**_bad_selective(), block_k=3)
 
 
-def test_selective_scan_rejects_a_batch_past_the_grid() -> None:
+def test_selective_scan_rejects_a_batch_past_the_grid(device) -> None:
     batch = 65536
-    u = torch.zeros((), dtype=F64).expand(batch, 2, 1)
+    u = torch.zeros((), dtype=F64, device=device).expand(batch, 2, 1)
     with pytest.raises(ValueError, match=r"Bt = 65536 is too large: the batch is the second axis of the kernels' "
                                          r"grid, expected <= 65535; call it on smaller batches"):
-        ts.selective_scan(u, u, -torch.ones(1, 2, dtype=F64), C=torch.zeros((), dtype=F64).expand(batch, 2, 2))
+        ts.selective_scan(u, u, -torch.ones(1, 2, dtype=F64, device=device),
+                          C=torch.zeros((), dtype=F64, device=device).expand(batch, 2, 2))
 
 
 @pytest.mark.parametrize("states, is_complex, message", [
@@ -429,14 +457,14 @@ def test_selective_scan_rejects_a_batch_past_the_grid() -> None:
                r"\(call it on fewer channels, or use another mode for L = 65536\)"),
     (32768, True, r"L·n = 4294967296 \(two planes\) is too large"),
 ])
-def test_selective_scan_rejects_a_batch_element_past_32_bit_offsets(states, is_complex, message) -> None:
+def test_selective_scan_rejects_a_batch_element_past_32_bit_offsets(states, is_complex, message, device) -> None:
     # zero-stride views: the shapes of a 2^31-element batch element, with no memory behind them
     length, K = 2 ** 16, 2 ** 15 if states == 1 else 1
-    real = torch.zeros((), dtype=F64)
-    A = -torch.ones(K, states, dtype=C128 if is_complex else F64)
+    real = torch.zeros((), dtype=F64, device=device)
+    A = -torch.ones(K, states, dtype=C128 if is_complex else F64, device=device)
     with pytest.raises(ValueError, match=message):
         ts.selective_scan(real.expand(1, length, K), real.expand(1, length, K), A, B=None,
-                          C=torch.zeros((), dtype=A.dtype).expand(1, length, states))
+                          C=torch.zeros((), dtype=A.dtype, device=device).expand(1, length, states))
 
 
 DIAGONAL = dict(u=torch.zeros(1, 3, 2, dtype=F64), delta=torch.ones(2, dtype=F64), A=-torch.ones(2, dtype=F64))

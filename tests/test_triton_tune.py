@@ -122,3 +122,16 @@ def test_unknown_points_are_refused(capsys):
 def test_bad_tiles_are_refused_before_any_timing(argv, message, capsys):
     assert tune.main(argv + ["--points", "mamba"]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("point", tune.POINTS)
+def test_every_point_times_a_bounded_scan_on_long_inputs(point):
+    # a Δ the kernel takes as given (no softplus) must be positive, or |Ā| > 1 and the scan
+    # overflows long before the tuner's 2048 steps (every error then reads nan)
+    args = tune.inputs(point, 1, 4, 1024, torch.device("cpu"))
+    args = {k: (v.double() if torch.is_tensor(v) and not v.is_complex() else v.to(torch.complex128)
+                if torch.is_tensor(v) else v) for k, v in args.items()}
+    reference = ts.selective_scan_reference if tune.scan_of(point) == "selective" else ts.diagonal_scan_reference
+    out = reference(**args)
+    assert torch.isfinite(torch.view_as_real(out) if out.is_complex() else out).all()
+    assert out.abs().max() < 1e3
