@@ -60,6 +60,7 @@ def within_budget(registers: int | None, spills: int | None) -> bool:
 # (kernel kind, preset point it stands for, complex, n, constexpr flags other than the tiles)
 _MAMBA = dict(METHOD="zoh_euler", DELTA_PER_STEP=True, HAS_BIAS=True, SOFTPLUS=True, HAS_B=True, C_SHARED=True,
               HAS_D=True, HAS_Z=True)
+_MAMBA_CHANNELS_FIRST = dict(_MAMBA, CHANNELS_FIRST=True)
 _MAMBA_LTI = dict(_MAMBA, DELTA_PER_STEP=False, HAS_BIAS=False, SOFTPLUS=False, HAS_B=False, C_SHARED=False)
 _S4D = dict(METHOD="zoh", DELTA_PER_STEP=False, HAS_BIAS=False, SOFTPLUS=False, HAS_B=False, C_SHARED=False,
             HAS_D=True, HAS_Z=False)
@@ -86,6 +87,9 @@ def _case(name, kind, complex_, n, flags):
 CASES = [
     *(_case(f"mamba {k}", f"selective_{k}", False, 16, _MAMBA) for k in ("fwd", "bwd", "step", "inference")),
     *(_case(f"mamba lti {k}", f"selective_{k}", False, 16, _MAMBA_LTI) for k in ("fwd", "bwd", "step")),
+    # mamba-ssm's layout: u, δ, z (and their gradients) (Bt, K, L), a channel's steps adjacent
+    *(_case(f"mamba channels-first {k}", f"selective_{k}", False, 16, _MAMBA_CHANNELS_FIRST)
+      for k in ("fwd", "bwd", "inference")),
     *(_case(f"s4d {k}", f"selective_{k}", True, 32, _S4D) for k in ("fwd", "bwd", "step")),
     *(_case(f"s4d selective dt,B,C {k}", f"selective_{k}", True, 32, _S4D_SELECTIVE) for k in ("fwd", "bwd", "step")),
     # a large state: the carried (BLOCK_N, BLOCK_K) tiles, BLOCK_K capped at 512 / BLOCK_N
@@ -198,6 +202,7 @@ def measure(case: Case, tile=None) -> Usage:
     if case.kind.endswith(("fwd", "inference")):
         constexprs["SAVE_STATES"] = case.kind.endswith("fwd")
     constexprs["BLOCK_K"] = tile.block_k
+    constexprs["CHANNELS_FIRST"] = flags.get("CHANNELS_FIRST", False)  # a selective scan's layout
     for name in list(constexprs):
         if name not in kernel.arg_names:
             del constexprs[name]

@@ -672,18 +672,29 @@ def _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED: tl.constexpr, COMPLEX
 
 
 @_triton_jit
+def _step_offsets(t, k, L, K, CHANNELS_FIRST: tl.constexpr):
+    """(T, BLOCK_K) offsets of steps t and channels k in a batch element of a per-step tensor:
+    (L, K), or (K, L) when CHANNELS_FIRST (a channel's steps adjacent, mamba-ssm's layout)."""
+    if CHANNELS_FIRST:
+        return t[:, None] + k[None, :] * L
+    else:
+        return t[:, None] * K + k[None, :]
+
+
+@_triton_jit
 def _selective_scan_fwd_kernel(
     u_ptr, delta_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, scale_ptr, out_ptr, states_ptr,
     L, K, N,
     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, SAVE_STATES: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    BLOCK_N: tl.constexpr, CHANNELS_FIRST: tl.constexpr,
 ):
     """out of :func:`selective_scan` for channel block program_id(0) and batch program_id(1)
     (consecutive programs take neighbouring channels of one batch element, which share B and C).
 
-    u, δ (per step), z, out: (Bt, L, K); B, C (shared): (Bt, N, L), state-major; A, C (fixed):
+    u, δ (per step), z, out: (Bt, L, K), or (Bt, K, L) when CHANNELS_FIRST; B, C (shared):
+    (Bt, N, L), state-major; A, C (fixed):
     (K, N); δ (time-invariant), bias, D: (K,); scale: (1,); states: (Bt, ⌈L/T⌉, N, K), the
     state entering each chunk (written when SAVE_STATES). Complex tensors are their (..., 2) views.
     A, D, bias, a (K,) δ or C, scale and the states have A's real dtype (fp32 or fp64), the
@@ -719,7 +730,7 @@ def _selective_scan_fwd_kernel(
         t = chunk * T + steps
         mask_t = (t < L)[:, None]
         mask_tk = mask_t & mask_k[None, :]
-        tk = t[:, None] * K + k[None, :]
+        tk = _step_offsets(t, k, L, K, CHANNELS_FIRST)
         u = _load(u_ptr, tk, mask_tk, 0.0)
         dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
                          DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)[1]
@@ -758,11 +769,13 @@ def _selective_scan_bwd_kernel(
     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+    CHANNELS_FIRST: tl.constexpr,
 ):
     """Gradients of :func:`selective_scan` for channel block program_id(0) and batch program_id(1).
 
     Inputs as the forward kernel, with its states and dout (Bt, L, K). Writes du, dz:
-    (Bt, L, K); dpre = ∂ℓ/∂(δ + bias): (Bt, L, K) for a per-step δ; dsum = its partial sums
+    (Bt, L, K); dpre = ∂ℓ/∂(δ + bias): (Bt, L, K) for a per-step δ (each of these (Bt, K, L)
+    when CHANNELS_FIRST); dsum = its partial sums
     over time (Bt, K) for a (K,) δ, or a bias with a bf16/fp16 dpre (SUM_DPRE); partial sums dA: (Bt, K, N) and dD: (Bt, K);
     dB, and dC when shared: (⌈K/BLOCK_K⌉, Bt, N, L), one slice per channel block; dC fixed:
     (Bt, K, N). du, dz, dpre in their inputs' dtypes, the partial sums in A's (fp32 or fp64).
@@ -822,7 +835,7 @@ def _selective_scan_bwd_kernel(
         in_range = t < L
         mask_t = in_range[:, None]
         mask_tk = mask_t & mask_k[None, :]
-        tk = t[:, None] * K + k[None, :]
+        tk = _step_offsets(t, k, L, K, CHANNELS_FIRST)
         u = _load(u_ptr, tk, mask_tk, 0.0)
         pre, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
                               DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
@@ -1241,6 +1254,11 @@ _INT32_LIMIT = 2 ** 31
 _GRID_Y_LIMIT = 65535  # CUDA's largest grid extent along its second axis
 
 
+def _check_layout(channels_first) -> None:
+    if channels_first is not None and not isinstance(channels_first, bool):
+        raise ValueError(f"channels_first={channels_first!r} is not valid; expected None, True or False")
+
+
 def _check_slice_sizes(batch: int, length: int, K: int, n: int, is_complex: bool) -> None:
     """The selective kernels index inside one batch element with 32-bit offsets: L·K, and L·n
     (twice that when complex, two planes), must stay below 2^31; and the batch is the grid's
@@ -1378,20 +1396,23 @@ class _Launch:
     chunk_size: int
     forward: Tile
     backward: Tile
+    channels_first: bool = False  # selective scans: u, a per-step δ, z and out as (Bt, K, L)
 
 
 def _launch_settings(kind: str, discretization: str, softplus, chunk_size: int | None, block_k: int | None, K: int,
-                     n: int, is_complex: bool, selective: bool, inference: bool = False) -> _Launch:
+                     n: int, is_complex: bool, selective: bool, inference: bool = False,
+                     channels_first: bool | None = None) -> _Launch:
     """The forward's and the backward's tiles (kind: selective or diagonal): the defaults of
     :func:`default_tile`, with T = chunk_size and BLOCK_K = block_k where given (BLOCK_K at
     most K padded to a power of two). inference: a selective forward without autograd (its
-    tile from ``selective_inference``; no backward follows)."""
+    tile from ``selective_inference``; no backward follows). channels_first: the selective
+    kernels' layout of the per-step tensors (None: (Bt, L, K), the default)."""
     tiles = []
     for part in ("inference" if inference and kind == "selective" else "fwd", "bwd"):
         tile = default_tile(f"{kind}_{part}", n, is_complex, selective, chunk_size)
         width = block_k or min(_next_power_of_2(K), tile.block_k)
         tiles.append(Tile(tile.chunk_size, width, tile.block_n, tile.num_warps))
-    return _Launch(discretization, bool(softplus), tiles[0].chunk_size, *tiles)
+    return _Launch(discretization, bool(softplus), tiles[0].chunk_size, *tiles, bool(channels_first))
 
 
 def _prepared(x: torch.Tensor | None) -> torch.Tensor | None:
@@ -1434,10 +1455,22 @@ def _as_complex(x: torch.Tensor, is_complex: bool) -> torch.Tensor:
     return torch.view_as_complex(x) if is_complex else x
 
 
+def _batch_length_channels(u: torch.Tensor, launch: _Launch) -> tuple[int, int, int]:
+    """(Bt, L, K) of a per-step tensor in the launch's layout."""
+    batch, *sizes = u.shape
+    return (batch, *sizes[::-1]) if launch.channels_first else (batch, *sizes)
+
+
+def _channels_first(x: torch.Tensor | None) -> torch.Tensor | None:
+    """A (Bt, L, K) tensor as a contiguous (Bt, K, L) one (differentiable; one copy)."""
+    return None if x is None else x.transpose(1, 2).contiguous()
+
+
 def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Launch, save_states: bool):
     """out (Bt, L, K) and, when save_states, the chunk-start states (Bt, ⌈L/T⌉, n, K[, 2]).
-    A shared B or C comes state-major, (Bt, n, L) (:func:`_state_major`)."""
-    batch, length, K = u.shape
+    A shared B or C comes state-major, (Bt, n, L) (:func:`_state_major`); u, a per-step δ, z
+    and out are (Bt, K, L) when launch.channels_first."""
+    batch, length, K = _batch_length_channels(u, launch)
     n = A.shape[1]
     pairs = (2,) if A.is_complex() else ()
     out = torch.empty_like(u)
@@ -1450,15 +1483,16 @@ def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Laun
         METHOD=launch.method, COMPLEX=A.is_complex(), DELTA_PER_STEP=delta.dim() == 3,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, SAVE_STATES=save_states, T=launch.chunk_size,
-        BLOCK_K=tile.block_k, BLOCK_N=tile.block_n, num_warps=tile.num_warps,
+        BLOCK_K=tile.block_k, BLOCK_N=tile.block_n, CHANNELS_FIRST=launch.channels_first, num_warps=tile.num_warps,
     )
     return out, (states if save_states else None)
 
 
 def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout, launch: _Launch):
     """Gradients (u, delta, A, B, C, D, z, delta_bias) of :func:`selective_scan`; None for absent
-    inputs. B and a shared C, and their gradients, are state-major (Bt, n, L)."""
-    batch, length, K = u.shape
+    inputs. B and a shared C, and their gradients, are state-major (Bt, n, L); the per-step
+    tensors and their gradients (Bt, K, L) when launch.channels_first."""
+    batch, length, K = _batch_length_channels(u, launch)
     n = A.shape[1]
     is_complex = A.is_complex()
     pairs = (2,) if is_complex else ()
@@ -1481,10 +1515,11 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
         METHOD=launch.method, COMPLEX=is_complex, DELTA_PER_STEP=per_step, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=c_shared, HAS_D=D is not None,
         HAS_Z=z is not None, T=launch.chunk_size, BLOCK_K=tile.block_k, BLOCK_N=tile.block_n,
-        num_warps=tile.num_warps,
+        CHANNELS_FIRST=launch.channels_first, num_warps=tile.num_warps,
     )
     # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ: Σ over time of dpre, summed by the kernel (SUM_DPRE) or here
-    d_channel = dpre.sum((0, 1)) if per_step and dpre.dtype == acc else dsum.sum(0)
+    time_axis = 2 if launch.channels_first else 1
+    d_channel = dpre.sum((0, time_axis)) if per_step and dpre.dtype == acc else dsum.sum(0)
     return (
         du,
         dpre if per_step else d_channel,
@@ -1588,7 +1623,7 @@ def _needs_grad(*tensors) -> bool:
 
 
 def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   discretization="zoh", scale=1.0, *, chunk_size=None, block_k=None):
+                   discretization="zoh", scale=1.0, *, chunk_size=None, block_k=None, channels_first=None):
     """The SISO selective scan (Mamba, S4D), fused: no (Bt, L, K, n) tensor is written.
 
     u: (Bt, L, K) real: float64, float32, or bfloat16/float16 (accumulated in float32).
@@ -1604,19 +1639,29 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
     Returns out (Bt, L, K), u's dtype. Differentiable in every tensor input (each gradient
     in its input's dtype). chunk_size: T,
     the steps per scanned chunk; block_k: channels per program of the forward and backward
-    kernels; None: the defaults of :func:`default_tile`.
+    kernels; None: the defaults of :func:`default_tile`. channels_first: True runs the kernels
+    on (Bt, K, L) copies of u, a per-step delta and z (a channel's steps adjacent in memory, as
+    mamba-ssm lays them out; out is then a (Bt, L, K) view of a (Bt, K, L) tensor); None or False:
+    on the tensors as given.
     """
     _check_selective(u, delta, A, B, C, D, z, delta_bias, discretization, scale)
     _check_launch(u, chunk_size, block_k)
+    _check_layout(channels_first)
     _check_slice_sizes(*u.shape, A.shape[1], A.is_complex())
     u, delta, A, B, C, D, z, delta_bias = _selective_operands(u, delta, A, B, C, D, z, delta_bias)
     training = _needs_grad(u, delta, A, B, C, D, z, delta_bias)
     launch = _launch_settings("selective", discretization, delta_softplus, chunk_size, block_k, u.shape[2],
-                              A.shape[1], A.is_complex(), delta.dim() == 3, inference=not training)
+                              A.shape[1], A.is_complex(), delta.dim() == 3, inference=not training,
+                              channels_first=channels_first)
     scale_t = torch.full((1,), float(scale), dtype=_ACCUMULATION[u.dtype], device=u.device)
+    if launch.channels_first:
+        u, z = _channels_first(u), _channels_first(z)
+        delta = _channels_first(delta) if delta.dim() == 3 else delta
     if training:
-        return _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, scale_t, launch)
-    return _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale_t, launch, save_states=False)[0]
+        out = _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, scale_t, launch)
+    else:
+        out = _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale_t, launch, save_states=False)[0]
+    return out.transpose(1, 2) if launch.channels_first else out
 
 
 def diagonal_scan(u, delta, A, gain=None, delta_bias=None, delta_softplus=False, discretization="zoh", *,

@@ -81,7 +81,7 @@ from .bench import relative_difference
 from .timing import Clock
 
 POINTS = (  # points whose "<point> fwd" and "<point> bwd" kernels are cases of triton_resources.CASES
-    "mamba", "s4d", "s4d selective dt,B,C", "s5", "s5 selective dt,C", "real diagonal selective",
+    "mamba", "mamba channels-first", "s4d", "s4d selective dt,B,C", "s5", "s5 selective dt,C", "real diagonal selective",
 )
 ERROR_LIMIT = 1e-4  # relative norm error against the default tile (float32, reordered sums)
 WARPS = (1, 2, 4, 8, 16, 32)
@@ -172,9 +172,14 @@ class Kernels:
         self.softplus, self.method = args.pop("delta_softplus"), args.pop("discretization")
         A = args["A"]
         self.complex, self.per_step = A.is_complex(), args["delta"].dim() == 3
+        self.channels_first = dict(_case(point).flags).get("CHANNELS_FIRST", False)
         if self.scan == "selective":
             scale = torch.ones(1, dtype=torch.float32, device=device)
-            self.operands = (*ts._selective_operands(**args), scale)
+            u, delta, *rest, z, delta_bias = ts._selective_operands(**args)
+            if self.channels_first:  # the kernels' (Bt, K, L) layout; the copies are not timed
+                u, z = ts._channels_first(u), ts._channels_first(z)
+                delta = ts._channels_first(delta) if self.per_step else delta
+            self.operands = (u, delta, *rest, z, delta_bias, scale)
             self._forward, self._backward = ts._selective_forward, ts._selective_backward
         else:
             self.operands = ts._diagonal_operands(**args)
@@ -183,18 +188,20 @@ class Kernels:
         out_dtype = torch.complex64 if self.scan == "diagonal" and self.complex else torch.float32
         self.dout = torch.randn((batch, length, channels), dtype=out_dtype,
                                 generator=torch.Generator().manual_seed(1)).to(device)
+        if self.channels_first:
+            self.dout = ts._channels_first(self.dout)
         self._states = {}  # T -> the chunk-start states of the default forward
 
     def default(self, T: int) -> ts._Launch:
         """The launch of the default tiles at T."""
         n = _case(self.point).n
         return ts._launch_settings(self.scan, self.method, self.softplus, T, None, self.channels, n, self.complex,
-                                   self.per_step)
+                                   self.per_step, channels_first=self.channels_first)
 
     def launch(self, T: int, block_k: int, num_warps: int) -> ts._Launch:
         """Forward and backward both at (T, block_k, num_warps)."""
         tile = tile_of(self.point, T, block_k, num_warps)
-        return ts._Launch(self.method, self.softplus, T, tile, tile)
+        return ts._Launch(self.method, self.softplus, T, tile, tile, self.channels_first)
 
     def forward(self, launch: ts._Launch):
         """(out, chunk-start states)."""

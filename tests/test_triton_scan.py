@@ -171,6 +171,20 @@ def test_a_forward_without_autograd_takes_its_own_tile_and_computes_the_same(dev
     assert_same(output_and_grads(ts.selective_scan, kwargs), reference, **TOL)
 
 
+@pytest.mark.parametrize("name", ["mamba", "s4d", "bilinear_complex_real_B"])
+@pytest.mark.parametrize("tiling", [TILING, {}], ids=["tiled", "default"])
+def test_channels_first_kernels_compute_the_same(name: str, tiling: dict, device: str) -> None:
+    # u, δ and z copied to (Bt, K, L) for the kernels: out, every gradient as on (Bt, L, K)
+    kwargs = selective_inputs(CASES[name], device, length=40)
+    reference = output_and_grads(ts.selective_scan_reference, kwargs)
+    first = output_and_grads(lambda **kw: ts.selective_scan(**kw, **tiling, channels_first=True), kwargs)
+    assert first[0].shape == (BATCH, 40, CHANNELS)
+    assert_same(first, reference, **TOL)
+    with torch.no_grad():
+        fast = ts.selective_scan(**kwargs, **tiling, channels_first=True)
+    assert_same((fast, {}), (reference[0], {}), **TOL)
+
+
 def test_entries_without_an_inference_tile_and_large_states_infer_with_the_training_forward_tile() -> None:
     for n, is_complex, selective in [(16, True, False), (32, True, True), (16, False, False), (256, False, True)]:
         assert (is_complex, selective) not in ts._INFERENCE_TILES or n >= ts._LARGE_STATE
@@ -434,6 +448,11 @@ def test_parameters_must_stay_at_the_accumulation_dtype() -> None:
     with pytest.raises(ValueError, match=r"z must be a tensor of shape \(Bt, L, K\) = \(2, 21, 5\) and dtype "
                                          r"torch.float64; got"):
         ts.selective_scan(**{**wide, "z": wide["z"].bfloat16()})
+
+
+def test_selective_scan_rejects_a_bad_layout() -> None:
+    with pytest.raises(ValueError, match=r"channels_first='yes' is not valid; expected None, True or False"):
+        ts.selective_scan(**_bad_selective(), channels_first="yes")
 
 
 def test_selective_scan_rejects_bad_tiling() -> None:
