@@ -1640,23 +1640,24 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
     in its input's dtype). chunk_size: T,
     the steps per scanned chunk; block_k: channels per program of the forward and backward
     kernels; None: the defaults of :func:`default_tile`. channels_first: True runs the kernels
-    on (Bt, K, L) copies of u, a per-step delta and z (a channel's steps adjacent in memory, as
-    mamba-ssm lays them out; out is then a (Bt, L, K) view of a (Bt, K, L) tensor); None or False:
-    on the tensors as given.
+    on u, a per-step delta and z laid out (Bt, K, L), a channel's steps adjacent in memory, as
+    mamba-ssm lays them out: copied so, unless they are (Bt, L, K) views of such tensors (x.transpose(1, 2) of a
+    contiguous (Bt, K, L) x; a shared B and C likewise as views of (Bt, n, L) tensors), and out
+    is then a (Bt, L, K) view of a (Bt, K, L) tensor; None or False: laid out (Bt, L, K).
     """
     _check_selective(u, delta, A, B, C, D, z, delta_bias, discretization, scale)
     _check_launch(u, chunk_size, block_k)
     _check_layout(channels_first)
     _check_slice_sizes(*u.shape, A.shape[1], A.is_complex())
-    u, delta, A, B, C, D, z, delta_bias = _selective_operands(u, delta, A, B, C, D, z, delta_bias)
     training = _needs_grad(u, delta, A, B, C, D, z, delta_bias)
     launch = _launch_settings("selective", discretization, delta_softplus, chunk_size, block_k, u.shape[2],
                               A.shape[1], A.is_complex(), delta.dim() == 3, inference=not training,
                               channels_first=channels_first)
-    scale_t = torch.full((1,), float(scale), dtype=_ACCUMULATION[u.dtype], device=u.device)
-    if launch.channels_first:
+    if launch.channels_first:  # no copy when they are transposed views of (Bt, K, L) tensors
         u, z = _channels_first(u), _channels_first(z)
         delta = _channels_first(delta) if delta.dim() == 3 else delta
+    u, delta, A, B, C, D, z, delta_bias = _selective_operands(u, delta, A, B, C, D, z, delta_bias)
+    scale_t = torch.full((1,), float(scale), dtype=_ACCUMULATION[u.dtype], device=u.device)
     if training:
         out = _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, scale_t, launch)
     else:

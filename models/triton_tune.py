@@ -7,8 +7,10 @@ For each point of :data:`POINTS`, float32, the candidate tiles are every (T, BLO
 of ``--chunks`` x the point's BLOCK_K candidates x ``--warps`` with at most 8 (T, BLOCK_K)
 elements per thread (:data:`MAX_ELEMENTS_PER_THREAD`), each for the forward and the backward
 kernel. The points are the selective scans of :data:`models.triton_resources.CASES`
-(Mamba: real A, n 16, Δ, B, C per step; S4D: complex A, n 32, fixed Δ and C; complex with Δ, B
-and C per step), whose BLOCK_K candidates are ``--block-k``, and the diagonal scans of the MIMO
+(Mamba: real A, n 16, Δ, B, C per step, also in mamba-ssm's layout, ``mamba channels-first``:
+u, δ, z, out and their gradients (Bt, K, L), ``selective_scan(channels_first=True)``; S4D:
+complex A, n 32, fixed Δ and C; complex with Δ, B and C per step), whose BLOCK_K candidates are
+``--block-k``, and the diagonal scans of the MIMO
 layer (S5: complex A, fixed Δ; complex with Δ and C per step; real with Δ per step: one state
 per channel), whose BLOCK_K candidates are ``--diagonal-block-k``.
 

@@ -205,3 +205,22 @@ def test_frontier_points_are_timed_and_mamba2_peer_is_named(tmp_path) -> None:
         peer = frame[frame["name"] == "mamba-ssm Mamba2"]
         assert set(peer["compare_to"]) == {"mamba2"}
         assert (peer["status"] == "skipped").all() or frame["device"].eq("cuda").all()
+
+
+def test_our_selective_scan_on_the_peers_layout_computes_what_it_computes_on_ours() -> None:
+    # the (B, D, L) series reads mamba-ssm's inputs in place (channels_first): same outputs
+    import torch
+
+    from ablate.bench.subjects import SelectiveScanOurs, _scan_inputs
+    from models import triton_scan
+
+    if not triton_scan.runs_on("cpu"):
+        pytest.skip("the Triton kernels need TRITON_INTERPRET=1 on a CPU")
+    D, N = 6, 4
+    torch.manual_seed(0)
+    peer_layout = _scan_inputs(True, D, N)(2, 12, torch.device("cpu"))  # u, δ: (B, D, L); B, C: (B, N, L)
+    in_place = SelectiveScanOurs(D, N, "triton", channels_first=True)
+    ours = SelectiveScanOurs(D, N, "triton")
+    out = in_place(*peer_layout)
+    assert out.shape == (2, D, 12)
+    torch.testing.assert_close(out, ours(*(x.transpose(1, 2) for x in peer_layout)).transpose(1, 2))

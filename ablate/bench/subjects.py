@@ -13,7 +13,9 @@ Peers, when installed (each row has ``peer=True`` and ``compare_to`` naming our 
 * ``mamba-ssm selective_scan_ref`` (every device) and ``selective_scan_fn`` (GPU, CUDA
   build): the selective scan alone, y = SSM(u; Δ, A, B, C) + D u, Δ = softplus(δ + b),
   compared with ``selective scan (ours)``: the same computation with :mod:`models.discretize`
-  and :func:`models.scan.linear_scan` in each of our modes.
+  and :func:`models.scan.linear_scan` in each of our modes. In ``triton`` mode also
+  ``selective scan (ours, (B, D, L))``: our kernels on the peer's own (B, D, L) inputs
+  (``channels_first``: read in place, as the peer reads them).
 * ``s5-pytorch S5``: s5-pytorch's ``S5(H, P)`` (the SSM alone: P complex states without
   conjugate symmetry, no activation; vmapped over the batch; mode ``native``). Compared with
   the point that does the peer's work (preset s5 with exactly conj_sym=False, gate=none, i.e.
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 
 STATE_COPIES = 10  # rough peak of a forward+backward, in (B, L, states) tensors: only guards the first length
 SCAN_OURS = "selective scan (ours)"
+SCAN_OURS_CHANNELS_FIRST = "selective scan (ours, (B, D, L))"
 
 
 def version_of(distribution: str) -> str:
@@ -282,15 +285,20 @@ class SelectiveScanOurs(nn.Module):
     (zoh_euler); y_t = C_t·h_t + D u_t. A = -exp(A_log): (D, N).
     """
 
-    def __init__(self, D: int, N: int, mode: str):
+    def __init__(self, D: int, N: int, mode: str, channels_first: bool = False):
         super().__init__()
-        self.mode = mode
+        self.mode, self.channels_first = mode, channels_first
         self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(D, 1))
         self.D = nn.Parameter(torch.ones(D))
         self.delta_bias = nn.Parameter(torch.log(torch.expm1(torch.full((D,), 0.01))))
 
     def forward(self, u: torch.Tensor, delta: torch.Tensor, B_t: torch.Tensor, C_t: torch.Tensor) -> torch.Tensor:
         A = -torch.exp(self.A_log)
+        if self.channels_first:  # every input (B, ·, L), as mamba-ssm takes them: the kernels read them in place
+            out = triton_scan.selective_scan(*(x.transpose(1, 2) for x in (u, delta)), A, B=B_t.transpose(1, 2),
+                                             C=C_t.transpose(1, 2), D=self.D, delta_bias=self.delta_bias,
+                                             delta_softplus=True, discretization="zoh_euler", channels_first=True)
+            return out.transpose(1, 2)  # (B, D, L)
         if self.mode == "triton":  # fused: no (B, L, D, N) tensor in memory
             return triton_scan.selective_scan(u, delta, A, B=B_t, C=C_t, D=self.D, delta_bias=self.delta_bias,
                                               delta_softplus=True, discretization="zoh_euler")
@@ -349,6 +357,12 @@ def selective_scan_subjects(H: int, N: int, device: torch.device, requested: Seq
             name=SCAN_OURS, peer=False, mode=mode, includes="softplus(δ+b), zoh_euler, linear_scan, C·h + D u",
             build=lambda mode=mode: SelectiveScanOurs(D, N, mode), inputs=_scan_inputs(False, D, N),
             version=version_of("ssm-ablate"), **common))
+        if mode == "triton":  # the kernels on the peer's (B, D, L) inputs, in place: no copy on either side
+            subjects.append(Subject(
+                name=SCAN_OURS_CHANNELS_FIRST, peer=False, mode=mode,
+                includes="softplus(δ+b), zoh_euler, linear_scan, C·h + D u; (B, D, L) layout",
+                build=lambda: SelectiveScanOurs(D, N, "triton", channels_first=True),
+                inputs=_scan_inputs(True, D, N), version=version_of("ssm-ablate"), **common))
     found = mamba_reference()
     missing = None if found is not None else "mamba-ssm is not installed"
     peers = [("mamba-ssm selective_scan_ref", "reference", found[1] if found else None)]
