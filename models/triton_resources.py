@@ -193,7 +193,8 @@ def measure(case: Case, tile=None) -> Usage:
         raise RuntimeError("TRITON_INTERPRET=1: triton.jit built interpreted kernels, which do not compile")
     kernel = getattr(ts, _KERNELS[case.kind])
     flags = dict(case.flags)
-    tile = tile or ts.default_tile(case.kind, case.n, case.complex, flags.get("DELTA_PER_STEP", False))
+    tile = tile or ts.default_tile(case.kind, case.n, case.complex, flags.get("DELTA_PER_STEP", False),
+                                   channels_first=flags.get("CHANNELS_FIRST", False))
     constexprs = dict(flags, COMPLEX=case.complex)
     if case.kind.startswith("selective"):
         constexprs["BLOCK_N"] = tile.block_n

@@ -1322,6 +1322,14 @@ _DIAGONAL_TILES = {  # n = 1: one state per channel
 _INFERENCE_TILES = {
     (False, True): (64, 2, 1),
 }
+# selective_scan(channels_first=True), u, δ, z in (Bt, K, L): its own entries where measured (a
+# channel's steps adjacent, one or two channels per program read whole runs); the rest as above.
+_CHANNELS_FIRST_TILES = {
+    (False, True): (64, 2, 1, 1, 1),
+}
+_CHANNELS_FIRST_INFERENCE_TILES = {
+    (False, True): (256, 1, 1),
+}
 _TILE_TABLES = {"selective": _SELECTIVE_TILES, "diagonal": _DIAGONAL_TILES}
 _LARGE_STATE = 64  # from 64 states (BLOCK_N), the tiles of default_tile's last lines
 _CARRIED_ELEMENTS = 512
@@ -1345,29 +1353,44 @@ def _next_power_of_2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def default_chunk_size(kind: str, is_complex: bool, selective: bool) -> int:
+def _entry(scan: str, is_complex: bool, selective: bool, channels_first: bool = False,
+           inference: bool = False) -> tuple | None:
+    """A scan's table entry: (T, BLOCK_K fwd, warps fwd, BLOCK_K bwd, warps bwd), or with
+    inference the no-grad forward's (T, BLOCK_K, warps) (None where there is none); from the
+    channels-first tables where they hold one."""
+    key = bool(is_complex), bool(selective)
+    if inference:
+        tables = (_CHANNELS_FIRST_INFERENCE_TILES, _INFERENCE_TILES) if channels_first else (_INFERENCE_TILES,)
+    else:
+        tables = (_CHANNELS_FIRST_TILES, _TILE_TABLES[scan]) if channels_first else (_TILE_TABLES[scan],)
+    return next((table[key] for table in tables if key in table), None)
+
+
+def default_chunk_size(kind: str, is_complex: bool, selective: bool, channels_first: bool = False) -> int:
     """The default T of a scan (kind ``selective`` or ``diagonal``), shared by its forward and backward."""
-    return _TILE_TABLES[kind.split("_")[0]][bool(is_complex), bool(selective)][0]
+    return _entry(kind.split("_")[0], is_complex, selective, channels_first)[0]
 
 
-def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_size: int | None = None) -> Tile:
+def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_size: int | None = None,
+                 channels_first: bool = False) -> Tile:
     """The default tile of kernel ``kind`` (selective_fwd, selective_bwd, selective_step,
     selective_inference: the forward without autograd, diagonal_fwd, diagonal_bwd) for n states
     per channel (1 for the diagonal scan), a complex or real A, and a per-step (selective) or
     time-invariant Δ. chunk_size: T when the caller chose it (None: :func:`default_chunk_size`,
-    or the inference entry's own T)."""
+    or the inference entry's own T). channels_first: a selective scan's per-step tensors are
+    (Bt, K, L) (:func:`selective_scan`)."""
     block_n = _next_power_of_2(n)
     if kind == "selective_inference":
-        entry = _INFERENCE_TILES.get((bool(is_complex), bool(selective)))
+        entry = _entry("selective", is_complex, selective, channels_first, inference=True)
         if entry is None or block_n >= _LARGE_STATE:
-            return default_tile("selective_fwd", n, is_complex, selective, chunk_size)
+            return default_tile("selective_fwd", n, is_complex, selective, chunk_size, channels_first)
         T, block_k, warps = entry
         return Tile(chunk_size or T, block_k, block_n, warps)
-    T = chunk_size or default_chunk_size(kind, is_complex, selective)
+    T = chunk_size or default_chunk_size(kind, is_complex, selective, channels_first)
     if kind == "selective_step":
         return Tile(T, max(1, _STEP_ELEMENTS // block_n), block_n, _STEP_WARPS)
     scan, part = kind.split("_")
-    _, *sizes = _TILE_TABLES[scan][bool(is_complex), bool(selective)]
+    _, *sizes = _entry(scan, is_complex, selective, channels_first)
     block_k, warps = sizes[:2] if part == "fwd" else sizes[2:]
     if scan == "diagonal":
         return Tile(T, block_k, 1, warps)
@@ -1409,7 +1432,7 @@ def _launch_settings(kind: str, discretization: str, softplus, chunk_size: int |
     kernels' layout of the per-step tensors (None: (Bt, L, K), the default)."""
     tiles = []
     for part in ("inference" if inference and kind == "selective" else "fwd", "bwd"):
-        tile = default_tile(f"{kind}_{part}", n, is_complex, selective, chunk_size)
+        tile = default_tile(f"{kind}_{part}", n, is_complex, selective, chunk_size, bool(channels_first))
         width = block_k or min(_next_power_of_2(K), tile.block_k)
         tiles.append(Tile(tile.chunk_size, width, tile.block_n, tile.num_warps))
     return _Launch(discretization, bool(softplus), tiles[0].chunk_size, *tiles, bool(channels_first))
@@ -1646,8 +1669,8 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
     is then a (Bt, L, K) view of a (Bt, K, L) tensor; None or False: laid out (Bt, L, K).
     """
     _check_selective(u, delta, A, B, C, D, z, delta_bias, discretization, scale)
-    _check_launch(u, chunk_size, block_k)
     _check_layout(channels_first)
+    _check_launch(u, chunk_size, block_k)
     _check_slice_sizes(*u.shape, A.shape[1], A.is_complex())
     training = _needs_grad(u, delta, A, B, C, D, z, delta_bias)
     launch = _launch_settings("selective", discretization, delta_softplus, chunk_size, block_k, u.shape[2],

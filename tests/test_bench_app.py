@@ -224,3 +224,18 @@ def test_our_selective_scan_on_the_peers_layout_computes_what_it_computes_on_our
     out = in_place(*peer_layout)
     assert out.shape == (2, D, 12)
     torch.testing.assert_close(out, ours(*(x.transpose(1, 2) for x in peer_layout)).transpose(1, 2))
+
+
+def test_where_mamba_ssms_kernel_runs_its_reference_loop_is_skipped_not_timed(monkeypatch) -> None:
+    import torch
+
+    from ablate.bench import subjects
+
+    monkeypatch.setattr(subjects, "selective_scan_kernel", lambda: (lambda *args, **kwargs: None))
+    monkeypatch.setattr(subjects, "mamba_reference", lambda: (None, lambda *args, **kwargs: None))
+    peers = [s for s in subjects.selective_scan_subjects(4, 2, torch.device("cuda"), ["triton"]) if s.peer]
+    assert [(s.name, s.skip_reason is None) for s in peers] == [
+        ("mamba-ssm selective_scan_fn", True), ("mamba-ssm selective_scan_ref", False)]
+    assert "selective_scan_fn" in peers[1].skip_reason
+    on_a_cpu = [s for s in subjects.selective_scan_subjects(4, 2, torch.device("cpu"), ["scan"]) if s.peer]
+    assert [(s.name, s.skip_reason) for s in on_a_cpu] == [("mamba-ssm selective_scan_ref", None)]

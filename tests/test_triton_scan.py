@@ -174,15 +174,32 @@ def test_a_forward_without_autograd_takes_its_own_tile_and_computes_the_same(dev
 @pytest.mark.parametrize("name", ["mamba", "s4d", "bilinear_complex_real_B"])
 @pytest.mark.parametrize("tiling", [TILING, {}], ids=["tiled", "default"])
 def test_channels_first_kernels_compute_the_same(name: str, tiling: dict, device: str) -> None:
-    # u, δ and z copied to (Bt, K, L) for the kernels: out, every gradient as on (Bt, L, K)
-    kwargs = selective_inputs(CASES[name], device, length=40)
+    # u, δ and z copied to (Bt, K, L) for the kernels: out, every gradient as on (Bt, L, K); at
+    # the default tiles L 300 walks several chunks of the training and the no-grad forward
+    length = 300 if not tiling else 40
+    kwargs = selective_inputs(CASES[name], device, length=length)
     reference = output_and_grads(ts.selective_scan_reference, kwargs)
     first = output_and_grads(lambda **kw: ts.selective_scan(**kw, **tiling, channels_first=True), kwargs)
-    assert first[0].shape == (BATCH, 40, CHANNELS)
+    assert first[0].shape == (BATCH, length, CHANNELS)
     assert_same(first, reference, **TOL)
     with torch.no_grad():
         fast = ts.selective_scan(**kwargs, **tiling, channels_first=True)
     assert_same((fast, {}), (reference[0], {}), **TOL)
+
+
+def test_the_channels_first_layout_takes_its_own_entries_where_there_are_some() -> None:
+    settings = dict(kind="selective", discretization="zoh_euler", softplus=True, chunk_size=None, block_k=None,
+                    K=1024, n=16, is_complex=False, selective=True, channels_first=True)
+    T, fwd_k, fwd_warps, bwd_k, bwd_warps = ts._CHANNELS_FIRST_TILES[False, True]
+    launch = ts._launch_settings(**settings)
+    assert launch.channels_first and (launch.chunk_size, launch.forward.block_k, launch.forward.num_warps,
+                                      launch.backward.block_k, launch.backward.num_warps) == (
+                                          T, fwd_k, fwd_warps, bwd_k, bwd_warps)
+    forward = ts._launch_settings(**settings, inference=True).forward
+    assert (forward.chunk_size, forward.block_k, forward.num_warps) == ts._CHANNELS_FIRST_INFERENCE_TILES[False, True]
+    # an entry with none of its own: the (Bt, L, K) layout's
+    assert ts.default_tile("selective_bwd", 32, True, False, channels_first=True) == ts.default_tile(
+        "selective_bwd", 32, True, False)
 
 
 def test_entries_without_an_inference_tile_and_large_states_infer_with_the_training_forward_tile() -> None:

@@ -10,8 +10,8 @@ Peers, when installed (each row has ``peer=True`` and ``compare_to`` naming our 
 * ``mamba-ssm Mamba``: mamba-ssm's block with our Mamba preset's weights; on CPU its
   PyTorch reference path (``selective_scan_ref``, PyTorch conv; mode ``reference``), on a
   GPU with its CUDA build its kernels (mode ``cuda``). Compared with our ``mamba`` point.
-* ``mamba-ssm selective_scan_ref`` (every device) and ``selective_scan_fn`` (GPU, CUDA
-  build): the selective scan alone, y = SSM(u; Δ, A, B, C) + D u, Δ = softplus(δ + b),
+* ``mamba-ssm selective_scan_fn`` (GPU, CUDA build) or else ``selective_scan_ref`` (its
+  Python loop over L; recorded as skipped where the kernel runs): the selective scan alone, y = SSM(u; Δ, A, B, C) + D u, Δ = softplus(δ + b),
   compared with ``selective scan (ours)``: the same computation with :mod:`models.discretize`
   and :func:`models.scan.linear_scan` in each of our modes. In ``triton`` mode also
   ``selective scan (ours, (B, D, L))``: our kernels on the peer's own (B, D, L) inputs
@@ -365,17 +365,19 @@ def selective_scan_subjects(H: int, N: int, device: torch.device, requested: Seq
                 inputs=_scan_inputs(True, D, N), version=version_of("ssm-ablate"), **common))
     found = mamba_reference()
     missing = None if found is not None else "mamba-ssm is not installed"
-    peers = [("mamba-ssm selective_scan_ref", "reference", found[1] if found else None)]
     kernel = selective_scan_kernel() if device.type == "cuda" else None
-    if kernel is not None:
-        peers.append(("mamba-ssm selective_scan_fn", "cuda", kernel))
-    for name, mode, fn in peers:
+    # where the CUDA kernel runs it stands for mamba-ssm: its reference, a Python loop over L,
+    # took a minute at batch 8, L 2048 on an H200 (4.3 s a forward and backward)
+    slow = "timed where mamba-ssm's CUDA kernel is not: here selective_scan_fn is" if kernel is not None else None
+    peers = [("mamba-ssm selective_scan_fn", "cuda", kernel, None)] if kernel is not None else []
+    peers.append(("mamba-ssm selective_scan_ref", "reference", found[1] if found else None, missing or slow))
+    for name, mode, fn, skip in peers:
         subjects.append(Subject(
             name=name, peer=True, mode=mode,
             includes=f"mamba-ssm {name.split()[-1]}, delta_softplus, D; (B, D, L) layout",
             build=(lambda fn=fn: SelectiveScanPeer(D, N, fn)) if fn else (lambda: None),
             inputs=_scan_inputs(True, D, N), compare_to=SCAN_OURS,
-            version=version_of("mamba_ssm") or version_of("mamba-ssm"), skip_reason=missing, **common))
+            version=version_of("mamba_ssm") or version_of("mamba-ssm"), skip_reason=skip, **common))
     return subjects
 
 
