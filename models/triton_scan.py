@@ -75,8 +75,8 @@ time-invariant δ, B and C shared by the channels) are written as per-program pa
 and reduced by torch afterwards: deterministic, no atomics.
 
 Default tiles (:func:`default_tile`), per kernel, complex A and per-step (selective) Δ.
-They are chosen from compile-time measurements, not timings (no GPU was available when they
-were set): every kernel compiled for sm_90 by triton's ptxas, registers per thread and spills
+The Mamba entries are timed on an H200 (below, "Measured"); the others are chosen from
+compile-time measurements, not timings: every kernel compiled for sm_90 by triton's ptxas, registers per thread and spills
 read by cuobjdump and ptxas, and the SASS of its main loop (the loop over states of a
 selective kernel, over chunks of a diagonal one) by cuobjdump -sass (``python -m
 models.triton_resources [--bf16] [--aligned]``; tests/test_kernel_resources.py holds the
@@ -102,7 +102,8 @@ writes 1.1 GB; and the real diagonal scan with a fixed Δ, which no compiled cas
 
   kernel (preset point, n)                  T  BLOCK_K warps  registers, 3.9 / 3.6,  /ELEM, 3.9 / 3.6
                                                                fp32       bf16        before      now
-  selective fwd  (Mamba: real, 16)         32    4     1     78 / 72    80 / 77      2.7 / 2.8   2.4 / 2.4
+  selective fwd  (Mamba: real, 16)         32    2     1     78 / 72    77 / 72      2.7 / 2.8   2.6 / 2.6
+  selective fwd, no_grad (Mamba)            64    2     1     79 / 79    79 / 72          -       1.9 / 1.9
   selective bwd  (Mamba: real, 16)         32    2     1     72 / 72    72 / 72     13.0 / 12.2  4.7 / 5.2
   selective fwd  (Mamba LTI: real, 16)     32    8     1     96 / 93   128 / 93      2.6 / 2.8   1.4 / 1.4
   selective bwd  (Mamba LTI: real, 16)     32    1     1     52 / 47    52 / 45     11.8 / 11.0  4.8 / 5.4
@@ -159,14 +160,54 @@ carry over: the Mamba forward at n = 256 on one warp takes 141 registers in bf16
 3.6, the S4D forward at BLOCK_K 2 on 2 warps 4 bytes of spills with 3.9. The budget test holds the Mamba and
 S4D kernels at n = 256 and the complex ones with Δ, B and C per step at n = 64 and 256 (their
 "n 64" and "n 256" rows): 56 to 126 registers in both versions and both specialisations, no
-spills. Whether these tiles are the fastest on a GPU was not measured here (``make gpu-tune``
-times the candidates, ``make gpu-check`` these).
+spills. Whether the tiles of the other entries are the fastest on a GPU was not measured
+(``make gpu-tune`` times the candidates, ``make gpu-check`` these).
+
+Measured (``make gpu-tune``'s timings: one H200, torch 2.11, triton 3.6, float32, batch 8,
+K 1024, n 16, L 2048, medians of 20 and of 10 calls, in two runs; each candidate checked
+against the default tile at its T: relative errors <= 1.6e-7). The Mamba point, kernels alone (the
+backward's time includes torch's sums of its partial gradients of B and C), milliseconds:
+
+  layout                 T   forward (BLOCK_K, warps)   backward (BLOCK_K, warps)   sum
+  (Bt, L, K)            32   1.33 / 1.41  (2, 1)        3.27 / 3.37  (2, 1)         4.60 / 4.78
+  (Bt, L, K)            64   0.98 / 0.99  (2, 1)        3.73 / 3.71  (1, 1)         4.71 / 4.70
+  (Bt, L, K), before    32   1.43 / 1.46  (4, 1)        3.27 / 3.37  (2, 1)         4.70 / 4.83
+  (Bt, K, L)            64   0.77         (2, 1)        2.53         (1, 1)         3.30
+  (Bt, K, L)            32   1.14         (4, 2)        3.21         (1, 1)         4.35
+
+The (Bt, L, K) entry keeps T 32 (T 64 is as fast within the runs' spread) and moves its forward
+to BLOCK_K 2. A forward without autograd writes no chunk-start states, so its T is its own
+(:data:`_INFERENCE_TILES`): T 64, BLOCK_K 2 took 0.98 to 0.99 ms (with the states written), T
+128 at BLOCK_K 2 0.98 ms at 128 registers, at the budget's edge. In mamba-ssm's layout
+(``channels_first``, :data:`_CHANNELS_FIRST_TILES`) a program's one or two channels read whole
+runs of steps instead of 4 or 8 bytes per step row: the pair at T 64 takes 3.30 ms, 0.70 to
+0.72x the (Bt, L, K) pair, and its no-grad forward T 256, BLOCK_K 1 (0.69 ms; T 128 0.70). These are the
+kernels alone; a caller with (Bt, L, K) tensors pays a copy of u, δ, z into that layout and of
+out back (the layers do not use that layout yet). The six fastest forward and the six
+fastest backward tiles of the first run issue at 36 to 55% of the H200's rate (their /ELEM
+at one warp instruction per scheduler and cycle, against their times), and over the 65 forward
+and 41 backward candidates timed in that run /ELEM ranks the times with Spearman correlations
+of 0.77 and 0.98. Against mamba-ssm's selective_scan_fn (1.98 ms forward and backward, 0.59
+forward, measured on an H200 in an earlier run) the fastest pair is 1.7x slower in (Bt, K, L)
+and 2.3x in (Bt, L, K), the fastest no-grad forward 1.2x and 1.7x.
+
+End to end (``python -m ablate.bench scale=kernel``, same GPU, torch and shape, medians of 10
+calls, in one run): the selective scan alone in ``triton`` mode, 4.76 ms forward and backward,
+1.01 ms forward (no_grad); on (B, D, L) inputs read in place (``channels_first``, at the
+tiles of the (Bt, L, K) entries at the time: T 32, BLOCK_K 2 training; T 64 no-grad) 4.87 and
+1.33 ms (the tuner timed that no-grad tile at 0.77 ms with the states written and z; the gap
+is not explained yet). The Mamba preset layer, forward and backward: 9.78 ms in ``triton``
+mode, 8.03 ms in ``cuda`` mode (mamba-ssm's kernel inside our layer), 7.00 ms mamba-ssm's
+own ``Mamba`` block: ``triton`` 1.22x ``cuda`` (2.6x before the loop over states: 20.99
+against 8.06 ms). Forward (no_grad): 3.30, 2.84, 2.27 ms.
 
 Layouts. A shared B or C goes to the kernels state-major, (Bt, n, L) (:func:`_state_major`, one
 copy of Bt·L·n elements, differentiable), so that a program reads state j's (T,) column in one
 run and writes the per-block partial gradients of B and C the same way, (⌈K/BLOCK_K⌉, Bt, n, L).
 The chunk-start states are (Bt, ⌈L/T⌉, n, K): a program writes and reads state j of its
-BLOCK_K channels in one run.
+BLOCK_K channels in one run. u, a per-step δ, z, out and their gradients are (Bt, L, K), or
+(Bt, K, L) with ``channels_first`` (the kernels' CHANNELS_FIRST: one offset formula,
+:func:`_step_offsets`; a channel's T steps are then one run of memory).
 
 Memory traffic, in elements per (batch, step, channel) element (2 bytes each for a bf16 or fp16
 per-step tensor, 4 for fp32; states and partial sums at the accumulation dtype),

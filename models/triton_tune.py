@@ -38,7 +38,7 @@ as the entry of ``_SELECTIVE_TILES`` or ``_DIAGONAL_TILES`` in :mod:`models.trit
 Rows are printed as they are timed and each point's entry after its rows, so that a run cut
 short keeps what it measured; every entry is printed again at the end. ``make gpu-tune`` runs it.
 
-The default candidates hold the default tiles (T 8 to 32; the selective scans' BLOCK_K 1 to 16
+The default candidates hold the default tiles (T 8 to 256; the selective scans' BLOCK_K 1 to 16
 on 1 to 4 warps, the diagonal ones' 16 to 64 on 1 to 8). The selective candidates span the two
 ways a tile can spread over threads. BLOCK_K 1 or 2 on one warp puts a chunk's steps across the
 lanes of one warp: every scan and reduction by shuffles, no barrier in the compiled kernel, few
@@ -52,9 +52,11 @@ instructions in the PTX and registers, forward / backward:
   T 32, BLOCK_K 4, 1 warp       5 / 9      72 / 111
   T 32, BLOCK_K 16 / 8, 4 / 8 warps (the former defaults)   8 / 38   88 / 109
 
-The Mamba point's defaults are now T 32 and one warp, BLOCK_K 4 forward and 2 backward, the
-pair with the fewest instructions in the loop over states (:mod:`models.triton_scan`, where the
-other points' are too).
+The Mamba point's defaults are the fastest pairs this tuner timed on an H200: T 32, BLOCK_K 2
+on one warp forward and backward; in mamba-ssm's layout T 64, BLOCK_K 2 forward and 1 backward
+(:mod:`models.triton_scan` gives the timings and the other points' tiles, chosen by the
+instructions in their main loops). The forward rows also time the no-grad forward's tile
+(``_INFERENCE_TILES``), which writes no states: T 128 and 256 are candidates for it.
 
 A backward at BLOCK_K 1 or 2 writes a partial gradient of B and C per one or two channels,
 (K / BLOCK_K, Bt, n, L), which its time includes (summed by torch).
@@ -83,7 +85,8 @@ from .bench import relative_difference
 from .timing import Clock
 
 POINTS = (  # points whose "<point> fwd" and "<point> bwd" kernels are cases of triton_resources.CASES
-    "mamba", "mamba channels-first", "s4d", "s4d selective dt,B,C", "s5", "s5 selective dt,C", "real diagonal selective",
+    "mamba", "mamba channels-first", "s4d", "s4d selective dt,B,C", "s5", "s5 selective dt,C",
+    "real diagonal selective",
 )
 ERROR_LIMIT = 1e-4  # relative norm error against the default tile (float32, reordered sums)
 WARPS = (1, 2, 4, 8, 16, 32)
@@ -383,7 +386,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--channels", type=int, default=1024)
     parser.add_argument("--length", type=int, default=2048)
-    parser.add_argument("--chunks", type=_ints, default=[8, 16, 32, 64], help="T values, comma-separated")
+    parser.add_argument("--chunks", type=_ints, default=[8, 16, 32, 64, 128, 256], help="T values, comma-separated")
     parser.add_argument("--block-k", type=_ints, default=[1, 2, 4, 8, 16], help="BLOCK_K of the selective scans")
     parser.add_argument("--diagonal-block-k", type=_ints, default=[16, 32, 64, 128],
                         help="BLOCK_K of the diagonal scans")
