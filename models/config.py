@@ -315,6 +315,9 @@ class SSMConfig:
         if self.discretization == "trapezoidal" and self.bidirectional:
             raise ValueError("discretization='trapezoidal' is not valid with bidirectional=True (the rule pairs each "
                              "step with the one before); expected bidirectional=False")
+        if self.bidirectional and self.structure == "siso" and "C" in self.selective:
+            raise ValueError("bidirectional=True is not valid with a selective C in a SISO layer (C_t is shared by both "
+                             "directions); expected selective without 'C', or structure='mimo'")
         if self.discretization != "trapezoidal" and self.trapezoid != "data":
             raise ValueError(f"trapezoid={self.trapezoid!r} is not valid with discretization={self.discretization!r}; "
                              "it is the λ of discretization='trapezoidal'")

@@ -147,11 +147,6 @@ class SSMLayer(nn.Module):
         self.C_backward = (
             nn.Parameter(torch.empty(*shape_C, *tail)) if (shape_C and cfg.bidirectional) else None
         )
-        if cfg.bidirectional and self.C_backward is None:
-            raise ValueError(
-                "bidirectional=True is not valid with a selective C in a SISO layer (C_t is shared by both "
-                "directions); expected selective without 'C', or structure='mimo'"
-            )
         self.D = nn.Parameter(torch.empty(D))
 
     # ------------------------------------------------------------------ initialisation

@@ -298,6 +298,7 @@ def test_signed_eigenvalues_flip_the_state_s_sign() -> None:
     (dict(project_from="u", dt_rank=2), "dt_rank=2 is not valid with project_from='u'"),
     (dict(project_from="u", selective="none"), "project_from='u' is not valid with selective=[]"),
     (dict(project_from="u", structure="mimo"), "project_from='u' is not valid with structure='mimo'"),
+    (dict(bidirectional=True, selective="C"), "bidirectional=True is not valid with a selective C in a SISO layer"),
 ])
 def test_conflicts_are_refused_in_one_line(overrides: dict, message: str) -> None:
     base = dict(d_model=4, d_state=8)
