@@ -203,7 +203,7 @@ def measure(case: Case, tile=None) -> Usage:
     if case.kind.endswith(("fwd", "inference")):
         constexprs["SAVE_STATES"] = case.kind.endswith("fwd")
     constexprs["BLOCK_K"] = tile.block_k
-    constexprs["CHANNELS_FIRST"] = flags.get("CHANNELS_FIRST", False)  # a selective scan's layout
+    constexprs.setdefault("CHANNELS_FIRST", False)  # a selective scan's layout: (Bt, L, K) unless the case says
     for name in list(constexprs):
         if name not in kernel.arg_names:
             del constexprs[name]

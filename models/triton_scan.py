@@ -1530,6 +1530,12 @@ def _channels_first(x: torch.Tensor | None) -> torch.Tensor | None:
     return None if x is None else x.transpose(1, 2).contiguous()
 
 
+def _channels_first_steps(u: torch.Tensor, delta: torch.Tensor, z: torch.Tensor | None) -> tuple:
+    """(u, δ, z) as the channels-first kernels read them: the per-step ones (Bt, K, L), a (K,) δ
+    as it is (no copy for a transposed view of a contiguous (Bt, K, L) tensor)."""
+    return _channels_first(u), _channels_first(delta) if delta.dim() == 3 else delta, _channels_first(z)
+
+
 def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Launch, save_states: bool):
     """out (Bt, L, K) and, when save_states, the chunk-start states (Bt, ⌈L/T⌉, n, K[, 2]).
     A shared B or C comes state-major, (Bt, n, L) (:func:`_state_major`); u, a per-step δ, z
@@ -1718,8 +1724,7 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
                               A.shape[1], A.is_complex(), delta.dim() == 3, inference=not training,
                               channels_first=channels_first)
     if launch.channels_first:  # no copy when they are transposed views of (Bt, K, L) tensors
-        u, z = _channels_first(u), _channels_first(z)
-        delta = _channels_first(delta) if delta.dim() == 3 else delta
+        u, delta, z = _channels_first_steps(u, delta, z)
     u, delta, A, B, C, D, z, delta_bias = _selective_operands(u, delta, A, B, C, D, z, delta_bias)
     scale_t = torch.full((1,), float(scale), dtype=_ACCUMULATION[u.dtype], device=u.device)
     if training:

@@ -182,8 +182,7 @@ class Kernels:
             scale = torch.ones(1, dtype=torch.float32, device=device)
             u, delta, *rest, z, delta_bias = ts._selective_operands(**args)
             if self.channels_first:  # the kernels' (Bt, K, L) layout; the copies are not timed
-                u, z = ts._channels_first(u), ts._channels_first(z)
-                delta = ts._channels_first(delta) if self.per_step else delta
+                u, delta, z = ts._channels_first_steps(u, delta, z)
             self.operands = (u, delta, *rest, z, delta_bias, scale)
             self._forward, self._backward = ts._selective_forward, ts._selective_backward
         else:

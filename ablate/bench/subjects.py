@@ -282,7 +282,8 @@ class SelectiveScanOurs(nn.Module):
     """The selective scan alone, ours: (u, δ, B, C) -> y, all (B, L, ·) (our layout).
 
     u, δ: (B, L, D); B_t, C_t: (B, L, N); Δ = softplus(δ + b); h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t
-    (zoh_euler); y_t = C_t·h_t + D u_t. A = -exp(A_log): (D, N).
+    (zoh_euler); y_t = C_t·h_t + D u_t. A = -exp(A_log): (D, N). channels_first (mode triton):
+    every input and y in mamba-ssm's layout instead, (B, D, L) and (B, N, L), read in place.
     """
 
     def __init__(self, D: int, N: int, mode: str, channels_first: bool = False):
@@ -294,14 +295,13 @@ class SelectiveScanOurs(nn.Module):
 
     def forward(self, u: torch.Tensor, delta: torch.Tensor, B_t: torch.Tensor, C_t: torch.Tensor) -> torch.Tensor:
         A = -torch.exp(self.A_log)
-        if self.channels_first:  # every input (B, ·, L), as mamba-ssm takes them: the kernels read them in place
-            out = triton_scan.selective_scan(*(x.transpose(1, 2) for x in (u, delta)), A, B=B_t.transpose(1, 2),
-                                             C=C_t.transpose(1, 2), D=self.D, delta_bias=self.delta_bias,
-                                             delta_softplus=True, discretization="zoh_euler", channels_first=True)
-            return out.transpose(1, 2)  # (B, D, L)
         if self.mode == "triton":  # fused: no (B, L, D, N) tensor in memory
-            return triton_scan.selective_scan(u, delta, A, B=B_t, C=C_t, D=self.D, delta_bias=self.delta_bias,
-                                              delta_softplus=True, discretization="zoh_euler")
+            if self.channels_first:  # every input (B, ·, L), as mamba-ssm takes them: read in place
+                u, delta, B_t, C_t = (x.transpose(1, 2) for x in (u, delta, B_t, C_t))
+            out = triton_scan.selective_scan(u, delta, A, B=B_t, C=C_t, D=self.D, delta_bias=self.delta_bias,
+                                             delta_softplus=True, discretization="zoh_euler",
+                                             channels_first=self.channels_first)
+            return out.transpose(1, 2) if self.channels_first else out  # (B, D, L) for (B, ·, L) inputs
         dt = F.softplus(delta + self.delta_bias).unsqueeze(-1)  # (B, L, D, 1)
         a, factor = discretize("zoh_euler", A, dt)  # (B, L, D, N), (B, L, D, 1)
         b = (factor * u.unsqueeze(-1)) * B_t.unsqueeze(2)  # (B, L, D, N)
