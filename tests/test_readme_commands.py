@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -230,10 +231,15 @@ def _failures(results: list[tuple[str, int, str]]) -> str:
     return "\n\n".join(f"{command}\n-> exit {status}\n{out[-2000:]}" for command, status, out in results if status)
 
 
-def test_ablate_commands_plan(tmp_path) -> None:
+PLAN_SHARDS = 3  # the README's ablate commands, planned in this many tests that pytest-xdist spreads over workers
+
+
+@pytest.mark.parametrize("shard", range(PLAN_SHARDS))
+def test_ablate_commands_plan(tmp_path, shard: int) -> None:
     """Every ``python -m ablate`` command of the README composes, validates and plans each of
-    its jobs; the plan writes nothing; a sweep's plan ends with its totals."""
-    commands = commands_of("ablate")
+    its jobs; the plan writes nothing; a sweep's plan ends with its totals. Shard ``shard``
+    takes every PLAN_SHARDS-th command."""
+    commands = commands_of("ablate")[shard::PLAN_SHARDS]
     results = run_readme(commands, tmp_path)
     assert not _failures(results), _failures(results)
     for i, (command, _, out) in enumerate(results):
