@@ -31,8 +31,8 @@ kernel computes on the same values widened. The output y (g of a real :func:`dia
 is written in u's dtype, and the backward writes du, dδ, dz, dgain in their inputs' dtypes
 (:func:`_store`: rounded to nearest on a GPU; triton's interpreter truncates instead, so
 under TRITON_INTERPRET a bf16 write is within one bf16 ulp, 2^-7 relative, instead of half of
-one). The gradients of B_t and of a shared real C_t are per-block partial sums in fp32, summed
-by torch and then rounded to B_t's and C_t's dtypes; dA, dD and the bias gradient stay fp32
+one). The gradients of B_t and of a shared real C_t are per-block partial sums in fp32 (or
+atomic sums, below), summed by torch and then rounded to B_t's and C_t's dtypes; dA, dD and the bias gradient stay fp32
 (with a bf16 or fp16 dδ the kernel keeps Σ_t dδ in fp32 for the bias; from an fp32 dδ torch
 sums it). Complex tensors are complex64 or complex128 (complex bf16 does not exist): a real
 bf16 B_t with a complex A is copied to complex64 first, and a complex :func:`diagonal_scan`
@@ -72,7 +72,18 @@ chain rule to u, δ, bias, A, B, C, D, z. (Complex gradients follow PyTorch: for
 complex w, w.grad = ∂ℓ/∂Re w + i ∂ℓ/∂Im w, so w = f(v) holomorphic gives
 v.grad = w.grad · conj(f'(v)).) Sums over batch, time or channels (A, D, bias, a fixed C, a
 time-invariant δ, B and C shared by the channels) are written as per-program partial sums
-and reduced by torch afterwards: deterministic, no atomics.
+and reduced by torch afterwards: deterministic, no atomics. The one exception is optional:
+with ``atomic_sums`` the gradients of a shared B and C, sums over the channels, are added by
+every channel block into one (Bt, n, L) tensor with atomic adds (fire-and-forget reductions,
+RED in the SASS), as mamba-ssm's kernel adds them, instead of one (Bt, n, L) slice per block
+that torch then sums: (K/BLOCK_K - 1)·Bt·n·L fewer elements written and read twice over (2.1
+GB for B and C at BLOCK_K 1, batch 8, K 1024, n 16, L 2048), at the price of float sums whose
+order, and so last bits, vary from run to run. Its default (:data:`_ATOMIC_SUMS`) is off until
+a GPU times it faster (``make gpu-tune`` times both), and always off under
+``torch.use_deterministic_algorithms(True)``. Compiled for sm_90 (triton 3.9, fp32,
+unspecialised and aligned) it stays within the budget (the Mamba backward: 64 to 72 registers
+without, 72 with; in (Bt, K, L) at T 64, 72 to 107 without, 72 to 104 with) and adds 4 to 20
+instructions to the loop over states (/ELEM 4.69 -> 4.77, and 3.67 -> 3.88 to 6.83 -> 7.14).
 
 Default tiles (:func:`default_tile`), per kernel, complex A and per-step (selective) Δ.
 The Mamba entries are timed on an H200 (below, "Measured"); the others are chosen from
@@ -713,6 +724,31 @@ def _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED: tl.constexpr, COMPLEX
 
 
 @_triton_jit
+def _sum_slice(ptr, pid_k, batch, L, N, ATOMIC_SUMS: tl.constexpr, COMPLEX: tl.constexpr):
+    """ptr at the (N, L) slice a program's gradient of a shared B or C goes to: the batch
+    element's own, which every channel block adds into (ATOMIC_SUMS), or the block's own of
+    (⌈K/BLOCK_K⌉, Bt, N, L), summed by torch afterwards."""
+    if ATOMIC_SUMS:
+        return _offset(ptr, batch * L * N, COMPLEX)
+    else:
+        return _offset(ptr, (pid_k * tl.num_programs(1) + batch) * L * N, COMPLEX)
+
+
+@_triton_jit
+def _put_sum(ptr, offs, re, im, mask, ATOMIC_SUMS: tl.constexpr, COMPLEX: tl.constexpr):
+    """Writes a block's sum over its channels into its slice (:func:`_sum_slice`): added
+    atomically to what the other blocks add (ATOMIC_SUMS), or stored."""
+    if ATOMIC_SUMS:
+        if COMPLEX:
+            tl.atomic_add(ptr + 2 * offs, re, mask=mask, sem="relaxed")
+            tl.atomic_add(ptr + 2 * offs + 1, im, mask=mask, sem="relaxed")
+        else:
+            tl.atomic_add(ptr + offs, re, mask=mask, sem="relaxed")
+    else:
+        _store_complex(ptr, offs, re, im, mask, COMPLEX)
+
+
+@_triton_jit
 def _step_offsets(t, k, L, K, CHANNELS_FIRST: tl.constexpr):
     """(T, BLOCK_K) offsets of steps t and channels k in a batch element of a per-step tensor:
     (L, K), or (K, L) when CHANNELS_FIRST (a channel's steps adjacent, mamba-ssm's layout)."""
@@ -810,16 +846,17 @@ def _selective_scan_bwd_kernel(
     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
-    CHANNELS_FIRST: tl.constexpr,
+    CHANNELS_FIRST: tl.constexpr, ATOMIC_SUMS: tl.constexpr,
 ):
     """Gradients of :func:`selective_scan` for channel block program_id(0) and batch program_id(1).
 
     Inputs as the forward kernel, with its states and dout (Bt, L, K). Writes du, dz:
     (Bt, L, K); dpre = ∂ℓ/∂(δ + bias): (Bt, L, K) for a per-step δ (each of these (Bt, K, L)
-    when CHANNELS_FIRST); dsum = its partial sums
-    over time (Bt, K) for a (K,) δ, or a bias with a bf16/fp16 dpre (SUM_DPRE); partial sums dA: (Bt, K, N) and dD: (Bt, K);
-    dB, and dC when shared: (⌈K/BLOCK_K⌉, Bt, N, L), one slice per channel block; dC fixed:
-    (Bt, K, N). du, dz, dpre in their inputs' dtypes, the partial sums in A's (fp32 or fp64).
+    when CHANNELS_FIRST); dsum = its partial sums over time (Bt, K) for a (K,) δ, or a bias
+    with a bf16/fp16 dpre (SUM_DPRE); partial sums dA: (Bt, K, N) and dD: (Bt, K); dB, and dC
+    when shared: (⌈K/BLOCK_K⌉, Bt, N, L), one slice per channel block, or with ATOMIC_SUMS
+    (Bt, N, L), zeroed, every block adding into it atomically; dC fixed: (Bt, K, N). du, dz,
+    dpre in their inputs' dtypes, the partial sums in A's (fp32 or fp64).
     """
     pid_k = tl.program_id(0)
     k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -839,10 +876,10 @@ def _selective_scan_bwd_kernel(
         delta_ptr += batch * L * K
         dpre_ptr += batch * L * K
     B_ptr = _offset(B_ptr, batch * L * N, COMPLEX)
-    dB_ptr = _offset(dB_ptr, (pid_k * tl.num_programs(1) + batch) * L * N, COMPLEX)  # the block's slice
+    dB_ptr = _sum_slice(dB_ptr, pid_k, batch, L, N, ATOMIC_SUMS, COMPLEX)
     if C_SHARED:
         C_ptr = _offset(C_ptr, batch * L * N, COMPLEX)
-        dC_ptr = _offset(dC_ptr, (pid_k * tl.num_programs(1) + batch) * L * N, COMPLEX)
+        dC_ptr = _sum_slice(dC_ptr, pid_k, batch, L, N, ATOMIC_SUMS, COMPLEX)
     else:
         dC_ptr = _offset(dC_ptr, batch * K * N, COMPLEX)
     states_ptr = _offset(states_ptr, batch * n_chunks * K * N, COMPLEX)
@@ -912,7 +949,7 @@ def _selective_scan_bwd_kernel(
             gc_re, gc_im = _cscale(h_re, -h_im, gy, COMPLEX)
             if C_SHARED:
                 gc_re, gc_im = _csum(gc_re, gc_im, 1, COMPLEX)
-                _store_complex(dC_ptr, j * L + t, gc_re, gc_im, in_range, COMPLEX)
+                _put_sum(dC_ptr, j * L + t, gc_re, gc_im, in_range, ATOMIC_SUMS, COMPLEX)
             else:
                 gc_re, gc_im = _csum(gc_re, gc_im, 0, COMPLEX)
                 dC_re, dC_im = _cadd_row(dC_re, dC_im, held, j, gc_re, gc_im, COMPLEX)
@@ -932,7 +969,7 @@ def _selective_scan_bwd_kernel(
                 gb_re, gb_im = _cmul_conj(lam_re, lam_im, f_re, f_im, COMPLEX)
                 gb_re, gb_im = _cscale(gb_re, gb_im, u, COMPLEX)
                 gb_re, gb_im = _csum(gb_re, gb_im, 1, COMPLEX)
-                _store_complex(dB_ptr, j * L + t, gb_re, gb_im, in_range, COMPLEX)
+                _put_sum(dB_ptr, j * L + t, gb_re, gb_im, in_range, ATOMIC_SUMS, COMPLEX)
             else:
                 gf_re, gf_im = lam_re, lam_im
             gf_re, gf_im = _cscale(gf_re, gf_im, u, COMPLEX)
@@ -1300,6 +1337,14 @@ def _check_layout(channels_first) -> None:
         raise ValueError(f"channels_first={channels_first!r} is not valid; expected None, True or False")
 
 
+def _check_atomic_sums(atomic_sums) -> None:
+    if atomic_sums is not None and not isinstance(atomic_sums, bool):
+        raise ValueError(f"atomic_sums={atomic_sums!r} is not valid; expected None, True or False")
+    if atomic_sums and torch.are_deterministic_algorithms_enabled():
+        raise ValueError("atomic_sums=True is not valid under torch.use_deterministic_algorithms(True): atomic adds "
+                         "sum in an order that varies from run to run; expected None or False")
+
+
 def _check_slice_sizes(batch: int, length: int, K: int, n: int, is_complex: bool) -> None:
     """The selective kernels index inside one batch element with 32-bit offsets: L·K, and L·n
     (twice that when complex, two planes), must stay below 2^31; and the batch is the grid's
@@ -1372,6 +1417,11 @@ _CHANNELS_FIRST_INFERENCE_TILES = {
     (False, True): (256, 1, 1),
 }
 _TILE_TABLES = {"selective": _SELECTIVE_TILES, "diagonal": _DIAGONAL_TILES}
+# (complex, selective, channels_first) of the selective scans whose backward adds its gradients
+# of a shared B and C into one (Bt, n, L) tensor by atomic adds by default, instead of writing
+# one per channel block for torch to sum (``atomic_sums`` of selective_scan): where a GPU timed
+# it faster (`make gpu-tune` times both). None has been timed yet.
+_ATOMIC_SUMS: frozenset = frozenset()
 _LARGE_STATE = 64  # from 64 states (BLOCK_N), the tiles of default_tile's last lines
 _CARRIED_ELEMENTS = 512
 _MIN_BLOCK_K = 4  # at BLOCK_K 2 (n 256, 16 warps) the Mamba backward spills in bf16
@@ -1461,22 +1511,36 @@ class _Launch:
     forward: Tile
     backward: Tile
     channels_first: bool = False  # selective scans: u, a per-step δ, z and out as (Bt, K, L)
+    atomic_sums: bool = False  # selective backward: a shared B's and C's gradients added atomically
 
 
 def _launch_settings(kind: str, discretization: str, softplus, chunk_size: int | None, block_k: int | None, K: int,
                      n: int, is_complex: bool, selective: bool, inference: bool = False,
-                     channels_first: bool | None = None) -> _Launch:
+                     channels_first: bool | None = None, atomic_sums: bool | None = None) -> _Launch:
     """The forward's and the backward's tiles (kind: selective or diagonal): the defaults of
     :func:`default_tile`, with T = chunk_size and BLOCK_K = block_k where given (BLOCK_K at
     most K padded to a power of two). inference: a selective forward without autograd (its
     tile from ``selective_inference``; no backward follows). channels_first: the selective
-    kernels' layout of the per-step tensors (None: (Bt, L, K), the default)."""
+    kernels' layout of the per-step tensors (None: (Bt, L, K), the default). atomic_sums: how
+    a selective backward sums its gradients of a shared B and C over channel blocks
+    (:func:`default_atomic_sums` when None)."""
     tiles = []
     for part in ("inference" if inference and kind == "selective" else "fwd", "bwd"):
         tile = default_tile(f"{kind}_{part}", n, is_complex, selective, chunk_size, bool(channels_first))
         width = block_k or min(_next_power_of_2(K), tile.block_k)
         tiles.append(Tile(tile.chunk_size, width, tile.block_n, tile.num_warps))
-    return _Launch(discretization, bool(softplus), tiles[0].chunk_size, *tiles, bool(channels_first))
+    if atomic_sums is None:
+        atomic_sums = kind == "selective" and default_atomic_sums(is_complex, selective, bool(channels_first))
+    return _Launch(discretization, bool(softplus), tiles[0].chunk_size, *tiles, bool(channels_first), atomic_sums)
+
+
+def default_atomic_sums(is_complex: bool, selective: bool, channels_first: bool = False) -> bool:
+    """Whether a selective backward adds its gradients of a shared B and C atomically by
+    default: where :data:`_ATOMIC_SUMS` says, and never under
+    ``torch.use_deterministic_algorithms(True)`` (the order of the atomic adds varies from run
+    to run, and so do the float sums' last bits)."""
+    return (bool(is_complex), bool(selective), bool(channels_first)) in _ATOMIC_SUMS and \
+        not torch.are_deterministic_algorithms_enabled()
 
 
 def _prepared(x: torch.Tensor | None) -> torch.Tensor | None:
@@ -1575,8 +1639,12 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
     dpre = torch.empty_like(delta) if per_step else u
     dsum = u.new_empty((batch, K), dtype=acc)
     dA = u.new_empty((batch, K, n, *pairs), dtype=acc)
-    dB = u.new_empty((n_blocks, batch, n, length, *pairs), dtype=acc) if B is not None else u
-    dC = u.new_empty((n_blocks, batch, n, length, *pairs) if c_shared else (batch, K, n, *pairs), dtype=acc)
+    # a shared B's and C's gradients: one slice per channel block, summed below, or one
+    # that every block adds into (launch.atomic_sums)
+    slices, new = ((), torch.zeros) if launch.atomic_sums else ((n_blocks,), torch.empty)
+    dB = new((*slices, batch, n, length, *pairs), dtype=acc, device=u.device) if B is not None else u
+    dC = (new((*slices, batch, n, length, *pairs), dtype=acc, device=u.device) if c_shared
+          else u.new_empty((batch, K, n, *pairs), dtype=acc))
     dD = u.new_empty((batch, K), dtype=acc) if D is not None else u
     dz = torch.empty_like(z) if z is not None else u
     _selective_scan_bwd_kernel[(n_blocks, batch)](
@@ -1585,8 +1653,9 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
         METHOD=launch.method, COMPLEX=is_complex, DELTA_PER_STEP=per_step, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=c_shared, HAS_D=D is not None,
         HAS_Z=z is not None, T=launch.chunk_size, BLOCK_K=tile.block_k, BLOCK_N=tile.block_n,
-        CHANNELS_FIRST=launch.channels_first, num_warps=tile.num_warps,
+        CHANNELS_FIRST=launch.channels_first, ATOMIC_SUMS=launch.atomic_sums, num_warps=tile.num_warps,
     )
+    summed = (lambda g: g) if launch.atomic_sums else (lambda g: g.sum(0))
     # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ: Σ over time of dpre, summed by the kernel (SUM_DPRE) or here
     time_axis = 2 if launch.channels_first else 1
     d_channel = dpre.sum((0, time_axis)) if per_step and dpre.dtype == acc else dsum.sum(0)
@@ -1594,8 +1663,8 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
         du,
         dpre if per_step else d_channel,
         _as_complex(dA.sum(0), is_complex),
-        None if B is None else _as_complex(dB.sum(0), is_complex).to(B.dtype),
-        _as_complex(dC.sum(0), is_complex).to(C.dtype),
+        None if B is None else _as_complex(summed(dB), is_complex).to(B.dtype),
+        _as_complex(summed(dC) if c_shared else dC.sum(0), is_complex).to(C.dtype),
         None if D is None else dD.sum(0),
         None if z is None else dz,
         None if delta_bias is None else d_channel,
@@ -1693,7 +1762,8 @@ def _needs_grad(*tensors) -> bool:
 
 
 def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   discretization="zoh", scale=1.0, *, chunk_size=None, block_k=None, channels_first=None):
+                   discretization="zoh", scale=1.0, *, chunk_size=None, block_k=None, channels_first=None,
+                   atomic_sums=None):
     """The SISO selective scan (Mamba, S4D), fused: no (Bt, L, K, n) tensor is written.
 
     u: (Bt, L, K) real: float64, float32, or bfloat16/float16 (accumulated in float32).
@@ -1714,15 +1784,21 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
     mamba-ssm lays them out: copied so, unless they are (Bt, L, K) views of such tensors (x.transpose(1, 2) of a
     contiguous (Bt, K, L) x; a shared B and C likewise as views of (Bt, n, L) tensors), and out
     is then a (Bt, L, K) view of a (Bt, K, L) tensor; None or False: laid out (Bt, L, K).
+    atomic_sums: True makes the backward add its gradients of a shared B and C over the channel
+    blocks by atomic adds into one (Bt, n, L) tensor (as mamba-ssm's kernel does), False writes
+    one per block, (⌈K/BLOCK_K⌉, Bt, n, L), summed by torch: more memory traffic, the same
+    bits every run; None: :func:`default_atomic_sums` (never atomic under
+    ``torch.use_deterministic_algorithms(True)``, where True is refused).
     """
     _check_selective(u, delta, A, B, C, D, z, delta_bias, discretization, scale)
     _check_layout(channels_first)
+    _check_atomic_sums(atomic_sums)
     _check_launch(u, chunk_size, block_k)
     _check_slice_sizes(*u.shape, A.shape[1], A.is_complex())
     training = _needs_grad(u, delta, A, B, C, D, z, delta_bias)
     launch = _launch_settings("selective", discretization, delta_softplus, chunk_size, block_k, u.shape[2],
                               A.shape[1], A.is_complex(), delta.dim() == 3, inference=not training,
-                              channels_first=channels_first)
+                              channels_first=channels_first, atomic_sums=atomic_sums)
     if launch.channels_first:  # no copy when they are transposed views of (Bt, K, L) tensors
         u, delta, z = _channels_first_steps(u, delta, z)
     u, delta, A, B, C, D, z, delta_bias = _selective_operands(u, delta, A, B, C, D, z, delta_bias)

@@ -59,7 +59,12 @@ instructions in their main loops). The forward rows also time the no-grad forwar
 (``_INFERENCE_TILES``), which writes no states: T 128 and 256 are candidates for it.
 
 A backward at BLOCK_K 1 or 2 writes a partial gradient of B and C per one or two channels,
-(K / BLOCK_K, Bt, n, L), which its time includes (summed by torch).
+(K / BLOCK_K, Bt, n, L), which its time includes (summed by torch): 1.07 GB each at BLOCK_K 1
+at the Mamba point's shape. So for the points with a shared B or C (Mamba, both layouts; S4D
+with Δ, B and C per step) each tile's backward is timed twice: kernel ``bwd``, the sum per
+block, and ``bwd-atomic``, the blocks adding into one (Bt, n, L) tensor by atomic adds
+(``selective_scan(atomic_sums=True)``; checked against ``bwd`` at the default tile); the
+fastest of either pairs with the forward, and the entry says which it was (``_ATOMIC_SUMS``).
 
 On a CPU, triton's interpreter (TRITON_INTERPRET=1) runs the kernels, so the command runs
 there too, at small shapes; its times measure the interpreter, not a GPU.
@@ -97,6 +102,9 @@ WARPS = (1, 2, 4, 8, 16, 32)
 # 5 to 13 s of compiling each (triton 3.6); the S5 backward at 512 did not finish in 2 minutes.
 MAX_ELEMENTS_PER_THREAD = 8
 TABLES = {"selective": "_SELECTIVE_TILES", "diagonal": "_DIAGONAL_TILES"}  # in models.triton_scan
+# the kernels timed per tile: the forward, the backward, and for a selective scan with a shared B
+# or C the backward that adds their gradients over channel blocks atomically (atomic_sums)
+FORWARD, BACKWARD, ATOMIC = "fwd", "bwd", "bwd-atomic"
 
 
 Resources = dict  # (point, kind, tile) -> (registers per thread, spill bytes, per element) of the sm_90 compile
@@ -105,7 +113,7 @@ Resources = dict  # (point, kind, tile) -> (registers per thread, spill bytes, p
 @dataclass
 class Timing:
     point: str
-    kind: str  # fwd or bwd
+    kind: str  # FORWARD, BACKWARD or ATOMIC
     tile: ts.Tile
     ms: float | None  # None: over the register budget, not timed
     registers: int | None  # None: unknown (no compile here)
@@ -122,9 +130,21 @@ class Timing:
         return self.fits and self.ms is not None and self.error <= ERROR_LIMIT
 
 
-def _case(point: str, kind: str = "fwd") -> resources.Case:
-    """The case of a point's forward or backward kernel in triton_resources.CASES."""
-    return next(c for c in resources.CASES if c.name == f"{point} {kind}")
+def _case(point: str, kind: str = FORWARD) -> resources.Case:
+    """The case of a point's forward or backward kernel in triton_resources.CASES; a backward's
+    with ATOMIC_SUMS set as the kind says (ATOMIC: True)."""
+    case = next(c for c in resources.CASES if c.name == f"{point} {BACKWARD if kind == ATOMIC else kind}")
+    if kind == FORWARD:
+        return case
+    return replace(case, name=f"{point} {kind}", flags=tuple(sorted({**dict(case.flags), "ATOMIC_SUMS": kind == ATOMIC}.items())))
+
+
+def kinds_of(point: str) -> tuple[str, ...]:
+    """The kernels timed per tile of a point: FORWARD, BACKWARD, and ATOMIC for a selective scan
+    with a shared B or C (the gradients the backward sums over channel blocks)."""
+    flags = dict(_case(point).flags)
+    shared = scan_of(point) == "selective" and (flags.get("HAS_B") or flags.get("C_SHARED"))
+    return (FORWARD, BACKWARD, ATOMIC) if shared else (FORWARD, BACKWARD)
 
 
 def scan_of(point: str) -> str:
@@ -197,15 +217,15 @@ class Kernels:
         self._states = {}  # T -> the chunk-start states of the default forward
 
     def default(self, T: int) -> ts._Launch:
-        """The launch of the default tiles at T."""
+        """The launch of the default tiles at T, the backward writing a sum per channel block."""
         n = _case(self.point).n
         return ts._launch_settings(self.scan, self.method, self.softplus, T, None, self.channels, n, self.complex,
-                                   self.per_step, channels_first=self.channels_first)
+                                   self.per_step, channels_first=self.channels_first, atomic_sums=False)
 
-    def launch(self, T: int, block_k: int, num_warps: int) -> ts._Launch:
-        """Forward and backward both at (T, block_k, num_warps)."""
-        tile = tile_of(self.point, T, block_k, num_warps)
-        return ts._Launch(self.method, self.softplus, T, tile, tile, self.channels_first)
+    def launch(self, kind: str, tile: ts.Tile) -> ts._Launch:
+        """The launch of one kernel (FORWARD, BACKWARD or ATOMIC) at ``tile`` (forward and
+        backward both at it)."""
+        return ts._Launch(self.method, self.softplus, tile.chunk_size, tile, tile, self.channels_first, kind == ATOMIC)
 
     def forward(self, launch: ts._Launch):
         """(out, chunk-start states)."""
@@ -219,8 +239,8 @@ class Kernels:
         return [g for g in self._backward(*self.operands, self._states[T], self.dout, launch) if g is not None]
 
     def call(self, kind: str, launch: ts._Launch) -> list[torch.Tensor]:
-        """The outputs of one kernel: [out] (kind fwd) or the gradients (bwd)."""
-        return [self.forward(launch)[0]] if kind == "fwd" else self.backward(launch)
+        """The outputs of one kernel: [out] (FORWARD) or the gradients (a backward)."""
+        return [self.forward(launch)[0]] if kind == FORWARD else self.backward(launch)
 
 
 def _relative(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
@@ -238,7 +258,7 @@ def candidates(points, chunks, block_ks: dict[str, list[int]], warps) -> list[tu
     order they are timed: per point and (T, BLOCK_K, warps), the forward then the backward."""
     tiles = [(p, tile_of(p, T, k, w)) for p in points for T in chunks for k in block_ks[scan_of(p)] for w in warps]
     return [(p, kind, tile) for p, tile in tiles if elements_per_thread(tile) <= MAX_ELEMENTS_PER_THREAD
-            for kind in ("fwd", "bwd")]
+            for kind in kinds_of(p)]
 
 
 def resource_usage(kernels: list[tuple[str, str, ts.Tile]]) -> Resources:
@@ -277,7 +297,7 @@ def launch_once(point: str, batch: int, channels: int, length: int, jobs: list[t
     its on-disk cache). Returns the number of kernels launched."""
     kernels = Kernels(point, batch, channels, length, torch.device(device))
     for kind, tile in jobs:
-        kernels.call(kind, kernels.launch(tile.chunk_size, tile.block_k, tile.num_warps))
+        kernels.call(kind, kernels.launch(kind, tile))
     if device == "cuda":
         torch.cuda.synchronize()
     return len(jobs)
@@ -316,11 +336,11 @@ def tune_point(point: str, batch: int, channels: int, length: int, kernels: list
         row = Timing(point, kind, tile, None, registers, spills, None, per_element)
         rows.append(row)
         if row.fits:
-            T = tile.chunk_size
-            if (kind, T) not in reference:
-                reference[kind, T] = runs.call(kind, runs.default(T))
-            launch = runs.launch(T, tile.block_k, tile.num_warps)
-            row.error = _relative(runs.call(kind, launch), reference[kind, T])
+            T, computes = tile.chunk_size, FORWARD if kind == FORWARD else BACKWARD
+            if (computes, T) not in reference:
+                reference[computes, T] = runs.call(kind, runs.default(T))
+            launch = runs.launch(kind, tile)
+            row.error = _relative(runs.call(kind, launch), reference[computes, T])
             row.ms = _median_ms(clock, partial(runs.call, kind, launch), repeats)
         emit(row)
     return rows
@@ -330,8 +350,8 @@ def best(rows: list[Timing]) -> tuple[Timing, Timing] | None:
     """The fastest usable (forward, backward) pair at one shared T, by forward + backward time."""
     pairs = []
     for T in sorted({r.tile.chunk_size for r in rows}):
-        fwd = [r for r in rows if r.kind == "fwd" and r.tile.chunk_size == T and r.usable]
-        bwd = [r for r in rows if r.kind == "bwd" and r.tile.chunk_size == T and r.usable]
+        fwd = [r for r in rows if r.kind == FORWARD and r.tile.chunk_size == T and r.usable]
+        bwd = [r for r in rows if r.kind != FORWARD and r.tile.chunk_size == T and r.usable]
         if fwd and bwd:
             pairs.append((min(fwd, key=lambda r: r.ms), min(bwd, key=lambda r: r.ms)))
     return min(pairs, key=lambda p: p[0].ms + p[1].ms, default=None)
@@ -341,12 +361,12 @@ def _cell(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-HEADER = (f"{'point':24} {'kernel':6} {'T':>4} {'BLOCK_K':>7} {'warps':>5} {'ms':>9} {'REG':>4} {'spill':>5} "
+HEADER = (f"{'point':24} {'kernel':10} {'T':>4} {'BLOCK_K':>7} {'warps':>5} {'ms':>9} {'REG':>4} {'spill':>5} "
           f"{'/ELEM':>6} {'error':>8}")
 
 
 def row_line(r: Timing) -> str:
-    return (f"{r.point:24} {r.kind:6} {r.tile.chunk_size:>4} {r.tile.block_k:>7} {r.tile.num_warps:>5} "
+    return (f"{r.point:24} {r.kind:10} {r.tile.chunk_size:>4} {r.tile.block_k:>7} {r.tile.num_warps:>5} "
             f"{_cell(r.ms, '.4f'):>9} {_cell(r.registers, 'd'):>4} {_cell(r.spills, 'd'):>5} "
             f"{_cell(r.per_element, '.2f'):>6} {_cell(r.error, '.1e'):>8}")
 
@@ -358,9 +378,16 @@ def entry(point: str, rows: list[Timing]) -> str:
     if pair is None:
         return f"{point}: no candidate computes the same within {ERROR_LIMIT} and fits the budget"
     f, b = pair
-    key = (case.complex, dict(case.flags)["DELTA_PER_STEP"])
-    return (f"{point}: {TABLES[scan_of(point)]} {key}: ({f.tile.chunk_size}, {f.tile.block_k}, {f.tile.num_warps}, "
+    flags = dict(case.flags)
+    key = (case.complex, flags["DELTA_PER_STEP"])
+    table = "_CHANNELS_FIRST_TILES" if flags.get("CHANNELS_FIRST") else TABLES[scan_of(point)]
+    line = (f"{point}: {table} {key}: ({f.tile.chunk_size}, {f.tile.block_k}, {f.tile.num_warps}, "
             f"{b.tile.block_k}, {b.tile.num_warps}),  # forward {f.ms:.4f} ms, backward {b.ms:.4f} ms")
+    if ATOMIC not in kinds_of(point):
+        return line
+    atomic = (*key, flags.get("CHANNELS_FIRST", False))
+    return line + (f" with atomic sums: {atomic} in _ATOMIC_SUMS" if b.kind == ATOMIC else
+                   f" with a sum per block: {atomic} not in _ATOMIC_SUMS")
 
 
 def _ints(text: str) -> list[int]:

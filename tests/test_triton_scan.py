@@ -202,6 +202,51 @@ def test_the_channels_first_layout_takes_its_own_entries_where_there_are_some() 
         "selective_bwd", 32, True, False)
 
 
+@pytest.mark.parametrize("name, channels_first", [("mamba", False), ("mamba", True), ("zoh_complex_selective", True)])
+def test_atomic_sums_of_the_shared_B_and_C_gradients_compute_the_same(name: str, channels_first: bool, device: str,
+                                                                      monkeypatch) -> None:
+    # one channel per program: five blocks add into each batch element's (n, L) gradient of B and C
+    launches = []
+    backward = ts._selective_backward
+    monkeypatch.setattr(ts, "_selective_backward", lambda *args: launches.append(args[-1]) or backward(*args))
+    kwargs = selective_inputs(CASES[name], device)
+    tiling = dict(chunk_size=8, block_k=1, channels_first=channels_first)
+    reference = output_and_grads(ts.selective_scan_reference, kwargs)
+    atomic = output_and_grads(lambda **kw: ts.selective_scan(**kw, **tiling, atomic_sums=True), kwargs)
+    assert [(launch.atomic_sums, launch.backward.block_k) for launch in launches] == [(True, 1)]
+    assert_same(atomic, reference, **TOL)
+
+
+@pytest.fixture
+def deterministic():
+    """torch.use_deterministic_algorithms(True) for the test, restored after."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+def test_atomic_sums_follow_their_table(monkeypatch) -> None:
+    settings = dict(kind="selective", discretization="zoh_euler", softplus=True, chunk_size=None, block_k=None,
+                    K=1024, n=16, is_complex=False, selective=True)
+    assert ts._launch_settings(**settings).atomic_sums == ((False, True, False) in ts._ATOMIC_SUMS)
+    monkeypatch.setattr(ts, "_ATOMIC_SUMS", frozenset({(False, True, False)}))
+    assert ts._launch_settings(**settings).atomic_sums
+    assert not ts._launch_settings(**settings, channels_first=True).atomic_sums  # another key
+    assert not ts._launch_settings(**settings, atomic_sums=False).atomic_sums
+    assert not ts._launch_settings(**{**settings, "kind": "diagonal", "n": 1}).atomic_sums
+
+
+def test_atomic_sums_never_run_under_deterministic_algorithms(monkeypatch, deterministic) -> None:
+    settings = dict(kind="selective", discretization="zoh_euler", softplus=True, chunk_size=None, block_k=None,
+                    K=1024, n=16, is_complex=False, selective=True)
+    monkeypatch.setattr(ts, "_ATOMIC_SUMS", frozenset({(False, True, False)}))
+    assert not ts._launch_settings(**settings).atomic_sums
+    with pytest.raises(ValueError, match=r"atomic_sums=True is not valid under torch.use_deterministic_algorithms"
+                                         r"\(True\).*expected None or False"):
+        ts.selective_scan(**_bad_selective(), atomic_sums=True)
+
+
 def test_entries_without_an_inference_tile_and_large_states_infer_with_the_training_forward_tile() -> None:
     for n, is_complex, selective in [(16, True, False), (32, True, True), (16, False, False), (256, False, True)]:
         assert (is_complex, selective) not in ts._INFERENCE_TILES or n >= ts._LARGE_STATE
@@ -470,6 +515,11 @@ def test_parameters_must_stay_at_the_accumulation_dtype() -> None:
 def test_selective_scan_rejects_a_bad_layout() -> None:
     with pytest.raises(ValueError, match=r"channels_first='yes' is not valid; expected None, True or False"):
         ts.selective_scan(**_bad_selective(), channels_first="yes")
+
+
+def test_selective_scan_rejects_a_bad_atomic_sums() -> None:
+    with pytest.raises(ValueError, match=r"atomic_sums=1 is not valid; expected None, True or False"):
+        ts.selective_scan(**_bad_selective(), atomic_sums=1)
 
 
 def test_selective_scan_rejects_bad_tiling() -> None:

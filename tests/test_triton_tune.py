@@ -4,6 +4,8 @@ Times here measure triton's interpreter, not a GPU: the run checks that every ca
 timed, checked against the default tile and reported, not which tile is fastest.
 """
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -26,6 +28,14 @@ def test_best_takes_the_fastest_usable_pair_at_one_shared_T():
     # T 16: 1 + 5; T 32: 2 + 3 (the 1.0 ms backward takes 200 registers); T 64: no usable forward
     assert (forward.tile.chunk_size, forward.tile.block_k, backward.tile.block_k) == (32, 8, 8)
     assert tune.best([_row("fwd", 16, 8, 1.0)]) is None
+    # a backward with atomic sums competes with the others at its T
+    forward, backward = tune.best(rows + [_row("bwd-atomic", 32, 4, 2.5)])
+    assert (backward.kind, backward.tile.block_k) == ("bwd-atomic", 4)
+    assert "with atomic sums: (False, True, False) in _ATOMIC_SUMS" in tune.entry(
+        "mamba", rows + [_row("bwd-atomic", 32, 4, 2.5)])
+    assert "with a sum per block: (False, True, False) not in _ATOMIC_SUMS" in tune.entry("mamba", rows)
+    assert tune.entry("mamba channels-first", [replace(r, point="mamba channels-first") for r in rows]).startswith(
+        "mamba channels-first: _CHANNELS_FIRST_TILES (False, True): (32, 8, 4, 8, 4),")
 
 
 def test_a_candidate_counts_the_worse_of_its_unspecialised_and_aligned_compiles(monkeypatch):
@@ -42,6 +52,8 @@ def test_a_candidate_counts_the_worse_of_its_unspecialised_and_aligned_compiles(
     # the aligned compile spills: not timed; 400 instructions x 8 warps over 16 x 64 elements
     assert tune._registers("s5 selective dt,C", "fwd", tile) == (126, 4, 400 * 8 / (16 * 64))
     assert measured == [("s5 selective dt,C fwd", False, tile), ("s5 selective dt,C fwd", True, tile)]
+    # the backward compiles with ATOMIC_SUMS as its kind says, whatever the tables' default
+    assert [dict(tune._case("mamba", kind).flags)["ATOMIC_SUMS"] for kind in ("bwd", "bwd-atomic")] == [False, True]
 
 
 def test_a_tiny_run_times_checks_and_reports_every_candidate(capsys):
@@ -49,8 +61,8 @@ def test_a_tiny_run_times_checks_and_reports_every_candidate(capsys):
                       "--warps", "4", "--repeats", "1", "--points", "mamba"]) == 0
     out = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in out[1:] if line.startswith("mamba ")]
-    assert [(r[1], r[3]) for r in rows] == [("fwd", "2"), ("bwd", "2"), ("fwd", "4"), ("bwd", "4")]
-    assert all(float(r[-1]) <= tune.ERROR_LIMIT for r in rows)
+    assert [(r[1], r[3]) for r in rows] == [(kind, k) for k in ("2", "4") for kind in ("fwd", "bwd", "bwd-atomic")]
+    assert all(float(r[-1]) <= tune.ERROR_LIMIT for r in rows)  # atomic sums: against the sums per block
     assert out[-1].startswith("mamba: _SELECTIVE_TILES (False, True): (8, ")
 
 
@@ -64,8 +76,9 @@ def test_a_run_with_compiled_resources_times_those_within_the_budget(monkeypatch
                       "--warps", "4", "--repeats", "1", "--points", "mamba"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("mamba ")]
     assert [(r[1], r[3], r[6], r[8]) for r in rows] == [
-        ("fwd", "2", "100", "2.50"), ("bwd", "2", "100", "2.50"), ("fwd", "4", "200", "9.00"), ("bwd", "4", "200", "9.00")]
-    assert [r[5] != "-" for r in rows] == [True, True, False, False]  # over the register budget: not timed
+        (kind, k, registers, per_element) for k, registers, per_element in (("2", "100", "2.50"), ("4", "200", "9.00"))
+        for kind in ("fwd", "bwd", "bwd-atomic")]
+    assert [r[5] != "-" for r in rows] == [True] * 3 + [False] * 3  # over the register budget: not timed
 
 
 def test_a_tiny_diagonal_run_prints_a_diagonal_tile_entry(capsys):
@@ -81,8 +94,9 @@ def test_a_tiny_diagonal_run_prints_a_diagonal_tile_entry(capsys):
 
 def test_precompile_tasks_cover_every_candidate_once_and_launch_it():
     kernels = tune.candidates(["mamba", "s5"], [16, 32], {"selective": [1, 8], "diagonal": [32]}, [1, 4])
-    # every mamba tile (at most 8 elements per thread); s5 on one warp holds 16 or 32: left out
-    assert len(kernels) == 2 * (2 * 2 * 2 + 2 * 1 * 2 - 2)
+    # every mamba tile (at most 8 elements per thread), forward, backward and with atomic sums; s5 on
+    # one warp holds 16 or 32: left out
+    assert len(kernels) == 3 * 2 * 2 * 2 + 2 * (2 * 1 * 2 - 2)
     assert not [tile for point, _, tile in kernels if point == "s5" and tile.num_warps == 1]
     assert max(tune.elements_per_thread(tile) for _, _, tile in kernels) == tune.MAX_ELEMENTS_PER_THREAD
     tasks = tune.compile_tasks(kernels)
@@ -92,6 +106,7 @@ def test_precompile_tasks_cover_every_candidate_once_and_launch_it():
     # one task as a pool process runs it, here under the interpreter
     assert tune.launch_once("s5", 1, 4, 12, [("fwd", tune.tile_of("s5", 4, 2, 4)),
                                              ("bwd", tune.tile_of("s5", 8, 4, 4))], device="cpu") == 2
+    assert tune.kinds_of("s5") == ("fwd", "bwd") and tune.kinds_of("s4d") == ("fwd", "bwd")
 
 
 def test_kernels_over_the_register_budget_are_listed_not_timed():
