@@ -193,8 +193,16 @@ to BLOCK_K 2. A forward without autograd writes no chunk-start states, so its T 
 (``channels_first``, :data:`_CHANNELS_FIRST_TILES`) a program's one or two channels read whole
 runs of steps instead of 4 or 8 bytes per step row: the pair at T 64 takes 3.30 ms, 0.70 to
 0.72x the (Bt, L, K) pair, and its no-grad forward T 256, BLOCK_K 1 (0.69 ms; T 128 0.70). These are the
-kernels alone; a caller with (Bt, L, K) tensors pays a copy of u, δ, z into that layout and of
-out back (the layers do not use that layout yet). The six fastest forward and the six
+kernels alone; a caller with (Bt, L, K) tensors pays a copy of u, δ, z into that layout (each
+a transposed view of a contiguous (Bt, K, L) tensor is read in place) and, where it needs
+contiguous (Bt, L, K) memory, of out back. The pair saves 1.3 ms of kernel time (3.30 against
+4.60 ms), a copy at that shape moves 64 MB each way (about 0.04 ms at the H200's memory rate;
+not timed): so the scan takes that layout by default where it has entries
+(:func:`default_channels_first`), and the SISO layer with it. In the Mamba layer the conv's
+output u is already (B, D, L) memory (read in place), δ is (B, L, D) (copied), z a slice of the
+input projection (copied in either layout), and whatever needs out as (B, L, D) memory copies
+it: one copy more than in (Bt, L, K). The layer in that layout has not been timed on a GPU
+yet. The six fastest forward and the six
 fastest backward tiles of the first run issue at 36 to 55% of the H200's rate (their /ELEM
 at one warp instruction per scheduler and cycle, against their times), and over the 65 forward
 and 41 backward candidates timed in that run /ELEM ranks the times with Spearman correlations
@@ -1521,9 +1529,11 @@ def _launch_settings(kind: str, discretization: str, softplus, chunk_size: int |
     :func:`default_tile`, with T = chunk_size and BLOCK_K = block_k where given (BLOCK_K at
     most K padded to a power of two). inference: a selective forward without autograd (its
     tile from ``selective_inference``; no backward follows). channels_first: the selective
-    kernels' layout of the per-step tensors (None: (Bt, L, K), the default). atomic_sums: how
+    kernels' layout of the per-step tensors (None: :func:`default_channels_first`). atomic_sums: how
     a selective backward sums its gradients of a shared B and C over channel blocks
     (:func:`default_atomic_sums` when None)."""
+    if channels_first is None:
+        channels_first = kind == "selective" and default_channels_first(n, is_complex, selective)
     tiles = []
     for part in ("inference" if inference and kind == "selective" else "fwd", "bwd"):
         tile = default_tile(f"{kind}_{part}", n, is_complex, selective, chunk_size, bool(channels_first))
@@ -1532,6 +1542,13 @@ def _launch_settings(kind: str, discretization: str, softplus, chunk_size: int |
     if atomic_sums is None:
         atomic_sums = kind == "selective" and default_atomic_sums(is_complex, selective, bool(channels_first))
     return _Launch(discretization, bool(softplus), tiles[0].chunk_size, *tiles, bool(channels_first), atomic_sums)
+
+
+def default_channels_first(n: int, is_complex: bool, selective: bool) -> bool:
+    """Whether a selective scan with n states runs its kernels on (Bt, K, L) per-step tensors by
+    default: where :data:`_CHANNELS_FIRST_TILES` holds an entry (timed faster than the (Bt, L,
+    K) one), for fewer than _LARGE_STATE states (its tiles hold for those)."""
+    return (bool(is_complex), bool(selective)) in _CHANNELS_FIRST_TILES and _next_power_of_2(n) < _LARGE_STATE
 
 
 def default_atomic_sums(is_complex: bool, selective: bool, channels_first: bool = False) -> bool:
@@ -1781,9 +1798,10 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
     the steps per scanned chunk; block_k: channels per program of the forward and backward
     kernels; None: the defaults of :func:`default_tile`. channels_first: True runs the kernels
     on u, a per-step delta and z laid out (Bt, K, L), a channel's steps adjacent in memory, as
-    mamba-ssm lays them out: copied so, unless they are (Bt, L, K) views of such tensors (x.transpose(1, 2) of a
-    contiguous (Bt, K, L) x; a shared B and C likewise as views of (Bt, n, L) tensors), and out
-    is then a (Bt, L, K) view of a (Bt, K, L) tensor; None or False: laid out (Bt, L, K).
+    mamba-ssm lays them out: copied so, unless they are (Bt, L, K) views of such tensors
+    (x.transpose(1, 2) of a contiguous (Bt, K, L) x; a shared B and C likewise as views of (Bt,
+    n, L) tensors), and out is then a (Bt, L, K) view of a (Bt, K, L) tensor; False: laid out
+    (Bt, L, K); None: :func:`default_channels_first` (the Mamba point's entry: channels first).
     atomic_sums: True makes the backward add its gradients of a shared B and C over the channel
     blocks by atomic adds into one (Bt, n, L) tensor (as mamba-ssm's kernel does), False writes
     one per block, (⌈K/BLOCK_K⌉, Bt, n, L), summed by torch: more memory traffic, the same

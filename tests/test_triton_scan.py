@@ -155,9 +155,10 @@ def test_selective_scan_float32(name: str, device: str) -> None:
 
 def test_a_forward_without_autograd_takes_its_own_tile_and_computes_the_same(device: str) -> None:
     # the Mamba entry's forward under no_grad walks longer chunks than its training forward
-    # (no chunk-start states to share with a backward): at L 150 each walks several chunks
+    # (no chunk-start states to share with a backward): at L 150 each walks several chunks;
+    # (Bt, L, K) here, (Bt, K, L) in test_channels_first_kernels_compute_the_same
     settings = dict(kind="selective", discretization="zoh_euler", softplus=True, chunk_size=None, block_k=None,
-                    K=CHANNELS, n=STATES, is_complex=False, selective=True)
+                    K=CHANNELS, n=STATES, is_complex=False, selective=True, channels_first=False)
     inference = ts._launch_settings(**settings, inference=True).forward
     training = ts._launch_settings(**settings).forward
     T, block_k, warps = ts._INFERENCE_TILES[False, True]
@@ -166,9 +167,9 @@ def test_a_forward_without_autograd_takes_its_own_tile_and_computes_the_same(dev
     kwargs = selective_inputs(CASES["mamba"], device, length=150)
     reference = output_and_grads(ts.selective_scan_reference, kwargs)
     with torch.no_grad():
-        fast = ts.selective_scan(**kwargs)
+        fast = ts.selective_scan(**kwargs, channels_first=False)
     assert_same((fast, {}), (reference[0], {}), **TOL)
-    assert_same(output_and_grads(ts.selective_scan, kwargs), reference, **TOL)
+    assert_same(output_and_grads(lambda **kw: ts.selective_scan(**kw, channels_first=False), kwargs), reference, **TOL)
 
 
 @pytest.mark.parametrize("name", ["mamba", "s4d", "bilinear_complex_real_B"])
@@ -200,6 +201,12 @@ def test_the_channels_first_layout_takes_its_own_entries_where_there_are_some() 
     # an entry with none of its own: the (Bt, L, K) layout's
     assert ts.default_tile("selective_bwd", 32, True, False, channels_first=True) == ts.default_tile(
         "selective_bwd", 32, True, False)
+    # by default a scan takes the channels-first layout where it has entries, for up to 32 states
+    del settings["channels_first"]
+    assert ts._launch_settings(**settings) == launch
+    assert not ts._launch_settings(**{**settings, "n": 64}).channels_first
+    assert not ts._launch_settings(**{**settings, "is_complex": True, "selective": False}).channels_first
+    assert not ts._launch_settings(**{**settings, "kind": "diagonal", "n": 1}).channels_first
 
 
 @pytest.mark.parametrize("name, channels_first", [("mamba", False), ("mamba", True), ("zoh_complex_selective", True)])
@@ -228,11 +235,11 @@ def deterministic():
 
 def test_atomic_sums_follow_their_table(monkeypatch) -> None:
     settings = dict(kind="selective", discretization="zoh_euler", softplus=True, chunk_size=None, block_k=None,
-                    K=1024, n=16, is_complex=False, selective=True)
+                    K=1024, n=16, is_complex=False, selective=True, channels_first=False)
     assert ts._launch_settings(**settings).atomic_sums == ((False, True, False) in ts._ATOMIC_SUMS)
     monkeypatch.setattr(ts, "_ATOMIC_SUMS", frozenset({(False, True, False)}))
     assert ts._launch_settings(**settings).atomic_sums
-    assert not ts._launch_settings(**settings, channels_first=True).atomic_sums  # another key
+    assert not ts._launch_settings(**{**settings, "channels_first": True}).atomic_sums  # another key
     assert not ts._launch_settings(**settings, atomic_sums=False).atomic_sums
     assert not ts._launch_settings(**{**settings, "kind": "diagonal", "n": 1}).atomic_sums
 
@@ -240,8 +247,9 @@ def test_atomic_sums_follow_their_table(monkeypatch) -> None:
 def test_atomic_sums_never_run_under_deterministic_algorithms(monkeypatch, deterministic) -> None:
     settings = dict(kind="selective", discretization="zoh_euler", softplus=True, chunk_size=None, block_k=None,
                     K=1024, n=16, is_complex=False, selective=True)
-    monkeypatch.setattr(ts, "_ATOMIC_SUMS", frozenset({(False, True, False)}))
+    monkeypatch.setattr(ts, "_ATOMIC_SUMS", frozenset({(False, True, False), (False, True, True)}))
     assert not ts._launch_settings(**settings).atomic_sums
+    assert not ts._launch_settings(**settings, channels_first=False).atomic_sums
     with pytest.raises(ValueError, match=r"atomic_sums=True is not valid under torch.use_deterministic_algorithms"
                                          r"\(True\).*expected None or False"):
         ts.selective_scan(**_bad_selective(), atomic_sums=True)

@@ -283,10 +283,12 @@ class SelectiveScanOurs(nn.Module):
 
     u, δ: (B, L, D); B_t, C_t: (B, L, N); Δ = softplus(δ + b); h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t
     (zoh_euler); y_t = C_t·h_t + D u_t. A = -exp(A_log): (D, N). channels_first (mode triton):
-    every input and y in mamba-ssm's layout instead, (B, D, L) and (B, N, L), read in place.
+    True: every input and y in mamba-ssm's layout instead, (B, D, L) and (B, N, L), read in
+    place; None: the kernels' default layout for these (B, L, ·) inputs, as the layer runs them
+    (at the Mamba point channels first: u, δ copied into it, y a transposed view).
     """
 
-    def __init__(self, D: int, N: int, mode: str, channels_first: bool = False):
+    def __init__(self, D: int, N: int, mode: str, channels_first: bool | None = None):
         super().__init__()
         self.mode, self.channels_first = mode, channels_first
         self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(D, 1))
