@@ -773,7 +773,7 @@ def _selective_scan_fwd_kernel(
     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, SAVE_STATES: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_N: tl.constexpr, CHANNELS_FIRST: tl.constexpr,
+    CHANNELS_FIRST: tl.constexpr,
 ):
     """out of :func:`selective_scan` for channel block program_id(0) and batch program_id(1)
     (consecutive programs take neighbouring channels of one batch element, which share B and C).
@@ -789,7 +789,6 @@ def _selective_scan_fwd_kernel(
     k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     steps = tl.arange(0, T)
     rows = steps[:, None]
-    held = tl.arange(0, BLOCK_N)[:, None]  # row j of the carried state is state j
     mask_k = k < K
     n_chunks = tl.cdiv(L, T)
     # this batch element's slices (64-bit offsets once; offsets inside a slice are 32-bit)
@@ -802,16 +801,18 @@ def _selective_scan_fwd_kernel(
     B_ptr = _offset(B_ptr, batch * L * N, COMPLEX)
     if C_SHARED:
         C_ptr = _offset(C_ptr, batch * L * N, COMPLEX)
-    states_ptr = _offset(states_ptr, batch * n_chunks * K * N, COMPLEX)
+    slots = n_chunks if SAVE_STATES else 2  # of the states (below) per batch element
+    states_ptr = _offset(states_ptr, batch * slots * K * N, COMPLEX)
     scale = tl.load(scale_ptr)
     dtype = A_ptr.dtype.element_ty  # the accumulation dtype: fp32 (for bf16/fp16 inputs too) or fp64
     if HAS_D:
         d = tl.load(D_ptr + k, mask=mask_k, other=0.0)
 
-    # h_{t0-1}, the state entering the chunk: (BLOCK_N, BLOCK_K)
-    h_re = tl.zeros((BLOCK_N, BLOCK_K), dtype)
-    h_im = tl.zeros((BLOCK_N, BLOCK_K), dtype) if COMPLEX else 0.0
+    # the state entering chunk c goes through memory: slot c of the states (SAVE_STATES, kept
+    # for the backward), or of a two-slot scratch, slot c % 2; the host zeroes slot 0
     for chunk in range(0, n_chunks):
+        slot = chunk if SAVE_STATES else chunk % 2
+        after = chunk + 1 if SAVE_STATES else (chunk + 1) % 2
         t = chunk * T + steps
         mask_t = (t < L)[:, None]
         mask_tk = mask_t & mask_k[None, :]
@@ -822,9 +823,8 @@ def _selective_scan_fwd_kernel(
         y = tl.zeros((T, BLOCK_K), dtype)
         for j in range(0, N):
             a_re, a_im = _state_A(A_ptr, k, mask_k, j, N, COMPLEX)
-            h0_re, h0_im = _crow(h_re, h_im, held, j, COMPLEX)
-            if SAVE_STATES:
-                _store_complex(states_ptr, (chunk * N + j) * K + k, h0_re, h0_im, mask_k, COMPLEX)
+            # h_{t0-1}[j]: what the chunk before stored (every thread reads it), zero before the first
+            h0_re, h0_im = _load_complex(states_ptr, (slot * N + j) * K + k, mask_k, 0.0, COMPLEX)
             tj = j * L + t[:, None]  # state j's steps are adjacent in B and C, (Bt, N, L)
             _, _, _, _, abar_re, abar_im, x_re, x_im = _state_pairs(
                 dt, u, a_re, a_im, B_ptr, tj, mask_t, mask_tk, METHOD, COMPLEX, HAS_B)
@@ -833,8 +833,10 @@ def _selective_scan_fwd_kernel(
             # y_t += Re C_t[j] h_t[j]
             c_re, c_im = _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED, COMPLEX)
             y += _re_mul(c_re, c_im, hc_re, hc_im, COMPLEX)
-            last_re, last_im = _crow(hc_re, hc_im, rows, T - 1, COMPLEX)
-            h_re, h_im = _cput_row(h_re, h_im, held, j, last_re, last_im, COMPLEX)
+            # h_{t0+T-1}[j], the state entering the next chunk: stored by the threads holding the last step
+            last = (rows == T - 1) & (t[:, None] + 1 < L) & mask_k[None, :]  # a next chunk only
+            _store_complex(states_ptr, (after * N + j) * K + k[None, :] + 0 * rows, hc_re, hc_im, last, COMPLEX)
+        tl.debug_barrier()  # every thread's stores of this chunk's states before the next chunk's reads
 
         # y_t = scale · Re Σ_j C_t h_t + D u_t,   out_t = y_t silu(z_t)
         y = scale * y
@@ -1433,7 +1435,6 @@ _ATOMIC_SUMS: frozenset = frozenset()
 _LARGE_STATE = 64  # from 64 states (BLOCK_N), the tiles of default_tile's last lines
 _CARRIED_ELEMENTS = 512
 _MIN_BLOCK_K = 4  # at BLOCK_K 2 (n 256, 16 warps) the Mamba backward spills in bf16
-_LARGE_STATE_FORWARD_WARPS = 4
 _STEP_WARPS = 4
 _STEP_ELEMENTS = 1024 // 16  # the step kernel's (BLOCK_K, BLOCK_N) tile
 
@@ -1481,7 +1482,7 @@ def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_siz
     block_n = _next_power_of_2(n)
     if kind == "selective_inference":
         entry = _entry("selective", is_complex, selective, channels_first, inference=True)
-        if entry is None or block_n >= _LARGE_STATE:
+        if entry is None:
             return default_tile("selective_fwd", n, is_complex, selective, chunk_size, channels_first)
         T, block_k, warps = entry
         return Tile(chunk_size or T, block_k, block_n, warps)
@@ -1493,12 +1494,10 @@ def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_siz
     block_k, warps = sizes[:2] if part == "fwd" else sizes[2:]
     if scan == "diagonal":
         return Tile(T, block_k, 1, warps)
-    if block_n < _LARGE_STATE:
+    if block_n < _LARGE_STATE or part == "fwd":  # the forward holds no tile with an n axis
         return Tile(T, block_k, block_n, warps)
-    # many states: the carried (BLOCK_N, BLOCK_K) tiles set BLOCK_K and the warps, whatever the entry
+    # many states: the backward's carried (BLOCK_N, BLOCK_K) tiles set BLOCK_K and the warps, whatever the entry
     block_k = max(_MIN_BLOCK_K, _CARRIED_ELEMENTS // block_n)
-    if part == "fwd":
-        return Tile(T, block_k, block_n, _LARGE_STATE_FORWARD_WARPS)
     return Tile(T, block_k, block_n, _large_state_backward_warps(block_n, is_complex and selective))
 
 
@@ -1626,7 +1625,9 @@ def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Laun
     pairs = (2,) if A.is_complex() else ()
     out = torch.empty_like(u)
     n_chunks = triton.cdiv(length, launch.chunk_size)
-    states = u.new_empty((batch, n_chunks, n, K, *pairs), dtype=scale.dtype) if save_states else u
+    # the state entering each chunk (zero entering the first), or a two-slot scratch for it
+    states = u.new_empty((batch, n_chunks if save_states else 2, n, K, *pairs), dtype=scale.dtype)
+    states[:, 0] = 0
     tile = launch.forward
     _selective_scan_fwd_kernel[(triton.cdiv(K, tile.block_k), batch)](
         u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u), _planes(D, u),
@@ -1634,7 +1635,7 @@ def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Laun
         METHOD=launch.method, COMPLEX=A.is_complex(), DELTA_PER_STEP=delta.dim() == 3,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, SAVE_STATES=save_states, T=launch.chunk_size,
-        BLOCK_K=tile.block_k, BLOCK_N=tile.block_n, CHANNELS_FIRST=launch.channels_first, num_warps=tile.num_warps,
+        BLOCK_K=tile.block_k, CHANNELS_FIRST=launch.channels_first, num_warps=tile.num_warps,
     )
     return out, (states if save_states else None)
 

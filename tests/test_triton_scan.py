@@ -255,12 +255,22 @@ def test_atomic_sums_never_run_under_deterministic_algorithms(monkeypatch, deter
         ts.selective_scan(**_bad_selective(), atomic_sums=True)
 
 
-def test_entries_without_an_inference_tile_and_large_states_infer_with_the_training_forward_tile() -> None:
-    for n, is_complex, selective in [(16, True, False), (32, True, True), (16, False, False), (256, False, True)]:
-        assert (is_complex, selective) not in ts._INFERENCE_TILES or n >= ts._LARGE_STATE
+def test_entries_without_an_inference_tile_infer_with_the_training_forward_tile() -> None:
+    for n, is_complex, selective in [(16, True, False), (32, True, True), (16, False, False)]:
+        assert (is_complex, selective) not in ts._INFERENCE_TILES
         assert (ts.default_tile("selective_inference", n, is_complex, selective)
                 == ts.default_tile("selective_fwd", n, is_complex, selective))
     assert ts.default_tile("selective_inference", 16, False, True, chunk_size=8).chunk_size == 8
+
+
+def test_a_forward_takes_its_entry_s_tile_for_any_state_size() -> None:
+    # the forward holds no tile with an n axis (the carried state goes through memory); the
+    # backward's carried tiles set its tile from _LARGE_STATE states
+    for kind in ("selective_fwd", "selective_inference"):
+        small, large = (ts.default_tile(kind, n, False, True) for n in (16, 256))
+        assert (small.chunk_size, small.block_k, small.num_warps) == (large.chunk_size, large.block_k, large.num_warps)
+    assert ts.default_tile("selective_bwd", 256, False, True).block_k != ts.default_tile("selective_bwd", 16, False,
+                                                                                           True).block_k
 
 
 def test_reference_matches_closed_form() -> None:
