@@ -47,12 +47,14 @@ and walks L in chunks of T = ``chunk_size`` steps. Per chunk it loads (T, BLOCK_
 δ (and z), then loops over the n states one at a time, as mamba-ssm's kernel loops over the states of its channel: for state j it forms the pairs
 (Ā_t, F_t B_t[j] u_t) of the (T, BLOCK_K) tile (B_t[j] a (T,) column), solves the chunk with
 ``tl.associative_scan`` under  (a1, b1) • (a2, b2) = (a2 a1, a2 b1 + b2),  adds
-(Ā_{t0}···Ā_t) h_{t0-1}[j] for the carried state, and adds Re C_t[j] h_t[j] into the
-(T, BLOCK_K) readout. No tile has an n axis, so the registers a thread needs do not grow with
-n; the only per-state tile is the carried state h_{t0-1}, (BLOCK_N, BLOCK_K), one row per
-state (row j read and replaced by masked sums, :func:`_crow`, :func:`_put_row`). Steps past
-L and channels past K are identities (a = 1, b = 0). With autograd the forward also stores
-the state entering every chunk, (Bt, ⌈L/T⌉, n, K) (1/T of the states). A program moves its
+(Ā_{t0}···Ā_t) h_{t0-1}[j] for the state entering the chunk, and adds Re C_t[j] h_t[j] into
+the (T, BLOCK_K) readout. No tile of the forward has an n axis, so its registers do not grow
+with n: the state entering a chunk goes through memory. For state j the threads that hold the
+chunk's last step store h_{t0+T-1}[j] (a masked store, BLOCK_K values), and in the next chunk
+every thread loads it (one broadcast load; a barrier per chunk orders the two): into the
+chunk-start states the backward reads, (Bt, ⌈L/T⌉, n, K) (1/T of the states), with autograd,
+or into a two-slot scratch (Bt, 2, n, K) without, chunk c's in slot c mod 2; slot 0 is zeroed
+by the host. Steps past L and channels past K are identities (a = 1, b = 0). A program moves its
 pointers to its batch element once (64-bit) and indexes inside it in 32 bits, which bounds
 one batch element: L·K and L·n (2·L·n when complex) below 2^31; the batch, the grid's second
 axis, is at most 65535 (a ValueError otherwise). A
@@ -113,14 +115,14 @@ writes 1.1 GB; and the real diagonal scan with a fixed Δ, which no compiled cas
 
   kernel (preset point, n)                  T  BLOCK_K warps  registers, 3.9 / 3.6,  /ELEM, 3.9 / 3.6
                                                                fp32       bf16        before      now
-  selective fwd  (Mamba: real, 16)         32    2     1     78 / 72    77 / 72      2.7 / 2.8   2.6 / 2.6
-  selective fwd, no_grad (Mamba)            64    2     1     79 / 79    79 / 72          -       1.9 / 1.9
+  selective fwd  (Mamba: real, 16)         32    2     1     78 / 72    78 / 72      2.7 / 2.8   2.1 / 1.8*
+  selective fwd, no_grad (Mamba)            64    2     1     80 / 80    80 / 80          -       1.8 / 1.5*
   selective bwd  (Mamba: real, 16)         32    2     1     72 / 72    72 / 72     13.0 / 12.2  4.7 / 5.2
-  selective fwd  (Mamba LTI: real, 16)     32    8     1     96 / 93   128 / 93      2.6 / 2.8   1.4 / 1.4
+  selective fwd  (Mamba LTI: real, 16)     32    8     1     80 / 77   114 / 128     2.6 / 2.8   1.1 / 1.1
   selective bwd  (Mamba LTI: real, 16)     32    1     1     52 / 47    52 / 45     11.8 / 11.0  4.8 / 5.4
-  selective fwd  (S4D: complex, 32)        32    2     1     64 / 64    64 / 64     12.9 / 11.2 11.8 / 9.9
+  selective fwd  (S4D: complex, 32)        32    2     1     63 / 60    63 / 64     12.9 / 11.2 11.0 / 8.6
   selective bwd  (S4D: complex, 32)        32    1     1     64 / 56    64 / 56     39.8 / 34.8 18.6 / 17.6
-  selective fwd  (complex 32, Δ B C / step) 16  16     4     72 / 72    72 / 72     13.4 / 11.8 (unchanged)
+  selective fwd  (complex 32, Δ B C / step) 16  16     4     64 / 56    64 / 56     13.4 / 11.8 11.8 / 9.9
   selective bwd  (complex 32, Δ B C / step) 16   8     4    127 / 112  128 / 126    35.2 / 32.4 (unchanged)
   selective step (Mamba; S4D)               -  4; 2    4   26; 34 / 26; 25
   diagonal fwd   (S5: complex)              8   32     1     78 / 78    78 / 78      5.8 / 8.8   2.5 / 2.4
@@ -135,8 +137,24 @@ writes 1.1 GB; and the real diagonal scan with a fixed Δ, which no compiled cas
 forward). No spills in any (ptxas's spill stores and loads, cuobjdump's local memory). With
 triton 3.6 every kernel with a complex A has a 32-byte stack frame that is not a spill: the
 local array libdevice's sin and cos use to reduce arguments beyond about 1e5 (its loops are
-left out of /ELEM: they run for such arguments only). The Mamba point, forward and backward
-together: 7.1 to 7.6 warp instructions per element and state against 15.0 to 15.7, 2.0 to 2.2x
+left out of /ELEM: they run for such arguments only). The forward rows' "now" are those of the
+forward that passes the entering state through memory (Kernels, above); with the carried
+(BLOCK_N, BLOCK_K) tile it had before, its state read and replaced by masked sums (shuffles
+over the states and over the steps), the main loops took more instructions, triton 3.9,
+unspecialised / aligned, before -> now: Mamba 165 / 161 -> 131 / 113, no-grad 248 / 206 -> 225
+/ 177, (Bt, K, L) 264 / 218 -> 231 / 178 and no-grad 473 / 273 -> 450 / 249, Mamba LTI 205 /
+353 -> 173 / 273, S4D 474 / 756 -> 425 / 703, complex with Δ, B and C per step 822 / 859 -> 726
+/ 753 (8 to 29% fewer), with 1 to 4 registers more in six of the 3.9 compiles and 2 to 8 in
+eight of the 3.6 ones, as many or fewer in the rest (and the LTI forward's bf16 aligned
+compile: 128 -> 114 with 3.9, 90 -> 128 with 3.6, at the budget's edge).
+*: triton 3.6 unrolls the new loop over states twice in some compiles (the Mamba forward
+unspecialised, the no-grad one in both, the (Bt, K, L) forward aligned: twice the MUFU.EX2 a
+pass), so one pass of its main loop takes two states; the starred figures are per state, half
+of what ``python -m models.triton_resources`` prints for a pass (the proxy counts one pass of
+the loop as one state: a limit of it that the tuner's /ELEM column shares). With the states
+out of the forward's registers, its tile no longer depends on n (:func:`default_tile`: from
+_LARGE_STATE states only the backward's changes). The Mamba point, forward and backward
+together, before that change: 7.1 to 7.6 warp instructions per element and state against 15.0 to 15.7, 2.0 to 2.2x
 fewer, and no warp waits for another (one warp per program; 18 to 21 barriers a pass in the
 backward before). At batch 8, K 1024, n 16, L 2048 (268 million elements and states) on an
 H200 (132 SMs, 4 schedulers each issuing one warp instruction per cycle, 1.98 GHz) that is 1.8
@@ -160,18 +178,16 @@ BLOCK_K 8 the Mamba forward took 255 registers and its backward 255 with spills
 128 registers took T = 8 or 4 (Mamba backward 122, complex backward with Δ, B and C per step
 128, its bf16 compile 48 bytes of spills). With the loop, T = 32 fits with 1 to 4 (T, BLOCK_K)
 elements per thread (the Mamba backward on 4 warps, 2 per thread, takes 120 registers in fp32
-but spills 8 bytes in bf16, so it ran on 8 warps). The entries hold for up to 32 states. From
-n = 64 (:data:`_LARGE_STATE`) the carried (BLOCK_N, BLOCK_K) tiles set the tile, whatever the
-entry: BLOCK_K = 512 / BLOCK_N but not below 4 (8 at n = 64, 4 from n = 128; at BLOCK_K 2 the
-Mamba backward at n = 256 spills 16 bytes in bf16), the forward on 4 warps, the backward on 8
-at n = 64 and 16 from n = 128, or from n = 64 for the complex backward with Δ, B and C per step
+but spills 8 bytes in bf16, so it ran on 8 warps). The backward's entries hold for up to 32
+states. From n = 64 (:data:`_LARGE_STATE`) its carried (BLOCK_N, BLOCK_K) tiles set its tile,
+whatever the entry: BLOCK_K = 512 / BLOCK_N but not below 4 (8 at n = 64, 4 from n = 128; at
+BLOCK_K 2 the Mamba backward at n = 256 spills 16 bytes in bf16), on 8 warps at n = 64 and 16
+from n = 128, or from n = 64 for the complex backward with Δ, B and C per step
 (:func:`_large_state_backward_warps`: on 8 warps it spills 48 bytes in bf16 at n = 64 with
-triton 3.6; on 4, 8 bytes with 3.9). The one-warp tiles of the small-state entries do not
-carry over: the Mamba forward at n = 256 on one warp takes 141 registers in bf16 with triton
-3.6, the S4D forward at BLOCK_K 2 on 2 warps 4 bytes of spills with 3.9. The budget test holds the Mamba and
-S4D kernels at n = 256 and the complex ones with Δ, B and C per step at n = 64 and 256 (their
-"n 64" and "n 256" rows): 56 to 126 registers in both versions and both specialisations, no
-spills. Whether the tiles of the other entries are the fastest on a GPU was not measured
+triton 3.6; on 4, 8 bytes with 3.9). The forward compiles the same for any n (it has no tile
+with an n axis) and keeps its entry's tile. The budget test holds the Mamba and S4D backward
+at n = 256 and the complex one with Δ, B and C per step at n = 64 and 256 (their "n 64" and
+"n 256" rows): no spills and at most 128 registers in both versions and both specialisations. Whether the tiles of the other entries are the fastest on a GPU was not measured
 (``make gpu-tune`` times the candidates, ``make gpu-check`` these).
 
 Measured (``make gpu-tune``'s timings: one H200, torch 2.11, triton 3.6, float32, batch 8,
