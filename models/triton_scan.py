@@ -202,7 +202,9 @@ backward's time includes torch's sums of its partial gradients of B and C), mill
   (Bt, K, L)            64   0.77         (2, 1)        2.53         (1, 1)         3.30
   (Bt, K, L)            32   1.14         (4, 2)        3.21         (1, 1)         4.35
 
-The (Bt, L, K) entry keeps T 32 (T 64 is as fast within the runs' spread) and moves its forward
+These forwards carried the state entering a chunk in registers; the forward that passes it
+through memory (Kernels, above; 8 to 29% fewer instructions in its main loop) has not been timed
+on a GPU yet. The (Bt, L, K) entry keeps T 32 (T 64 is as fast within the runs' spread) and moves its forward
 to BLOCK_K 2. A forward without autograd writes no chunk-start states, so its T is its own
 (:data:`_INFERENCE_TILES`): T 64, BLOCK_K 2 took 0.98 to 0.99 ms (with the states written), T
 128 at BLOCK_K 2 0.98 ms at 128 registers, at the budget's edge. In mamba-ssm's layout

@@ -41,16 +41,18 @@ short keeps what it measured; every entry is printed again at the end. ``make gp
 The default candidates hold the default tiles (T 8 to 256; the selective scans' BLOCK_K 1 to 16
 on 1 to 4 warps, the diagonal ones' 16 to 64 on 1 to 8). The selective candidates span the two
 ways a tile can spread over threads. BLOCK_K 1 or 2 on one warp puts a chunk's steps across the
-lanes of one warp: every scan and reduction by shuffles, no barrier in the compiled kernel, few
-registers, but u, Δ, z read with a stride of K. BLOCK_K 8 or 16 on 4 or 8 warps reads rows of channels in one run but synchronises its warps
-in every scan. Compiled for sm_90 by triton 3.6 (the H200 image's), Mamba point, bar.sync
-instructions in the PTX and registers, forward / backward:
+lanes of one warp: every scan and reduction by shuffles, no barrier in the compiled loop over
+states (the forward's one barrier a chunk orders the state it passes to the next chunk through
+memory), few registers, but u, Δ, z read with a stride of K. BLOCK_K 8 or 16 on 4 or 8 warps
+reads rows of channels in one run but synchronises its warps in every scan. Compiled for sm_90
+by triton 3.6 (the H200 image's), Mamba point, bar.sync instructions in the PTX and registers,
+forward / backward:
 
-  T 32, BLOCK_K 1, 1 warp       0 / 0      61 / 56
-  T 32, BLOCK_K 2, 1 warp       0 / 0      72 / 72
-  T 64, BLOCK_K 1, 1 warp       0 / 0      64 / 96
-  T 32, BLOCK_K 4, 1 warp       5 / 9      72 / 111
-  T 32, BLOCK_K 16 / 8, 4 / 8 warps (the former defaults)   8 / 38   88 / 109
+  T 32, BLOCK_K 1, 1 warp       1 / 0      60 / 56
+  T 32, BLOCK_K 2, 1 warp       1 / 0      72 / 72
+  T 64, BLOCK_K 1, 1 warp       1 / 0      71 / 96
+  T 32, BLOCK_K 4, 1 warp       5 / 9      79 / 111
+  T 32, BLOCK_K 16 / 8, 4 / 8 warps (the former defaults)   3 / 38   71 / 109
 
 The Mamba point's defaults are the fastest pairs this tuner timed on an H200: T 32, BLOCK_K 2
 on one warp forward and backward; in mamba-ssm's layout T 64, BLOCK_K 2 forward and 1 backward
