@@ -182,13 +182,6 @@ def per_step_arguments(case: Case) -> set[str]:
     return names
 
 
-def default_atomic_sums(case: Case) -> bool:
-    """Whether the case's kernel, a selective backward, adds its gradients of a shared B and C
-    atomically at its defaults (:func:`models.triton_scan.default_atomic_sums`)."""
-    flags = dict(case.flags)
-    return ts.default_atomic_sums(case.complex, flags.get("DELTA_PER_STEP", False), flags.get("CHANNELS_FIRST", False))
-
-
 def measure(case: Case, tile=None) -> Usage:
     """Compile one case for sm_90 at ``tile`` (a :class:`models.triton_scan.Tile`; None: the
     kernel's default) and read its resource usage."""
@@ -200,8 +193,8 @@ def measure(case: Case, tile=None) -> Usage:
         raise RuntimeError("TRITON_INTERPRET=1: triton.jit built interpreted kernels, which do not compile")
     kernel = getattr(ts, _KERNELS[case.kind])
     flags = dict(case.flags)
-    tile = tile or ts.default_tile(case.kind, case.n, case.complex, flags.get("DELTA_PER_STEP", False),
-                                   channels_first=flags.get("CHANNELS_FIRST", False))
+    selective, channels_first = flags.get("DELTA_PER_STEP", False), flags.get("CHANNELS_FIRST", False)
+    tile = tile or ts.default_tile(case.kind, case.n, case.complex, selective, channels_first=channels_first)
     constexprs = dict(flags, COMPLEX=case.complex)
     if case.kind.startswith("selective"):
         constexprs["BLOCK_N"] = tile.block_n
@@ -211,7 +204,8 @@ def measure(case: Case, tile=None) -> Usage:
         constexprs["SAVE_STATES"] = case.kind.endswith("fwd")
     constexprs["BLOCK_K"] = tile.block_k
     constexprs.setdefault("CHANNELS_FIRST", False)  # a selective scan's layout: (Bt, L, K) unless the case says
-    constexprs.setdefault("ATOMIC_SUMS", default_atomic_sums(case))  # a selective backward's sums over blocks
+    # a selective backward's sums over channel blocks: the default unless the case says
+    constexprs.setdefault("ATOMIC_SUMS", ts.default_atomic_sums(case.complex, selective, channels_first))
     for name in list(constexprs):
         if name not in kernel.arg_names:
             del constexprs[name]

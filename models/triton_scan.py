@@ -1360,14 +1360,14 @@ _INT32_LIMIT = 2 ** 31
 _GRID_Y_LIMIT = 65535  # CUDA's largest grid extent along its second axis
 
 
-def _check_layout(channels_first) -> None:
-    if channels_first is not None and not isinstance(channels_first, bool):
-        raise ValueError(f"channels_first={channels_first!r} is not valid; expected None, True or False")
+def _check_choice(name: str, value) -> None:
+    """A keyword that is None (the default) or a bool."""
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not valid; expected None, True or False")
 
 
 def _check_atomic_sums(atomic_sums) -> None:
-    if atomic_sums is not None and not isinstance(atomic_sums, bool):
-        raise ValueError(f"atomic_sums={atomic_sums!r} is not valid; expected None, True or False")
+    _check_choice("atomic_sums", atomic_sums)
     if atomic_sums and torch.are_deterministic_algorithms_enabled():
         raise ValueError("atomic_sums=True is not valid under torch.use_deterministic_algorithms(True): atomic adds "
                          "sum in an order that varies from run to run; expected None or False")
@@ -1553,12 +1553,12 @@ def _launch_settings(kind: str, discretization: str, softplus, chunk_size: int |
         channels_first = kind == "selective" and default_channels_first(n, is_complex, selective)
     tiles = []
     for part in ("inference" if inference and kind == "selective" else "fwd", "bwd"):
-        tile = default_tile(f"{kind}_{part}", n, is_complex, selective, chunk_size, bool(channels_first))
+        tile = default_tile(f"{kind}_{part}", n, is_complex, selective, chunk_size, channels_first)
         width = block_k or min(_next_power_of_2(K), tile.block_k)
         tiles.append(Tile(tile.chunk_size, width, tile.block_n, tile.num_warps))
     if atomic_sums is None:
-        atomic_sums = kind == "selective" and default_atomic_sums(is_complex, selective, bool(channels_first))
-    return _Launch(discretization, bool(softplus), tiles[0].chunk_size, *tiles, bool(channels_first), atomic_sums)
+        atomic_sums = kind == "selective" and default_atomic_sums(is_complex, selective, channels_first)
+    return _Launch(discretization, bool(softplus), tiles[0].chunk_size, *tiles, channels_first, atomic_sums)
 
 
 def default_channels_first(n: int, is_complex: bool, selective: bool) -> bool:
@@ -1828,7 +1828,7 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
     ``torch.use_deterministic_algorithms(True)``, where True is refused).
     """
     _check_selective(u, delta, A, B, C, D, z, delta_bias, discretization, scale)
-    _check_layout(channels_first)
+    _check_choice("channels_first", channels_first)
     _check_atomic_sums(atomic_sums)
     _check_launch(u, chunk_size, block_k)
     _check_slice_sizes(*u.shape, A.shape[1], A.is_complex())

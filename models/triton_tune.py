@@ -138,7 +138,8 @@ def _case(point: str, kind: str = FORWARD) -> resources.Case:
     case = next(c for c in resources.CASES if c.name == f"{point} {BACKWARD if kind == ATOMIC else kind}")
     if kind == FORWARD:
         return case
-    return replace(case, name=f"{point} {kind}", flags=tuple(sorted({**dict(case.flags), "ATOMIC_SUMS": kind == ATOMIC}.items())))
+    flags = {**dict(case.flags), "ATOMIC_SUMS": kind == ATOMIC}
+    return replace(case, name=f"{point} {kind}", flags=tuple(sorted(flags.items())))
 
 
 def kinds_of(point: str) -> tuple[str, ...]:
