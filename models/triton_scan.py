@@ -516,28 +516,12 @@ def _shift_down(x, rows, first):
 
 
 @_triton_jit
-def _shift_up(x, rows, last, T: tl.constexpr):
-    """y[t] = x[t + 1] along axis 0 (length T), y[T - 1] = last."""
-    source = tl.broadcast_to(tl.minimum(rows + 1, T - 1), x.shape)
-    return tl.where(rows == T - 1, last, tl.gather(x, source, 0))
-
-
-@_triton_jit
 def _cshift_down(xr, xi, rows, fr, fi, COMPLEX: tl.constexpr):
     """Complex :func:`_shift_down`."""
     if COMPLEX:
         return _shift_down(xr, rows, fr), _shift_down(xi, rows, fi)
     else:
         return _shift_down(xr, rows, fr), 0.0
-
-
-@_triton_jit
-def _cshift_up(xr, xi, rows, lr, li, T: tl.constexpr, COMPLEX: tl.constexpr):
-    """Complex :func:`_shift_up`."""
-    if COMPLEX:
-        return _shift_up(xr, rows, lr, T), _shift_up(xi, rows, li, T)
-    else:
-        return _shift_up(xr, rows, lr, T), 0.0
 
 
 @_triton_jit
@@ -582,9 +566,10 @@ def _discretize(dt, a_re, a_im, METHOD: tl.constexpr, COMPLEX: tl.constexpr):
 
 
 @_triton_jit
-def _discretize_grad(dt, a_re, a_im, abar_re, abar_im, f_re, f_im, gabar_re, gabar_im, gf_re, gf_im,
+def _discretize_grad(dt, a_re, a_im, abar_re, abar_im, f_re, f_im, ga_re, ga_im, gf_re, gf_im,
                      METHOD: tl.constexpr, COMPLEX: tl.constexpr):
-    """(∂ℓ/∂Δ, ∂ℓ/∂A) per element from gĀ = ∂ℓ/∂Ā and gF = ∂ℓ/∂F (PyTorch's convention).
+    """(∂ℓ/∂Δ, ∂ℓ/∂A) per element from gF = ∂ℓ/∂F and ga (:func:`_transition_adjoint`): gĀ =
+    ∂ℓ/∂Ā for bilinear, w = gĀ conj(Ā) for zoh and zoh_euler (PyTorch's convention).
 
     With Ā, F holomorphic in A and Δ real:  ∂ℓ/∂Δ = Re(gĀ conj(∂Ā/∂Δ) + gF conj(∂F/∂Δ)),
     ∂ℓ/∂A = gĀ conj(∂Ā/∂A) + gF conj(∂F/∂A), where
@@ -597,17 +582,16 @@ def _discretize_grad(dt, a_re, a_im, abar_re, abar_im, f_re, f_im, gabar_re, gab
         inv_re, inv_im = _crecip(1.0 - 0.5 * da_re, -0.5 * da_im, COMPLEX)
         r_re, r_im = _cmul(inv_re, inv_im, inv_re, inv_im, COMPLEX)
         # ∂ℓ/∂Δ = Re((gĀ conj(A) + gF) conj(r))
-        s_re, s_im = _cmul_conj(gabar_re, gabar_im, a_re, a_im, COMPLEX)
+        s_re, s_im = _cmul_conj(ga_re, ga_im, a_re, a_im, COMPLEX)
         g_dt = _re_mul_conj(s_re + gf_re, s_im + gf_im, r_re, r_im, COMPLEX)
         # ∂ℓ/∂A = (gĀ Δ + gF Δ²/2) conj(r)
-        p_re, p_im = _cscale(gabar_re, gabar_im, dt, COMPLEX)
+        p_re, p_im = _cscale(ga_re, ga_im, dt, COMPLEX)
         q_re, q_im = _cscale(gf_re, gf_im, 0.5 * dt * dt, COMPLEX)
         ga_re, ga_im = _cmul_conj(p_re + q_re, p_im + q_im, r_re, r_im, COMPLEX)
     else:
-        # w = ∂ℓ/∂(ΔA) = gĀ conj(Ā):  ∂ℓ/∂Δ ∋ Re(w conj(A)),  ∂ℓ/∂A ∋ w Δ
-        w_re, w_im = _cmul_conj(gabar_re, gabar_im, abar_re, abar_im, COMPLEX)
-        g_dt = _re_mul_conj(w_re, w_im, a_re, a_im, COMPLEX)
-        ga_re, ga_im = _cscale(w_re, w_im, dt, COMPLEX)
+        # w = ∂ℓ/∂(ΔA) = gĀ conj(Ā) = ga:  ∂ℓ/∂Δ ∋ Re(w conj(A)),  ∂ℓ/∂A ∋ w Δ
+        g_dt = _re_mul_conj(ga_re, ga_im, a_re, a_im, COMPLEX)
+        ga_re, ga_im = _cscale(ga_re, ga_im, dt, COMPLEX)
         if METHOD == "zoh":
             g_dt += _re_mul_conj(gf_re, gf_im, abar_re, abar_im, COMPLEX)
             dt_abar_re, dt_abar_im = _cscale(abar_re, abar_im, dt, COMPLEX)
@@ -635,21 +619,34 @@ def _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX: tl.conste
 
 
 @_triton_jit
-def _chunk_adjoint(g_re, g_im, abar_re, abar_im, nu_re, nu_im, rows, T: tl.constexpr, COMPLEX: tl.constexpr):
-    """λ_t of one chunk, and ν at its first step (the carry into the previous chunk).
+def _chunk_adjoint(g_re, g_im, anext_re, anext_im, lam_re, lam_im, rows, COMPLEX: tl.constexpr):
+    """λ_t of one chunk, and λ at its first step (the carry into the chunk before).
 
-    ν_t = conj(Ā_t)(g_t + ν_{t+1}) (a reversed scan), λ_t = g_t + ν_{t+1}; g_t = ∂ℓ/∂h_t (direct)
-    and Ā_t along axis 0; ν = ν_{t0'}, the first step's value of the chunk after this one,
-    broadcasts over the steps.
+    λ_t = g_t + conj(Ā_{t+1}) λ_{t+1}, a reversed scan of the pairs (conj(Ā_{t+1}), g_t);
+    g_t = ∂ℓ/∂h_t (direct) and anext = Ā_{t+1} (the next step's, recomputed: no shifted tile)
+    along axis 0; lam = λ at the first step of the chunk after this one, broadcasting over the
+    steps (zero after the last chunk, as is λ past L: g is zero there).
     """
-    beta_re, beta_im = _cmul_conj(g_re, g_im, abar_re, abar_im, COMPLEX)
-    suffix_re, suffix_im, nl_re, nl_im = _scan(abar_re, -abar_im, beta_re, beta_im, True, COMPLEX)
-    nuc_re, nuc_im = _cmul(suffix_re, suffix_im, nu_re, nu_im, COMPLEX)
-    nl_re += nuc_re
-    nl_im += nuc_im
-    nn_re, nn_im = _cshift_up(nl_re, nl_im, rows, nu_re, nu_im, T, COMPLEX)
-    first_re, first_im = _crow(nl_re, nl_im, rows, 0, COMPLEX)
-    return g_re + nn_re, g_im + nn_im, first_re, first_im
+    suffix_re, suffix_im, l_re, l_im = _scan(anext_re, -anext_im, g_re, g_im, True, COMPLEX)
+    carry_re, carry_im = _cmul(suffix_re, suffix_im, lam_re, lam_im, COMPLEX)
+    l_re += carry_re
+    l_im += carry_im
+    first_re, first_im = _crow(l_re, l_im, rows, 0, COMPLEX)
+    return l_re, l_im, first_re, first_im
+
+
+@_triton_jit
+def _transition_adjoint(lam_re, lam_im, h_re, h_im, x_re, x_im, h0_re, h0_im, rows,
+                        METHOD: tl.constexpr, COMPLEX: tl.constexpr):
+    """What :func:`_discretize_grad` takes of ∂ℓ/∂Ā_t = λ_t conj(h_{t-1}) (along axis 0): with
+    Ā = exp(ΔA), w = ∂ℓ/∂Ā_t conj(Ā_t) = λ_t conj(h_t - x_t), since Ā_t h_{t-1} = h_t - x_t (x_t
+    = F_t B_t u_t: no shifted tile of states); bilinear, ∂ℓ/∂Ā_t itself, h_{t-1} by a one-row
+    shift (h0 = h_{t0-1} enters at the first row)."""
+    if METHOD == "bilinear":
+        hp_re, hp_im = _cshift_down(h_re, h_im, rows, h0_re, h0_im, COMPLEX)
+        return _cmul_conj(lam_re, lam_im, hp_re, hp_im, COMPLEX)
+    else:
+        return _cmul_conj(lam_re, lam_im, h_re - x_re, h_im - x_im, COMPLEX)
 
 
 @_triton_jit
@@ -931,9 +928,9 @@ def _selective_scan_bwd_kernel(
     SUM_DPRE: tl.constexpr = (not DELTA_PER_STEP) or (HAS_BIAS and dpre_ptr.dtype.element_ty.primitive_bitwidth < 32)
     if SUM_DPRE:
         dpre_sum = tl.zeros((BLOCK_K,), dtype)
-    # ν_{t0'} = conj(Ā) λ at the first step of the chunk after the current one, per state: (BLOCK_N, BLOCK_K)
-    nu_re = tl.zeros((BLOCK_N, BLOCK_K), dtype)
-    nu_im = tl.zeros((BLOCK_N, BLOCK_K), dtype) if COMPLEX else 0.0
+    # λ at the first step of the chunk after the current one, per state: (BLOCK_N, BLOCK_K)
+    lam1_re = tl.zeros((BLOCK_N, BLOCK_K), dtype)
+    lam1_im = tl.zeros((BLOCK_N, BLOCK_K), dtype) if COMPLEX else 0.0
 
     for i in range(0, n_chunks):
         chunk = n_chunks - 1 - i
@@ -945,6 +942,10 @@ def _selective_scan_bwd_kernel(
         u = _load(u_ptr, tk, mask_tk, 0.0)
         pre, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
                               DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
+        if DELTA_PER_STEP:  # Δ_{t+1}, for the adjoint's Ā_{t+1} (a cache hit but for one step)
+            mask_next = (t + 1 < L)[:, None] & mask_k[None, :]
+            dt_next = _load_delta(delta_ptr, bias_ptr, _step_offsets(t + 1, k, L, K, CHANNELS_FIRST), mask_next,
+                                  k[None, :], mask_k[None, :], DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)[1]
         # out = y silu(z):  ∂ℓ/∂y = dout · silu(z)
         dy = _load(dout_ptr, tk, mask_tk, 0.0)
         if HAS_Z:
@@ -961,13 +962,12 @@ def _selective_scan_bwd_kernel(
         for j in range(0, N):
             a_re, a_im = _state_A(A_ptr, k, mask_k, j, N, COMPLEX)
             tj = j * L + t[:, None]  # state j's steps are adjacent in B and C, (Bt, N, L)
-            # recompute state j over the chunk: Ā_t, F_t B_t u_t, h_t and h_{t-1}
+            # recompute state j over the chunk: Ā_t, F_t B_t u_t and h_t
             f_re, f_im, fb_re, fb_im, abar_re, abar_im, x_re, x_im = _state_pairs(
                 dt, u, a_re, a_im, B_ptr, tj, mask_t, mask_tk, METHOD, COMPLEX, HAS_B)
             h0_re, h0_im = _load_complex(states_ptr, (chunk * N + j) * K + k, mask_k, 0.0, COMPLEX)
             h0_re, h0_im = _crow_vector(h0_re, h0_im, COMPLEX)
             h_re, h_im = _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX)
-            hp_re, hp_im = _cshift_down(h_re, h_im, rows, h0_re, h0_im, COMPLEX)
 
             # readout y = scale Re Σ_j C h + D u:  direct ∂ℓ/∂h_t = scale dy conj(C_t),  ∂ℓ/∂C_t = scale dy conj(h_t)
             c_re, c_im = _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED, COMPLEX)
@@ -982,12 +982,16 @@ def _selective_scan_bwd_kernel(
                 gc_re, gc_im = _csum(gc_re, gc_im, 0, COMPLEX)
                 dC_re, dC_im = _cadd_row(dC_re, dC_im, held, j, gc_re, gc_im, COMPLEX)
 
-            # adjoint: ν_t = conj(Ā_t)(g_t + ν_{t+1})  (reversed scan),  λ_t = g_t + ν_{t+1}
-            nu0_re, nu0_im = _crow(nu_re, nu_im, held, j, COMPLEX)
-            nu0_re, nu0_im = _crow_vector(nu0_re, nu0_im, COMPLEX)
-            lam_re, lam_im, first_re, first_im = _chunk_adjoint(g_re, g_im, abar_re, abar_im, nu0_re, nu0_im, rows,
-                                                                T, COMPLEX)
-            nu_re, nu_im = _cput_row(nu_re, nu_im, held, j, first_re, first_im, COMPLEX)
+            # adjoint: λ_t = g_t + conj(Ā_{t+1}) λ_{t+1}  (reversed scan)
+            if DELTA_PER_STEP:
+                anext_re, anext_im, _, _ = _discretize(dt_next, a_re, a_im, METHOD, COMPLEX)
+            else:
+                anext_re, anext_im = abar_re, abar_im
+            l1_re, l1_im = _crow(lam1_re, lam1_im, held, j, COMPLEX)
+            l1_re, l1_im = _crow_vector(l1_re, l1_im, COMPLEX)
+            lam_re, lam_im, first_re, first_im = _chunk_adjoint(g_re, g_im, anext_re, anext_im, l1_re, l1_im, rows,
+                                                                COMPLEX)
+            lam1_re, lam1_im = _cput_row(lam1_re, lam1_im, held, j, first_re, first_im, COMPLEX)
 
             # ∂ℓ/∂(F B u)_t = λ_t:  ∂ℓ/∂u = Re Σ_j λ conj(F B),  ∂ℓ/∂F = λ conj(B) u,  ∂ℓ/∂B = Σ_k λ conj(F) u
             du += _re_mul_conj(lam_re, lam_im, fb_re, fb_im, COMPLEX)
@@ -1002,9 +1006,10 @@ def _selective_scan_bwd_kernel(
                 gf_re, gf_im = lam_re, lam_im
             gf_re, gf_im = _cscale(gf_re, gf_im, u, COMPLEX)
             # ∂ℓ/∂Ā_t = λ_t conj(h_{t-1})
-            gabar_re, gabar_im = _cmul_conj(lam_re, lam_im, hp_re, hp_im, COMPLEX)
+            gt_re, gt_im = _transition_adjoint(lam_re, lam_im, h_re, h_im, x_re, x_im, h0_re, h0_im, rows,
+                                               METHOD, COMPLEX)
             gdt_j, ga_re, ga_im = _discretize_grad(dt, a_re, a_im, abar_re, abar_im, f_re, f_im,
-                                                   gabar_re, gabar_im, gf_re, gf_im, METHOD, COMPLEX)
+                                                   gt_re, gt_im, gf_re, gf_im, METHOD, COMPLEX)
             g_dt += gdt_j
             ga_re, ga_im = _csum(ga_re, ga_im, 0, COMPLEX)
             dA_re, dA_im = _cadd_row(dA_re, dA_im, held, j, ga_re, ga_im, COMPLEX)
@@ -1168,21 +1173,28 @@ def _diagonal_scan_bwd_kernel(
     SUM_DPRE: tl.constexpr = (not DELTA_PER_STEP) or (HAS_BIAS and dpre_ptr.dtype.element_ty.primitive_bitwidth < 32)
     if SUM_DPRE:
         dpre_sum = tl.zeros((BLOCK_K,), dtype)
-    nu_re = tl.zeros((BLOCK_K,), dtype)
-    nu_im = tl.zeros((BLOCK_K,), dtype) if COMPLEX else 0.0
+    # λ at the first step of the chunk after the current one
+    lam1_re = tl.zeros((BLOCK_K,), dtype)
+    lam1_im = tl.zeros((BLOCK_K,), dtype) if COMPLEX else 0.0
     for i in range(0, n_chunks):
         chunk = n_chunks - 1 - i
         t = chunk * T + steps
         mask_tk = (t < L)[:, None] & mask_k[None, :]
         tk = pid_b * L * K + t[:, None] * K + k[None, :]
 
-        # recompute the chunk: Ā_t, F_t u_t, h_t and h_{t-1}
+        # recompute the chunk: Ā_t, F_t u_t and h_t
         u_re, u_im, pre, dt, f_re, f_im, abar_re, abar_im, x_re, x_im = _diagonal_pairs(
             u_ptr, delta_ptr, bias_ptr, tk, mask_tk, k, mask_k, a_re, a_im,
             METHOD, COMPLEX, DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
         h0_re, h0_im = _load_complex(states_ptr, (pid_b * n_chunks + chunk) * K + k, mask_k, 0.0, COMPLEX)
         h_re, h_im = _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX)
-        hp_re, hp_im = _cshift_down(h_re, h_im, rows, h0_re, h0_im, COMPLEX)
+        if DELTA_PER_STEP:  # Ā_{t+1}, for the adjoint (Δ_{t+1}: a cache hit but for one step)
+            mask_next = (t + 1 < L)[:, None] & mask_k[None, :]
+            dt_next = _load_delta(delta_ptr, bias_ptr, tk + K, mask_next, k[None, :], mask_k[None, :],
+                                  DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)[1]
+            anext_re, anext_im, _, _ = _discretize(dt_next, a_re, a_im, METHOD, COMPLEX)
+        else:
+            anext_re, anext_im = abar_re, abar_im
 
         # direct ∂ℓ/∂h_t = gain_t dg_t,   ∂ℓ/∂gain_t = Re(dg_t conj(h_t))
         g_re, g_im = _load_complex(dout_ptr, tk, mask_tk, 0.0, COMPLEX)
@@ -1191,16 +1203,18 @@ def _diagonal_scan_bwd_kernel(
             gain = _load(gain_ptr, tk, mask_tk, 0.0)
             g_re, g_im = _cscale(g_re, g_im, gain, COMPLEX)
 
-        # adjoint: ν_t = conj(Ā_t)(g_t + ν_{t+1})  (reversed scan),  λ_t = g_t + ν_{t+1}
-        lam_re, lam_im, nu_re, nu_im = _chunk_adjoint(g_re, g_im, abar_re, abar_im, nu_re, nu_im, rows, T, COMPLEX)
+        # adjoint: λ_t = g_t + conj(Ā_{t+1}) λ_{t+1}  (reversed scan)
+        lam_re, lam_im, lam1_re, lam1_im = _chunk_adjoint(g_re, g_im, anext_re, anext_im, lam1_re, lam1_im, rows,
+                                                          COMPLEX)
 
         # ∂ℓ/∂(F u)_t = λ_t:  ∂ℓ/∂u = λ conj(F),  ∂ℓ/∂F = λ conj(u),  ∂ℓ/∂Ā_t = λ_t conj(h_{t-1})
         du_re, du_im = _cmul_conj(lam_re, lam_im, f_re, f_im, COMPLEX)
         _store_complex(du_ptr, tk, du_re, du_im, mask_tk, COMPLEX)
         gf_re, gf_im = _cmul_conj(lam_re, lam_im, u_re, u_im, COMPLEX)
-        gabar_re, gabar_im = _cmul_conj(lam_re, lam_im, hp_re, hp_im, COMPLEX)
+        gt_re, gt_im = _transition_adjoint(lam_re, lam_im, h_re, h_im, x_re, x_im, h0_re, h0_im, rows,
+                                           METHOD, COMPLEX)
         g_dt, ga_re, ga_im = _discretize_grad(dt, a_re, a_im, abar_re, abar_im, f_re, f_im,
-                                              gabar_re, gabar_im, gf_re, gf_im, METHOD, COMPLEX)
+                                              gt_re, gt_im, gf_re, gf_im, METHOD, COMPLEX)
         ga_re, ga_im = _csum(ga_re, ga_im, 0, COMPLEX)
         dA_re += ga_re
         dA_im += ga_im
