@@ -62,15 +62,20 @@ axis, is at most 65535 (a ValueError otherwise). A
 no loop over states (grid (Bt, ⌈K / BLOCK_K⌉), 64-bit offsets throughout).
 
 The backward walks the chunks in reverse. It recomputes the chunk's states h_t from the
-stored chunk-start state, takes h_{t-1} by a one-row shift (``tl.gather``), and solves the
-adjoint recurrence  λ_t = ∂ℓ/∂h_t (direct) + conj(Ā_{t+1}) λ_{t+1}  through
-ν_t = conj(Ā_t) λ_t = conj(Ā_t)(∂ℓ/∂h_t + ν_{t+1}),  a reversed associative scan of the
-same form whose value at the chunk's first step is the carry into the previous chunk; then
-λ_t = ∂ℓ/∂h_t + ν_{t+1}. In :func:`selective_scan` this runs per state inside the chunk, as the
-forward does; the carries ν (one row per state) and the sums over time of ∂ℓ/∂A and of a
-fixed C's gradient are (BLOCK_N, BLOCK_K) tiles, and du, ∂ℓ/∂Δ and the readout y (for ∂ℓ/∂z)
-are summed over the states in (T, BLOCK_K) tiles. From λ:  ∂ℓ/∂(F B u)_t = λ_t,  ∂ℓ/∂Ā_t = λ_t conj(h_{t-1}),  and the
-chain rule to u, δ, bias, A, B, C, D, z. (Complex gradients follow PyTorch: for real ℓ and
+stored chunk-start state and solves the adjoint recurrence
+λ_t = ∂ℓ/∂h_t (direct) + conj(Ā_{t+1}) λ_{t+1}  as a reversed associative scan of the pairs
+(conj(Ā_{t+1}), ∂ℓ/∂h_t), with Ā_{t+1} recomputed from Δ_{t+1} (read one step ahead: a
+time-invariant Δ needs nothing more), and λ at the chunk's first step the carry into the
+chunk before. From λ:  ∂ℓ/∂(F B u)_t = λ_t,  ∂ℓ/∂Ā_t = λ_t conj(h_{t-1}),  and the chain rule
+to u, δ, bias, A, B, C, D, z; with Ā = exp(ΔA) (zoh, zoh_euler) the chain rule needs only
+∂ℓ/∂Ā_t conj(Ā_t) = λ_t conj(h_t - x_t), as Ā_t h_{t-1} = h_t - x_t (x_t = F_t B_t u_t), and
+only bilinear takes h_{t-1} by a one-row shift of the states (``tl.gather``). Neither tile is
+shifted otherwise: a shift moves values between threads (shuffles), and where its layout
+differed from the loads' triton computed the chunk's scans twice, once in each layout
+(below). In :func:`selective_scan` this runs per state inside the chunk, as the forward does;
+the carries λ (one row per state) and the sums over time of ∂ℓ/∂A and of a fixed C's
+gradient are (BLOCK_N, BLOCK_K) tiles, and du, ∂ℓ/∂Δ and the readout y (for ∂ℓ/∂z) are summed
+over the states in (T, BLOCK_K) tiles. (Complex gradients follow PyTorch: for real ℓ and
 complex w, w.grad = ∂ℓ/∂Re w + i ∂ℓ/∂Im w, so w = f(v) holomorphic gives
 v.grad = w.grad · conj(f'(v)).) Sums over batch, time or channels (A, D, bias, a fixed C, a
 time-invariant δ, B and C shared by the channels) are written as per-program partial sums
@@ -82,10 +87,12 @@ that torch then sums: (K/BLOCK_K - 1)·Bt·n·L fewer elements written and read 
 GB for B and C at BLOCK_K 1, batch 8, K 1024, n 16, L 2048), at the price of float sums whose
 order, and so last bits, vary from run to run. Its default (:data:`_ATOMIC_SUMS`) is off until
 a GPU times it faster (``make gpu-tune`` times both), and always off under
-``torch.use_deterministic_algorithms(True)``. Compiled for sm_90 (triton 3.9, fp32,
-unspecialised and aligned) it stays within the budget (the Mamba backward: 64 to 72 registers
-without, 72 with; in (Bt, K, L) at T 64, 72 to 107 without, 72 to 104 with) and adds 4 to 20
-instructions to the loop over states (/ELEM 4.69 -> 4.77, and 3.67 -> 3.88 to 6.83 -> 7.14).
+``torch.use_deterministic_algorithms(True)``. Compiled for sm_90 (fp32 and bf16, unspecialised
+and aligned) it stays within the budget (the Mamba backward at its default tiles, triton 3.9:
+64 to 80 registers without, 64 to 80 with; in (Bt, K, L), 64 to 72 without, 64 to 72 with;
+triton 3.6 the same but 89 -> 72 in one compile) and adds 1 to 16 instructions to the loop
+over states (/ELEM 4.66 -> 4.72 to 4.94 -> 4.95 in (Bt, L, K), 3.59 -> 3.73 to 4.50 -> 4.69
+in (Bt, K, L), triton 3.9).
 
 Default tiles (:func:`default_tile`), per kernel, complex A and per-step (selective) Δ.
 The Mamba entries are timed on an H200 (below, "Measured"); the others are chosen from
@@ -117,20 +124,36 @@ writes 1.1 GB; and the real diagonal scan with a fixed Δ, which no compiled cas
                                                                fp32       bf16        before      now
   selective fwd  (Mamba: real, 16)         32    2     1     78 / 72    78 / 72      2.7 / 2.8   2.1 / 1.8*
   selective fwd, no_grad (Mamba)            64    2     1     80 / 80    80 / 80          -       1.8 / 1.5*
-  selective bwd  (Mamba: real, 16)         32    2     1     72 / 72    72 / 72     13.0 / 12.2  4.7 / 5.2
+  selective bwd  (Mamba: real, 16)         32    2     1     72 / 89    80 / 72     13.0 / 12.2  4.9 / 5.4
   selective fwd  (Mamba LTI: real, 16)     32    8     1     80 / 77   114 / 128     2.6 / 2.8   1.1 / 1.1
-  selective bwd  (Mamba LTI: real, 16)     32    1     1     52 / 47    52 / 45     11.8 / 11.0  4.8 / 5.4
+  selective bwd  (Mamba LTI: real, 16)     32    1     1     49 / 42    49 / 43     11.8 / 11.0  4.5 / 5.1
   selective fwd  (S4D: complex, 32)        32    2     1     63 / 60    63 / 64     12.9 / 11.2 11.0 / 8.6
-  selective bwd  (S4D: complex, 32)        32    1     1     64 / 56    64 / 56     39.8 / 34.8 18.6 / 17.6
+  selective bwd  (S4D: complex, 32)        32    1     1     62 / 54    64 / 57     39.8 / 34.8 18.0 / 17.0
   selective fwd  (complex 32, Δ B C / step) 16  16     4     64 / 56    64 / 56     13.4 / 11.8 11.8 / 9.9
-  selective bwd  (complex 32, Δ B C / step) 16   8     4    127 / 112  128 / 126    35.2 / 32.4 (unchanged)
+  selective bwd  (complex 32, Δ B C / step) 16   8     4     85 / 96    86 / 96     35.2 / 32.4 29.3 / 25.8
   selective step (Mamba; S4D)               -  4; 2    4   26; 34 / 26; 25
   diagonal fwd   (S5: complex)              8   32     1     78 / 78    78 / 78      5.8 / 8.8   2.5 / 2.4
-  diagonal bwd   (S5: complex)              8   64     8    106 / 79   106 / 79     24.7 / 15.2 21.3 / 13.9
+  diagonal bwd   (S5: complex)              8   64     8     80 / 76    80 / 76     24.7 / 15.2 12.6 / 13.8
   diagonal fwd   (S5, Δ and C per step)     8   32     1    114 / 122  114 / 118    14.8 / 13.3  9.9 / 8.3
-  diagonal bwd   (S5, Δ and C per step)     8   16     4     79 / 80    88 / 96     38.4 / 35.3 34.2 / 30.5
+  diagonal bwd   (S5, Δ and C per step)     8   16     4     74 / 72    72 / 80     38.4 / 35.3 28.7 / 27.1
   diagonal fwd   (real, Δ per step)         8   32     1     72 / 72    72 / 72      4.1 / 4.3   2.5 / 2.6
-  diagonal bwd   (real, Δ per step)         8   16     2     90 / 80    88 / 109     9.0 / 11.2  7.6 / 9.1
+  diagonal bwd   (real, Δ per step)         8   16     2     61 / 64    70 / 72      9.0 / 11.2  7.0 / 7.7
+
+The backward rows' "now" are those of the backward without shifted tiles (Kernels, above).
+With the shifts (the adjoint through ν_t = conj(Ā_t) λ_t, whose next row gave λ; h_{t-1} a
+row of the states), /ELEM 3.9 / 3.6, the more of the two specialisations: Mamba 4.7 / 5.2,
+Mamba LTI 4.8 / 5.4, S4D 18.6 / 17.6, complex with Δ, B and C per step 35.2 / 32.4, S5 21.3 /
+13.9, S5 with Δ and C per step 34.2 / 30.5, real diagonal 7.6 / 9.1; the Mamba point in (Bt,
+K, L) (T 64, BLOCK_K 1) 6.8 / 7.1 -> 4.4 / 4.8 (aligned, the benchmark shape: 3.67 / 4.17 ->
+3.59 / 4.09); with many states (the "n" rows of the budget test) Mamba at n 256 44.9 / 48.8 ->
+30.9 / 34.8, S4D at n 256 143.4 / 140.1 -> 85.9 / 85.6, complex with Δ, B and C per step at n
+64 145.4 / 125.9 -> 113.6 / 102.2 and at n 256 286.8 / 244.0 -> 223.8 / 196.0. Where the shift's
+layout differed from the loads' (two steps per thread against one), triton had kept both and
+computed each scan of the chunk twice (the unspecialised (Bt, K, L) Mamba backward, the
+complex one with Δ, B and C per step, the large-state ones; the diagonal S5 and real ones
+computed one of their two twice). Only the Mamba backward in (Bt, L, K) lost (4.7 / 5.2 ->
+4.9 / 5.4 unspecialised; aligned 4.69 / 5.14 -> 4.66 / 5.12): at two steps per thread the
+exponential of Δ_{t+1} A costs it more than the shift it replaces. All within the budget.
 
 "before": the tiles of the elements-per-thread rule (the Mamba and S4D forward at T 32, BLOCK_K
 16 on 4 warps, their backward BLOCK_K 8 on 8; the diagonal ones at T 16, BLOCK_K 64 on 8 warps
