@@ -194,6 +194,9 @@ def measure(case: Case, tile=None) -> Usage:
     kernel = getattr(ts, _KERNELS[case.kind])
     flags = dict(case.flags)
     selective, channels_first = flags.get("DELTA_PER_STEP", False), flags.get("CHANNELS_FIRST", False)
+    # the steps between the states a selective forward stores: its default backward's T, or
+    # with a tile given (the tuner's candidates, forward and backward at one T) the tile's
+    stride = tile.chunk_size if tile else ts.default_chunk_size(case.kind, case.complex, selective, channels_first)
     tile = tile or ts.default_tile(case.kind, case.n, case.complex, selective, channels_first=channels_first)
     constexprs = dict(flags, COMPLEX=case.complex)
     if case.kind.startswith("selective"):
@@ -202,6 +205,7 @@ def measure(case: Case, tile=None) -> Usage:
         constexprs["T"] = tile.chunk_size
     if case.kind.endswith(("fwd", "inference")):
         constexprs["SAVE_STATES"] = case.kind.endswith("fwd")
+        constexprs["T_STATES"] = stride if case.kind.endswith("fwd") else tile.chunk_size
     constexprs["BLOCK_K"] = tile.block_k
     constexprs.setdefault("CHANNELS_FIRST", False)  # a selective scan's layout: (Bt, L, K) unless the case says
     # a selective backward's sums over channel blocks: the default unless the case says

@@ -811,15 +811,17 @@ def _selective_scan_fwd_kernel(
     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, SAVE_STATES: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr,
-    CHANNELS_FIRST: tl.constexpr,
+    CHANNELS_FIRST: tl.constexpr, T_STATES: tl.constexpr,
 ):
     """out of :func:`selective_scan` for channel block program_id(0) and batch program_id(1)
     (consecutive programs take neighbouring channels of one batch element, which share B and C).
 
     u, δ (per step), z, out: (Bt, L, K), or (Bt, K, L) when CHANNELS_FIRST; B, C (shared):
     (Bt, N, L), state-major; A, C (fixed):
-    (K, N); δ (time-invariant), bias, D: (K,); scale: (1,); states: (Bt, ⌈L/T⌉, N, K), the
-    state entering each chunk (written when SAVE_STATES). Complex tensors are their (..., 2) views.
+    (K, N); δ (time-invariant), bias, D: (K,); scale: (1,); states: (Bt, ⌈L/T_STATES⌉, N, K),
+    the state entering every T_STATES steps (written when SAVE_STATES; T_STATES divides T: the
+    backward's chunk), or without SAVE_STATES a two-slot scratch (Bt, 2, N, K) that passes the
+    state entering each chunk. Complex tensors are their (..., 2) views.
     A, D, bias, a (K,) δ or C, scale and the states have A's real dtype (fp32 or fp64), the
     accumulation dtype; each (Bt, L, ·) tensor may be bf16 or fp16 instead of fp32 (read in
     its dtype, widened in registers; out is written in out's dtype).
@@ -839,19 +841,26 @@ def _selective_scan_fwd_kernel(
     B_ptr = _offset(B_ptr, batch * L * N, COMPLEX)
     if C_SHARED:
         C_ptr = _offset(C_ptr, batch * L * N, COMPLEX)
-    slots = n_chunks if SAVE_STATES else 2  # of the states (below) per batch element
+    slots = tl.cdiv(L, T_STATES) if SAVE_STATES else 2  # of the states (below) per batch element
     states_ptr = _offset(states_ptr, batch * slots * K * N, COMPLEX)
     scale = tl.load(scale_ptr)
     dtype = A_ptr.dtype.element_ty  # the accumulation dtype: fp32 (for bf16/fp16 inputs too) or fp64
     if HAS_D:
         d = tl.load(D_ptr + k, mask=mask_k, other=0.0)
 
-    # the state entering chunk c goes through memory: slot c of the states (SAVE_STATES, kept
-    # for the backward), or of a two-slot scratch, slot c % 2; the host zeroes slot 0
+    # the state entering chunk c goes through memory: the states kept for the backward
+    # (SAVE_STATES; slot s holds the state entering step s T_STATES), or a two-slot scratch,
+    # slot c % 2; the host zeroes slot 0
     for chunk in range(0, n_chunks):
-        slot = chunk if SAVE_STATES else chunk % 2
-        after = chunk + 1 if SAVE_STATES else (chunk + 1) % 2
         t = chunk * T + steps
+        if SAVE_STATES and T_STATES < T:  # written by the threads holding the last step of each T_STATES steps
+            slot = (chunk * T) // T_STATES
+            ends = ((t + 1) % T_STATES == 0)[:, None] & (t[:, None] + 1 < L) & mask_k[None, :]
+            after = ((t + 1) // T_STATES)[:, None]
+        else:  # written by the threads holding the chunk's last step
+            slot = chunk if SAVE_STATES else chunk % 2
+            ends = (rows == T - 1) & (t[:, None] + 1 < L) & mask_k[None, :]
+            after = (chunk + 1 if SAVE_STATES else (chunk + 1) % 2) + 0 * rows
         mask_t = (t < L)[:, None]
         mask_tk = mask_t & mask_k[None, :]
         tk = _step_offsets(t, k, L, K, CHANNELS_FIRST)
@@ -871,9 +880,8 @@ def _selective_scan_fwd_kernel(
             # y_t += Re C_t[j] h_t[j]
             c_re, c_im = _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED, COMPLEX)
             y += _re_mul(c_re, c_im, hc_re, hc_im, COMPLEX)
-            # h_{t0+T-1}[j], the state entering the next chunk: stored by the threads holding the last step
-            last = (rows == T - 1) & (t[:, None] + 1 < L) & mask_k[None, :]  # a next chunk only
-            _store_complex(states_ptr, (after * N + j) * K + k[None, :] + 0 * rows, hc_re, hc_im, last, COMPLEX)
+            # the states entering the next chunk (and every T_STATES steps), where a step follows
+            _store_complex(states_ptr, (after * N + j) * K + k[None, :], hc_re, hc_im, ends, COMPLEX)
         tl.debug_barrier()  # every thread's stores of this chunk's states before the next chunk's reads
 
         # y_t = scale · Re Σ_j C_t h_t + D u_t,   out_t = y_t silu(z_t)
@@ -1448,8 +1456,8 @@ def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) 
 # Default tiles per (complex A, per-step Δ): (T, forward BLOCK_K, forward warps, backward
 # BLOCK_K, backward warps), of selective_scan and of diagonal_scan, for up to 32 states (from
 # _LARGE_STATE states the carried (BLOCK_N, BLOCK_K) tiles set BLOCK_K and the warps). T =
-# chunk_size steps; the forward and backward of one call share it (the backward restarts from
-# the states the forward stored every T steps). Chosen so that every kernel compiles for sm_90
+# chunk_size steps of the backward, which restarts from the states the forward stored every T
+# steps; the forward's T too, unless it has an entry of its own (_FORWARD_TILES). Chosen so that every kernel compiles for sm_90
 # (fp32 and bf16; no argument specialised, and every one aligned) to at most 128 registers per
 # thread with no spills, by triton 3.9 and 3.6 (tests/test_kernel_resources.py runs the
 # installed one), taking the pair with the fewest warp instructions per element in their main
@@ -1467,10 +1475,11 @@ _DIAGONAL_TILES = {  # n = 1: one state per channel
     (True, False): (8, 32, 1, 64, 8),
     (True, True): (8, 32, 1, 16, 4),
 }
-# A forward without autograd writes no chunk-start states, so its T need not be the backward's:
-# (complex, selective) -> (T, BLOCK_K, warps) of selective_scan's forward under no_grad, where
-# measured; an entry not here takes the training forward's tile.
-_INFERENCE_TILES = {
+# The forward's T need not be the backward's: it stores the state entering every backward
+# chunk, at any row of its own chunks. (complex, selective) -> (T, BLOCK_K, warps) of
+# selective_scan's forward, with or without autograd, where measured; T a multiple of the
+# backward's (else, and for an entry not here, the forward takes the pair's T and tile).
+_FORWARD_TILES = {
     (False, True): (64, 2, 1),
 }
 # selective_scan(channels_first=True), u, δ, z in (Bt, K, L): its own entries where measured (a
@@ -1478,8 +1487,8 @@ _INFERENCE_TILES = {
 _CHANNELS_FIRST_TILES = {
     (False, True): (64, 2, 1, 1, 1),
 }
-_CHANNELS_FIRST_INFERENCE_TILES = {
-    (False, True): (256, 1, 1),
+_CHANNELS_FIRST_FORWARD_TILES = {
+    (False, True): (128, 1, 1),
 }
 _TILE_TABLES = {"selective": _SELECTIVE_TILES, "diagonal": _DIAGONAL_TILES}
 # (complex, selective, channels_first) of the selective scans whose backward adds its gradients
@@ -1509,47 +1518,47 @@ def _next_power_of_2(n: int) -> int:
 
 
 def _entry(scan: str, is_complex: bool, selective: bool, channels_first: bool = False,
-           inference: bool = False) -> tuple | None:
+           forward: bool = False) -> tuple | None:
     """A scan's table entry: (T, BLOCK_K fwd, warps fwd, BLOCK_K bwd, warps bwd), or with
-    inference the no-grad forward's (T, BLOCK_K, warps) (None where there is none); from the
+    forward the selective forward's own (T, BLOCK_K, warps) (None where there is none); from the
     channels-first tables where they hold one."""
     key = bool(is_complex), bool(selective)
-    if inference:
-        tables = (_CHANNELS_FIRST_INFERENCE_TILES, _INFERENCE_TILES) if channels_first else (_INFERENCE_TILES,)
+    if forward:
+        tables = (_CHANNELS_FIRST_FORWARD_TILES, _FORWARD_TILES) if channels_first else (_FORWARD_TILES,)
     else:
         tables = (_CHANNELS_FIRST_TILES, _TILE_TABLES[scan]) if channels_first else (_TILE_TABLES[scan],)
     return next((table[key] for table in tables if key in table), None)
 
 
 def default_chunk_size(kind: str, is_complex: bool, selective: bool, channels_first: bool = False) -> int:
-    """The default T of a scan (kind ``selective`` or ``diagonal``), shared by its forward and backward."""
+    """The default T of a scan's backward (kind ``selective`` or ``diagonal``): the steps between
+    the states its forward stores, and its forward's T unless :func:`default_tile` gives that its own."""
     return _entry(kind.split("_")[0], is_complex, selective, channels_first)[0]
 
 
 def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_size: int | None = None,
                  channels_first: bool = False) -> Tile:
     """The default tile of kernel ``kind`` (selective_fwd, selective_bwd, selective_step,
-    selective_inference: the forward without autograd, diagonal_fwd, diagonal_bwd) for n states
-    per channel (1 for the diagonal scan), a complex or real A, and a per-step (selective) or
-    time-invariant Δ. chunk_size: T when the caller chose it (None: :func:`default_chunk_size`,
-    or the inference entry's own T). channels_first: a selective scan's per-step tensors are
-    (Bt, K, L) (:func:`selective_scan`)."""
+    selective_inference: the forward compiled without stored states, diagonal_fwd,
+    diagonal_bwd) for n states per channel (1 for the diagonal scan), a complex or real A, and a
+    per-step (selective) or time-invariant Δ. chunk_size: T when the caller chose it, forward
+    and backward alike (None: the backward's :func:`default_chunk_size`; a selective forward
+    with an entry of its own whose T is a multiple of it, that entry's T). channels_first: a
+    selective scan's per-step tensors are (Bt, K, L) (:func:`selective_scan`)."""
     block_n = _next_power_of_2(n)
-    if kind == "selective_inference":
-        entry = _entry("selective", is_complex, selective, channels_first, inference=True)
-        if entry is None:
-            return default_tile("selective_fwd", n, is_complex, selective, chunk_size, channels_first)
-        T, block_k, warps = entry
-        return Tile(chunk_size or T, block_k, block_n, warps)
-    T = chunk_size or default_chunk_size(kind, is_complex, selective, channels_first)
-    if kind == "selective_step":
-        return Tile(T, max(1, _STEP_ELEMENTS // block_n), block_n, _STEP_WARPS)
     scan, part = kind.split("_")
-    _, *sizes = _entry(scan, is_complex, selective, channels_first)
-    block_k, warps = sizes[:2] if part == "fwd" else sizes[2:]
+    T, *sizes = _entry(scan, is_complex, selective, channels_first)
+    if part == "step":
+        return Tile(chunk_size or T, max(1, _STEP_ELEMENTS // block_n), block_n, _STEP_WARPS)
     if scan == "diagonal":
-        return Tile(T, block_k, 1, warps)
-    if block_n < _LARGE_STATE or part == "fwd":  # the forward holds no tile with an n axis
+        block_k, warps = sizes[:2] if part == "fwd" else sizes[2:]
+        return Tile(chunk_size or T, block_k, 1, warps)
+    if part in ("fwd", "inference"):  # the forward holds no tile with an n axis
+        own = _entry(scan, is_complex, selective, channels_first, forward=True)
+        T, block_k, warps = own if own is not None and own[0] % T == 0 else (T, *sizes[:2])
+        return Tile(chunk_size or T, block_k, block_n, warps)
+    T, (block_k, warps) = chunk_size or T, sizes[2:]
+    if block_n < _LARGE_STATE:
         return Tile(T, block_k, block_n, warps)
     # many states: the backward's carried (BLOCK_N, BLOCK_K) tiles set BLOCK_K and the warps, whatever the entry
     block_k = max(_MIN_BLOCK_K, _CARRIED_ELEMENTS // block_n)
@@ -1565,11 +1574,11 @@ def _large_state_backward_warps(block_n: int, complex_per_step: bool) -> int:
 
 @dataclass(frozen=True)
 class _Launch:
-    """Settings shared by a forward launch and its backward."""
+    """Settings shared by a forward launch and its backward. The forward stores the state
+    entering every backward.chunk_size steps, a divisor of forward.chunk_size."""
 
     method: str
     softplus: bool
-    chunk_size: int
     forward: Tile
     backward: Tile
     channels_first: bool = False  # selective scans: u, a per-step δ, z and out as (Bt, K, L)
@@ -1577,25 +1586,24 @@ class _Launch:
 
 
 def _launch_settings(kind: str, discretization: str, softplus, chunk_size: int | None, block_k: int | None, K: int,
-                     n: int, is_complex: bool, selective: bool, inference: bool = False,
+                     n: int, is_complex: bool, selective: bool,
                      channels_first: bool | None = None, atomic_sums: bool | None = None) -> _Launch:
     """The forward's and the backward's tiles (kind: selective or diagonal): the defaults of
     :func:`default_tile`, with T = chunk_size and BLOCK_K = block_k where given (BLOCK_K at
-    most K padded to a power of two). inference: a selective forward without autograd (its
-    tile from ``selective_inference``; no backward follows). channels_first: the selective
+    most K padded to a power of two). channels_first: the selective
     kernels' layout of the per-step tensors (None: :func:`default_channels_first`). atomic_sums: how
     a selective backward sums its gradients of a shared B and C over channel blocks
     (:func:`default_atomic_sums` when None)."""
     if channels_first is None:
         channels_first = kind == "selective" and default_channels_first(n, is_complex, selective)
     tiles = []
-    for part in ("inference" if inference and kind == "selective" else "fwd", "bwd"):
+    for part in ("fwd", "bwd"):
         tile = default_tile(f"{kind}_{part}", n, is_complex, selective, chunk_size, channels_first)
         width = block_k or min(_next_power_of_2(K), tile.block_k)
         tiles.append(Tile(tile.chunk_size, width, tile.block_n, tile.num_warps))
     if atomic_sums is None:
         atomic_sums = kind == "selective" and default_atomic_sums(is_complex, selective, channels_first)
-    return _Launch(discretization, bool(softplus), tiles[0].chunk_size, *tiles, channels_first, atomic_sums)
+    return _Launch(discretization, bool(softplus), *tiles, channels_first, atomic_sums)
 
 
 def default_channels_first(n: int, is_complex: bool, selective: bool) -> bool:
@@ -1672,25 +1680,25 @@ def _channels_first_steps(u: torch.Tensor, delta: torch.Tensor, z: torch.Tensor 
 
 
 def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Launch, save_states: bool):
-    """out (Bt, L, K) and, when save_states, the chunk-start states (Bt, ⌈L/T⌉, n, K[, 2]).
-    A shared B or C comes state-major, (Bt, n, L) (:func:`_state_major`); u, a per-step δ, z
-    and out are (Bt, K, L) when launch.channels_first."""
+    """out (Bt, L, K) and, when save_states, the chunk-start states of the backward's chunks
+    (Bt, ⌈L/T⌉, n, K[, 2]), T the backward's (a divisor of the forward's). A shared B or C comes
+    state-major, (Bt, n, L) (:func:`_state_major`); u, a per-step δ, z and out are (Bt, K, L)
+    when launch.channels_first."""
     batch, length, K = _batch_length_channels(u, launch)
     n = A.shape[1]
     pairs = (2,) if A.is_complex() else ()
     out = torch.empty_like(u)
-    n_chunks = triton.cdiv(length, launch.chunk_size)
-    # the state entering each chunk (zero entering the first), or a two-slot scratch for it
-    states = u.new_empty((batch, n_chunks if save_states else 2, n, K, *pairs), dtype=scale.dtype)
+    tile, stride = launch.forward, launch.backward.chunk_size if save_states else launch.forward.chunk_size
+    # the state entering every backward chunk (zero entering the first), or a two-slot scratch
+    states = u.new_empty((batch, triton.cdiv(length, stride) if save_states else 2, n, K, *pairs), dtype=scale.dtype)
     states[:, 0] = 0
-    tile = launch.forward
     _selective_scan_fwd_kernel[(triton.cdiv(K, tile.block_k), batch)](
         u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u), _planes(D, u),
         _planes(z, u), scale, out, states, length, K, n,
         METHOD=launch.method, COMPLEX=A.is_complex(), DELTA_PER_STEP=delta.dim() == 3,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=C.dim() == 3,
-        HAS_D=D is not None, HAS_Z=z is not None, SAVE_STATES=save_states, T=launch.chunk_size,
-        BLOCK_K=tile.block_k, CHANNELS_FIRST=launch.channels_first, num_warps=tile.num_warps,
+        HAS_D=D is not None, HAS_Z=z is not None, SAVE_STATES=save_states, T=tile.chunk_size,
+        BLOCK_K=tile.block_k, CHANNELS_FIRST=launch.channels_first, T_STATES=stride, num_warps=tile.num_warps,
     )
     return out, (states if save_states else None)
 
@@ -1725,7 +1733,7 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
         _planes(z, u), scale, states, dout, du, dpre, dsum, dA, dB, dC, dD, dz, length, K, n,
         METHOD=launch.method, COMPLEX=is_complex, DELTA_PER_STEP=per_step, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=c_shared, HAS_D=D is not None,
-        HAS_Z=z is not None, T=launch.chunk_size, BLOCK_K=tile.block_k, BLOCK_N=tile.block_n,
+        HAS_Z=z is not None, T=tile.chunk_size, BLOCK_K=tile.block_k, BLOCK_N=tile.block_n,
         CHANNELS_FIRST=launch.channels_first, ATOMIC_SUMS=launch.atomic_sums, num_warps=tile.num_warps,
     )
     summed = (lambda g: g) if launch.atomic_sums else (lambda g: g.sum(0))
@@ -1765,15 +1773,15 @@ def _diagonal_forward(u, delta, A, gain, delta_bias, launch: _Launch, save_state
     """g (Bt, L, K) and, when save_states, the chunk-start states (Bt, ⌈L/T⌉, K[, 2])."""
     batch, length, K = u.shape
     out = torch.empty_like(u)
-    n_chunks = triton.cdiv(length, launch.chunk_size)
-    states = torch.empty((batch, n_chunks, K), dtype=A.dtype, device=u.device) if save_states else u
-    tile = launch.forward
+    tile = launch.forward  # the backward's T is the forward's (one table entry)
+    states = torch.empty((batch, triton.cdiv(length, tile.chunk_size), K), dtype=A.dtype, device=u.device) \
+        if save_states else u
     _diagonal_scan_fwd_kernel[(batch, triton.cdiv(K, tile.block_k))](
         _planes(u, u), delta, _planes(delta_bias, delta), _planes(A, delta), _planes(gain, delta), _planes(out, u),
         _planes(states, u), length, K,
         METHOD=launch.method, COMPLEX=A.is_complex(), DELTA_PER_STEP=delta.dim() == 3,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.softplus, HAS_GAIN=gain is not None,
-        SAVE_STATES=save_states, T=launch.chunk_size, BLOCK_K=tile.block_k, num_warps=tile.num_warps,
+        SAVE_STATES=save_states, T=tile.chunk_size, BLOCK_K=tile.block_k, num_warps=tile.num_warps,
     )
     return out, (states if save_states else None)
 
@@ -1794,7 +1802,7 @@ def _diagonal_backward(u, delta, A, gain, delta_bias, states, dout, launch: _Lau
         _planes(u, u), delta, _planes(delta_bias, delta), _planes(A, delta), _planes(gain, delta),
         _planes(states, u), _planes(dout, u), _planes(du, u), dpre, dsum, _planes(dA, delta), dgain, length, K,
         METHOD=launch.method, COMPLEX=is_complex, DELTA_PER_STEP=per_step, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=launch.softplus, HAS_GAIN=gain is not None, T=launch.chunk_size, BLOCK_K=tile.block_k,
+        SOFTPLUS=launch.softplus, HAS_GAIN=gain is not None, T=tile.chunk_size, BLOCK_K=tile.block_k,
         num_warps=tile.num_warps,
     )
     # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ: Σ over time of dpre, summed by the kernel (SUM_DPRE) or here
@@ -1871,7 +1879,7 @@ def selective_scan(u, delta, A, B=None, C=None, D=None, z=None, delta_bias=None,
     _check_slice_sizes(*u.shape, A.shape[1], A.is_complex())
     training = _needs_grad(u, delta, A, B, C, D, z, delta_bias)
     launch = _launch_settings("selective", discretization, delta_softplus, chunk_size, block_k, u.shape[2],
-                              A.shape[1], A.is_complex(), delta.dim() == 3, inference=not training,
+                              A.shape[1], A.is_complex(), delta.dim() == 3,
                               channels_first=channels_first, atomic_sums=atomic_sums)
     if launch.channels_first:  # no copy when they are transposed views of (Bt, K, L) tensors
         u, delta, z = _channels_first_steps(u, delta, z)

@@ -32,9 +32,16 @@ One point after another (so that a run cut short keeps whole points, the Mamba p
 One row per candidate kernel: T, BLOCK_K, warps, milliseconds, registers, spills, the warp
 instructions per element of its main loop (the compile-time proxy the default tiles were
 chosen by: the rows say how well it ranks the timings), the error;
-the seconds each phase took go to stderr. Per point, the fastest pair (forward + backward at
-one shared T) among the timed candidates that compute the same (error at most 1e-4) is printed
-as the entry of ``_SELECTIVE_TILES`` or ``_DIAGONAL_TILES`` in :mod:`models.triton_scan`.
+the seconds each phase took go to stderr. Per point, among the timed candidates that compute
+the same (error at most 1e-4), the fastest backward and forward by their summed time: a
+diagonal scan's at one shared T, printed as its entry of ``_DIAGONAL_TILES`` in
+:mod:`models.triton_scan`; a selective scan's forward at any multiple of the backward's T (it
+stores the state entering each of the backward's chunks at any row of its own), printed as
+the entry of ``_SELECTIVE_TILES`` (the backward's T and tile, and the fastest forward at that
+T, which a call with a chunk_size of its own runs) and of ``_FORWARD_TILES``. A forward
+candidate is timed storing the states of its own chunks, not of the backward's: at T 128
+against 64, with n 16 states, 0.125 against 0.25 fp32 values written per (step, channel)
+element, beside the 16 bytes of u, δ, z read and out written.
 Rows are printed as they are timed and each point's entry after its rows, so that a run cut
 short keeps what it measured; every entry is printed again at the end. ``make gpu-tune`` runs it.
 
@@ -57,8 +64,8 @@ forward / backward:
 The Mamba point's defaults are the fastest pairs this tuner timed on an H200: T 32, BLOCK_K 2
 on one warp forward and backward; in mamba-ssm's layout T 64, BLOCK_K 2 forward and 1 backward
 (:mod:`models.triton_scan` gives the timings and the other points' tiles, chosen by the
-instructions in their main loops). The forward rows also time the no-grad forward's tile
-(``_INFERENCE_TILES``), which writes no states: T 128 and 256 are candidates for it.
+instructions in their main loops). Their forwards' own tiles (``_FORWARD_TILES``) come from
+the same rows: T 128 and 256 are candidates for them.
 
 A backward at BLOCK_K 1 or 2 writes a partial gradient of B and C per one or two channels,
 (K / BLOCK_K, Bt, n, L), which its time includes (summed by torch): 1.07 GB each at BLOCK_K 1
@@ -228,7 +235,7 @@ class Kernels:
     def launch(self, kind: str, tile: ts.Tile) -> ts._Launch:
         """The launch of one kernel (FORWARD, BACKWARD or ATOMIC) at ``tile`` (forward and
         backward both at it)."""
-        return ts._Launch(self.method, self.softplus, tile.chunk_size, tile, tile, self.channels_first, kind == ATOMIC)
+        return ts._Launch(self.method, self.softplus, tile, tile, self.channels_first, kind == ATOMIC)
 
     def forward(self, launch: ts._Launch):
         """(out, chunk-start states)."""
@@ -236,7 +243,7 @@ class Kernels:
 
     def backward(self, launch: ts._Launch) -> list[torch.Tensor]:
         """The gradients of every input there is, from the default forward's states at launch's T."""
-        T = launch.chunk_size
+        T = launch.backward.chunk_size
         if T not in self._states:
             self._states[T] = self.forward(self.default(T))[1]
         return [g for g in self._backward(*self.operands, self._states[T], self.dout, launch) if g is not None]
@@ -349,15 +356,21 @@ def tune_point(point: str, batch: int, channels: int, length: int, kernels: list
     return rows
 
 
-def best(rows: list[Timing]) -> tuple[Timing, Timing] | None:
-    """The fastest usable (forward, backward) pair at one shared T, by forward + backward time."""
-    pairs = []
+def best(rows: list[Timing], own_forward: bool = False) -> tuple[Timing, Timing, Timing] | None:
+    """(forward at T, backward at T, forward) of the fastest usable backward and forward, by
+    forward + backward time: the forward at the backward's T, or with ``own_forward`` (a
+    selective scan, whose forward stores the states of the backward's chunks at any row of its
+    own) at any multiple of it; None when no T has a usable forward and backward."""
+    fastest = lambda candidates: min(candidates, key=lambda r: r.ms, default=None)
+    choices = []
     for T in sorted({r.tile.chunk_size for r in rows}):
-        fwd = [r for r in rows if r.kind == FORWARD and r.tile.chunk_size == T and r.usable]
-        bwd = [r for r in rows if r.kind != FORWARD and r.tile.chunk_size == T and r.usable]
-        if fwd and bwd:
-            pairs.append((min(fwd, key=lambda r: r.ms), min(bwd, key=lambda r: r.ms)))
-    return min(pairs, key=lambda p: p[0].ms + p[1].ms, default=None)
+        pair = fastest(r for r in rows if r.kind == FORWARD and r.tile.chunk_size == T and r.usable)
+        backward = fastest(r for r in rows if r.kind != FORWARD and r.tile.chunk_size == T and r.usable)
+        forward = fastest(r for r in rows if r.kind == FORWARD and r.usable and r.tile.chunk_size % T == 0
+                          and (own_forward or r.tile.chunk_size == T))
+        if pair and backward:
+            choices.append((pair, backward, forward))
+    return min(choices, key=lambda c: c[2].ms + c[1].ms, default=None)
 
 
 def _cell(value, spec: str) -> str:
@@ -375,17 +388,26 @@ def row_line(r: Timing) -> str:
 
 
 def entry(point: str, rows: list[Timing]) -> str:
-    """The tile-table entry of a point's fastest usable pair among its rows (:func:`best`)."""
+    """The tile-table entries of a point's fastest usable backward and forward among its rows
+    (:func:`best`): the pair's, and a selective forward's own (``_FORWARD_TILES``)."""
     case = _case(point)
-    pair = best([r for r in rows if r.point == point])
-    if pair is None:
+    selective = scan_of(point) == "selective"
+    choice = best([r for r in rows if r.point == point], own_forward=selective)
+    if choice is None:
         return f"{point}: no candidate computes the same within {ERROR_LIMIT} and fits the budget"
-    f, b = pair
+    p, b, f = choice
     flags = dict(case.flags)
     key = (case.complex, flags["DELTA_PER_STEP"])
-    table = "_CHANNELS_FIRST_TILES" if flags.get("CHANNELS_FIRST") else TABLES[scan_of(point)]
-    line = (f"{point}: {table} {key}: ({f.tile.chunk_size}, {f.tile.block_k}, {f.tile.num_warps}, "
-            f"{b.tile.block_k}, {b.tile.num_warps}),  # forward {f.ms:.4f} ms, backward {b.ms:.4f} ms")
+    channels_first = flags.get("CHANNELS_FIRST", False)
+    table = "_CHANNELS_FIRST_TILES" if channels_first else TABLES[scan_of(point)]
+    line = (f"{point}: {table} {key}: ({p.tile.chunk_size}, {p.tile.block_k}, {p.tile.num_warps}, "
+            f"{b.tile.block_k}, {b.tile.num_warps}),")
+    if selective:
+        own = "_CHANNELS_FIRST_FORWARD_TILES" if channels_first else "_FORWARD_TILES"
+        line += f" {own} {key}: ({f.tile.chunk_size}, {f.tile.block_k}, {f.tile.num_warps}),"
+    line += f"  # forward {p.ms:.4f} ms at T {p.tile.chunk_size}"
+    line += f", {f.ms:.4f} ms at T {f.tile.chunk_size}" if selective else ""
+    line += f", backward {b.ms:.4f} ms"
     if ATOMIC not in kinds_of(point):
         return line
     atomic = (*key, flags.get("CHANNELS_FIRST", False))

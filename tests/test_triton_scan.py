@@ -153,17 +153,17 @@ def test_selective_scan_float32(name: str, device: str) -> None:
         assert relative_error(kernel[1][name_].to(reference[1][name_].dtype), reference[1][name_]) < 1e-4, name_
 
 
-def test_a_forward_without_autograd_takes_its_own_tile_and_computes_the_same(device: str) -> None:
-    # the Mamba entry's forward under no_grad walks longer chunks than its training forward
-    # (no chunk-start states to share with a backward): at L 150 each walks several chunks;
+def test_a_forward_takes_its_own_tile_and_stores_the_backward_s_states(device: str) -> None:
+    # the Mamba entry's forward walks longer chunks than its backward and stores the state
+    # entering each of the backward's: at L 150 each walks several chunks, the last one short;
     # (Bt, L, K) here, (Bt, K, L) in test_channels_first_kernels_compute_the_same
     settings = dict(kind="selective", discretization="zoh_euler", softplus=True, chunk_size=None, block_k=None,
                     K=CHANNELS, n=STATES, is_complex=False, selective=True, channels_first=False)
-    inference = ts._launch_settings(**settings, inference=True).forward
-    training = ts._launch_settings(**settings).forward
-    T, block_k, warps = ts._INFERENCE_TILES[False, True]
-    assert (inference.chunk_size, inference.block_k, inference.num_warps) == (T, min(block_k, 8), warps)
-    assert inference.chunk_size != training.chunk_size
+    launch = ts._launch_settings(**settings)
+    T, block_k, warps = ts._FORWARD_TILES[False, True]
+    assert (launch.forward.chunk_size, launch.forward.block_k, launch.forward.num_warps) == (T, min(block_k, 8), warps)
+    assert launch.backward.chunk_size == ts._SELECTIVE_TILES[False, True][0] < T
+    assert T % launch.backward.chunk_size == 0
     kwargs = selective_inputs(CASES["mamba"], device, length=150)
     reference = output_and_grads(ts.selective_scan_reference, kwargs)
     with torch.no_grad():
@@ -191,13 +191,12 @@ def test_channels_first_kernels_compute_the_same(name: str, tiling: dict, device
 def test_the_channels_first_layout_takes_its_own_entries_where_there_are_some() -> None:
     settings = dict(kind="selective", discretization="zoh_euler", softplus=True, chunk_size=None, block_k=None,
                     K=1024, n=16, is_complex=False, selective=True, channels_first=True)
-    T, fwd_k, fwd_warps, bwd_k, bwd_warps = ts._CHANNELS_FIRST_TILES[False, True]
+    T, _, _, bwd_k, bwd_warps = ts._CHANNELS_FIRST_TILES[False, True]
     launch = ts._launch_settings(**settings)
-    assert launch.channels_first and (launch.chunk_size, launch.forward.block_k, launch.forward.num_warps,
-                                      launch.backward.block_k, launch.backward.num_warps) == (
-                                          T, fwd_k, fwd_warps, bwd_k, bwd_warps)
-    forward = ts._launch_settings(**settings, inference=True).forward
-    assert (forward.chunk_size, forward.block_k, forward.num_warps) == ts._CHANNELS_FIRST_INFERENCE_TILES[False, True]
+    assert launch.channels_first and (launch.backward.chunk_size, launch.backward.block_k,
+                                      launch.backward.num_warps) == (T, bwd_k, bwd_warps)
+    forward = launch.forward
+    assert (forward.chunk_size, forward.block_k, forward.num_warps) == ts._CHANNELS_FIRST_FORWARD_TILES[False, True]
     # an entry with none of its own: the (Bt, L, K) layout's
     assert ts.default_tile("selective_bwd", 32, True, False, channels_first=True) == ts.default_tile(
         "selective_bwd", 32, True, False)
@@ -255,12 +254,30 @@ def test_atomic_sums_never_run_under_deterministic_algorithms(monkeypatch, deter
         ts.selective_scan(**_bad_selective(), atomic_sums=True)
 
 
-def test_entries_without_an_inference_tile_infer_with_the_training_forward_tile() -> None:
+def test_entries_without_a_forward_tile_run_the_forward_at_the_pair_s_tile(monkeypatch) -> None:
     for n, is_complex, selective in [(16, True, False), (32, True, True), (16, False, False)]:
-        assert (is_complex, selective) not in ts._INFERENCE_TILES
-        assert (ts.default_tile("selective_inference", n, is_complex, selective)
-                == ts.default_tile("selective_fwd", n, is_complex, selective))
-    assert ts.default_tile("selective_inference", 16, False, True, chunk_size=8).chunk_size == 8
+        assert (is_complex, selective) not in ts._FORWARD_TILES
+        T, fwd_k, fwd_warps, _, _ = ts._SELECTIVE_TILES[is_complex, selective]
+        for kind in ("selective_fwd", "selective_inference"):
+            assert ts.default_tile(kind, n, is_complex, selective) == ts.Tile(T, fwd_k, ts._next_power_of_2(n),
+                                                                              fwd_warps)
+    # a chosen chunk_size is the forward's and the backward's
+    launch = ts._launch_settings("selective", "zoh_euler", True, 8, None, 1024, 16, False, True)
+    assert launch.forward.chunk_size == launch.backward.chunk_size == 8
+    # a forward entry whose T is not a multiple of the backward's is not taken
+    monkeypatch.setattr(ts, "_FORWARD_TILES", {(False, True): (16, 4, 1)})
+    monkeypatch.setattr(ts, "_SELECTIVE_TILES", {**ts._SELECTIVE_TILES, (False, True): (32, 2, 1, 2, 1)})
+    assert ts.default_tile("selective_fwd", 16, False, True) == ts.Tile(32, 2, 16, 1)
+
+
+def test_every_forward_entry_is_taken() -> None:
+    # its T a multiple of its backward's, so the forward stores the state entering each backward chunk
+    for own, pairs in [(ts._FORWARD_TILES, ts._SELECTIVE_TILES), (ts._CHANNELS_FIRST_FORWARD_TILES,
+                                                                  ts._CHANNELS_FIRST_TILES)]:
+        for key, (T, block_k, warps) in own.items():
+            assert T % pairs[key][0] == 0, key
+            assert ts.default_tile("selective_fwd", 16, *key, channels_first=pairs is ts._CHANNELS_FIRST_TILES) \
+                == ts.Tile(T, block_k, 16, warps)
 
 
 def test_a_forward_takes_its_entry_s_tile_for_any_state_size() -> None:

@@ -18,24 +18,37 @@ def _row(kind, T, block_k, ms, registers=100, spills=0, error=0.0):
     return tune.Timing("mamba", kind, ts.Tile(T, block_k, 16, 4), ms, registers, spills, error)
 
 
-def test_best_takes_the_fastest_usable_pair_at_one_shared_T():
+def test_best_takes_the_fastest_usable_backward_and_forward():
     rows = [
         _row("fwd", 16, 8, 1.0), _row("bwd", 16, 8, 5.0),
         _row("fwd", 32, 8, 2.0), _row("bwd", 32, 8, 3.0), _row("bwd", 32, 16, 1.0, registers=200),
         _row("fwd", 64, 8, 0.5, error=1e-2), _row("fwd", 64, 16, 1.5, spills=8), _row("bwd", 64, 8, 0.1),
     ]
-    forward, backward = tune.best(rows)
-    # T 16: 1 + 5; T 32: 2 + 3 (the 1.0 ms backward takes 200 registers); T 64: no usable forward
-    assert (forward.tile.chunk_size, forward.tile.block_k, backward.tile.block_k) == (32, 8, 8)
+    pair, backward, forward = tune.best(rows)
+    # at one shared T: T 16 1 + 5; T 32 2 + 3 (the 1.0 ms backward takes 200 registers); T 64 no usable forward
+    assert (pair.tile.chunk_size, pair.tile.block_k, backward.tile.block_k) == (32, 8, 8) and forward is pair
     assert tune.best([_row("fwd", 16, 8, 1.0)]) is None
+    # a selective forward may take a multiple of the backward's T: at backward T 16 the fastest is
+    # 1.0 (+ 5.0), at backward T 32 the new 1.5 at T 32 (+ 3.0: 4.5 in all)
+    rows.append(_row("fwd", 32, 4, 1.5))
+    pair, backward, forward = tune.best(rows, own_forward=True)
+    assert (backward.tile.chunk_size, forward.tile.chunk_size, forward.tile.block_k) == (32, 32, 4)
+    rows.append(_row("fwd", 128, 2, 0.5))
+    pair, backward, forward = tune.best(rows, own_forward=True)
+    assert (pair.tile.chunk_size, pair.tile.block_k, backward.tile.chunk_size) == (32, 4, 32)
+    assert (forward.tile.chunk_size, forward.tile.block_k) == (128, 2)
+    line = tune.entry("mamba", rows)
+    assert line.startswith("mamba: _SELECTIVE_TILES (False, True): (32, 4, 4, 8, 4), _FORWARD_TILES (False, True): "
+                           "(128, 2, 4),  # forward 1.5000 ms at T 32, 0.5000 ms at T 128, backward 3.0000 ms")
     # a backward with atomic sums competes with the others at its T
-    forward, backward = tune.best(rows + [_row("bwd-atomic", 32, 4, 2.5)])
+    pair, backward, forward = tune.best(rows + [_row("bwd-atomic", 32, 4, 2.5)])
     assert (backward.kind, backward.tile.block_k) == ("bwd-atomic", 4)
     assert "with atomic sums: (False, True, False) in _ATOMIC_SUMS" in tune.entry(
         "mamba", rows + [_row("bwd-atomic", 32, 4, 2.5)])
     assert "with a sum per block: (False, True, False) not in _ATOMIC_SUMS" in tune.entry("mamba", rows)
     assert tune.entry("mamba channels-first", [replace(r, point="mamba channels-first") for r in rows]).startswith(
-        "mamba channels-first: _CHANNELS_FIRST_TILES (False, True): (32, 8, 4, 8, 4),")
+        "mamba channels-first: _CHANNELS_FIRST_TILES (False, True): (32, 4, 4, 8, 4), _CHANNELS_FIRST_FORWARD_TILES "
+        "(False, True): (128, 2, 4),")
 
 
 def test_a_candidate_counts_the_worse_of_its_unspecialised_and_aligned_compiles(monkeypatch):
