@@ -52,9 +52,11 @@ the (T, BLOCK_K) readout. No tile of the forward has an n axis, so its registers
 with n: the state entering a chunk goes through memory. For state j the threads that hold the
 chunk's last step store h_{t0+T-1}[j] (a masked store, BLOCK_K values), and in the next chunk
 every thread loads it (one broadcast load; a barrier per chunk orders the two): into the
-chunk-start states the backward reads, (Bt, ⌈L/T⌉, n, K) (1/T of the states), with autograd,
-or into a two-slot scratch (Bt, 2, n, K) without, chunk c's in slot c mod 2; slot 0 is zeroed
-by the host. Steps past L and channels past K are identities (a = 1, b = 0). A program moves its
+chunk-start states the backward reads, with autograd, or into a two-slot scratch (Bt, 2, n,
+K) without, chunk c's in slot c mod 2; slot 0 is zeroed by the host. The states the backward
+reads are those entering its own chunks, (Bt, ⌈L/T'⌉, n, K) for its T' (1/T' of the states),
+a divisor of the forward's T: the threads holding the last step of every T' steps store them
+(the forward's own tile, :data:`_FORWARD_TILES`, walks longer chunks than its backward). Steps past L and channels past K are identities (a = 1, b = 0). A program moves its
 pointers to its batch element once (64-bit) and indexes inside it in 32 bits, which bounds
 one batch element: L·K and L·n (2·L·n when complex) below 2^31; the batch, the grid's second
 axis, is at most 65535 (a ValueError otherwise). A
@@ -106,8 +108,9 @@ of 16, as triton's JIT compiles a launch with aligned tensors at L, K, N multipl
 benchmark shape); the alignment widens loads and changes the registers by up to 30 either
 way. Register allocation also changes between triton versions, so the tiles fit two: triton
 3.9 (what a CPU install gets, and CI) and triton 3.6 (torch 2.11's, on the H200 image the GPU
-runs used). The forward and backward of one call share T; BLOCK_K and the warps are each
-kernel's own. Each entry is the forward and backward pair, at one T, with the fewest warp
+runs used). A selective forward may walk longer chunks than its backward (its own entry,
+:data:`_FORWARD_TILES`; only the Mamba point's have one); otherwise the forward and backward
+share T, BLOCK_K and the warps being each kernel's own. Each entry is the forward and backward pair, at one T, with the fewest warp
 instructions per element (and state) in their main loops, the two summed: the loop's
 instructions times the warps over the T x BLOCK_K elements a pass takes (``/ELEM`` in
 :mod:`models.triton_resources`; the more of the two specialisations, triton 3.9), among the
@@ -122,7 +125,7 @@ writes 1.1 GB; and the real diagonal scan with a fixed Δ, which no compiled cas
 
   kernel (preset point, n)                  T  BLOCK_K warps  registers, 3.9 / 3.6,  /ELEM, 3.9 / 3.6
                                                                fp32       bf16        before      now
-  selective fwd  (Mamba: real, 16)         32    2     1     78 / 72    78 / 72      2.7 / 2.8   2.1 / 1.8*
+  selective fwd  (Mamba: real, 16)         64    2     1     80 / 80    80 / 80      2.7 / 2.8   1.9 / 1.5*
   selective fwd, no_grad (Mamba)            64    2     1     80 / 80    80 / 80          -       1.8 / 1.5*
   selective bwd  (Mamba: real, 16)         32    2     1     72 / 89    80 / 72     13.0 / 12.2  4.9 / 5.4
   selective fwd  (Mamba LTI: real, 16)     32    8     1     80 / 77   114 / 128     2.6 / 2.8   1.1 / 1.1
@@ -170,9 +173,9 @@ unspecialised / aligned, before -> now: Mamba 165 / 161 -> 131 / 113, no-grad 24
 / 753 (8 to 29% fewer), with 1 to 4 registers more in six of the 3.9 compiles and 2 to 8 in
 eight of the 3.6 ones, as many or fewer in the rest (and the LTI forward's bf16 aligned
 compile: 128 -> 114 with 3.9, 90 -> 128 with 3.6, at the budget's edge).
-*: triton 3.6 unrolls the new loop over states twice in some compiles (the Mamba forward
-unspecialised, the no-grad one in both, the (Bt, K, L) forward aligned: twice the MUFU.EX2 a
-pass), so one pass of its main loop takes two states; the starred figures are per state, half
+*: triton 3.6 unrolls the new loop over states twice in some compiles (the Mamba forward at
+T 64, its own tile, with and without autograd, in both specialisations; at T 32 unspecialised;
+the (Bt, K, L) forward at T 64 aligned: twice the MUFU.EX2 a pass), so one pass of its main loop takes two states; the starred figures are per state, half
 of what ``python -m models.triton_resources`` prints for a pass (the proxy counts one pass of
 the loop as one state: a limit of it that the tuner's /ELEM column shares). With the states
 out of the forward's registers, its tile no longer depends on n (:func:`default_tile`: from
@@ -183,7 +186,10 @@ backward before). At batch 8, K 1024, n 16, L 2048 (268 million elements and sta
 H200 (132 SMs, 4 schedulers each issuing one warp instruction per cycle, 1.98 GHz) that is 1.8
 to 2.0 ms of issue for the forward and backward at best, 0.61 to 0.62 ms for the forward
 alone, where mamba-ssm's kernel took 1.98 and 0.59 ms (measured on an H200); the tiles before
-could not go under 3.9 ms. Not in the count: the backward at BLOCK_K 2 writes its partial
+could not go under 3.9 ms. With the tiles now, at the benchmark shape (aligned): the (Bt, K, L)
+forward 1.11 and backward 3.59 / 4.09 (triton 3.9 / 3.6) warp instructions per element and
+state, 1.2 to 1.3 ms of issue for the pair and 0.28 ms for the forward; the kernels timed
+(Measured, below) issued at 36 to 55% of the H200's rate. Not in the count: the backward at BLOCK_K 2 writes its partial
 gradients of B and C per two channels, (K/2, Bt, n, L) each, 1.07 GB at that shape where
 BLOCK_K 8 wrote 0.27 GB: about 0.45 ms of memory traffic to write and sum them at the H200's
 4.8 TB/s (0.11 ms at BLOCK_K 8). In the loop of the forward, 76 of its 297 instructions
@@ -227,13 +233,20 @@ backward's time includes torch's sums of its partial gradients of B and C), mill
 
 These forwards carried the state entering a chunk in registers; the forward that passes it
 through memory (Kernels, above; 8 to 29% fewer instructions in its main loop) has not been timed
-on a GPU yet. The (Bt, L, K) entry keeps T 32 (T 64 is as fast within the runs' spread) and moves its forward
-to BLOCK_K 2. A forward without autograd writes no chunk-start states, so its T is its own
-(:data:`_INFERENCE_TILES`): T 64, BLOCK_K 2 took 0.98 to 0.99 ms (with the states written), T
-128 at BLOCK_K 2 0.98 ms at 128 registers, at the budget's edge. In mamba-ssm's layout
+on a GPU yet, nor has the backward without shifted tiles. The (Bt, L, K) entry keeps T 32 (T 64 is as fast within the runs' spread) and moves its forward
+to BLOCK_K 2. Its forward walks its own chunks (:data:`_FORWARD_TILES`), with and without
+autograd, storing the states every 32 steps: T 64, BLOCK_K 2 took 0.98 to 0.99 ms (with the
+states written every 64 steps) against 1.33 to 1.41 at T 32, T 128 at BLOCK_K 2 0.98 ms at 128
+registers, at the budget's edge. In mamba-ssm's layout
 (``channels_first``, :data:`_CHANNELS_FIRST_TILES`) a program's one or two channels read whole
 runs of steps instead of 4 or 8 bytes per step row: the pair at T 64 takes 3.30 ms, 0.70 to
-0.72x the (Bt, L, K) pair, and its no-grad forward T 256, BLOCK_K 1 (0.69 ms; T 128 0.70). These are the
+0.72x the (Bt, L, K) pair; its forward's own tile T 128, BLOCK_K 1 took 0.70 ms (T 256 0.69,
+but with the states stored every 64 steps its aligned fp32 compile spills 8 bytes with triton
+3.9), so that the pair comes to 0.70 + 2.53 = 3.23 ms. Compiled with the states of the
+backward's chunks, T 128 against the pair's T 64 at BLOCK_K 2: /ELEM 1.85 / 1.85 against 1.80 /
+1.84 unspecialised, 1.11 / 1.11 against 1.39 / 1.33 aligned (the benchmark shape; triton 3.9 /
+3.6, 3.6's per state); the (Bt, L, K) forward at T 64 against 32: 1.86 / 1.54 against 2.05 /
+1.73, aligned 1.41 / 1.35 against 1.77 / 1.77. These are the
 kernels alone; a caller with (Bt, L, K) tensors pays a copy of u, δ, z into that layout (each
 a transposed view of a contiguous (Bt, K, L) tensor is read in place) and, where it needs
 contiguous (Bt, L, K) memory, of out back. The pair saves 1.3 ms of kernel time (3.30 against
@@ -264,7 +277,7 @@ against 8.06 ms). Forward (no_grad): 3.30, 2.84, 2.27 ms.
 Layouts. A shared B or C goes to the kernels state-major, (Bt, n, L) (:func:`_state_major`, one
 copy of Bt·L·n elements, differentiable), so that a program reads state j's (T,) column in one
 run and writes the per-block partial gradients of B and C the same way, (⌈K/BLOCK_K⌉, Bt, n, L).
-The chunk-start states are (Bt, ⌈L/T⌉, n, K): a program writes and reads state j of its
+The chunk-start states are (Bt, ⌈L/T⌉, n, K), T the backward's: a program writes and reads state j of its
 BLOCK_K channels in one run. u, a per-step δ, z, out and their gradients are (Bt, L, K), or
 (Bt, K, L) with ``channels_first`` (the kernels' CHANNELS_FIRST: one offset formula,
 :func:`_step_offsets`; a channel's T steps are then one run of memory).
@@ -278,7 +291,7 @@ and a fixed C are O(K n) and left out, and so is the state-major copy of a share
 
 * forward:  u, δ·s, z·g read and out written: 2 + s + g; the (T,) columns of B and C are
   read once per channel block: c·n·(b + q)/BLOCK_K; with autograd the chunk-start states are
-  written: c·n/T.
+  written: c·n/T' (T' the backward's T).
 * backward: u, δ·s, z·g, dout read and du, dδ·s, dz·g written: 3 + 2s + 2g; B and C read and
   their per-block partial gradients written, then summed by torch: 3c·n·(b + q)/BLOCK_K; the
   states read: c·n/T; with a bias and an fp32 dδ, torch sums dδ once more for its gradient: s
