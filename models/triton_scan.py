@@ -92,9 +92,9 @@ a GPU times it faster (``make gpu-tune`` times both), and always off under
 ``torch.use_deterministic_algorithms(True)``. Compiled for sm_90 (fp32 and bf16, unspecialised
 and aligned) it stays within the budget (the Mamba backward at its default tiles, triton 3.9:
 64 to 80 registers without, 64 to 80 with; in (Bt, K, L), 64 to 72 without, 64 to 72 with;
-triton 3.6 the same but 89 -> 72 in one compile) and adds 1 to 16 instructions to the loop
-over states (/ELEM 4.66 -> 4.72 to 4.94 -> 4.95 in (Bt, L, K), 3.59 -> 3.73 to 4.50 -> 4.69
-in (Bt, K, L), triton 3.9).
+triton 3.6 the same, but for one compile of 89 registers without, 72 with) and adds 0 to 16
+instructions to the loop over states (both versions; /ELEM, triton 3.9: 4.66 -> 4.72 to 4.97
+-> 4.97 in (Bt, L, K), 3.59 -> 3.73 to 4.50 -> 4.69 in (Bt, K, L)).
 
 Default tiles (:func:`default_tile`), per kernel, complex A and per-step (selective) Δ.
 The Mamba entries are timed on an H200 (below, "Measured"); the others are chosen from
