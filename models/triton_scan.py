@@ -39,7 +39,11 @@ bf16 B_t with a complex A is copied to complex64 first, and a complex :func:`dia
 writes a complex64 g (a real bf16 u is copied to complex64 first). Tested under the
 interpreter in tests/test_triton_scan.py (bf16 and fp16 against the float32 kernel on the same
 values: one ulp per element written, relative norm errors 3-4e-3 for bf16 and 2-3e-4 for fp16;
-fp32 gradients equal to 4e-7).
+fp32 gradients equal to 4e-7). A real exp in fp32 (Ā = exp(ΔA)) is, compiled for an NVIDIA GPU,
+2^(ΔA log2 e) by one ex2.approx.ftz: the approximation tl.exp takes too, less the range test
+and two scalings that keep its results below 2^-126 subnormal (they are 0 here, Ā for ΔA
+below about -87.3; :func:`_exp`). Under the interpreter, in fp64, on ROCm and for a complex A
+the kernels take tl.exp, so the tests here run that; ``make gpu-check`` runs them natively.
 
 Kernels. A :func:`selective_scan` program takes BLOCK_K channels of one batch element (grid
 (⌈K / BLOCK_K⌉, Bt): consecutive programs take neighbouring channels, which share B and C)
@@ -125,11 +129,11 @@ writes 1.1 GB; and the real diagonal scan with a fixed Δ, which no compiled cas
 
   kernel (preset point, n)                  T  BLOCK_K warps  registers, 3.9 / 3.6,  /ELEM, 3.9 / 3.6
                                                                fp32       bf16        before      now
-  selective fwd  (Mamba: real, 16)         64    2     1     80 / 80    80 / 80      2.7 / 2.8   1.9 / 1.5*
-  selective fwd, no_grad (Mamba)            64    2     1     80 / 80    80 / 80          -       1.8 / 1.5*
-  selective bwd  (Mamba: real, 16)         32    2     1     72 / 89    80 / 72     13.0 / 12.2  4.9 / 5.4
-  selective fwd  (Mamba LTI: real, 16)     32    8     1     80 / 77   114 / 128     2.6 / 2.8   1.1 / 1.1
-  selective bwd  (Mamba LTI: real, 16)     32    1     1     49 / 42    49 / 43     11.8 / 11.0  4.5 / 5.1
+  selective fwd  (Mamba: real, 16)         64    2     1     93 / 80    87 / 80      2.7 / 2.8   1.4*/ 1.5*
+  selective fwd, no_grad (Mamba)            64    2     1     93 / 88    95 / 80          -       1.4*/ 1.4*
+  selective bwd  (Mamba: real, 16)         32    2     1     72 / 89    80 / 72     13.0 / 12.2  4.8 / 5.2
+  selective fwd  (Mamba LTI: real, 16)     32    8     1     80 / 72   116 / 128     2.6 / 2.8   1.0 / 1.0
+  selective bwd  (Mamba LTI: real, 16)     32    1     1     49 / 42    49 / 43     11.8 / 11.0  4.4 / 5.0
   selective fwd  (S4D: complex, 32)        32    2     1     63 / 60    63 / 64     12.9 / 11.2 11.0 / 8.6
   selective bwd  (S4D: complex, 32)        32    1     1     62 / 54    64 / 57     39.8 / 34.8 18.0 / 17.0
   selective fwd  (complex 32, Δ B C / step) 16  16     4     64 / 56    64 / 56     13.4 / 11.8 11.8 / 9.9
@@ -139,8 +143,8 @@ writes 1.1 GB; and the real diagonal scan with a fixed Δ, which no compiled cas
   diagonal bwd   (S5: complex)              8   64     8     80 / 76    80 / 76     24.7 / 15.2 12.6 / 13.8
   diagonal fwd   (S5, Δ and C per step)     8   32     1    114 / 122  114 / 118    14.8 / 13.3  9.9 / 8.3
   diagonal bwd   (S5, Δ and C per step)     8   16     4     74 / 72    72 / 80     38.4 / 35.3 28.7 / 27.1
-  diagonal fwd   (real, Δ per step)         8   32     1     72 / 72    72 / 72      4.1 / 4.3   2.5 / 2.6
-  diagonal bwd   (real, Δ per step)         8   16     2     61 / 64    70 / 72      9.0 / 11.2  7.0 / 7.7
+  diagonal fwd   (real, Δ per step)         8   32     1     72 / 72    72 / 72      4.1 / 4.3   2.4 / 2.5
+  diagonal bwd   (real, Δ per step)         8   16     2     62 / 64    70 / 72      9.0 / 11.2  6.8 / 7.6
 
 The backward rows' "now" are those of the backward without shifted tiles (Kernels, above).
 With the shifts (the adjoint through ν_t = conj(Ā_t) λ_t, whose next row gave λ; h_{t-1} a
@@ -157,6 +161,14 @@ complex one with Δ, B and C per step, the large-state ones; the diagonal S5 and
 computed one of their two twice). Only the Mamba backward in (Bt, L, K) lost (4.7 / 5.2 ->
 4.9 / 5.4 unspecialised; aligned 4.69 / 5.14 -> 4.66 / 5.12): at two steps per thread the
 exponential of Δ_{t+1} A costs it more than the shift it replaces. All within the budget.
+The rows of the kernels with a real A are also those of its exp as one ex2.approx.ftz (Dtypes,
+above): before it, the Mamba forward at T 64 1.9 / 1.5*, no-grad 1.8 / 1.5*, backward 4.9 /
+5.4, Mamba LTI 1.1 / 1.1 and 4.5 / 5.1, real diagonal 2.5 / 2.6 and 7.0 / 7.7; the Mamba point
+in (Bt, K, L) at the benchmark shape (aligned) 1.11 -> 1.02 forward and 3.59 / 4.09 -> 3.41 /
+3.91 backward: 3 to 8% fewer instructions; up to 15 registers more in some compiles (the
+Mamba forward unspecialised with triton 3.9, 80 -> 87 to 95, unrolled twice now as with 3.6;
+the Mamba backward at n 256 with 3.6, 120 -> 128, at the budget's edge), as many or fewer in
+the rest.
 
 "before": the tiles of the elements-per-thread rule (the Mamba and S4D forward at T 32, BLOCK_K
 16 on 4 warps, their backward BLOCK_K 8 on 8; the diagonal ones at T 16, BLOCK_K 64 on 8 warps
@@ -174,8 +186,9 @@ unspecialised / aligned, before -> now: Mamba 165 / 161 -> 131 / 113, no-grad 24
 eight of the 3.6 ones, as many or fewer in the rest (and the LTI forward's bf16 aligned
 compile: 128 -> 114 with 3.9, 90 -> 128 with 3.6, at the budget's edge).
 *: triton 3.6 unrolls the new loop over states twice in some compiles (the Mamba forward at
-T 64, its own tile, with and without autograd, in both specialisations; at T 32 unspecialised;
-the (Bt, K, L) forward at T 64 aligned: twice the MUFU.EX2 a pass), so one pass of its main loop takes two states; the starred figures are per state, half
+T 64, its own tile, with and without autograd, in both specialisations, and with triton 3.9
+unspecialised; at T 32 unspecialised; the (Bt, K, L) forward at T 64 aligned: twice the
+MUFU.EX2 a pass), so one pass of its main loop takes two states; the starred figures are per state, half
 of what ``python -m models.triton_resources`` prints for a pass (the proxy counts one pass of
 the loop as one state: a limit of it that the tuner's /ELEM column shares). With the states
 out of the forward's registers, its tile no longer depends on n (:func:`default_tile`: from
@@ -187,8 +200,8 @@ H200 (132 SMs, 4 schedulers each issuing one warp instruction per cycle, 1.98 GH
 to 2.0 ms of issue for the forward and backward at best, 0.61 to 0.62 ms for the forward
 alone, where mamba-ssm's kernel took 1.98 and 0.59 ms (measured on an H200); the tiles before
 could not go under 3.9 ms. With the tiles now, at the benchmark shape (aligned): the (Bt, K, L)
-forward 1.11 and backward 3.59 / 4.09 (triton 3.9 / 3.6) warp instructions per element and
-state, 1.2 to 1.3 ms of issue for the pair and 0.28 ms for the forward; the kernels timed
+forward 1.02 and backward 3.41 / 3.91 (triton 3.9 / 3.6) warp instructions per element and
+state, 1.1 to 1.3 ms of issue for the pair and 0.26 ms for the forward; the kernels timed
 (Measured, below) issued at 36 to 55% of the H200's rate. Not in the count: the backward at BLOCK_K 2 writes its partial
 gradients of B and C per two channels, (K/2, Bt, n, L) each, 1.07 GB at that shape where
 BLOCK_K 8 wrote 0.27 GB: about 0.45 ms of memory traffic to write and sum them at the H200's
