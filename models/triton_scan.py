@@ -905,7 +905,8 @@ def _selective_scan_fwd_kernel(
             slot = (chunk * T) // T_STATES
             ends = ((t + 1) % T_STATES == 0)[:, None] & (t[:, None] + 1 < L) & mask_k[None, :]
             after = ((t + 1) // T_STATES)[:, None]
-        else:  # written by the threads holding the chunk's last step
+        else:  # written by the threads holding the chunk's last step (as the form above would at
+            # T_STATES == T, in fewer registers: 114 against 134 in the Mamba LTI forward, bf16 aligned, triton 3.9)
             slot = chunk if SAVE_STATES else chunk % 2
             ends = (rows == T - 1) & (t[:, None] + 1 < L) & mask_k[None, :]
             after = (chunk + 1 if SAVE_STATES else (chunk + 1) % 2) + 0 * rows
