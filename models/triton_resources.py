@@ -210,6 +210,7 @@ def measure(case: Case, tile=None) -> Usage:
     constexprs.setdefault("CHANNELS_FIRST", False)  # a selective scan's layout: (Bt, L, K) unless the case says
     # a selective backward's sums over channel blocks: the default unless the case says
     constexprs.setdefault("ATOMIC_SUMS", ts.default_atomic_sums(case.complex, selective, channels_first))
+    constexprs.setdefault("FLIP_ADJOINT", ts.flip_adjoint(case.complex, selective))  # as the launcher sets it
     for name in list(constexprs):
         if name not in kernel.arg_names:
             del constexprs[name]

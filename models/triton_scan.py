@@ -482,6 +482,14 @@ def _crecip(br, bi, COMPLEX: tl.constexpr):
 _HARDWARE_EXP = None if tl is None else tl.constexpr(not interpreted() and torch.version.hip is None)
 
 
+# A reversed tl.associative_scan compiles, with triton before 3.9, to butterfly shuffles that
+# flip every operand across the lanes before and after the scan (80 of the 116 shuffles of the
+# Mamba backward's loop over states with triton 3.6, against none of 52 with 3.9). There the
+# selective backward reads the adjoint's inputs in reversed step order and scans them forward,
+# flipping only λ back (FLIP_ADJOINT, :func:`flip_adjoint`).
+_FLIP_ADJOINT = tl is not None and tuple(int(part) for part in triton.__version__.split(".")[:2]) < (3, 9)
+
+
 @_triton_jit
 def _exp(x):
     """e^x; in fp32 on a GPU 2^(x log2 e) by one ex2.approx.ftz: results below 2^-126 (x below
@@ -704,6 +712,20 @@ def _chunk_adjoint(g_re, g_im, anext_re, anext_im, lam_re, lam_im, rows, COMPLEX
     l_im += carry_im
     first_re, first_im = _crow(l_re, l_im, rows, 0, COMPLEX)
     return l_re, l_im, first_re, first_im
+
+
+@_triton_jit
+def _chunk_adjoint_flipped(g_re, g_im, anext_re, anext_im, lam_re, lam_im, rows, T: tl.constexpr,
+                           COMPLEX: tl.constexpr):
+    """:func:`_chunk_adjoint` from its inputs in reversed step order (row s holds step T-1-s):
+    λ by a forward scan of the pairs (conj(Ā_{t+1}), g_t) from lam, then flipped back to step
+    order; λ at the chunk's first step is the scan's last row."""
+    l_re, l_im = _chunk_states(anext_re, -anext_im, g_re, g_im, lam_re, lam_im, COMPLEX)
+    first_re, first_im = _crow(l_re, l_im, rows, T - 1, COMPLEX)
+    if COMPLEX:
+        return tl.flip(l_re, 0), tl.flip(l_im, 0), first_re, first_im
+    else:
+        return tl.flip(l_re, 0), 0.0, first_re, 0.0
 
 
 @_triton_jit
@@ -951,7 +973,7 @@ def _selective_scan_bwd_kernel(
     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
-    CHANNELS_FIRST: tl.constexpr, ATOMIC_SUMS: tl.constexpr,
+    CHANNELS_FIRST: tl.constexpr, ATOMIC_SUMS: tl.constexpr, FLIP_ADJOINT: tl.constexpr,
 ):
     """Gradients of :func:`selective_scan` for channel block program_id(0) and batch program_id(1).
 
@@ -961,7 +983,9 @@ def _selective_scan_bwd_kernel(
     with a bf16/fp16 dpre (SUM_DPRE); partial sums dA: (Bt, K, N) and dD: (Bt, K); dB, and dC
     when shared: (⌈K/BLOCK_K⌉, Bt, N, L), one slice per channel block, or with ATOMIC_SUMS
     (Bt, N, L), zeroed, every block adding into it atomically; dC fixed: (Bt, K, N). du, dz,
-    dpre in their inputs' dtypes, the partial sums in A's (fp32 or fp64).
+    dpre in their inputs' dtypes, the partial sums in A's (fp32 or fp64). FLIP_ADJOINT: the
+    adjoint's reversed scan as a forward scan of its inputs read in reversed step order, λ
+    flipped back (:data:`_FLIP_ADJOINT`).
     """
     pid_k = tl.program_id(0)
     k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -1022,9 +1046,11 @@ def _selective_scan_bwd_kernel(
         u = _load(u_ptr, tk, mask_tk, 0.0)
         pre, dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
                               DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
+        # the adjoint's steps: t, or with FLIP_ADJOINT t reversed (row s holds step t0 + T-1-s)
+        t_adj = chunk * T + (T - 1) - steps if FLIP_ADJOINT else t
         if DELTA_PER_STEP:  # Δ_{t+1}, for the adjoint's Ā_{t+1} (a cache hit but for one step)
-            mask_next = (t + 1 < L)[:, None] & mask_k[None, :]
-            dt_next = _load_delta(delta_ptr, bias_ptr, _step_offsets(t + 1, k, L, K, CHANNELS_FIRST), mask_next,
+            mask_next = (t_adj + 1 < L)[:, None] & mask_k[None, :]
+            dt_next = _load_delta(delta_ptr, bias_ptr, _step_offsets(t_adj + 1, k, L, K, CHANNELS_FIRST), mask_next,
                                   k[None, :], mask_k[None, :], DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)[1]
         # out = y silu(z):  ∂ℓ/∂y = dout · silu(z)
         dy = _load(dout_ptr, tk, mask_tk, 0.0)
@@ -1037,14 +1063,19 @@ def _selective_scan_bwd_kernel(
             dD += tl.sum(dy * u, 0)
             du = dy * d[None, :]
         gy = scale * dy
+        gy_adj = tl.flip(gy, 0) if FLIP_ADJOINT else gy  # at the adjoint's steps
         g_dt = tl.zeros((T, BLOCK_K), dtype)  # Σ_j ∂ℓ/∂Δ
+        # where the pairs are identities: outside L and K; with FLIP_ADJOINT and a time-invariant Δ
+        # outside K only, so that Ā_t's rows are Ā_{t+1}'s in the reversed order too (past L, x = 0
+        # and λ = 0: what Ā is there changes no gradient)
+        valid = tl.broadcast_to(mask_k[None, :], (T, BLOCK_K)) if FLIP_ADJOINT and not DELTA_PER_STEP else mask_tk
 
         for j in range(0, N):
             a_re, a_im = _state_A(A_ptr, k, mask_k, j, N, COMPLEX)
             tj = j * L + t[:, None]  # state j's steps are adjacent in B and C, (Bt, N, L)
             # recompute state j over the chunk: Ā_t, F_t B_t u_t and h_t
             f_re, f_im, fb_re, fb_im, abar_re, abar_im, x_re, x_im = _state_pairs(
-                dt, u, a_re, a_im, B_ptr, tj, mask_t, mask_tk, METHOD, COMPLEX, HAS_B)
+                dt, u, a_re, a_im, B_ptr, tj, mask_t, valid, METHOD, COMPLEX, HAS_B)
             h0_re, h0_im = _load_complex(states_ptr, (chunk * N + j) * K + k, mask_k, 0.0, COMPLEX)
             h0_re, h0_im = _crow_vector(h0_re, h0_im, COMPLEX)
             h_re, h_im = _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX)
@@ -1053,7 +1084,6 @@ def _selective_scan_bwd_kernel(
             c_re, c_im = _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED, COMPLEX)
             if HAS_Z:
                 y += _re_mul(c_re, c_im, h_re, h_im, COMPLEX)
-            g_re, g_im = _cscale(c_re, -c_im, gy, COMPLEX)
             gc_re, gc_im = _cscale(h_re, -h_im, gy, COMPLEX)
             if C_SHARED:
                 gc_re, gc_im = _csum(gc_re, gc_im, 1, COMPLEX)
@@ -1062,15 +1092,23 @@ def _selective_scan_bwd_kernel(
                 gc_re, gc_im = _csum(gc_re, gc_im, 0, COMPLEX)
                 dC_re, dC_im = _cadd_row(dC_re, dC_im, held, j, gc_re, gc_im, COMPLEX)
 
-            # adjoint: λ_t = g_t + conj(Ā_{t+1}) λ_{t+1}  (reversed scan)
+            # adjoint: λ_t = g_t + conj(Ā_{t+1}) λ_{t+1}  (reversed scan), g_t = scale dy conj(C_t)
+            if FLIP_ADJOINT and C_SHARED:
+                c_re, c_im = _state_C(C_ptr, j * L + t_adj[:, None], (t_adj < L)[:, None], k, mask_k, j, N, C_SHARED,
+                                      COMPLEX)
+            g_re, g_im = _cscale(c_re, -c_im, gy_adj, COMPLEX)
             if DELTA_PER_STEP:
                 anext_re, anext_im, _, _ = _discretize(dt_next, a_re, a_im, METHOD, COMPLEX)
-            else:
+            else:  # a time-invariant Ā: every row of a channel the same (with FLIP_ADJOINT, see valid)
                 anext_re, anext_im = abar_re, abar_im
             l1_re, l1_im = _crow(lam1_re, lam1_im, held, j, COMPLEX)
             l1_re, l1_im = _crow_vector(l1_re, l1_im, COMPLEX)
-            lam_re, lam_im, first_re, first_im = _chunk_adjoint(g_re, g_im, anext_re, anext_im, l1_re, l1_im, rows,
-                                                                COMPLEX)
+            if FLIP_ADJOINT:
+                lam_re, lam_im, first_re, first_im = _chunk_adjoint_flipped(g_re, g_im, anext_re, anext_im, l1_re,
+                                                                            l1_im, rows, T, COMPLEX)
+            else:
+                lam_re, lam_im, first_re, first_im = _chunk_adjoint(g_re, g_im, anext_re, anext_im, l1_re, l1_im,
+                                                                    rows, COMPLEX)
             lam1_re, lam1_im = _cput_row(lam1_re, lam1_im, held, j, first_re, first_im, COMPLEX)
 
             # ∂ℓ/∂(F B u)_t = λ_t:  ∂ℓ/∂u = Re Σ_j λ conj(F B),  ∂ℓ/∂F = λ conj(B) u,  ∂ℓ/∂B = Σ_k λ conj(F) u
@@ -1514,9 +1552,9 @@ def _check_launch(u: torch.Tensor, chunk_size: int | None, block_k: int | None) 
 # (models.triton_tune) prints measured replacements for these entries.
 _SELECTIVE_TILES = {
     (False, False): (32, 8, 1, 1, 1),
-    (False, True): (32, 2, 1, 2, 1),
+    (False, True): (64, 4, 2, 2, 1),
     (True, False): (32, 2, 1, 1, 1),
-    (True, True): (16, 16, 4, 8, 4),
+    (True, True): (64, 1, 1, 1, 1),
 }
 _DIAGONAL_TILES = {  # n = 1: one state per channel
     (False, False): (16, 64, 8, 32, 8),
@@ -1529,12 +1567,12 @@ _DIAGONAL_TILES = {  # n = 1: one state per channel
 # selective_scan's forward, with or without autograd, where measured; T a multiple of the
 # backward's (else, and for an entry not here, the forward takes the pair's T and tile).
 _FORWARD_TILES = {
-    (False, True): (64, 2, 1),
+    (False, True): (128, 1, 1),
 }
 # selective_scan(channels_first=True), u, δ, z in (Bt, K, L): its own entries where measured (a
 # channel's steps adjacent, one or two channels per program read whole runs); the rest as above.
 _CHANNELS_FIRST_TILES = {
-    (False, True): (64, 2, 1, 1, 1),
+    (False, True): (128, 2, 1, 1, 1),
 }
 _CHANNELS_FIRST_FORWARD_TILES = {
     (False, True): (128, 1, 1),
@@ -1544,7 +1582,7 @@ _TILE_TABLES = {"selective": _SELECTIVE_TILES, "diagonal": _DIAGONAL_TILES}
 # of a shared B and C into one (Bt, n, L) tensor by atomic adds by default, instead of writing
 # one per channel block for torch to sum (``atomic_sums`` of selective_scan): where a GPU timed
 # it faster (`make gpu-tune` times both). None has been timed yet.
-_ATOMIC_SUMS: frozenset = frozenset()
+_ATOMIC_SUMS: frozenset = frozenset({(False, True, False), (False, True, True), (True, True, False)})
 _LARGE_STATE = 64  # from 64 states (BLOCK_N), the tiles of default_tile's last lines
 _CARRIED_ELEMENTS = 512
 _MIN_BLOCK_K = 4  # at BLOCK_K 2 (n 256, 16 warps) the Mamba backward spills in bf16
@@ -1660,6 +1698,14 @@ def default_channels_first(n: int, is_complex: bool, selective: bool) -> bool:
     default: where :data:`_CHANNELS_FIRST_TILES` holds an entry (timed faster than the (Bt, L,
     K) one), for fewer than _LARGE_STATE states (its tiles hold for those)."""
     return (bool(is_complex), bool(selective)) in _CHANNELS_FIRST_TILES and _next_power_of_2(n) < _LARGE_STATE
+
+
+def flip_adjoint(is_complex: bool, selective: bool) -> bool:
+    """Whether the selective backward scans its adjoint forward over reversed inputs
+    (FLIP_ADJOINT): with triton before 3.9 (:data:`_FLIP_ADJOINT`), but for a complex
+    time-invariant Ā, where triton 3.6 then computes the discretisation twice (S4D's backward:
+    540 -> 673 instructions in its loop over states, for 118 -> 84 shuffles)."""
+    return _FLIP_ADJOINT and (bool(selective) or not is_complex)
 
 
 def default_atomic_sums(is_complex: bool, selective: bool, channels_first: bool = False) -> bool:
@@ -1783,7 +1829,8 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
         METHOD=launch.method, COMPLEX=is_complex, DELTA_PER_STEP=per_step, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=c_shared, HAS_D=D is not None,
         HAS_Z=z is not None, T=tile.chunk_size, BLOCK_K=tile.block_k, BLOCK_N=tile.block_n,
-        CHANNELS_FIRST=launch.channels_first, ATOMIC_SUMS=launch.atomic_sums, num_warps=tile.num_warps,
+        CHANNELS_FIRST=launch.channels_first, ATOMIC_SUMS=launch.atomic_sums, FLIP_ADJOINT=flip_adjoint(is_complex, per_step),
+        num_warps=tile.num_warps,
     )
     summed = (lambda g: g) if launch.atomic_sums else (lambda g: g.sum(0))
     # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ: Σ over time of dpre, summed by the kernel (SUM_DPRE) or here

@@ -138,6 +138,30 @@ def test_selective_scan_matches_reference(name: str, device: str) -> None:
     assert_same(kernel, reference, **TOL)
 
 
+@pytest.mark.parametrize("name", ["mamba", "bilinear_real_fixed_C", "zoh_real_fixed_C_gated", "zoh_complex_selective",
+                                  "zoh_euler_real_const_softplus"])
+def test_the_adjoint_scanned_forward_over_reversed_inputs_computes_the_same(name: str, device: str,
+                                                                             monkeypatch) -> None:
+    # FLIP_ADJOINT, the backward triton before 3.9 runs: chunks of 8 over 21 steps (the last
+    # one padded), per-step and time-invariant Δ, shared and fixed C, real and complex A
+    monkeypatch.setattr(ts, "_FLIP_ADJOINT", True)
+    case = CASES[name]
+    assert ts.flip_adjoint(case.complex_A, case.delta.startswith("step"))
+    kwargs = selective_inputs(case, device)
+    kernel = output_and_grads(lambda **kw: ts.selective_scan(**kw, **TILING), kwargs)
+    assert_same(kernel, output_and_grads(ts.selective_scan_reference, kwargs), **TOL)
+
+
+def test_the_adjoint_is_scanned_forward_only_with_triton_before_3_9(monkeypatch) -> None:
+    triton = pytest.importorskip("triton")
+    assert ts._FLIP_ADJOINT == (tuple(int(p) for p in triton.__version__.split(".")[:2]) < (3, 9))
+    monkeypatch.setattr(ts, "_FLIP_ADJOINT", True)
+    assert [ts.flip_adjoint(c, s) for c, s in [(False, False), (False, True), (True, False), (True, True)]] \
+        == [True, True, False, True]
+    monkeypatch.setattr(ts, "_FLIP_ADJOINT", False)
+    assert not any(ts.flip_adjoint(c, s) for c in (False, True) for s in (False, True))
+
+
 @pytest.mark.parametrize("name", ["mamba", "s4d"])
 def test_selective_scan_float32(name: str, device: str) -> None:
     """float32 kernel against the float64 reference, to float32 accuracy, with default tiling."""
@@ -266,7 +290,7 @@ def test_entries_without_a_forward_tile_run_the_forward_at_the_pair_s_tile(monke
     assert launch.forward.chunk_size == launch.backward.chunk_size == 8
     # a forward entry whose T is not a multiple of the backward's is not taken
     monkeypatch.setattr(ts, "_FORWARD_TILES", {(False, True): (16, 4, 1)})
-    monkeypatch.setattr(ts, "_SELECTIVE_TILES", {**ts._SELECTIVE_TILES, (False, True): (32, 2, 1, 2, 1)})
+    monkeypatch.setitem(ts._SELECTIVE_TILES, (False, True), (32, 2, 1, 2, 1))
     assert ts.default_tile("selective_fwd", 16, False, True) == ts.Tile(32, 2, 16, 1)
 
 
