@@ -77,7 +77,8 @@ class Case:
     n: int  # states per channel (1 for the diagonal scan)
     flags: tuple  # sorted (name, value) constexpr pairs
     io: str = "fp32"  # the triton dtype of the per-step tensors (fp32, bf16, or fp64: every tensor)
-    aligned: bool = False  # compiled as a launch with aligned tensors and L, K, N multiples of 16
+    aligned: bool = False  # compiled as a launch with aligned tensors and L, K, N multiples of 16 (and of
+    #                        the tile's T and BLOCK_K: EVEN), as at the benchmark shape
 
 
 def _case(name, kind, complex_, n, flags):
@@ -211,6 +212,7 @@ def measure(case: Case, tile=None) -> Usage:
     # a selective backward's sums over channel blocks: the default unless the case says
     constexprs.setdefault("ATOMIC_SUMS", ts.default_atomic_sums(case.complex, selective, channels_first))
     constexprs.setdefault("FLIP_ADJOINT", ts.flip_adjoint(case.complex, selective))  # as the launcher sets it
+    constexprs["EVEN"] = case.aligned  # L and K multiples of the tile, as at the benchmark shape
     for name in list(constexprs):
         if name not in kernel.arg_names:
             del constexprs[name]

@@ -865,6 +865,16 @@ def _put_sum(ptr, offs, re, im, mask, ATOMIC_SUMS: tl.constexpr, COMPLEX: tl.con
 
 
 @_triton_jit
+def _within(i, n, EVEN: tl.constexpr):
+    """i < n for a 1-D index; with EVEN known true, a constant the compiler folds away (with the
+    selects and predicates of every masked load, store and identity it guards)."""
+    if EVEN:
+        return tl.full(i.shape, 1, tl.int1)
+    else:
+        return i < n
+
+
+@_triton_jit
 def _step_offsets(t, k, L, K, CHANNELS_FIRST: tl.constexpr):
     """(T, BLOCK_K) offsets of steps t and channels k in a batch element of a per-step tensor:
     (L, K), or (K, L) when CHANNELS_FIRST (a channel's steps adjacent, mamba-ssm's layout)."""
@@ -881,7 +891,7 @@ def _selective_scan_fwd_kernel(
     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, SAVE_STATES: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr,
-    CHANNELS_FIRST: tl.constexpr, T_STATES: tl.constexpr,
+    CHANNELS_FIRST: tl.constexpr, T_STATES: tl.constexpr, EVEN: tl.constexpr,
 ):
     """out of :func:`selective_scan` for channel block program_id(0) and batch program_id(1)
     (consecutive programs take neighbouring channels of one batch element, which share B and C).
@@ -894,12 +904,13 @@ def _selective_scan_fwd_kernel(
     state entering each chunk. Complex tensors are their (..., 2) views.
     A, D, bias, a (K,) δ or C, scale and the states have A's real dtype (fp32 or fp64), the
     accumulation dtype; each (Bt, L, ·) tensor may be bf16 or fp16 instead of fp32 (read in
-    its dtype, widened in registers; out is written in out's dtype).
+    its dtype, widened in registers; out is written in out's dtype). EVEN: L a multiple of T and
+    K of BLOCK_K (:func:`_even`), so that no step or channel needs a mask.
     """
     k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     steps = tl.arange(0, T)
     rows = steps[:, None]
-    mask_k = k < K
+    mask_k = _within(k, K, EVEN)
     n_chunks = tl.cdiv(L, T)
     # this batch element's slices (64-bit offsets once; offsets inside a slice are 32-bit)
     batch = tl.program_id(1).to(tl.int64)
@@ -932,7 +943,7 @@ def _selective_scan_fwd_kernel(
             slot = chunk if SAVE_STATES else chunk % 2
             ends = (rows == T - 1) & (t[:, None] + 1 < L) & mask_k[None, :]
             after = (chunk + 1 if SAVE_STATES else (chunk + 1) % 2) + 0 * rows
-        mask_t = (t < L)[:, None]
+        mask_t = _within(t, L, EVEN)[:, None]
         mask_tk = mask_t & mask_k[None, :]
         tk = _step_offsets(t, k, L, K, CHANNELS_FIRST)
         u = _load(u_ptr, tk, mask_tk, 0.0)
@@ -973,7 +984,7 @@ def _selective_scan_bwd_kernel(
     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
-    CHANNELS_FIRST: tl.constexpr, ATOMIC_SUMS: tl.constexpr, FLIP_ADJOINT: tl.constexpr,
+    CHANNELS_FIRST: tl.constexpr, ATOMIC_SUMS: tl.constexpr, FLIP_ADJOINT: tl.constexpr, EVEN: tl.constexpr,
 ):
     """Gradients of :func:`selective_scan` for channel block program_id(0) and batch program_id(1).
 
@@ -985,14 +996,14 @@ def _selective_scan_bwd_kernel(
     (Bt, N, L), zeroed, every block adding into it atomically; dC fixed: (Bt, K, N). du, dz,
     dpre in their inputs' dtypes, the partial sums in A's (fp32 or fp64). FLIP_ADJOINT: the
     adjoint's reversed scan as a forward scan of its inputs read in reversed step order, λ
-    flipped back (:data:`_FLIP_ADJOINT`).
+    flipped back (:data:`_FLIP_ADJOINT`). EVEN: as the forward's.
     """
     pid_k = tl.program_id(0)
     k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     steps = tl.arange(0, T)
     rows = steps[:, None]
     held = tl.arange(0, BLOCK_N)[:, None]  # row j of the per-state tiles below is state j
-    mask_k = k < K
+    mask_k = _within(k, K, EVEN)
     n_chunks = tl.cdiv(L, T)
     # this batch element's slices (64-bit offsets once; offsets inside a slice are 32-bit)
     batch = tl.program_id(1).to(tl.int64)
@@ -1039,7 +1050,7 @@ def _selective_scan_bwd_kernel(
     for i in range(0, n_chunks):
         chunk = n_chunks - 1 - i
         t = chunk * T + steps
-        in_range = t < L
+        in_range = _within(t, L, EVEN)
         mask_t = in_range[:, None]
         mask_tk = mask_t & mask_k[None, :]
         tk = _step_offsets(t, k, L, K, CHANNELS_FIRST)
@@ -1094,8 +1105,8 @@ def _selective_scan_bwd_kernel(
 
             # adjoint: λ_t = g_t + conj(Ā_{t+1}) λ_{t+1}  (reversed scan), g_t = scale dy conj(C_t)
             if FLIP_ADJOINT and C_SHARED:
-                c_re, c_im = _state_C(C_ptr, j * L + t_adj[:, None], (t_adj < L)[:, None], k, mask_k, j, N, C_SHARED,
-                                      COMPLEX)
+                c_re, c_im = _state_C(C_ptr, j * L + t_adj[:, None], _within(t_adj, L, EVEN)[:, None], k, mask_k, j,
+                                      N, C_SHARED, COMPLEX)
             g_re, g_im = _cscale(c_re, -c_im, gy_adj, COMPLEX)
             if DELTA_PER_STEP:
                 anext_re, anext_im, _, _ = _discretize(dt_next, a_re, a_im, METHOD, COMPLEX)
@@ -1700,6 +1711,11 @@ def default_channels_first(n: int, is_complex: bool, selective: bool) -> bool:
     return (bool(is_complex), bool(selective)) in _CHANNELS_FIRST_TILES and _next_power_of_2(n) < _LARGE_STATE
 
 
+def _even(length: int, K: int, tile: Tile) -> bool:
+    """Whether a selective kernel's chunks and channel blocks cover L and K exactly (EVEN)."""
+    return length % tile.chunk_size == 0 and K % tile.block_k == 0
+
+
 def flip_adjoint(is_complex: bool, selective: bool) -> bool:
     """Whether the selective backward scans its adjoint forward over reversed inputs
     (FLIP_ADJOINT): with triton before 3.9 (:data:`_FLIP_ADJOINT`), but for a complex
@@ -1793,7 +1809,8 @@ def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Laun
         METHOD=launch.method, COMPLEX=A.is_complex(), DELTA_PER_STEP=delta.dim() == 3,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, SAVE_STATES=save_states, T=tile.chunk_size,
-        BLOCK_K=tile.block_k, CHANNELS_FIRST=launch.channels_first, T_STATES=stride, num_warps=tile.num_warps,
+        BLOCK_K=tile.block_k, CHANNELS_FIRST=launch.channels_first, T_STATES=stride,
+        EVEN=_even(length, K, tile), num_warps=tile.num_warps,
     )
     return out, (states if save_states else None)
 
@@ -1829,8 +1846,8 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
         METHOD=launch.method, COMPLEX=is_complex, DELTA_PER_STEP=per_step, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=c_shared, HAS_D=D is not None,
         HAS_Z=z is not None, T=tile.chunk_size, BLOCK_K=tile.block_k, BLOCK_N=tile.block_n,
-        CHANNELS_FIRST=launch.channels_first, ATOMIC_SUMS=launch.atomic_sums, FLIP_ADJOINT=flip_adjoint(is_complex, per_step),
-        num_warps=tile.num_warps,
+        CHANNELS_FIRST=launch.channels_first, ATOMIC_SUMS=launch.atomic_sums,
+        FLIP_ADJOINT=flip_adjoint(is_complex, per_step), EVEN=_even(length, K, tile), num_warps=tile.num_warps,
     )
     summed = (lambda g: g) if launch.atomic_sums else (lambda g: g.sum(0))
     # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ: Σ over time of dpre, summed by the kernel (SUM_DPRE) or here

@@ -152,6 +152,20 @@ def test_the_adjoint_scanned_forward_over_reversed_inputs_computes_the_same(name
     assert_same(kernel, output_and_grads(ts.selective_scan_reference, kwargs), **TOL)
 
 
+@pytest.mark.parametrize("name, channels_first", [("mamba", False), ("mamba", True), ("s4d", False),
+                                                   ("zoh_complex_selective", False), ("bilinear_real_fixed_C", False)])
+@pytest.mark.parametrize("flip", [False, True], ids=["reversed_scan", "flipped"])
+def test_whole_chunks_and_channel_blocks_run_without_masks(name: str, channels_first: bool, flip: bool, device: str,
+                                                           monkeypatch) -> None:
+    # EVEN: 16 steps in chunks of 8, 5 channels in blocks of 1, forward and backward
+    monkeypatch.setattr(ts, "_FLIP_ADJOINT", flip)
+    tiling = dict(chunk_size=8, block_k=1, channels_first=channels_first)
+    assert ts._even(16, CHANNELS, ts.Tile(8, 1, 4, 1)) and not ts._even(LENGTH, CHANNELS, ts.Tile(8, 1, 4, 1))
+    kwargs = selective_inputs(CASES[name], device, length=16)
+    kernel = output_and_grads(lambda **kw: ts.selective_scan(**kw, **tiling), kwargs)
+    assert_same(kernel, output_and_grads(ts.selective_scan_reference, kwargs), **TOL)
+
+
 def test_the_adjoint_is_scanned_forward_only_with_triton_before_3_9(monkeypatch) -> None:
     triton = pytest.importorskip("triton")
     assert ts._FLIP_ADJOINT == (tuple(int(p) for p in triton.__version__.split(".")[:2]) < (3, 9))
