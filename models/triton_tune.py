@@ -61,11 +61,13 @@ forward / backward:
   T 32, BLOCK_K 4, 1 warp       5 / 9      79 / 111
   T 32, BLOCK_K 16 / 8, 4 / 8 warps (the former defaults)   3 / 38   71 / 109
 
-The Mamba point's defaults are the fastest pairs this tuner timed on an H200: T 32, BLOCK_K 2
-on one warp forward and backward; in mamba-ssm's layout T 64, BLOCK_K 2 forward and 1 backward
-(:mod:`models.triton_scan` gives the timings and the other points' tiles, chosen by the
-instructions in their main loops). Their forwards' own tiles (``_FORWARD_TILES``) come from
-the same rows: T 128 and 256 are candidates for them.
+The Mamba point's defaults, and the complex scan's with Δ, B and C per step, are the fastest
+this tuner timed on an H200: in mamba-ssm's layout a backward at T 64, BLOCK_K 1 with atomic
+sums and a forward at T 128, BLOCK_K 2; in (Bt, L, K) T 64, BLOCK_K 2 and T 128, BLOCK_K 1;
+the complex scan T 64, BLOCK_K 1 both, atomic sums; all on one warp (:mod:`models.triton_scan`
+gives the timings and the other points' tiles, chosen by the instructions in their main
+loops). The forwards' own tiles (``_FORWARD_TILES``) come from the same rows: any T that is a
+multiple of the backward's is a candidate for them.
 
 A backward at BLOCK_K 1 or 2 writes a partial gradient of B and C per one or two channels,
 (K / BLOCK_K, Bt, n, L), which its time includes (summed by torch): 1.07 GB each at BLOCK_K 1
