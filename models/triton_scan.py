@@ -102,16 +102,14 @@ GB for B and C at BLOCK_K 1, batch 8, K 1024, n 16, L 2048), at the price of flo
 order, and so last bits, vary from run to run. Its default (:data:`_ATOMIC_SUMS`) is on where a
 GPU timed it faster (``make gpu-tune`` times both: the Mamba point in both layouts and the
 complex scan with Δ, B and C per step, Measured below), and always off under
-``torch.use_deterministic_algorithms(True)``. Compiled for sm_90 (fp32 and bf16, unspecialised
-and aligned) it stays within the budget (the Mamba backward at its default tiles, triton 3.9:
-64 to 80 registers without, 64 to 80 with; in (Bt, K, L), 64 to 72 without, 64 to 72 with;
-triton 3.6 the same, but for one compile of 89 registers without, 72 with) and adds 0 to 16
-instructions to the loop over states (both versions; /ELEM, triton 3.9: 4.66 -> 4.72 to 4.97
--> 4.97 in (Bt, L, K), 3.59 -> 3.73 to 4.50 -> 4.69 in (Bt, K, L)).
+``torch.use_deterministic_algorithms(True)``. It adds 0 to 16 instructions to the loop over
+states (the Mamba backward at the tiles before, both versions; /ELEM, triton 3.9: 4.66 -> 4.72
+to 4.97 -> 4.97 in (Bt, L, K), 3.59 -> 3.73 to 4.50 -> 4.69 in (Bt, K, L)); the budget test
+compiles each default with the sums its table gives.
 
 Default tiles (:func:`default_tile`), per kernel, complex A and per-step (selective) Δ.
-The Mamba entries are timed on an H200 (below, "Measured"); the others are chosen from
-compile-time measurements, not timings: every kernel compiled for sm_90 by triton's ptxas, registers per thread and spills
+The Mamba entries and the complex one with Δ, B and C per step are timed on an H200 (below,
+"Measured"); the others are chosen from compile-time measurements, not timings: every kernel compiled for sm_90 by triton's ptxas, registers per thread and spills
 read by cuobjdump and ptxas, and the SASS of its main loop (the loop over states of a
 selective kernel, over chunks of a diagonal one) by cuobjdump -sass (``python -m
 models.triton_resources [--bf16] [--aligned]``; tests/test_kernel_resources.py holds the
@@ -123,18 +121,18 @@ way. Register allocation also changes between triton versions, so the tiles fit 
 3.9 (what a CPU install gets, and CI) and triton 3.6 (torch 2.11's, on the H200 image the GPU
 runs used). A selective forward may walk longer chunks than its backward (its own entry,
 :data:`_FORWARD_TILES`; only the Mamba point's have one); otherwise the forward and backward
-share T, BLOCK_K and the warps being each kernel's own. Each entry is the forward and backward pair, at one T, with the fewest warp
+share T, BLOCK_K and the warps being each kernel's own. Each entry not timed is the forward and backward pair, at one T, with the fewest warp
 instructions per element (and state) in their main loops, the two summed: the loop's
 instructions times the warps over the T x BLOCK_K elements a pass takes (``/ELEM`` in
 :mod:`models.triton_resources`; the more of the two specialisations, triton 3.9), among the
 tiles of a sweep (T x BLOCK_K x warps, 1 to 8 elements per thread) that fit all eight compiles
 (two versions, fp32 and bf16, two specialisations). It bounds the time the GPU needs to issue
-them, not the time it takes: latency and memory are not in it. Two entries keep the tile of
-the rule before (the most (T, BLOCK_K) elements per thread): the complex selective scan with
-Δ, B and C per step, whose fewest instructions (31.3 against 48.6 per element and state) take a
-backward at BLOCK_K 1 that writes its partial gradients of the shared complex B and C per
-channel, (K, Bt, n, L) each, 8.6 GB together at batch 8, K 1024, n 32, L 2048 where BLOCK_K 8
-writes 1.1 GB; and the real diagonal scan with a fixed Δ, which no compiled case stands for.
+them, not the time it takes: latency and memory are not in it. The real diagonal scan with a
+fixed Δ, which no compiled case stands for, keeps the tile of the rule before (the most (T,
+BLOCK_K) elements per thread). The complex selective scan with Δ, B and C per step kept it too
+until timed: its fewest instructions took a backward at BLOCK_K 1 writing its partial
+gradients of the shared complex B and C per channel (8.6 GB at batch 8, K 1024, n 32, L 2048);
+with atomic sums that tile timed fastest.
 
   kernel (preset point, n)                  T  BLOCK_K warps  registers, 3.9 / 3.6,  /ELEM, 3.9 / 3.6
                                                                fp32       bf16        before      now
@@ -215,10 +213,11 @@ backward before). At batch 8, K 1024, n 16, L 2048 (268 million elements and sta
 H200 (132 SMs, 4 schedulers each issuing one warp instruction per cycle, 1.98 GHz) that is 1.8
 to 2.0 ms of issue for the forward and backward at best, 0.61 to 0.62 ms for the forward
 alone, where mamba-ssm's kernel took 1.98 and 0.59 ms (measured on an H200); the tiles before
-could not go under 3.9 ms. With the tiles now, at the benchmark shape (aligned): the (Bt, K, L)
-forward 1.02 and backward 3.41 / 3.91 (triton 3.9 / 3.6) warp instructions per element and
-state, 1.1 to 1.3 ms of issue for the pair and 0.26 ms for the forward; the kernels timed
-(Measured, below) issued at 36 to 55% of the H200's rate. Not in the count: the backward at BLOCK_K 2 writes its partial
+could not go under 3.9 ms. With the tiles now, at the benchmark shape (aligned, without
+masks): the (Bt, K, L) forward 0.77 and backward 3.16 / 3.34 (triton 3.9 / 3.6) warp
+instructions per element and state, 1.0 to 1.1 ms of issue for the pair and 0.20 ms for the
+forward; Nsight Compute found the kernels issuing at 48 and 57% of the H200's rate (Measured,
+below). Not in the count: without atomic sums the backward at BLOCK_K 2 writes its partial
 gradients of B and C per two channels, (K/2, Bt, n, L) each, 1.07 GB at that shape where
 BLOCK_K 8 wrote 0.27 GB: about 0.45 ms of memory traffic to write and sum them at the H200's
 4.8 TB/s (0.11 ms at BLOCK_K 8). In the loop of the forward, 76 of its 297 instructions
