@@ -86,7 +86,8 @@ its operands across the lanes before and after it (80 of the 116 shuffles a pass
 backward's loop in (Bt, K, L) took with triton 3.6, none of 52 with 3.9); there the backward
 reads the adjoint's inputs (C_t, Δ_{t+1}, and the chunk's scale·dy once) in reversed step order,
 scans them forward and flips λ alone back (FLIP_ADJOINT, :func:`flip_adjoint`: 56 shuffles;
-not for a complex time-invariant Ā, where triton 3.6 then computes the discretisation twice). In :func:`selective_scan` this runs per state inside the chunk, as the forward does;
+not for a complex time-invariant Ā, where triton 3.6 then computes the discretisation twice).
+In :func:`selective_scan` this runs per state inside the chunk, as the forward does;
 the carries λ (one row per state) and the sums over time of ∂ℓ/∂A and of a fixed C's
 gradient are (BLOCK_N, BLOCK_K) tiles, and du, ∂ℓ/∂Δ and the readout y (for ∂ℓ/∂z) are summed
 over the states in (T, BLOCK_K) tiles. (Complex gradients follow PyTorch: for real ℓ and
@@ -109,20 +110,21 @@ compiles each default with the sums its table gives.
 
 Default tiles (:func:`default_tile`), per kernel, complex A and per-step (selective) Δ.
 The Mamba entries and the complex one with Δ, B and C per step are timed on an H200 (below,
-"Measured"); the others are chosen from compile-time measurements, not timings: every kernel compiled for sm_90 by triton's ptxas, registers per thread and spills
-read by cuobjdump and ptxas, and the SASS of its main loop (the loop over states of a
-selective kernel, over chunks of a diagonal one) by cuobjdump -sass (``python -m
-models.triton_resources [--bf16] [--aligned]``; tests/test_kernel_resources.py holds the
-defaults to at most 128 registers per thread and no spills). Each is compiled twice: with no
-argument specialised, and with every pointer and every integer (L, K, N) marked as a multiple
-of 16, as triton's JIT compiles a launch with aligned tensors at L, K, N multiples of 16 (the
-benchmark shape); the alignment widens loads and changes the registers by up to 30 either
-way. Register allocation also changes between triton versions, so the tiles fit two: triton
-3.9 (what a CPU install gets, and CI) and triton 3.6 (torch 2.11's, on the H200 image the GPU
-runs used). A selective forward may walk longer chunks than its backward (its own entry,
-:data:`_FORWARD_TILES`; only the Mamba point's have one); otherwise the forward and backward
-share T, BLOCK_K and the warps being each kernel's own. Each entry not timed is the forward and backward pair, at one T, with the fewest warp
-instructions per element (and state) in their main loops, the two summed: the loop's
+"Measured"); the others are chosen from compile-time measurements, not timings: every kernel
+compiled for sm_90 by triton's ptxas, registers per thread and spills read by cuobjdump and
+ptxas, and the SASS of its main loop (the loop over states of a selective kernel, over chunks
+of a diagonal one) by cuobjdump -sass (``python -m models.triton_resources [--bf16]
+[--aligned]``; tests/test_kernel_resources.py holds the defaults to at most 128 registers per
+thread and no spills). Each is compiled twice: with no argument specialised, and with every
+pointer and every integer (L, K, N) marked as a multiple of 16, as triton's JIT compiles a
+launch with aligned tensors at L, K, N multiples of 16 (the benchmark shape); the alignment
+widens loads and changes the registers by up to 30 either way. Register allocation also changes
+between triton versions, so the tiles fit two: triton 3.9 (what a CPU install gets, and CI) and
+triton 3.6 (torch 2.11's, on the H200 image the GPU runs used). A selective forward may walk
+longer chunks than its backward (its own entry, :data:`_FORWARD_TILES`; only the Mamba point's
+have one); otherwise the forward and backward share T, BLOCK_K and the warps being each
+kernel's own. Each entry not timed is the forward and backward pair, at one T, with the fewest
+warp instructions per element (and state) in their main loops, the two summed: the loop's
 instructions times the warps over the T x BLOCK_K elements a pass takes (``/ELEM`` in
 :mod:`models.triton_resources`; the more of the two specialisations, triton 3.9), among the
 tiles of a sweep (T x BLOCK_K x warps, 1 to 8 elements per thread) that fit all eight compiles
@@ -130,9 +132,9 @@ tiles of a sweep (T x BLOCK_K x warps, 1 to 8 elements per thread) that fit all 
 them, not the time it takes: latency and memory are not in it. The real diagonal scan with a
 fixed Δ, which no compiled case stands for, keeps the tile of the rule before (the most (T,
 BLOCK_K) elements per thread). The complex selective scan with Δ, B and C per step kept it too
-until timed: its fewest instructions took a backward at BLOCK_K 1 writing its partial
-gradients of the shared complex B and C per channel (8.6 GB at batch 8, K 1024, n 32, L 2048);
-with atomic sums that tile timed fastest.
+until timed: its fewest instructions took a backward at BLOCK_K 1 writing its partial gradients
+of the shared complex B and C per channel (8.6 GB at batch 8, K 1024, n 32, L 2048); with
+atomic sums that tile timed fastest.
 
   kernel (preset point, n)                  T  BLOCK_K warps  registers, 3.9 / 3.6,  /ELEM, 3.9 / 3.6
                                                                fp32       bf16        before      now
@@ -160,7 +162,8 @@ The Mamba rows and the complex rows with Δ, B and C per step are the tiles an H
 fastest (Measured, below), with their backward's atomic sums, the kernels compiled without
 masks where they may be (their /ELEM here: the more of unspecialised and aligned, as printed
 per pass of the loop; the aligned compile is the masks-free one); the other rows keep the
-proxy's tiles. The backward rows' "now" are those of the backward without shifted tiles (Kernels, above).
+proxy's tiles. The backward rows' "now" are those of the backward without shifted tiles
+(Kernels, above).
 With the shifts (the adjoint through ν_t = conj(Ā_t) λ_t, whose next row gave λ; h_{t-1} a
 row of the states), /ELEM 3.9 / 3.6, the more of the two specialisations: Mamba 4.7 / 5.2,
 Mamba LTI 4.8 / 5.4, S4D 18.6 / 17.6, complex with Δ, B and C per step 35.2 / 32.4, S5 21.3 /
@@ -1609,7 +1612,7 @@ _TILE_TABLES = {"selective": _SELECTIVE_TILES, "diagonal": _DIAGONAL_TILES}
 # (complex, selective, channels_first) of the selective scans whose backward adds its gradients
 # of a shared B and C into one (Bt, n, L) tensor by atomic adds by default, instead of writing
 # one per channel block for torch to sum (``atomic_sums`` of selective_scan): where a GPU timed
-# it faster (`make gpu-tune` times both). None has been timed yet.
+# it faster (`make gpu-tune` times both; the three here on an H200, module docstring, Measured).
 _ATOMIC_SUMS: frozenset = frozenset({(False, True, False), (False, True, True), (True, True, False)})
 _LARGE_STATE = 64  # from 64 states (BLOCK_N), the tiles of default_tile's last lines
 _CARRIED_ELEMENTS = 512
