@@ -1079,6 +1079,7 @@ def _selective_scan_bwd_kernel(
                               DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)
         # the adjoint's steps: t, or with FLIP_ADJOINT t reversed (row s holds step t0 + T-1-s)
         t_adj = chunk * T + (T - 1) - steps if FLIP_ADJOINT else t
+        mask_adj = _within(t_adj, L, EVEN)[:, None] if FLIP_ADJOINT else mask_t
         if DELTA_PER_STEP:  # Δ_{t+1}, for the adjoint's Ā_{t+1} (a cache hit but for one step)
             mask_next = (t_adj + 1 < L)[:, None] & mask_k[None, :]
             dt_next = _load_delta(delta_ptr, bias_ptr, _step_offsets(t_adj + 1, k, L, K, CHANNELS_FIRST), mask_next,
@@ -1125,8 +1126,7 @@ def _selective_scan_bwd_kernel(
 
             # adjoint: λ_t = g_t + conj(Ā_{t+1}) λ_{t+1}  (reversed scan), g_t = scale dy conj(C_t)
             if FLIP_ADJOINT and C_SHARED:
-                c_re, c_im = _state_C(C_ptr, j * L + t_adj[:, None], _within(t_adj, L, EVEN)[:, None], k, mask_k, j,
-                                      N, C_SHARED, COMPLEX)
+                c_re, c_im = _state_C(C_ptr, j * L + t_adj[:, None], mask_adj, k, mask_k, j, N, C_SHARED, COMPLEX)
             g_re, g_im = _cscale(c_re, -c_im, gy_adj, COMPLEX)
             if DELTA_PER_STEP:
                 anext_re, anext_im, _, _ = _discretize(dt_next, a_re, a_im, METHOD, COMPLEX)
