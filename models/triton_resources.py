@@ -24,12 +24,16 @@ shape (batch 8, K 1024, n 16, L 2048) is; a launch at another shape mixes the tw
 :data:`FP64_CASES` are the same kernels in float64 (every tensor), the dtype the layer's
 mode-equivalence tests run them in (tests/test_modes.py, natively on a GPU by ``make
 gpu-check``): compiled to show that they build for the GPU, not held to the
-budget (float64 is for checking correctness, not for speed).
+budget (float64 is for checking correctness, not for speed). :data:`PREFETCH_CASES` are the
+selective scans' forward and backward compiled with PREFETCH (each state's loads issued one state
+ahead, :class:`models.triton_scan.Tile`), which the tuner times beside the default; held to the
+budget where a default tile holds it (:data:`models.triton_scan._PREFETCH`), not before.
 
     python -m models.triton_resources           # the table
     python -m models.triton_resources --bf16    # the table, then the bf16 compiles
     python -m models.triton_resources --aligned # the table, then the fp32 and bf16 compiles aligned
     python -m models.triton_resources --fp64    # the table, then the float64 compiles
+    python -m models.triton_resources --prefetch  # the table, then the selective kernels with PREFETCH
     python -m models.triton_resources --json    # one JSON object per line
 
 Must run with TRITON_INTERPRET unset (under the interpreter triton.jit builds no compilable
@@ -79,6 +83,7 @@ class Case:
     io: str = "fp32"  # the triton dtype of the per-step tensors (fp32, bf16, or fp64: every tensor)
     aligned: bool = False  # compiled as a launch with aligned tensors and L, K, N multiples of 16 (and of
     #                        the tile's T and BLOCK_K: EVEN), as at the benchmark shape
+    prefetch: bool = False  # a selective kernel compiled with PREFETCH whatever its default tile says
 
 
 def _case(name, kind, complex_, n, flags):
@@ -106,6 +111,11 @@ CASES = [
 BF16_CASES = [replace(case, name=f"{case.name} bf16", io="bf16") for case in CASES]
 FP64_CASES = [replace(case, name=f"{case.name} fp64", io="fp64") for case in CASES]
 ALIGNED_CASES = [replace(case, name=f"{case.name} aligned", aligned=True) for case in CASES + BF16_CASES]
+# the selective kernels the tuner times with and without PREFETCH (models.triton_tune.POINTS), at
+# their default tiles, fp32, unaligned and aligned
+_AHEAD = ("selective_fwd", "selective_bwd", "selective_inference")
+PREFETCH_CASES = [replace(case, name=f"{case.name} prefetch{' aligned' * aligned}", aligned=aligned, prefetch=True)
+                  for aligned in (False, True) for case in CASES if case.kind in _AHEAD and case.n < ts._LARGE_STATE]
 
 _KERNELS = {
     "selective_fwd": "_selective_scan_fwd_kernel",
@@ -199,6 +209,8 @@ def measure(case: Case, tile=None) -> Usage:
     # with a tile given (the tuner's candidates, forward and backward at one T) the tile's
     stride = tile.chunk_size if tile else ts.default_chunk_size(case.kind, case.complex, selective, channels_first)
     tile = tile or ts.default_tile(case.kind, case.n, case.complex, selective, channels_first=channels_first)
+    if case.prefetch:
+        tile = replace(tile, prefetch=True)
     constexprs = dict(flags, COMPLEX=case.complex)
     if case.kind.startswith("selective"):
         constexprs["BLOCK_N"] = tile.block_n
@@ -213,6 +225,7 @@ def measure(case: Case, tile=None) -> Usage:
     constexprs.setdefault("ATOMIC_SUMS", ts.default_atomic_sums(case.complex, selective, channels_first))
     constexprs.setdefault("FLIP_ADJOINT", ts.flip_adjoint(case.complex, selective))  # as the launcher sets it
     constexprs["EVEN"] = case.aligned  # L and K multiples of the tile, as at the benchmark shape
+    constexprs["PREFETCH"] = tile.prefetch
     for name in list(constexprs):
         if name not in kernel.arg_names:
             del constexprs[name]
@@ -317,7 +330,7 @@ def main(argv: list[str]) -> int:
     as_json = "--json" in argv
     names = [a for a in argv if not a.startswith("--")]
     usages = []
-    extra = {"--bf16": BF16_CASES, "--aligned": ALIGNED_CASES, "--fp64": FP64_CASES}
+    extra = {"--bf16": BF16_CASES, "--aligned": ALIGNED_CASES, "--fp64": FP64_CASES, "--prefetch": PREFETCH_CASES}
     for case in CASES + [case for flag, cases in extra.items() if flag in argv for case in cases]:
         if names and not any(name in case.name for name in names):
             continue

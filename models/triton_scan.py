@@ -292,6 +292,16 @@ instructions, 0.57 issued per cycle, 7.8 warps per scheduler (50%: at most 32 on
 programs per SM), 13.6 cycles between instructions, 7.9 on its loads. Both wait on their
 loads most (each state's A, B_t, C_t columns and entering state, read at the top of its pass
 and used at once); neither is bound by issue or by memory bandwidth (5 to 12% of DRAM's).
+Hence PREFETCH (``Tile.prefetch``, :data:`_PREFETCH`): a selective kernel that issues state
+j + 1's loads (:func:`_state_inputs`) before state j's arithmetic and carries them through its
+loop over states, so that their latency overlaps a state's work instead of stalling it. It
+costs registers and a few instructions (the modulo of the state index, the carried copies);
+compiled for sm_90 with triton 3.6, fp32, aligned, at the default tiles, registers and main-loop
+instructions without -> with: Mamba (Bt, K, L) forward 64 -> 74 and 197 -> 212, backward 64 ->
+72 and 214 -> 217; (Bt, L, K) forward 56 -> 64 and 114 -> 128, backward 96 -> 128 and 393 ->
+397 (unaligned 128 -> 168 registers, over the budget: the tuner lists it, untimed); the
+complex scan with Δ, B and C per step, backward 90 -> 94 and 1222 -> 1256. No GPU has timed it
+yet: :data:`_PREFETCH` is empty, and ``make gpu-tune`` times every selective tile both ways.
 Over the 65 forward and 41 backward candidates of the first tuning run (before the loop over
 states took its current form) /ELEM ranked the times with Spearman correlations of 0.77 and
 0.98.
@@ -338,7 +348,7 @@ and a fixed C are O(K n) and left out, and so is the state-major copy of a share
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as nnf
@@ -778,20 +788,17 @@ def _diagonal_pairs(u_ptr, delta_ptr, bias_ptr, tk, mask_tk, k, mask_k, a_re, a_
 
 
 @_triton_jit
-def _state_pairs(dt, u, a_re, a_im, B_ptr, tj, mask_t, valid,
-                 METHOD: tl.constexpr, COMPLEX: tl.constexpr, HAS_B: tl.constexpr):
-    """One state j of BLOCK_K channels over one chunk of :func:`selective_scan`: F, F·B and the
-    pairs (Ā_t, F_t B_t u_t), identities outside ``valid``; all (T, BLOCK_K). dt, u: (T, BLOCK_K);
-    a = A[k, j]: (1, BLOCK_K); B_t[j] is read at tj (T, 1) where mask_t (T, 1)."""
-    abar_re, abar_im, f_re, f_im = _discretize(dt, a_re, a_im, METHOD, COMPLEX)
+def _state_pairs(u, abar_re, abar_im, f_re, f_im, b_re, b_im, valid, COMPLEX: tl.constexpr, HAS_B: tl.constexpr):
+    """One state j of BLOCK_K channels over one chunk of :func:`selective_scan`: F·B and the
+    pairs (Ā_t, F_t B_t u_t), identities outside ``valid``; all (T, BLOCK_K). u, Ā, F: (T,
+    BLOCK_K) (:func:`_discretize`); b = B_t[j]: (T, 1), unused without B."""
     if HAS_B:  # B ≡ 1 when absent
-        b_re, b_im = _load_complex(B_ptr, tj, mask_t, 0.0, COMPLEX)
         fb_re, fb_im = _cmul(f_re, f_im, b_re, b_im, COMPLEX)
     else:
         fb_re, fb_im = f_re, f_im
     x_re, x_im = _cscale(fb_re, fb_im, u, COMPLEX)
     pa_re, pa_im, x_re, x_im = _identity_outside(valid, abar_re, abar_im, x_re, x_im, COMPLEX)
-    return f_re, f_im, fb_re, fb_im, pa_re, pa_im, x_re, x_im
+    return fb_re, fb_im, pa_re, pa_im, x_re, x_im
 
 
 @_triton_jit
@@ -860,6 +867,37 @@ def _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED: tl.constexpr, COMPLEX
 
 
 @_triton_jit
+def _state_B(B_ptr, tj, mask_t, HAS_B: tl.constexpr, COMPLEX: tl.constexpr):
+    """B_t[j] of state j at tj (T, 1) where mask_t (T, 1); 0 without B (then unused)."""
+    if HAS_B:
+        return _load_complex(B_ptr, tj, mask_t, 0.0, COMPLEX)
+    else:
+        return 0.0, 0.0
+
+
+@_triton_jit
+def _state_h0(states_ptr, slot, j, k, mask_k, K, N, COMPLEX: tl.constexpr):
+    """h_{t0-1}[j], the state j entering a chunk, from slot ``slot`` of the (·, N, K) states: a
+    (1, BLOCK_K) row."""
+    h0_re, h0_im = _load_complex(states_ptr, (slot * N + j) * K + k, mask_k, 0.0, COMPLEX)
+    return _crow_vector(h0_re, h0_im, COMPLEX)
+
+
+@_triton_jit
+def _state_inputs(A_ptr, B_ptr, C_ptr, states_ptr, j, slot, t, mask_t, k, mask_k, L, K, N,
+                  HAS_B: tl.constexpr, C_SHARED: tl.constexpr, COMPLEX: tl.constexpr):
+    """Everything state j reads over a chunk of steps t (T,) for the program's channels k, in
+    one place (PREFETCH): A[k, j] (:func:`_state_A`), the state entering the chunk
+    (:func:`_state_h0`), B_t[j] (:func:`_state_B`), C (:func:`_state_C`)."""
+    tj = j * L + t[:, None]  # state j's steps are adjacent in B and C, (Bt, N, L)
+    a_re, a_im = _state_A(A_ptr, k, mask_k, j, N, COMPLEX)
+    h0_re, h0_im = _state_h0(states_ptr, slot, j, k, mask_k, K, N, COMPLEX)
+    b_re, b_im = _state_B(B_ptr, tj, mask_t, HAS_B, COMPLEX)
+    c_re, c_im = _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED, COMPLEX)
+    return a_re, a_im, h0_re, h0_im, b_re, b_im, c_re, c_im
+
+
+@_triton_jit
 def _sum_slice(ptr, pid_k, batch, L, N, ATOMIC_SUMS: tl.constexpr, COMPLEX: tl.constexpr):
     """ptr at the (N, L) slice a program's gradient of a shared B or C goes to: the batch
     element's own, which every channel block adds into (ATOMIC_SUMS), or the block's own of
@@ -911,7 +949,7 @@ def _selective_scan_fwd_kernel(
     METHOD: tl.constexpr, COMPLEX: tl.constexpr, DELTA_PER_STEP: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, SAVE_STATES: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr,
-    CHANNELS_FIRST: tl.constexpr, T_STATES: tl.constexpr, EVEN: tl.constexpr,
+    CHANNELS_FIRST: tl.constexpr, T_STATES: tl.constexpr, EVEN: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     """out of :func:`selective_scan` for channel block program_id(0) and batch program_id(1)
     (consecutive programs take neighbouring channels of one batch element, which share B and C).
@@ -925,7 +963,9 @@ def _selective_scan_fwd_kernel(
     A, D, bias, a (K,) δ or C, scale and the states have A's real dtype (fp32 or fp64), the
     accumulation dtype; each (Bt, L, ·) tensor may be bf16 or fp16 instead of fp32 (read in
     its dtype, widened in registers; out is written in out's dtype). EVEN: L a multiple of T and
-    K of BLOCK_K (:func:`_even`), so that no step or channel needs a mask.
+    K of BLOCK_K (:func:`_even`), so that no step or channel needs a mask. PREFETCH: each state's
+    loads (A, the entering state, B_t, C_t) issued one state ahead, before the previous
+    state's arithmetic, so that their latency overlaps it (:func:`_state_inputs`).
     """
     k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     steps = tl.arange(0, T)
@@ -970,20 +1010,35 @@ def _selective_scan_fwd_kernel(
         dt = _load_delta(delta_ptr, bias_ptr, tk, mask_tk, k[None, :], mask_k[None, :],
                          DELTA_PER_STEP, HAS_BIAS, SOFTPLUS)[1]
         y = tl.zeros((T, BLOCK_K), dtype)
+        # h_{t0-1}[j], the state entering the chunk: what the chunk before stored (every thread
+        # reads it), zero before the first
+        if PREFETCH:
+            a_re, a_im, h0_re, h0_im, b_re, b_im, c_re, c_im = _state_inputs(
+                A_ptr, B_ptr, C_ptr, states_ptr, 0, slot, t, mask_t, k, mask_k, L, K, N, HAS_B, C_SHARED, COMPLEX)
         for j in range(0, N):
-            a_re, a_im = _state_A(A_ptr, k, mask_k, j, N, COMPLEX)
-            # h_{t0-1}[j]: what the chunk before stored (every thread reads it), zero before the first
-            h0_re, h0_im = _load_complex(states_ptr, (slot * N + j) * K + k, mask_k, 0.0, COMPLEX)
-            tj = j * L + t[:, None]  # state j's steps are adjacent in B and C, (Bt, N, L)
-            _, _, _, _, abar_re, abar_im, x_re, x_im = _state_pairs(
-                dt, u, a_re, a_im, B_ptr, tj, mask_t, mask_tk, METHOD, COMPLEX, HAS_B)
-            h0_re, h0_im = _crow_vector(h0_re, h0_im, COMPLEX)
+            if PREFETCH:  # state j + 1's loads before state j's arithmetic (after the last, state 0's again)
+                na_re, na_im, nh0_re, nh0_im, nb_re, nb_im, nc_re, nc_im = _state_inputs(
+                    A_ptr, B_ptr, C_ptr, states_ptr, (j + 1) % N, slot, t, mask_t, k, mask_k, L, K, N,
+                    HAS_B, C_SHARED, COMPLEX)
+            else:  # each where it is first used
+                tj = j * L + t[:, None]  # state j's steps are adjacent in B and C, (Bt, N, L)
+                a_re, a_im = _state_A(A_ptr, k, mask_k, j, N, COMPLEX)
+                h0_re, h0_im = _state_h0(states_ptr, slot, j, k, mask_k, K, N, COMPLEX)
+            abar_re, abar_im, f_re, f_im = _discretize(dt, a_re, a_im, METHOD, COMPLEX)
+            if not PREFETCH:
+                b_re, b_im = _state_B(B_ptr, tj, mask_t, HAS_B, COMPLEX)
+            _, _, abar_re, abar_im, x_re, x_im = _state_pairs(u, abar_re, abar_im, f_re, f_im, b_re, b_im, mask_tk,
+                                                              COMPLEX, HAS_B)
             hc_re, hc_im = _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX)
             # y_t += Re C_t[j] h_t[j]
-            c_re, c_im = _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED, COMPLEX)
+            if not PREFETCH:
+                c_re, c_im = _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED, COMPLEX)
             y += _re_mul(c_re, c_im, hc_re, hc_im, COMPLEX)
             # the states entering the next chunk (and every T_STATES steps), where a step follows
             _store_complex(states_ptr, (after * N + j) * K + k[None, :], hc_re, hc_im, ends, COMPLEX)
+            if PREFETCH:
+                a_re, a_im, h0_re, h0_im = na_re, na_im, nh0_re, nh0_im
+                b_re, b_im, c_re, c_im = nb_re, nb_im, nc_re, nc_im
         tl.debug_barrier()  # every thread's stores of this chunk's states before the next chunk's reads
 
         # y_t = scale · Re Σ_j C_t h_t + D u_t,   out_t = y_t silu(z_t)
@@ -1005,6 +1060,7 @@ def _selective_scan_bwd_kernel(
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
     CHANNELS_FIRST: tl.constexpr, ATOMIC_SUMS: tl.constexpr, FLIP_ADJOINT: tl.constexpr, EVEN: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     """Gradients of :func:`selective_scan` for channel block program_id(0) and batch program_id(1).
 
@@ -1016,7 +1072,8 @@ def _selective_scan_bwd_kernel(
     (Bt, N, L), zeroed, every block adding into it atomically; dC fixed: (Bt, K, N). du, dz,
     dpre in their inputs' dtypes, the partial sums in A's (fp32 or fp64). FLIP_ADJOINT: the
     adjoint's reversed scan as a forward scan of its inputs read in reversed step order, λ
-    flipped back (:data:`_FLIP_ADJOINT`). EVEN: as the forward's.
+    flipped back (:data:`_FLIP_ADJOINT`). EVEN, PREFETCH: as the forward's (PREFETCH: with C_t
+    at the adjoint's steps too).
     """
     pid_k = tl.program_id(0)
     k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -1063,6 +1120,7 @@ def _selective_scan_bwd_kernel(
     SUM_DPRE: tl.constexpr = (not DELTA_PER_STEP) or (HAS_BIAS and dpre_ptr.dtype.element_ty.primitive_bitwidth < 32)
     if SUM_DPRE:
         dpre_sum = tl.zeros((BLOCK_K,), dtype)
+    ADJOINT_C: tl.constexpr = FLIP_ADJOINT and C_SHARED  # C_t[j] read at the adjoint's steps too
     # λ at the first step of the chunk after the current one, per state: (BLOCK_N, BLOCK_K)
     lam1_re = tl.zeros((BLOCK_N, BLOCK_K), dtype)
     lam1_im = tl.zeros((BLOCK_N, BLOCK_K), dtype) if COMPLEX else 0.0
@@ -1102,18 +1160,35 @@ def _selective_scan_bwd_kernel(
         # and λ = 0: what Ā is there changes no gradient)
         valid = tl.broadcast_to(mask_k[None, :], (T, BLOCK_K)) if FLIP_ADJOINT and not DELTA_PER_STEP else mask_tk
 
+        # state j's inputs (:func:`_state_inputs`), and C_t[j] at the adjoint's steps where they are reversed
+        if PREFETCH:
+            a_re, a_im, h0_re, h0_im, b_re, b_im, c_re, c_im = _state_inputs(
+                A_ptr, B_ptr, C_ptr, states_ptr, 0, chunk, t, mask_t, k, mask_k, L, K, N, HAS_B, C_SHARED, COMPLEX)
+            if ADJOINT_C:
+                ca_re, ca_im = _load_complex(C_ptr, t_adj[:, None], mask_adj, 0.0, COMPLEX)
         for j in range(0, N):
-            a_re, a_im = _state_A(A_ptr, k, mask_k, j, N, COMPLEX)
+            if PREFETCH:  # state j + 1's loads before state j's arithmetic (after the last, state 0's again)
+                na_re, na_im, nh0_re, nh0_im, nb_re, nb_im, nc_re, nc_im = _state_inputs(
+                    A_ptr, B_ptr, C_ptr, states_ptr, (j + 1) % N, chunk, t, mask_t, k, mask_k, L, K, N,
+                    HAS_B, C_SHARED, COMPLEX)
+                if ADJOINT_C:
+                    nca_re, nca_im = _load_complex(C_ptr, ((j + 1) % N) * L + t_adj[:, None], mask_adj, 0.0, COMPLEX)
             tj = j * L + t[:, None]  # state j's steps are adjacent in B and C, (Bt, N, L)
+            if not PREFETCH:  # each where it is first used
+                a_re, a_im = _state_A(A_ptr, k, mask_k, j, N, COMPLEX)
             # recompute state j over the chunk: Ā_t, F_t B_t u_t and h_t
-            f_re, f_im, fb_re, fb_im, abar_re, abar_im, x_re, x_im = _state_pairs(
-                dt, u, a_re, a_im, B_ptr, tj, mask_t, valid, METHOD, COMPLEX, HAS_B)
-            h0_re, h0_im = _load_complex(states_ptr, (chunk * N + j) * K + k, mask_k, 0.0, COMPLEX)
-            h0_re, h0_im = _crow_vector(h0_re, h0_im, COMPLEX)
+            abar_re, abar_im, f_re, f_im = _discretize(dt, a_re, a_im, METHOD, COMPLEX)
+            if not PREFETCH:
+                b_re, b_im = _state_B(B_ptr, tj, mask_t, HAS_B, COMPLEX)
+            fb_re, fb_im, abar_re, abar_im, x_re, x_im = _state_pairs(u, abar_re, abar_im, f_re, f_im, b_re, b_im,
+                                                                      valid, COMPLEX, HAS_B)
+            if not PREFETCH:
+                h0_re, h0_im = _state_h0(states_ptr, chunk, j, k, mask_k, K, N, COMPLEX)
             h_re, h_im = _chunk_states(abar_re, abar_im, x_re, x_im, h0_re, h0_im, COMPLEX)
 
             # readout y = scale Re Σ_j C h + D u:  direct ∂ℓ/∂h_t = scale dy conj(C_t),  ∂ℓ/∂C_t = scale dy conj(h_t)
-            c_re, c_im = _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED, COMPLEX)
+            if not PREFETCH:
+                c_re, c_im = _state_C(C_ptr, tj, mask_t, k, mask_k, j, N, C_SHARED, COMPLEX)
             if HAS_Z:
                 y += _re_mul(c_re, c_im, h_re, h_im, COMPLEX)
             gc_re, gc_im = _cscale(h_re, -h_im, gy, COMPLEX)
@@ -1125,9 +1200,12 @@ def _selective_scan_bwd_kernel(
                 dC_re, dC_im = _cadd_row(dC_re, dC_im, held, j, gc_re, gc_im, COMPLEX)
 
             # adjoint: λ_t = g_t + conj(Ā_{t+1}) λ_{t+1}  (reversed scan), g_t = scale dy conj(C_t)
-            if FLIP_ADJOINT and C_SHARED:
-                c_re, c_im = _state_C(C_ptr, j * L + t_adj[:, None], mask_adj, k, mask_k, j, N, C_SHARED, COMPLEX)
-            g_re, g_im = _cscale(c_re, -c_im, gy_adj, COMPLEX)
+            if ADJOINT_C:
+                if not PREFETCH:
+                    ca_re, ca_im = _load_complex(C_ptr, j * L + t_adj[:, None], mask_adj, 0.0, COMPLEX)
+                g_re, g_im = _cscale(ca_re, -ca_im, gy_adj, COMPLEX)
+            else:
+                g_re, g_im = _cscale(c_re, -c_im, gy_adj, COMPLEX)
             if DELTA_PER_STEP:
                 anext_re, anext_im, _, _ = _discretize(dt_next, a_re, a_im, METHOD, COMPLEX)
             else:  # a time-invariant Ā: every row of a channel the same (with FLIP_ADJOINT, see valid)
@@ -1145,7 +1223,8 @@ def _selective_scan_bwd_kernel(
             # ∂ℓ/∂(F B u)_t = λ_t:  ∂ℓ/∂u = Re Σ_j λ conj(F B),  ∂ℓ/∂F = λ conj(B) u,  ∂ℓ/∂B = Σ_k λ conj(F) u
             du += _re_mul_conj(lam_re, lam_im, fb_re, fb_im, COMPLEX)
             if HAS_B:
-                b_re, b_im = _load_complex(B_ptr, tj, mask_t, 0.0, COMPLEX)  # a cache hit: read for F·B above
+                if not PREFETCH:  # read again (a cache hit) rather than held through the scans
+                    b_re, b_im = _load_complex(B_ptr, tj, mask_t, 0.0, COMPLEX)
                 gf_re, gf_im = _cmul_conj(lam_re, lam_im, b_re, b_im, COMPLEX)
                 gb_re, gb_im = _cmul_conj(lam_re, lam_im, f_re, f_im, COMPLEX)
                 gb_re, gb_im = _cscale(gb_re, gb_im, u, COMPLEX)
@@ -1162,6 +1241,11 @@ def _selective_scan_bwd_kernel(
             g_dt += gdt_j
             ga_re, ga_im = _csum(ga_re, ga_im, 0, COMPLEX)
             dA_re, dA_im = _cadd_row(dA_re, dA_im, held, j, ga_re, ga_im, COMPLEX)
+            if PREFETCH:
+                a_re, a_im, h0_re, h0_im = na_re, na_im, nh0_re, nh0_im
+                b_re, b_im, c_re, c_im = nb_re, nb_im, nc_re, nc_im
+                if ADJOINT_C:
+                    ca_re, ca_im = nca_re, nca_im
 
         if HAS_Z:
             # ∂ℓ/∂z = dout · y · σ(z)(1 + z(1 - σ(z)))   (dout and z re-read: cache hits)
@@ -1614,6 +1698,10 @@ _TILE_TABLES = {"selective": _SELECTIVE_TILES, "diagonal": _DIAGONAL_TILES}
 # one per channel block for torch to sum (``atomic_sums`` of selective_scan): where a GPU timed
 # it faster (`make gpu-tune` times both; the three here on an H200, module docstring, Measured).
 _ATOMIC_SUMS: frozenset = frozenset({(False, True, False), (False, True, True), (True, True, False)})
+# (complex, selective, channels_first, backward) of the selective kernels whose default tile
+# issues each state's loads one state ahead (Tile.prefetch; below _LARGE_STATE states): where a
+# GPU timed it faster (`make gpu-tune` times every tile both ways); none timed yet.
+_PREFETCH: frozenset = frozenset()
 _LARGE_STATE = 64  # from 64 states (BLOCK_N), the tiles of default_tile's last lines
 _CARRIED_ELEMENTS = 512
 _MIN_BLOCK_K = 4  # at BLOCK_K 2 (n 256, 16 warps) the Mamba backward spills in bf16
@@ -1629,6 +1717,7 @@ class Tile:
     block_k: int
     block_n: int
     num_warps: int
+    prefetch: bool = False  # a selective kernel's loads of state j + 1 issued before state j's arithmetic
 
 
 def _next_power_of_2(n: int) -> int:
@@ -1671,13 +1760,14 @@ def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_siz
     if scan == "diagonal":
         block_k, warps = sizes[:2] if part == "fwd" else sizes[2:]
         return Tile(chunk_size or T, block_k, 1, warps)
+    prefetch = (bool(is_complex), bool(selective), bool(channels_first), part == "bwd") in _PREFETCH
     if part in ("fwd", "inference"):  # the forward holds no tile with an n axis
         own = _entry(scan, is_complex, selective, channels_first, forward=True)
         T, block_k, warps = own if own is not None and own[0] % T == 0 else (T, *sizes[:2])
-        return Tile(chunk_size or T, block_k, block_n, warps)
+        return Tile(chunk_size or T, block_k, block_n, warps, prefetch)
     T, (block_k, warps) = chunk_size or T, sizes[2:]
     if block_n < _LARGE_STATE:
-        return Tile(T, block_k, block_n, warps)
+        return Tile(T, block_k, block_n, warps, prefetch)
     # many states: the backward's carried (BLOCK_N, BLOCK_K) tiles set BLOCK_K and the warps, whatever the entry
     block_k = max(_MIN_BLOCK_K, _CARRIED_ELEMENTS // block_n)
     return Tile(T, block_k, block_n, _large_state_backward_warps(block_n, is_complex and selective))
@@ -1718,7 +1808,7 @@ def _launch_settings(kind: str, discretization: str, softplus, chunk_size: int |
     for part in ("fwd", "bwd"):
         tile = default_tile(f"{kind}_{part}", n, is_complex, selective, chunk_size, channels_first)
         width = block_k or min(_next_power_of_2(K), tile.block_k)
-        tiles.append(Tile(tile.chunk_size, width, tile.block_n, tile.num_warps))
+        tiles.append(replace(tile, block_k=width))
     if atomic_sums is None:
         atomic_sums = kind == "selective" and default_atomic_sums(is_complex, selective, channels_first)
     return _Launch(discretization, bool(softplus), *tiles, channels_first, atomic_sums)
@@ -1830,7 +1920,7 @@ def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Laun
         HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, SAVE_STATES=save_states, T=tile.chunk_size,
         BLOCK_K=tile.block_k, CHANNELS_FIRST=launch.channels_first, T_STATES=stride,
-        EVEN=_even(length, K, tile), num_warps=tile.num_warps,
+        EVEN=_even(length, K, tile), PREFETCH=tile.prefetch, num_warps=tile.num_warps,
     )
     return out, (states if save_states else None)
 
@@ -1867,7 +1957,8 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
         SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=c_shared, HAS_D=D is not None,
         HAS_Z=z is not None, T=tile.chunk_size, BLOCK_K=tile.block_k, BLOCK_N=tile.block_n,
         CHANNELS_FIRST=launch.channels_first, ATOMIC_SUMS=launch.atomic_sums,
-        FLIP_ADJOINT=flip_adjoint(is_complex, per_step), EVEN=_even(length, K, tile), num_warps=tile.num_warps,
+        FLIP_ADJOINT=flip_adjoint(is_complex, per_step), EVEN=_even(length, K, tile), PREFETCH=tile.prefetch,
+        num_warps=tile.num_warps,
     )
     summed = (lambda g: g) if launch.atomic_sums else (lambda g: g.sum(0))
     # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ: Σ over time of dpre, summed by the kernel (SUM_DPRE) or here

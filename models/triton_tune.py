@@ -24,15 +24,19 @@ One point after another (so that a run cut short keeps whole points, the Mamba p
 2. On a GPU, every other one is compiled by triton's JIT in parallel processes, one launch each
    on the same shapes, which fills triton's on-disk kernel cache: the timing process then loads
    the kernels instead of compiling a few hundred one after another.
-3. Each is timed, the median of ``--repeats`` calls (models.timing.Clock: CUDA events on a GPU)
-   after a warm-up call, and checked against the default tile at its T on the same inputs
-   (relative norm error of out, or of every gradient together; the backward runs from the
-   default forward's chunk-start states).
+3. Each is checked against the default tile at its T on the same inputs (relative norm error
+   of out, or of every gradient together; the backward runs from the default forward's
+   chunk-start states), then the point's candidates are timed together: ``--repeats`` rounds,
+   each calling every candidate once in turn (models.timing.Clock: CUDA events on a GPU), after
+   a warm-up call each; a row's time is the median of its calls. Interleaved so, a GPU's drift
+   over the run (clocks, temperature) reaches every candidate alike: in a run that timed one
+   candidate after another, two timings of one forward differed by 0.09 ms of 0.46
+   (:mod:`models.triton_scan`, Measured), as much as the effects compared.
 
-One row per candidate kernel: T, BLOCK_K, warps, milliseconds, registers, spills, the warp
-instructions per element of its main loop (the compile-time proxy the default tiles were
-chosen by: the rows say how well it ranks the timings), the error;
-the seconds each phase took go to stderr. Per point, among the timed candidates that compute
+One row per candidate kernel: T, BLOCK_K, warps, whether it loads ahead (below),
+milliseconds, registers, spills, the warp instructions per element of its main loop (the
+compile-time proxy the default tiles were chosen by: the rows say how well it ranks the
+timings), the error; the seconds each phase took go to stderr. Per point, among the timed candidates that compute
 the same (error at most 1e-4), the fastest backward and forward by their summed time: a
 diagonal scan's at one shared T, printed as its entry of ``_DIAGONAL_TILES`` in
 :mod:`models.triton_scan`; a selective scan's forward at any multiple of the backward's T (it
@@ -42,8 +46,8 @@ T, which a call with a chunk_size of its own runs) and of ``_FORWARD_TILES``. A 
 candidate is timed storing the states of its own chunks, not of the backward's: at T 128
 against 64, with n 16 states, 0.125 against 0.25 fp32 values written per (step, channel)
 element, beside the 16 bytes of u, δ, z read and out written.
-Rows are printed as they are timed and each point's entry after its rows, so that a run cut
-short keeps what it measured; every entry is printed again at the end. ``make gpu-tune`` runs it.
+A point's rows are printed once its rounds are done, and its entry after its rows, so that a
+run cut short keeps the points it measured; every entry is printed again at the end. ``make gpu-tune`` runs it.
 
 The default candidates hold the default tiles (T 8 to 256; the selective scans' BLOCK_K 1 to 16
 on 1 to 4 warps, the diagonal ones' 16 to 64 on 1 to 8). The selective candidates span the two
@@ -76,6 +80,14 @@ with Δ, B and C per step) each tile's backward is timed twice: kernel ``bwd``, 
 block, and ``bwd-atomic``, the blocks adding into one (Bt, n, L) tensor by atomic adds
 (``selective_scan(atomic_sums=True)``; checked against ``bwd`` at the default tile); the
 fastest of either pairs with the forward, and the entry says which it was (``_ATOMIC_SUMS``).
+
+Each selective tile is timed twice more over (``--prefetch 0,1``, the default): as the
+tables give it, and with PREFETCH (``Tile.prefetch``), each state's loads (A[k, j], the state
+entering the chunk, B_t[j] and C_t[j] over the chunk) issued one state ahead, before the
+previous state's arithmetic, which Nsight Compute says both Mamba kernels wait on most
+(:mod:`models.triton_scan`, Measured); it costs registers and a few instructions (the
+proxy's columns say how many). The entry says, for the forward and the backward it picks,
+whether its key belongs in ``_PREFETCH``.
 
 On a CPU, triton's interpreter (TRITON_INTERPRET=1) runs the kernels, so the command runs
 there too, at small shapes; its times measure the interpreter, not a GPU.
@@ -265,10 +277,15 @@ def elements_per_thread(tile: ts.Tile) -> float:
     return tile.chunk_size * tile.block_k / (32 * tile.num_warps)
 
 
-def candidates(points, chunks, block_ks: dict[str, list[int]], warps) -> list[tuple[str, str, ts.Tile]]:
+def candidates(points, chunks, block_ks: dict[str, list[int]], warps,
+               prefetch=(False,)) -> list[tuple[str, str, ts.Tile]]:
     """(point, kind, tile) of every candidate kernel with at most MAX_ELEMENTS_PER_THREAD, in the
-    order they are timed: per point and (T, BLOCK_K, warps), the forward then the backward."""
-    tiles = [(p, tile_of(p, T, k, w)) for p in points for T in chunks for k in block_ks[scan_of(p)] for w in warps]
+    order they are timed: per point and (T, BLOCK_K, warps), the forward then the backward, each
+    with every ``prefetch`` value (Tile.prefetch) for a selective scan (a diagonal scan has no
+    loop over states: without)."""
+    ahead = {"selective": prefetch, "diagonal": (False,)}
+    tiles = [(p, replace(tile_of(p, T, k, w), prefetch=a)) for p in points for T in chunks
+             for k in block_ks[scan_of(p)] for w in warps for a in ahead[scan_of(p)]]
     return [(p, kind, tile) for p, tile in tiles if elements_per_thread(tile) <= MAX_ELEMENTS_PER_THREAD
             for kind in kinds_of(p)]
 
@@ -329,20 +346,27 @@ def precompile(kernels: list[tuple[str, str, ts.Tile]], batch: int, channels: in
           file=sys.stderr)
 
 
-def _median_ms(clock: Clock, call, repeats: int) -> float:
-    call()
+def interleaved_ms(clock: Clock, calls: list, repeats: int) -> list[float]:
+    """The median milliseconds of each call over ``repeats`` rounds, each round timing every
+    call once in turn (after one warm-up call each), so that a GPU's drift over the rounds
+    (clocks, temperature, other work) reaches every call alike."""
+    for call in calls:
+        call()
     clock.sync()
-    return 1e3 * statistics.median(clock.seconds(call) for _ in range(repeats))
+    samples = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, times in zip(calls, samples):
+            times.append(clock.seconds(call))
+    return [1e3 * statistics.median(times) for times in samples]
 
 
 def tune_point(point: str, batch: int, channels: int, length: int, kernels: list[tuple[str, ts.Tile]], usage: Resources,
                repeats: int, device: torch.device, emit=lambda row: None) -> list[Timing]:
     """One row per (kind, tile) of a point: registers and spills from ``usage``; within the
-    budget, the kernel timed and checked against the default tile at its T. ``emit`` gets each
-    row when it is complete."""
+    budget, the kernel checked against the default tile at its T, and all of them timed
+    together (:func:`interleaved_ms`). ``emit`` gets each row when it is complete."""
     runs = Kernels(point, batch, channels, length, device)
-    clock = Clock(device)
-    rows, reference = [], {}
+    rows, reference, calls = [], {}, []
     for kind, tile in kernels:
         registers, spills, per_element = usage.get((point, kind, tile), (None, None, None))
         row = Timing(point, kind, tile, None, registers, spills, None, per_element)
@@ -353,7 +377,12 @@ def tune_point(point: str, batch: int, channels: int, length: int, kernels: list
                 reference[computes, T] = runs.call(kind, runs.default(T))
             launch = runs.launch(kind, tile)
             row.error = _relative(runs.call(kind, launch), reference[computes, T])
-            row.ms = _median_ms(clock, partial(runs.call, kind, launch), repeats)
+            calls.append((row, partial(runs.call, kind, launch)))
+    reference.clear()
+    timings = interleaved_ms(Clock(device), [call for _, call in calls], repeats)
+    for (row, _), ms in zip(calls, timings):
+        row.ms = ms
+    for row in rows:
         emit(row)
     return rows
 
@@ -379,14 +408,14 @@ def _cell(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-HEADER = (f"{'point':24} {'kernel':10} {'T':>4} {'BLOCK_K':>7} {'warps':>5} {'ms':>9} {'REG':>4} {'spill':>5} "
-          f"{'/ELEM':>6} {'error':>8}")
+HEADER = (f"{'point':24} {'kernel':10} {'T':>4} {'BLOCK_K':>7} {'warps':>5} {'ahead':>5} {'ms':>9} {'REG':>4} "
+          f"{'spill':>5} {'/ELEM':>6} {'error':>8}")
 
 
 def row_line(r: Timing) -> str:
     return (f"{r.point:24} {r.kind:10} {r.tile.chunk_size:>4} {r.tile.block_k:>7} {r.tile.num_warps:>5} "
-            f"{_cell(r.ms, '.4f'):>9} {_cell(r.registers, 'd'):>4} {_cell(r.spills, 'd'):>5} "
-            f"{_cell(r.per_element, '.2f'):>6} {_cell(r.error, '.1e'):>8}")
+            f"{'yes' if r.tile.prefetch else 'no':>5} {_cell(r.ms, '.4f'):>9} {_cell(r.registers, 'd'):>4} "
+            f"{_cell(r.spills, 'd'):>5} {_cell(r.per_element, '.2f'):>6} {_cell(r.error, '.1e'):>8}")
 
 
 def entry(point: str, rows: list[Timing]) -> str:
@@ -410,11 +439,14 @@ def entry(point: str, rows: list[Timing]) -> str:
     line += f"  # forward {p.ms:.4f} ms at T {p.tile.chunk_size}"
     line += f", {f.ms:.4f} ms at T {f.tile.chunk_size}" if selective else ""
     line += f", backward {b.ms:.4f} ms"
+    if selective:  # the loads one state ahead (Tile.prefetch), forward (its own tile's) and backward
+        line += "; " + ", ".join(f"{(*key, channels_first, backward)} {'' if r.tile.prefetch else 'not '}in _PREFETCH"
+                                 for backward, r in ((False, f), (True, b)))
     if ATOMIC not in kinds_of(point):
         return line
-    atomic = (*key, flags.get("CHANNELS_FIRST", False))
-    return line + (f" with atomic sums: {atomic} in _ATOMIC_SUMS" if b.kind == ATOMIC else
-                   f" with a sum per block: {atomic} not in _ATOMIC_SUMS")
+    atomic = (*key, channels_first)
+    return line + (f"; with atomic sums: {atomic} in _ATOMIC_SUMS" if b.kind == ATOMIC else
+                   f"; with a sum per block: {atomic} not in _ATOMIC_SUMS")
 
 
 def _ints(text: str) -> list[int]:
@@ -444,6 +476,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--diagonal-block-k", type=_ints, default=[16, 32, 64, 128],
                         help="BLOCK_K of the diagonal scans")
     parser.add_argument("--warps", type=_ints, default=[1, 2, 4, 8])
+    parser.add_argument("--prefetch", type=_ints, default=[0, 1],
+                        help="selective scans: tiles without (0) and with (1) each state's loads one state ahead")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--points", default=";".join(POINTS), help=f"a subset of {list(POINTS)}, ';'-separated")
     args = parser.parse_args(argv)
@@ -459,14 +493,17 @@ def main(argv: list[str]) -> int:
     block_ks = {"selective": args.block_k, "diagonal": args.diagonal_block_k}
     try:
         _check_candidates(device, args.chunks, block_ks, args.warps, args.repeats)
+        if set(args.prefetch) - {0, 1}:
+            raise ValueError(f"prefetch={args.prefetch} is not valid; expected 0, 1 or 0,1")
     except ValueError as err:
         print(err, file=sys.stderr)
         return 2
     shape = (args.batch, args.channels, args.length)
-    kernels = candidates(points, args.chunks, block_ks, args.warps)
+    kernels = candidates(points, args.chunks, block_ks, args.warps, [bool(x) for x in dict.fromkeys(args.prefetch)])
     every = sum(len(args.chunks) * len(block_ks[scan_of(p)]) * len(args.warps) for p in points)
-    if len(kernels) < 2 * every:
-        print(f"left out {every - len(kernels) // 2} of {every} candidate tiles: more than {MAX_ELEMENTS_PER_THREAD} "
+    kept = len({(p, replace(tile, prefetch=False)) for p, _, tile in kernels})
+    if kept < every:
+        print(f"left out {every - kept} of {every} candidate tiles: more than {MAX_ELEMENTS_PER_THREAD} "
               "(T, BLOCK_K) elements per thread", file=sys.stderr)
     rows, start = [], time.perf_counter()
     print(HEADER, flush=True)

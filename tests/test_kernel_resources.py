@@ -98,3 +98,12 @@ def test_float64_kernels_compile_for_the_gpu():
     assert [u.name for u in usages] == [case.name for case in triton_resources.FP64_CASES]
     assert all(u.registers > 0 for u in usages), triton_resources.table(usages)
     print(triton_resources.table(usages))
+
+
+def test_kernels_loading_each_state_ahead_compile_for_the_gpu():
+    # PREFETCH, which the tuner times beside the default tiles: held to the budget only as a
+    # default (then CASES compile it), here each must build and have its main loop found
+    usages = _measure("--prefetch", "prefetch")  # the cases named ... prefetch only
+    assert [u.name for u in usages] == [case.name for case in triton_resources.PREFETCH_CASES]
+    assert all(u.registers > 0 and u.loop_instructions > 0 for u in usages), triton_resources.table(usages)
+    print(triton_resources.table(usages))

@@ -39,13 +39,20 @@ def test_best_takes_the_fastest_usable_backward_and_forward():
     assert (forward.tile.chunk_size, forward.tile.block_k) == (128, 2)
     line = tune.entry("mamba", rows)
     assert line.startswith("mamba: _SELECTIVE_TILES (False, True): (32, 4, 4, 8, 4), _FORWARD_TILES (False, True): "
-                           "(128, 2, 4),  # forward 1.5000 ms at T 32, 0.5000 ms at T 128, backward 3.0000 ms")
+                           "(128, 2, 4),  # forward 1.5000 ms at T 32, 0.5000 ms at T 128, backward 3.0000 ms; "
+                           "(False, True, False, False) not in _PREFETCH, (False, True, False, True) not in _PREFETCH")
+    # a tile with each state's loads one state ahead competes with the others at its T
+    ahead = [replace(r, tile=replace(r.tile, prefetch=True), ms=r.ms - 0.25) for r in rows[-2:]]
+    pair, backward, forward = tune.best(rows + ahead, own_forward=True)
+    assert forward.tile.prefetch and not backward.tile.prefetch
+    assert "(False, True, False, False) in _PREFETCH, (False, True, False, True) not in _PREFETCH" in tune.entry(
+        "mamba", rows + ahead)
     # a backward with atomic sums competes with the others at its T
     pair, backward, forward = tune.best(rows + [_row("bwd-atomic", 32, 4, 2.5)])
     assert (backward.kind, backward.tile.block_k) == ("bwd-atomic", 4)
-    assert "with atomic sums: (False, True, False) in _ATOMIC_SUMS" in tune.entry(
+    assert "; with atomic sums: (False, True, False) in _ATOMIC_SUMS" in tune.entry(
         "mamba", rows + [_row("bwd-atomic", 32, 4, 2.5)])
-    assert "with a sum per block: (False, True, False) not in _ATOMIC_SUMS" in tune.entry("mamba", rows)
+    assert "; with a sum per block: (False, True, False) not in _ATOMIC_SUMS" in tune.entry("mamba", rows)
     assert tune.entry("mamba channels-first", [replace(r, point="mamba channels-first") for r in rows]).startswith(
         "mamba channels-first: _CHANNELS_FIRST_TILES (False, True): (32, 4, 4, 8, 4), _CHANNELS_FIRST_FORWARD_TILES "
         "(False, True): (128, 2, 4),")
@@ -74,8 +81,10 @@ def test_a_tiny_run_times_checks_and_reports_every_candidate(capsys):
                       "--warps", "4", "--repeats", "1", "--points", "mamba"]) == 0
     out = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in out[1:] if line.startswith("mamba ")]
-    assert [(r[1], r[3]) for r in rows] == [(kind, k) for k in ("2", "4") for kind in ("fwd", "bwd", "bwd-atomic")]
-    assert all(float(r[-1]) <= tune.ERROR_LIMIT for r in rows)  # atomic sums: against the sums per block
+    assert [(r[1], r[3], r[5]) for r in rows] == [(kind, k, ahead) for k in ("2", "4") for ahead in ("no", "yes")
+                                                  for kind in ("fwd", "bwd", "bwd-atomic")]
+    # atomic sums: against the sums per block; loads one state ahead: against the default tile's
+    assert all(float(r[-1]) <= tune.ERROR_LIMIT for r in rows)
     assert out[-1].startswith("mamba: _SELECTIVE_TILES (False, True): (8, ")
 
 
@@ -86,12 +95,12 @@ def test_a_run_with_compiled_resources_times_those_within_the_budget(monkeypatch
 
     monkeypatch.setattr(tune, "resource_usage", usage)
     assert tune.main(["--batch", "1", "--channels", "4", "--length", "12", "--chunks", "8", "--block-k", "2,4",
-                      "--warps", "4", "--repeats", "1", "--points", "mamba"]) == 0
+                      "--warps", "4", "--repeats", "1", "--points", "mamba", "--prefetch", "0"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("mamba ")]
-    assert [(r[1], r[3], r[6], r[8]) for r in rows] == [
+    assert [(r[1], r[3], r[7], r[9]) for r in rows] == [
         (kind, k, registers, per_element) for k, registers, per_element in (("2", "100", "2.50"), ("4", "200", "9.00"))
         for kind in ("fwd", "bwd", "bwd-atomic")]
-    assert [r[5] != "-" for r in rows] == [True] * 3 + [False] * 3  # over the register budget: not timed
+    assert [r[6] != "-" for r in rows] == [True] * 3 + [False] * 3  # over the register budget: not timed
 
 
 def test_a_tiny_diagonal_run_prints_a_diagonal_tile_entry(capsys):
@@ -120,6 +129,11 @@ def test_precompile_tasks_cover_every_candidate_once_and_launch_it():
     assert tune.launch_once("s5", 1, 4, 12, [("fwd", tune.tile_of("s5", 4, 2, 4)),
                                              ("bwd", tune.tile_of("s5", 8, 4, 4))], device="cpu") == 2
     assert tune.kinds_of("s5") == ("fwd", "bwd") and tune.kinds_of("s4d") == ("fwd", "bwd")
+    # both ways of loading a state's inputs for a selective scan; a diagonal scan has no loop over states
+    both = tune.candidates(["mamba", "s5"], [16], {"selective": [1], "diagonal": [32]}, [4], prefetch=(False, True))
+    assert [(p, k, t.prefetch) for p, k, t in both] == [
+        ("mamba", k, ahead) for ahead in (False, True) for k in ("fwd", "bwd", "bwd-atomic")] + [
+        ("s5", "fwd", False), ("s5", "bwd", False)]
 
 
 def test_kernels_over_the_register_budget_are_listed_not_timed():
@@ -132,7 +146,7 @@ def test_kernels_over_the_register_budget_are_listed_not_timed():
         ("fwd", 2, False), ("bwd", 2, False), ("fwd", 4, True), ("bwd", 4, True)]
     assert [r.registers for r in rows] == [129, 40, 128, None]
     assert [r.per_element for r in rows] == [3.0, 9.5, 2.25, None]
-    assert tune.row_line(rows[0]).split()[5:] == ["-", "129", "0", "3.00", "-"]
+    assert tune.row_line(rows[0]).split()[5:] == ["no", "-", "129", "0", "3.00", "-"]
 
 
 def test_unknown_points_are_refused(capsys):
@@ -146,6 +160,7 @@ def test_unknown_points_are_refused(capsys):
     (["--diagonal-block-k", "0"], "block_k=0 is not valid"),
     (["--warps", "3"], "warps=3 is not valid; expected one of [1, 2, 4, 8, 16, 32]"),
     (["--repeats", "0"], "repeats=0 is not valid; expected >= 1"),
+    (["--prefetch", "2"], "prefetch=[2] is not valid; expected 0, 1 or 0,1"),
 ])
 def test_bad_tiles_are_refused_before_any_timing(argv, message, capsys):
     assert tune.main(argv + ["--points", "mamba"]) == 2
@@ -163,3 +178,28 @@ def test_every_point_times_a_bounded_scan_on_long_inputs(point):
     out = reference(**args)
     assert torch.isfinite(torch.view_as_real(out) if out.is_complex() else out).all()
     assert out.abs().max() < 1e3
+
+
+class _DriftingClock:
+    """Stands in for models.timing.Clock: each timed call reads what the call returns plus 1 ms
+    more than the call before (a GPU slowing down over a run)."""
+
+    def __init__(self):
+        self.timed = 0
+
+    def sync(self):
+        pass
+
+    def seconds(self, fn):
+        self.timed += 1
+        return fn() + 1e-3 * self.timed
+
+
+def test_candidates_are_timed_in_rounds_so_drift_reaches_each_alike():
+    order = []
+    calls = [lambda: order.append("a") or 0.0, lambda: order.append("b") or 0.010]
+    ms = tune.interleaved_ms(_DriftingClock(), calls, 5)
+    assert order == ["a", "b"] * 6  # a warm-up call each, then 5 rounds
+    # a's calls read drifts 1, 3, 5, 7, 9 ms, b's 2 to 10 ms: medians 5 and 6 + 10 (one after the
+    # other they would read 3 and 8 + 10: the drift of whole rounds between them)
+    assert ms == pytest.approx([5.0, 16.0])
