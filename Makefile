@@ -65,9 +65,12 @@ gpu-check:
 # with atomic sums; a selective tile also loading each state's inputs one state ahead; compiled
 # in parallel, those within the register budget timed): the fastest, printed as entries of
 # models/triton_scan.py's tables.
+# GPU_TUNE: the tuner's arguments, e.g. GPU_TUNE='--points "mamba channels-first" --chunks 64,128
+# --block-k 1,2 --warps 1' for one point's few tiles (seconds to a minute).
+GPU_TUNE ?=
 gpu-tune:
 	@$(GPU_PYTHON) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || { echo "make gpu-tune: torch sees no CUDA device; run it on a GPU machine" >&2; exit 1; }
-	$(GPU_PYTHON) -m models.triton_tune
+	$(GPU_PYTHON) -m models.triton_tune $(GPU_TUNE)
 
 clean:
 	rm -rf $(VENV)
