@@ -61,12 +61,12 @@ gpu-check:
 	$(GPU_PYTHON) -m ablate.bench $(GPU_BENCH)
 
 # The scan kernels timed over candidate tiles at batch 8, K 1024, L 2048 (minutes on one GPU:
-# 899 candidate tiles, a forward and a backward kernel each, and for a shared B or C a backward
-# with atomic sums; a selective tile also loading each state's inputs one state ahead; compiled
-# in parallel, those within the register budget timed): the fastest, printed as entries of
-# models/triton_scan.py's tables.
+# 499 candidate tiles, a forward and a backward kernel each, and for a shared B or C a backward
+# with atomic sums, compiled in parallel, those within the register budget timed): the fastest,
+# printed as entries of models/triton_scan.py's tables.
 # GPU_TUNE: the tuner's arguments, e.g. GPU_TUNE='--points "mamba channels-first" --chunks 64,128
-# --block-k 1,2 --warps 1' for one point's few tiles (seconds to a minute).
+# --block-k 1,2 --warps 1 --prefetch 0,1 --unroll 1,2' for one point's few tiles, each with and
+# without loading ahead and unrolled or not (about a minute).
 GPU_TUNE ?=
 gpu-tune:
 	@$(GPU_PYTHON) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || { echo "make gpu-tune: torch sees no CUDA device; run it on a GPU machine" >&2; exit 1; }

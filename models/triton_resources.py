@@ -24,16 +24,19 @@ shape (batch 8, K 1024, n 16, L 2048) is; a launch at another shape mixes the tw
 :data:`FP64_CASES` are the same kernels in float64 (every tensor), the dtype the layer's
 mode-equivalence tests run them in (tests/test_modes.py, natively on a GPU by ``make
 gpu-check``): compiled to show that they build for the GPU, not held to the
-budget (float64 is for checking correctness, not for speed). :data:`PREFETCH_CASES` are the
-selective scans' forward and backward compiled with PREFETCH (each state's loads issued one state
-ahead, :class:`models.triton_scan.Tile`), which the tuner times beside the default; held to the
-budget where a default tile holds it (:data:`models.triton_scan._PREFETCH`), not before.
+budget (float64 is for checking correctness, not for speed). :data:`PREFETCH_CASES` and
+:data:`UNROLL_CASES` are the selective scans' forward and backward compiled with PREFETCH (each
+state's loads issued one state ahead) and with their loop over states unrolled by 2
+(:class:`models.triton_scan.Tile`), variants the tuner times beside the default; held to the
+budget where a default tile holds them (:data:`models.triton_scan._PREFETCH`, ``_UNROLL``), not
+before. An unrolled loop holds several states: :attr:`Usage.per_element` counts per state.
 
     python -m models.triton_resources           # the table
     python -m models.triton_resources --bf16    # the table, then the bf16 compiles
     python -m models.triton_resources --aligned # the table, then the fp32 and bf16 compiles aligned
     python -m models.triton_resources --fp64    # the table, then the float64 compiles
     python -m models.triton_resources --prefetch  # the table, then the selective kernels with PREFETCH
+    python -m models.triton_resources --unroll    # the table, then the selective kernels unrolled by 2
     python -m models.triton_resources --json    # one JSON object per line
 
 Must run with TRITON_INTERPRET unset (under the interpreter triton.jit builds no compilable
@@ -84,6 +87,7 @@ class Case:
     aligned: bool = False  # compiled as a launch with aligned tensors and L, K, N multiples of 16 (and of
     #                        the tile's T and BLOCK_K: EVEN), as at the benchmark shape
     prefetch: bool = False  # a selective kernel compiled with PREFETCH whatever its default tile says
+    unroll: int = 1  # ... and its loop over states unrolled by this factor (1: as its default tile says)
 
 
 def _case(name, kind, complex_, n, flags):
@@ -111,11 +115,13 @@ CASES = [
 BF16_CASES = [replace(case, name=f"{case.name} bf16", io="bf16") for case in CASES]
 FP64_CASES = [replace(case, name=f"{case.name} fp64", io="fp64") for case in CASES]
 ALIGNED_CASES = [replace(case, name=f"{case.name} aligned", aligned=True) for case in CASES + BF16_CASES]
-# the selective kernels the tuner times with and without PREFETCH (models.triton_tune.POINTS), at
-# their default tiles, fp32, unaligned and aligned
-_AHEAD = ("selective_fwd", "selective_bwd", "selective_inference")
+# the selective kernels the tuner times with and without PREFETCH, and unrolled by 2 or not
+# (models.triton_tune), at their default tiles, fp32: unaligned and aligned; aligned
+_VARIED = [case for case in CASES
+           if case.kind in ("selective_fwd", "selective_bwd", "selective_inference") and case.n < ts._LARGE_STATE]
 PREFETCH_CASES = [replace(case, name=f"{case.name} prefetch{' aligned' * aligned}", aligned=aligned, prefetch=True)
-                  for aligned in (False, True) for case in CASES if case.kind in _AHEAD and case.n < ts._LARGE_STATE]
+                  for aligned in (False, True) for case in _VARIED]
+UNROLL_CASES = [replace(case, name=f"{case.name} unroll 2 aligned", aligned=True, unroll=2) for case in _VARIED]
 
 _KERNELS = {
     "selective_fwd": "_selective_scan_fwd_kernel",
@@ -143,16 +149,18 @@ class Usage:
     spill_loads: int
     loop_instructions: int = 0  # SASS instructions in the main loop (:func:`main_loop`)
     loop_barriers: int = 0  # of them, bar.sync (BAR): the program's warps wait for each other
+    unroll: int = 1  # states per pass of a selective kernel's main loop (Tile.unroll)
 
     @property
     def per_element(self) -> float | None:
         """Warp instructions of the main loop per (step, channel) element of one iteration:
         its instructions times the warps, over the T x BLOCK_K elements each iteration takes (a
-        selective kernel's loop over states: per element and state; a diagonal kernel's loop over
-        chunks: per element). None for the step kernel, which has no (T, BLOCK_K) tile."""
+        selective kernel's loop over states: per element and state, an unrolled loop's over its
+        ``unroll`` states; a diagonal kernel's loop over chunks: per element). None for the step
+        kernel, which has no (T, BLOCK_K) tile."""
         if self.T is None or not self.loop_instructions:
             return None
-        return self.loop_instructions * self.num_warps / (self.T * self.block_k)
+        return self.loop_instructions * self.num_warps / (self.T * self.block_k * self.unroll)
 
     @property
     def spills(self) -> int:
@@ -211,6 +219,8 @@ def measure(case: Case, tile=None) -> Usage:
     tile = tile or ts.default_tile(case.kind, case.n, case.complex, selective, channels_first=channels_first)
     if case.prefetch:
         tile = replace(tile, prefetch=True)
+    if case.unroll > 1:
+        tile = replace(tile, unroll=case.unroll)
     constexprs = dict(flags, COMPLEX=case.complex)
     if case.kind.startswith("selective"):
         constexprs["BLOCK_N"] = tile.block_n
@@ -226,6 +236,7 @@ def measure(case: Case, tile=None) -> Usage:
     constexprs.setdefault("FLIP_ADJOINT", ts.flip_adjoint(case.complex, selective))  # as the launcher sets it
     constexprs["EVEN"] = case.aligned  # L and K multiples of the tile, as at the benchmark shape
     constexprs["PREFETCH"] = tile.prefetch
+    constexprs["UNROLL"] = tile.unroll
     for name in list(constexprs):
         if name not in kernel.arg_names:
             del constexprs[name]
@@ -262,7 +273,7 @@ def measure(case: Case, tile=None) -> Usage:
     return Usage(case.name, constexprs.get("T"), tile.block_k, constexprs.get("BLOCK_N"), tile.num_warps,
                  int(fields["REG"]), int(fields["STACK"]), int(fields["LOCAL"]), int(fields["SHARED"]),
                  int(compiled.metadata.shared), spill_stores, spill_loads, len(loop),
-                 sum(op.startswith("BAR") for op in loop))
+                 sum(op.startswith("BAR") for op in loop), tile.unroll if "UNROLL" in constexprs else 1)
 
 
 _SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
@@ -330,7 +341,8 @@ def main(argv: list[str]) -> int:
     as_json = "--json" in argv
     names = [a for a in argv if not a.startswith("--")]
     usages = []
-    extra = {"--bf16": BF16_CASES, "--aligned": ALIGNED_CASES, "--fp64": FP64_CASES, "--prefetch": PREFETCH_CASES}
+    extra = {"--bf16": BF16_CASES, "--aligned": ALIGNED_CASES, "--fp64": FP64_CASES, "--prefetch": PREFETCH_CASES,
+             "--unroll": UNROLL_CASES}
     for case in CASES + [case for flag, cases in extra.items() if flag in argv for case in cases]:
         if names and not any(name in case.name for name in names):
             continue

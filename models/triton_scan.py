@@ -292,19 +292,28 @@ instructions, 0.57 issued per cycle, 7.8 warps per scheduler (50%: at most 32 on
 programs per SM), 13.6 cycles between instructions, 7.9 on its loads. Both wait on their
 loads most (each state's A, B_t, C_t columns and entering state, read at the top of its pass
 and used at once); neither is bound by issue or by memory bandwidth (5 to 12% of DRAM's).
-Hence PREFETCH (``Tile.prefetch``, :data:`_PREFETCH`): a selective kernel that issues state
-j + 1's loads (:func:`_state_inputs`) before state j's arithmetic and carries them through its
-loop over states, so that their latency overlaps a state's work instead of stalling it. It
-costs registers and a few instructions (the modulo of the state index, the carried copies);
-compiled for sm_90 with triton 3.6, fp32, aligned, at the default tiles, registers and main-loop
-instructions without -> with: Mamba (Bt, K, L) forward 64 -> 74 and 197 -> 212, backward 64 ->
-72 and 214 -> 217; (Bt, L, K) forward 56 -> 64 and 114 -> 128, backward 96 -> 128 and 393 ->
-397 (unaligned 128 -> 168 registers, over the budget: the tuner lists it, untimed); the
-complex scan with Δ, B and C per step, backward 90 -> 94 and 1222 -> 1256. No GPU has timed it
-yet: :data:`_PREFETCH` is empty, and ``make gpu-tune`` times every selective tile both ways.
 Over the 65 forward and 41 backward candidates of the first tuning run (before the loop over
 states took its current form) /ELEM ranked the times with Spearman correlations of 0.77 and
 0.98.
+
+Against those waits, two variants of the selective kernels' loop over states, each a constexpr
+of the kernels and a field of :class:`Tile`. PREFETCH (``Tile.prefetch``, :data:`_PREFETCH`) issues state j +
+1's loads (:func:`_state_inputs`) before state j's arithmetic and carries them through the loop,
+so that their latency overlaps a state's work instead of stalling it. UNROLL (``Tile.unroll``,
+:data:`_UNROLL`) unrolls the loop (triton's ``loop_unroll_factor``), so that the compiler may
+interleave two states' independent work, and shares their loop overhead. Compiled for sm_90 with
+triton 3.6, fp32, aligned, at the default tiles, registers and /ELEM (per state) without ->
+with PREFETCH -> unrolled by 2:
+
+  Mamba (Bt, K, L) forward      64 / 0.77 -> 74 / 0.83 -> 72 / 0.74
+  Mamba (Bt, K, L) backward     64 / 3.34 -> 72 / 3.39 -> 72 / 3.11
+  Mamba (Bt, L, K) forward      56 / 0.89 -> 64 / 1.00 -> 64 / 0.84
+  Mamba (Bt, L, K) backward     96 / 3.07 -> 128 / 3.10 -> 128 / 2.91
+  complex, Δ B C per step, bwd  90 / 19.09 -> 94 / 19.62 -> 119 / 19.04
+
+(unaligned, PREFETCH takes the (Bt, L, K) backward to 168 registers, over the budget: the tuner
+lists it untimed). No GPU has timed either yet: both tables are empty, and ``make gpu-tune``
+times the variants on request (``--prefetch 0,1 --unroll 1,2``, :mod:`models.triton_tune`).
 
 End to end (``python -m ablate.bench scale=kernel points=ablations modes=[triton,cuda]``,
 same GPU, medians of 10 calls, forward and backward ms; in each of the two runs, at that run's
@@ -950,6 +959,7 @@ def _selective_scan_fwd_kernel(
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, SAVE_STATES: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr,
     CHANNELS_FIRST: tl.constexpr, T_STATES: tl.constexpr, EVEN: tl.constexpr, PREFETCH: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
     """out of :func:`selective_scan` for channel block program_id(0) and batch program_id(1)
     (consecutive programs take neighbouring channels of one batch element, which share B and C).
@@ -965,7 +975,9 @@ def _selective_scan_fwd_kernel(
     its dtype, widened in registers; out is written in out's dtype). EVEN: L a multiple of T and
     K of BLOCK_K (:func:`_even`), so that no step or channel needs a mask. PREFETCH: each state's
     loads (A, the entering state, B_t, C_t) issued one state ahead, before the previous
-    state's arithmetic, so that their latency overlaps it (:func:`_state_inputs`).
+    state's arithmetic, so that their latency overlaps it (:func:`_state_inputs`). UNROLL: the
+    loop over states unrolled by this factor (1: not), so that the compiler may interleave the
+    independent work of neighbouring states.
     """
     k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     steps = tl.arange(0, T)
@@ -1015,7 +1027,7 @@ def _selective_scan_fwd_kernel(
         if PREFETCH:
             a_re, a_im, h0_re, h0_im, b_re, b_im, c_re, c_im = _state_inputs(
                 A_ptr, B_ptr, C_ptr, states_ptr, 0, slot, t, mask_t, k, mask_k, L, K, N, HAS_B, C_SHARED, COMPLEX)
-        for j in range(0, N):
+        for j in tl.range(0, N, loop_unroll_factor=UNROLL):
             if PREFETCH:  # state j + 1's loads before state j's arithmetic (after the last, state 0's again)
                 na_re, na_im, nh0_re, nh0_im, nb_re, nb_im, nc_re, nc_im = _state_inputs(
                     A_ptr, B_ptr, C_ptr, states_ptr, (j + 1) % N, slot, t, mask_t, k, mask_k, L, K, N,
@@ -1060,7 +1072,7 @@ def _selective_scan_bwd_kernel(
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
     CHANNELS_FIRST: tl.constexpr, ATOMIC_SUMS: tl.constexpr, FLIP_ADJOINT: tl.constexpr, EVEN: tl.constexpr,
-    PREFETCH: tl.constexpr,
+    PREFETCH: tl.constexpr, UNROLL: tl.constexpr,
 ):
     """Gradients of :func:`selective_scan` for channel block program_id(0) and batch program_id(1).
 
@@ -1072,8 +1084,8 @@ def _selective_scan_bwd_kernel(
     (Bt, N, L), zeroed, every block adding into it atomically; dC fixed: (Bt, K, N). du, dz,
     dpre in their inputs' dtypes, the partial sums in A's (fp32 or fp64). FLIP_ADJOINT: the
     adjoint's reversed scan as a forward scan of its inputs read in reversed step order, λ
-    flipped back (:data:`_FLIP_ADJOINT`). EVEN, PREFETCH: as the forward's (PREFETCH: with C_t
-    at the adjoint's steps too).
+    flipped back (:data:`_FLIP_ADJOINT`). EVEN, PREFETCH, UNROLL: as the forward's (PREFETCH:
+    with C_t at the adjoint's steps too).
     """
     pid_k = tl.program_id(0)
     k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -1166,7 +1178,7 @@ def _selective_scan_bwd_kernel(
                 A_ptr, B_ptr, C_ptr, states_ptr, 0, chunk, t, mask_t, k, mask_k, L, K, N, HAS_B, C_SHARED, COMPLEX)
             if ADJOINT_C:
                 ca_re, ca_im = _load_complex(C_ptr, t_adj[:, None], mask_adj, 0.0, COMPLEX)
-        for j in range(0, N):
+        for j in tl.range(0, N, loop_unroll_factor=UNROLL):
             if PREFETCH:  # state j + 1's loads before state j's arithmetic (after the last, state 0's again)
                 na_re, na_im, nh0_re, nh0_im, nb_re, nb_im, nc_re, nc_im = _state_inputs(
                     A_ptr, B_ptr, C_ptr, states_ptr, (j + 1) % N, chunk, t, mask_t, k, mask_k, L, K, N,
@@ -1699,9 +1711,12 @@ _TILE_TABLES = {"selective": _SELECTIVE_TILES, "diagonal": _DIAGONAL_TILES}
 # it faster (`make gpu-tune` times both; the three here on an H200, module docstring, Measured).
 _ATOMIC_SUMS: frozenset = frozenset({(False, True, False), (False, True, True), (True, True, False)})
 # (complex, selective, channels_first, backward) of the selective kernels whose default tile
-# issues each state's loads one state ahead (Tile.prefetch; below _LARGE_STATE states): where a
-# GPU timed it faster (`make gpu-tune` times every tile both ways); none timed yet.
+# issues each state's loads one state ahead (Tile.prefetch), and -> the factor their loop over
+# states is unrolled by (Tile.unroll; 1 where absent); below _LARGE_STATE states. Where a GPU
+# timed it faster (`make gpu-tune GPU_TUNE='--prefetch 0,1 --unroll 1,2 ...'` times the
+# variants of each tile); none timed yet.
 _PREFETCH: frozenset = frozenset()
+_UNROLL: dict = {}
 _LARGE_STATE = 64  # from 64 states (BLOCK_N), the tiles of default_tile's last lines
 _CARRIED_ELEMENTS = 512
 _MIN_BLOCK_K = 4  # at BLOCK_K 2 (n 256, 16 warps) the Mamba backward spills in bf16
@@ -1718,6 +1733,7 @@ class Tile:
     block_n: int
     num_warps: int
     prefetch: bool = False  # a selective kernel's loads of state j + 1 issued before state j's arithmetic
+    unroll: int = 1  # a selective kernel's loop over states unrolled by this factor
 
 
 def _next_power_of_2(n: int) -> int:
@@ -1760,14 +1776,15 @@ def default_tile(kind: str, n: int, is_complex: bool, selective: bool, chunk_siz
     if scan == "diagonal":
         block_k, warps = sizes[:2] if part == "fwd" else sizes[2:]
         return Tile(chunk_size or T, block_k, 1, warps)
-    prefetch = (bool(is_complex), bool(selective), bool(channels_first), part == "bwd") in _PREFETCH
+    key = (bool(is_complex), bool(selective), bool(channels_first), part == "bwd")
+    prefetch, unroll = key in _PREFETCH, _UNROLL.get(key, 1)
     if part in ("fwd", "inference"):  # the forward holds no tile with an n axis
         own = _entry(scan, is_complex, selective, channels_first, forward=True)
         T, block_k, warps = own if own is not None and own[0] % T == 0 else (T, *sizes[:2])
-        return Tile(chunk_size or T, block_k, block_n, warps, prefetch)
+        return Tile(chunk_size or T, block_k, block_n, warps, prefetch, unroll)
     T, (block_k, warps) = chunk_size or T, sizes[2:]
     if block_n < _LARGE_STATE:
-        return Tile(T, block_k, block_n, warps, prefetch)
+        return Tile(T, block_k, block_n, warps, prefetch, unroll)
     # many states: the backward's carried (BLOCK_N, BLOCK_K) tiles set BLOCK_K and the warps, whatever the entry
     block_k = max(_MIN_BLOCK_K, _CARRIED_ELEMENTS // block_n)
     return Tile(T, block_k, block_n, _large_state_backward_warps(block_n, is_complex and selective))
@@ -1920,7 +1937,7 @@ def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Laun
         HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, SAVE_STATES=save_states, T=tile.chunk_size,
         BLOCK_K=tile.block_k, CHANNELS_FIRST=launch.channels_first, T_STATES=stride,
-        EVEN=_even(length, K, tile), PREFETCH=tile.prefetch, num_warps=tile.num_warps,
+        EVEN=_even(length, K, tile), PREFETCH=tile.prefetch, UNROLL=tile.unroll, num_warps=tile.num_warps,
     )
     return out, (states if save_states else None)
 
@@ -1958,7 +1975,7 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
         HAS_Z=z is not None, T=tile.chunk_size, BLOCK_K=tile.block_k, BLOCK_N=tile.block_n,
         CHANNELS_FIRST=launch.channels_first, ATOMIC_SUMS=launch.atomic_sums,
         FLIP_ADJOINT=flip_adjoint(is_complex, per_step), EVEN=_even(length, K, tile), PREFETCH=tile.prefetch,
-        num_warps=tile.num_warps,
+        UNROLL=tile.unroll, num_warps=tile.num_warps,
     )
     summed = (lambda g: g) if launch.atomic_sums else (lambda g: g.sum(0))
     # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ: Σ over time of dpre, summed by the kernel (SUM_DPRE) or here

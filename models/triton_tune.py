@@ -2,6 +2,8 @@
 
     python -m models.triton_tune                                   # batch 8, K 1024, L 2048, on CUDA
     python -m models.triton_tune --batch 8 --channels 1024 --length 2048 --repeats 20
+    python -m models.triton_tune --points "mamba channels-first" --chunks 64,128 --block-k 1,2 --warps 1 \
+        --prefetch 0,1 --unroll 1,2                                # one point's variants (below)
 
 For each point of :data:`POINTS`, float32, the candidate tiles are every (T, BLOCK_K, warps)
 of ``--chunks`` x the point's BLOCK_K candidates x ``--warps`` with at most 8 (T, BLOCK_K)
@@ -33,8 +35,8 @@ One point after another (so that a run cut short keeps whole points, the Mamba p
    candidate after another, two timings of one forward differed by 0.09 ms of 0.46
    (:mod:`models.triton_scan`, Measured), as much as the effects compared.
 
-One row per candidate kernel: T, BLOCK_K, warps, whether it loads ahead (below),
-milliseconds, registers, spills, the warp instructions per element of its main loop (the
+One row per candidate kernel: T, BLOCK_K, warps, whether it loads ahead and its unrolling
+(below), milliseconds, registers, spills, the warp instructions per element of its main loop (the
 compile-time proxy the default tiles were chosen by: the rows say how well it ranks the
 timings), the error; the seconds each phase took go to stderr. Per point, among the timed candidates that compute
 the same (error at most 1e-4), the fastest backward and forward by their summed time: a
@@ -81,13 +83,16 @@ block, and ``bwd-atomic``, the blocks adding into one (Bt, n, L) tensor by atomi
 (``selective_scan(atomic_sums=True)``; checked against ``bwd`` at the default tile); the
 fastest of either pairs with the forward, and the entry says which it was (``_ATOMIC_SUMS``).
 
-Each selective tile is timed twice more over (``--prefetch 0,1``, the default): as the
-tables give it, and with PREFETCH (``Tile.prefetch``), each state's loads (A[k, j], the state
-entering the chunk, B_t[j] and C_t[j] over the chunk) issued one state ahead, before the
-previous state's arithmetic, which Nsight Compute says both Mamba kernels wait on most
-(:mod:`models.triton_scan`, Measured); it costs registers and a few instructions (the
-proxy's columns say how many). The entry says, for the forward and the backward it picks,
-whether its key belongs in ``_PREFETCH``.
+Two variants of each selective tile address what Nsight Compute says both Mamba kernels wait on
+most, their loads (:mod:`models.triton_scan`, Measured), and are timed on request, as more
+candidates: ``--prefetch 0,1`` times each tile also with PREFETCH (``Tile.prefetch``), each
+state's loads (A[k, j], the state entering the chunk, B_t[j] and C_t[j] over the chunk) issued
+one state ahead, before the previous state's arithmetic; ``--unroll 1,2`` also with the loop over
+states unrolled by 2 (``Tile.unroll``), so that the compiler may interleave two states'
+independent work. Both cost registers (the proxy's columns say how many); unrolling saves loop
+instructions. The entry says, for the forward and the backward it picks, whether its key belongs
+in ``_PREFETCH`` and its factor in ``_UNROLL``. Each doubles the candidates, so a whole run does
+not time them by default; one point's few tiles take a minute (``make gpu-tune GPU_TUNE=...``).
 
 On a CPU, triton's interpreter (TRITON_INTERPRET=1) runs the kernels, so the command runs
 there too, at small shapes; its times measure the interpreter, not a GPU.
@@ -118,6 +123,7 @@ POINTS = (  # points whose "<point> fwd" and "<point> bwd" kernels are cases of 
 )
 ERROR_LIMIT = 1e-4  # relative norm error against the default tile (float32, reordered sums)
 WARPS = (1, 2, 4, 8, 16, 32)
+UNROLL = (1, 2, 4, 8)  # the factors a selective kernel's loop over states may be unrolled by
 # A tile with more (T, BLOCK_K) elements per thread is not a candidate: none fits the register
 # budget, and each takes seconds to minutes to compile. At 8 some forwards fit (the Mamba forward
 # at T 64, BLOCK_K 16 on 4 warps: 128 registers) and no backward (the Mamba backward at T 32,
@@ -277,15 +283,15 @@ def elements_per_thread(tile: ts.Tile) -> float:
     return tile.chunk_size * tile.block_k / (32 * tile.num_warps)
 
 
-def candidates(points, chunks, block_ks: dict[str, list[int]], warps,
-               prefetch=(False,)) -> list[tuple[str, str, ts.Tile]]:
+def candidates(points, chunks, block_ks: dict[str, list[int]], warps, prefetch=(False,),
+               unroll=(1,)) -> list[tuple[str, str, ts.Tile]]:
     """(point, kind, tile) of every candidate kernel with at most MAX_ELEMENTS_PER_THREAD, in the
     order they are timed: per point and (T, BLOCK_K, warps), the forward then the backward, each
-    with every ``prefetch`` value (Tile.prefetch) for a selective scan (a diagonal scan has no
-    loop over states: without)."""
-    ahead = {"selective": prefetch, "diagonal": (False,)}
-    tiles = [(p, replace(tile_of(p, T, k, w), prefetch=a)) for p in points for T in chunks
-             for k in block_ks[scan_of(p)] for w in warps for a in ahead[scan_of(p)]]
+    with every ``prefetch`` value (Tile.prefetch) and ``unroll`` factor (Tile.unroll) for a
+    selective scan (a diagonal scan has no loop over states: neither)."""
+    variants = {"selective": [(a, u) for a in prefetch for u in unroll], "diagonal": [(False, 1)]}
+    tiles = [(p, replace(tile_of(p, T, k, w), prefetch=a, unroll=u)) for p in points for T in chunks
+             for k in block_ks[scan_of(p)] for w in warps for a, u in variants[scan_of(p)]]
     return [(p, kind, tile) for p, tile in tiles if elements_per_thread(tile) <= MAX_ELEMENTS_PER_THREAD
             for kind in kinds_of(p)]
 
@@ -408,14 +414,15 @@ def _cell(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-HEADER = (f"{'point':24} {'kernel':10} {'T':>4} {'BLOCK_K':>7} {'warps':>5} {'ahead':>5} {'ms':>9} {'REG':>4} "
-          f"{'spill':>5} {'/ELEM':>6} {'error':>8}")
+HEADER = (f"{'point':24} {'kernel':10} {'T':>4} {'BLOCK_K':>7} {'warps':>5} {'ahead':>5} {'unroll':>6} {'ms':>9} "
+          f"{'REG':>4} {'spill':>5} {'/ELEM':>6} {'error':>8}")
 
 
 def row_line(r: Timing) -> str:
     return (f"{r.point:24} {r.kind:10} {r.tile.chunk_size:>4} {r.tile.block_k:>7} {r.tile.num_warps:>5} "
-            f"{'yes' if r.tile.prefetch else 'no':>5} {_cell(r.ms, '.4f'):>9} {_cell(r.registers, 'd'):>4} "
-            f"{_cell(r.spills, 'd'):>5} {_cell(r.per_element, '.2f'):>6} {_cell(r.error, '.1e'):>8}")
+            f"{'yes' if r.tile.prefetch else 'no':>5} {r.tile.unroll:>6} {_cell(r.ms, '.4f'):>9} "
+            f"{_cell(r.registers, 'd'):>4} {_cell(r.spills, 'd'):>5} {_cell(r.per_element, '.2f'):>6} "
+            f"{_cell(r.error, '.1e'):>8}")
 
 
 def entry(point: str, rows: list[Timing]) -> str:
@@ -439,9 +446,11 @@ def entry(point: str, rows: list[Timing]) -> str:
     line += f"  # forward {p.ms:.4f} ms at T {p.tile.chunk_size}"
     line += f", {f.ms:.4f} ms at T {f.tile.chunk_size}" if selective else ""
     line += f", backward {b.ms:.4f} ms"
-    if selective:  # the loads one state ahead (Tile.prefetch), forward (its own tile's) and backward
+    if selective:  # the loads one state ahead and the unrolling (Tile), forward (its own tile's) and backward
         line += "; " + ", ".join(f"{(*key, channels_first, backward)} {'' if r.tile.prefetch else 'not '}in _PREFETCH"
                                  for backward, r in ((False, f), (True, b)))
+        line += ", _UNROLL " + ", ".join(f"{(*key, channels_first, backward)}: {r.tile.unroll}"
+                                         for backward, r in ((False, f), (True, b)))
     if ATOMIC not in kinds_of(point):
         return line
     atomic = (*key, channels_first)
@@ -476,8 +485,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--diagonal-block-k", type=_ints, default=[16, 32, 64, 128],
                         help="BLOCK_K of the diagonal scans")
     parser.add_argument("--warps", type=_ints, default=[1, 2, 4, 8])
-    parser.add_argument("--prefetch", type=_ints, default=[0, 1],
+    parser.add_argument("--prefetch", type=_ints, default=[0],
                         help="selective scans: tiles without (0) and with (1) each state's loads one state ahead")
+    parser.add_argument("--unroll", type=_ints, default=[1],
+                        help="selective scans: the factors to unroll the loop over states by (1: not)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--points", default=";".join(POINTS), help=f"a subset of {list(POINTS)}, ';'-separated")
     args = parser.parse_args(argv)
@@ -495,13 +506,16 @@ def main(argv: list[str]) -> int:
         _check_candidates(device, args.chunks, block_ks, args.warps, args.repeats)
         if set(args.prefetch) - {0, 1}:
             raise ValueError(f"prefetch={args.prefetch} is not valid; expected 0, 1 or 0,1")
+        if set(args.unroll) - set(UNROLL):
+            raise ValueError(f"unroll={args.unroll} is not valid; expected some of {list(UNROLL)}")
     except ValueError as err:
         print(err, file=sys.stderr)
         return 2
     shape = (args.batch, args.channels, args.length)
-    kernels = candidates(points, args.chunks, block_ks, args.warps, [bool(x) for x in dict.fromkeys(args.prefetch)])
+    kernels = candidates(points, args.chunks, block_ks, args.warps, [bool(x) for x in dict.fromkeys(args.prefetch)],
+                         list(dict.fromkeys(args.unroll)))
     every = sum(len(args.chunks) * len(block_ks[scan_of(p)]) * len(args.warps) for p in points)
-    kept = len({(p, replace(tile, prefetch=False)) for p, _, tile in kernels})
+    kept = len({(p, replace(tile, prefetch=False, unroll=1)) for p, _, tile in kernels})
     if kept < every:
         print(f"left out {every - kept} of {every} candidate tiles: more than {MAX_ELEMENTS_PER_THREAD} "
               "(T, BLOCK_K) elements per thread", file=sys.stderr)

@@ -91,6 +91,8 @@ def test_the_main_loop_is_read_from_the_sass():
     assert triton_resources.main_loop(_SASS, depth=3) == []
     usage = triton_resources.Usage("k", 32, 4, 16, 1, 64, 0, 0, 0, 0, 0, 0, loop_instructions=300, loop_barriers=1)
     assert usage.per_element == 300 * 1 / (32 * 4)
+    unrolled = triton_resources.Usage("k", 32, 4, 16, 1, 64, 0, 0, 0, 0, 0, 0, loop_instructions=300, unroll=2)
+    assert unrolled.per_element == 300 * 1 / (32 * 4 * 2)  # per state: the loop holds two
 
 
 def test_float64_kernels_compile_for_the_gpu():
@@ -106,4 +108,12 @@ def test_kernels_loading_each_state_ahead_compile_for_the_gpu():
     usages = _measure("--prefetch", "prefetch")  # the cases named ... prefetch only
     assert [u.name for u in usages] == [case.name for case in triton_resources.PREFETCH_CASES]
     assert all(u.registers > 0 and u.loop_instructions > 0 for u in usages), triton_resources.table(usages)
+    print(triton_resources.table(usages))
+
+
+def test_kernels_with_their_loop_over_states_unrolled_compile_for_the_gpu():
+    usages = _measure("--unroll", "unroll 2")  # the cases named ... unroll 2 ... only
+    assert [u.name for u in usages] == [case.name for case in triton_resources.UNROLL_CASES]
+    assert all(u.registers > 0 and u.loop_instructions > 0 and u.unroll == 2 for u in usages), \
+        triton_resources.table(usages)
     print(triton_resources.table(usages))

@@ -171,33 +171,45 @@ def test_whole_chunks_and_channel_blocks_run_without_masks(name: str, channels_f
     ("mamba", False, LENGTH, 4), ("mamba", True, LENGTH, 4), ("mamba", True, 16, 1), ("s4d", False, LENGTH, 4),
     ("zoh_complex_selective", False, LENGTH, 4), ("bilinear_real_fixed_C", False, LENGTH, 4),
     ("zoh_real_fixed_C_gated", False, LENGTH, 4)])
-@pytest.mark.parametrize("flip", [False, True], ids=["reversed_scan", "flipped"])
-def test_loads_issued_one_state_ahead_compute_the_same(name: str, channels_first: bool, length: int, block_k: int,
-                                                        flip: bool, device: str, monkeypatch) -> None:
-    # PREFETCH, forward and backward: 3 states (the loads after the last state read state 0's
-    # again), chunks of 8 over 21 steps (the last one padded) or 16 (EVEN, one channel a block)
-    monkeypatch.setattr(ts, "_PREFETCH", frozenset(itertools.product((False, True), repeat=4)))
+@pytest.mark.parametrize("prefetch, unroll, flip", [(True, 1, False), (True, 1, True), (False, 2, False), (True, 2, True)],
+                         ids=["ahead", "ahead_flipped", "unrolled", "ahead_unrolled_flipped"])
+def test_the_loop_over_states_loading_ahead_or_unrolled_computes_the_same(
+        name: str, channels_first: bool, length: int, block_k: int, prefetch: bool, unroll: int, flip: bool,
+        device: str, monkeypatch) -> None:
+    # PREFETCH and UNROLL, forward and backward: 3 states (the loads after the last state read
+    # state 0's again; unrolled by 2, a remainder of 1), chunks of 8 over 21 steps (the last one
+    # padded) or 16 (EVEN, one channel a block)
+    every = list(itertools.product((False, True), repeat=4))
+    monkeypatch.setattr(ts, "_PREFETCH", frozenset(every if prefetch else ()))
+    monkeypatch.setattr(ts, "_UNROLL", dict.fromkeys(every, unroll))
     monkeypatch.setattr(ts, "_FLIP_ADJOINT", flip)
     case = CASES[name]
     launch = ts._launch_settings("selective", case.discretization, True, 8, block_k, CHANNELS, STATES, case.complex_A,
                                  case.delta.startswith("step"), channels_first=channels_first)
-    assert launch.forward.prefetch and launch.backward.prefetch
+    assert {(t.prefetch, t.unroll) for t in (launch.forward, launch.backward)} == {(prefetch, unroll)}
     kwargs = selective_inputs(case, device, length=length)
     tiling = dict(chunk_size=8, block_k=block_k, channels_first=channels_first)
     kernel = output_and_grads(lambda **kw: ts.selective_scan(**kw, **tiling), kwargs)
     assert_same(kernel, output_and_grads(ts.selective_scan_reference, kwargs), **TOL)
 
 
-def test_the_default_tiles_load_ahead_where_the_table_says(monkeypatch) -> None:
-    assert not ts.default_tile("selective_bwd", 16, False, True, channels_first=True).prefetch  # none timed yet
+def test_the_default_tiles_load_ahead_and_unroll_where_the_tables_say(monkeypatch) -> None:
+    tile = ts.default_tile("selective_bwd", 16, False, True, channels_first=True)
+    assert (tile.prefetch, tile.unroll) == (False, 1)  # none timed yet
     monkeypatch.setattr(ts, "_PREFETCH", frozenset({(False, True, True, True), (True, False, False, False)}))
-    assert ts.default_tile("selective_bwd", 16, False, True, channels_first=True).prefetch
-    assert not ts.default_tile("selective_fwd", 16, False, True, channels_first=True).prefetch
+    monkeypatch.setattr(ts, "_UNROLL", {(False, True, True, False): 2})
+    tile = ts.default_tile("selective_bwd", 16, False, True, channels_first=True)
+    assert (tile.prefetch, tile.unroll) == (True, 1)
+    tile = ts.default_tile("selective_fwd", 16, False, True, channels_first=True)
+    assert (tile.prefetch, tile.unroll) == (False, 2)
     assert [ts.default_tile(kind, 32, True, False).prefetch for kind in ("selective_fwd", "selective_inference",
                                                                           "selective_bwd")] == [True, True, False]
-    # many states: the backward's own tiles, never ahead
-    monkeypatch.setattr(ts, "_PREFETCH", frozenset(itertools.product((False, True), repeat=4)))
-    assert not ts.default_tile("selective_bwd", 64, False, True).prefetch
+    # many states: the backward's own tiles, neither
+    every = list(itertools.product((False, True), repeat=4))
+    monkeypatch.setattr(ts, "_PREFETCH", frozenset(every))
+    monkeypatch.setattr(ts, "_UNROLL", dict.fromkeys(every, 2))
+    tile = ts.default_tile("selective_bwd", 64, False, True)
+    assert (tile.prefetch, tile.unroll) == (False, 1)
 
 
 def test_the_adjoint_is_scanned_forward_only_with_triton_before_3_9(monkeypatch) -> None:

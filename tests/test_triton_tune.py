@@ -47,6 +47,10 @@ def test_best_takes_the_fastest_usable_backward_and_forward():
     assert forward.tile.prefetch and not backward.tile.prefetch
     assert "(False, True, False, False) in _PREFETCH, (False, True, False, True) not in _PREFETCH" in tune.entry(
         "mamba", rows + ahead)
+    # and one with its loop over states unrolled
+    unrolled = [replace(r, tile=replace(r.tile, unroll=2), ms=r.ms - 0.5) for r in rows if r.kind == "bwd"]
+    assert "_UNROLL (False, True, False, False): 1, (False, True, False, True): 2" in tune.entry(
+        "mamba", rows + unrolled)
     # a backward with atomic sums competes with the others at its T
     pair, backward, forward = tune.best(rows + [_row("bwd-atomic", 32, 4, 2.5)])
     assert (backward.kind, backward.tile.block_k) == ("bwd-atomic", 4)
@@ -81,11 +85,21 @@ def test_a_tiny_run_times_checks_and_reports_every_candidate(capsys):
                       "--warps", "4", "--repeats", "1", "--points", "mamba"]) == 0
     out = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in out[1:] if line.startswith("mamba ")]
-    assert [(r[1], r[3], r[5]) for r in rows] == [(kind, k, ahead) for k in ("2", "4") for ahead in ("no", "yes")
-                                                  for kind in ("fwd", "bwd", "bwd-atomic")]
-    # atomic sums: against the sums per block; loads one state ahead: against the default tile's
-    assert all(float(r[-1]) <= tune.ERROR_LIMIT for r in rows)
+    assert [(r[1], r[3], r[5], r[6]) for r in rows] == [(kind, k, "no", "1") for k in ("2", "4")
+                                                        for kind in ("fwd", "bwd", "bwd-atomic")]
+    assert all(float(r[-1]) <= tune.ERROR_LIMIT for r in rows)  # atomic sums: against the sums per block
     assert out[-1].startswith("mamba: _SELECTIVE_TILES (False, True): (8, ")
+
+
+def test_a_tiny_run_times_the_variants_of_each_tile(capsys):
+    assert tune.main(["--batch", "1", "--channels", "4", "--length", "12", "--chunks", "8", "--block-k", "4",
+                      "--warps", "4", "--repeats", "1", "--points", "mamba", "--prefetch", "0,1", "--unroll", "1,2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out[1:] if line.startswith("mamba ")]
+    assert [(r[1], r[5], r[6]) for r in rows] == [(kind, ahead, unroll) for ahead in ("no", "yes") for unroll in "12"
+                                                  for kind in ("fwd", "bwd", "bwd-atomic")]
+    # loads ahead and unrolled loops (16 states, 8 passes of 2): against the default tile's
+    assert all(float(r[-1]) <= tune.ERROR_LIMIT for r in rows)
 
 
 def test_a_run_with_compiled_resources_times_those_within_the_budget(monkeypatch, capsys):
@@ -97,10 +111,10 @@ def test_a_run_with_compiled_resources_times_those_within_the_budget(monkeypatch
     assert tune.main(["--batch", "1", "--channels", "4", "--length", "12", "--chunks", "8", "--block-k", "2,4",
                       "--warps", "4", "--repeats", "1", "--points", "mamba", "--prefetch", "0"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("mamba ")]
-    assert [(r[1], r[3], r[7], r[9]) for r in rows] == [
+    assert [(r[1], r[3], r[8], r[10]) for r in rows] == [
         (kind, k, registers, per_element) for k, registers, per_element in (("2", "100", "2.50"), ("4", "200", "9.00"))
         for kind in ("fwd", "bwd", "bwd-atomic")]
-    assert [r[6] != "-" for r in rows] == [True] * 3 + [False] * 3  # over the register budget: not timed
+    assert [r[7] != "-" for r in rows] == [True] * 3 + [False] * 3  # over the register budget: not timed
 
 
 def test_a_tiny_diagonal_run_prints_a_diagonal_tile_entry(capsys):
@@ -130,10 +144,11 @@ def test_precompile_tasks_cover_every_candidate_once_and_launch_it():
                                              ("bwd", tune.tile_of("s5", 8, 4, 4))], device="cpu") == 2
     assert tune.kinds_of("s5") == ("fwd", "bwd") and tune.kinds_of("s4d") == ("fwd", "bwd")
     # both ways of loading a state's inputs for a selective scan; a diagonal scan has no loop over states
-    both = tune.candidates(["mamba", "s5"], [16], {"selective": [1], "diagonal": [32]}, [4], prefetch=(False, True))
-    assert [(p, k, t.prefetch) for p, k, t in both] == [
-        ("mamba", k, ahead) for ahead in (False, True) for k in ("fwd", "bwd", "bwd-atomic")] + [
-        ("s5", "fwd", False), ("s5", "bwd", False)]
+    both = tune.candidates(["mamba", "s5"], [16], {"selective": [1], "diagonal": [32]}, [4], prefetch=(False, True),
+                           unroll=(1, 4))
+    assert [(p, k, t.prefetch, t.unroll) for p, k, t in both] == [
+        ("mamba", k, ahead, unroll) for ahead in (False, True) for unroll in (1, 4)
+        for k in ("fwd", "bwd", "bwd-atomic")] + [("s5", "fwd", False, 1), ("s5", "bwd", False, 1)]
 
 
 def test_kernels_over_the_register_budget_are_listed_not_timed():
@@ -146,7 +161,7 @@ def test_kernels_over_the_register_budget_are_listed_not_timed():
         ("fwd", 2, False), ("bwd", 2, False), ("fwd", 4, True), ("bwd", 4, True)]
     assert [r.registers for r in rows] == [129, 40, 128, None]
     assert [r.per_element for r in rows] == [3.0, 9.5, 2.25, None]
-    assert tune.row_line(rows[0]).split()[5:] == ["no", "-", "129", "0", "3.00", "-"]
+    assert tune.row_line(rows[0]).split()[5:] == ["no", "1", "-", "129", "0", "3.00", "-"]
 
 
 def test_unknown_points_are_refused(capsys):
@@ -161,6 +176,7 @@ def test_unknown_points_are_refused(capsys):
     (["--warps", "3"], "warps=3 is not valid; expected one of [1, 2, 4, 8, 16, 32]"),
     (["--repeats", "0"], "repeats=0 is not valid; expected >= 1"),
     (["--prefetch", "2"], "prefetch=[2] is not valid; expected 0, 1 or 0,1"),
+    (["--unroll", "1,3"], "unroll=[1, 3] is not valid; expected some of [1, 2, 4, 8]"),
 ])
 def test_bad_tiles_are_refused_before_any_timing(argv, message, capsys):
     assert tune.main(argv + ["--points", "mamba"]) == 2
