@@ -36,10 +36,11 @@ One point after another (so that a run cut short keeps whole points, the Mamba p
    (:mod:`models.triton_scan`, Measured), as much as the effects compared.
 
 One row per candidate kernel: T, BLOCK_K, warps, whether it loads ahead and its unrolling
-(below), milliseconds, registers, spills, the warp instructions per element of its main loop (the
-compile-time proxy the default tiles were chosen by: the rows say how well it ranks the
-timings), the error; the seconds each phase took go to stderr. Per point, among the timed candidates that compute
-the same (error at most 1e-4), the fastest backward and forward by their summed time: a
+(below), milliseconds, registers, spills, the warp instructions per element of its main loop
+(the compile-time proxy the default tiles were chosen by: the rows say how well it ranks the
+timings), the error; the seconds each phase took go to stderr. Per point, among the timed
+candidates that compute the same (error at most 1e-4), the fastest backward and forward by
+their summed time: a
 diagonal scan's at one shared T, printed as its entry of ``_DIAGONAL_TILES`` in
 :mod:`models.triton_scan`; a selective scan's forward at any multiple of the backward's T (it
 stores the state entering each of the backward's chunks at any row of its own), printed as
@@ -49,7 +50,8 @@ candidate is timed storing the states of its own chunks, not of the backward's: 
 against 64, with n 16 states, 0.125 against 0.25 fp32 values written per (step, channel)
 element, beside the 16 bytes of u, δ, z read and out written.
 A point's rows are printed once its rounds are done, and its entry after its rows, so that a
-run cut short keeps the points it measured; every entry is printed again at the end. ``make gpu-tune`` runs it.
+run cut short keeps the points it measured; every entry is printed again at the end. ``make
+gpu-tune`` runs it.
 
 The default candidates hold the default tiles (T 8 to 256; the selective scans' BLOCK_K 1 to 16
 on 1 to 4 warps, the diagonal ones' 16 to 64 on 1 to 8). The selective candidates span the two
@@ -91,7 +93,7 @@ one state ahead, before the previous state's arithmetic; ``--unroll 1,2`` also w
 states unrolled by 2 (``Tile.unroll``), so that the compiler may interleave two states'
 independent work. Both cost registers (the proxy's columns say how many); unrolling saves loop
 instructions. The entry says, for the forward and the backward it picks, whether its key belongs
-in ``_PREFETCH`` and its factor in ``_UNROLL``. Each doubles the candidates, so a whole run does
+in ``_PREFETCH`` and its factor in ``_UNROLL`` (where the rows hold variants). Each doubles the candidates, so a whole run does
 not time them by default; one point's few tiles take a minute (``make gpu-tune GPU_TUNE=...``).
 
 On a CPU, triton's interpreter (TRITON_INTERPRET=1) runs the kernels, so the command runs
@@ -446,7 +448,8 @@ def entry(point: str, rows: list[Timing]) -> str:
     line += f"  # forward {p.ms:.4f} ms at T {p.tile.chunk_size}"
     line += f", {f.ms:.4f} ms at T {f.tile.chunk_size}" if selective else ""
     line += f", backward {b.ms:.4f} ms"
-    if selective:  # the loads one state ahead and the unrolling (Tile), forward (its own tile's) and backward
+    if selective and any(r.tile.prefetch or r.tile.unroll > 1 for r in rows if r.point == point):
+        # the variants (Tile.prefetch, Tile.unroll) of the forward (its own tile's) and the backward
         line += "; " + ", ".join(f"{(*key, channels_first, backward)} {'' if r.tile.prefetch else 'not '}in _PREFETCH"
                                  for backward, r in ((False, f), (True, b)))
         line += ", _UNROLL " + ", ".join(f"{(*key, channels_first, backward)}: {r.tile.unroll}"

@@ -40,13 +40,15 @@ def test_best_takes_the_fastest_usable_backward_and_forward():
     line = tune.entry("mamba", rows)
     assert line.startswith("mamba: _SELECTIVE_TILES (False, True): (32, 4, 4, 8, 4), _FORWARD_TILES (False, True): "
                            "(128, 2, 4),  # forward 1.5000 ms at T 32, 0.5000 ms at T 128, backward 3.0000 ms; "
-                           "(False, True, False, False) not in _PREFETCH, (False, True, False, True) not in _PREFETCH")
+                           "with a sum per block")
+    assert "_PREFETCH" not in line and "_UNROLL" not in line  # no variant timed
     # a tile with each state's loads one state ahead competes with the others at its T
     ahead = [replace(r, tile=replace(r.tile, prefetch=True), ms=r.ms - 0.25) for r in rows[-2:]]
     pair, backward, forward = tune.best(rows + ahead, own_forward=True)
     assert forward.tile.prefetch and not backward.tile.prefetch
-    assert "(False, True, False, False) in _PREFETCH, (False, True, False, True) not in _PREFETCH" in tune.entry(
-        "mamba", rows + ahead)
+    assert "; (False, True, False, False) in _PREFETCH, (False, True, False, True) not in _PREFETCH, _UNROLL " \
+        "(False, True, False, False): 1, (False, True, False, True): 1; with a sum per block" in tune.entry(
+            "mamba", rows + ahead)
     # and one with its loop over states unrolled
     unrolled = [replace(r, tile=replace(r.tile, unroll=2), ms=r.ms - 0.5) for r in rows if r.kind == "bwd"]
     assert "_UNROLL (False, True, False, False): 1, (False, True, False, True): 2" in tune.entry(
