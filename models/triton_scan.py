@@ -86,7 +86,8 @@ its operands across the lanes before and after it (80 of the 116 shuffles a pass
 backward's loop in (Bt, K, L) took with triton 3.6, none of 52 with 3.9); there the backward
 reads the adjoint's inputs (C_t, Δ_{t+1}, and the chunk's scale·dy once) in reversed step order,
 scans them forward and flips λ alone back (FLIP_ADJOINT, :func:`flip_adjoint`: 56 shuffles;
-not for a complex time-invariant Ā, where triton 3.6 then computes the discretisation twice).
+not for a complex time-invariant Ā, where triton 3.6 then computes the discretisation twice),
+for a real A on one warp in whole chunks by a gather (:func:`flip_gather`: 8 fewer a pass).
 In :func:`selective_scan` this runs per state inside the chunk, as the forward does;
 the carries λ (one row per state) and the sums over time of ∂ℓ/∂A and of a fixed C's
 gradient are (BLOCK_N, BLOCK_K) tiles, and du, ∂ℓ/∂Δ and the readout y (for ∂ℓ/∂z) are summed
@@ -306,9 +307,9 @@ triton 3.6, fp32, aligned, at the default tiles, registers and /ELEM (per state)
 with PREFETCH -> unrolled by 2:
 
   Mamba (Bt, K, L) forward      64 / 0.77 -> 74 / 0.83 -> 72 / 0.74
-  Mamba (Bt, K, L) backward     64 / 3.34 -> 72 / 3.39 -> 72 / 3.11
+  Mamba (Bt, K, L) backward     64 / 3.22 -> 72 / 3.27 -> 72 / 2.98
   Mamba (Bt, L, K) forward      56 / 0.89 -> 64 / 1.00 -> 64 / 0.84
-  Mamba (Bt, L, K) backward     96 / 3.07 -> 128 / 3.10 -> 128 / 2.91
+  Mamba (Bt, L, K) backward     96 / 2.95 -> 128 / 2.99 -> 128 / 2.79
   complex, Δ B C per step, bwd  90 / 19.09 -> 94 / 19.62 -> 119 / 19.04
 
 (unaligned, PREFETCH takes the (Bt, L, K) backward to 168 registers, over the budget: the tuner
@@ -755,14 +756,18 @@ def _chunk_adjoint(g_re, g_im, anext_re, anext_im, lam_re, lam_im, rows, COMPLEX
 
 @_triton_jit
 def _chunk_adjoint_flipped(g_re, g_im, anext_re, anext_im, lam_re, lam_im, rows, T: tl.constexpr,
-                           COMPLEX: tl.constexpr):
+                           COMPLEX: tl.constexpr, BY_GATHER: tl.constexpr):
     """:func:`_chunk_adjoint` from its inputs in reversed step order (row s holds step T-1-s):
     λ by a forward scan of the pairs (conj(Ā_{t+1}), g_t) from lam, then flipped back to step
-    order; λ at the chunk's first step is the scan's last row."""
+    order (BY_GATHER: by ``tl.gather`` of rows T-1-s, one shuffle per value where the steps lie
+    across one warp's lanes, for tl.flip's one per lane bit; real λ only); λ at the chunk's
+    first step is the scan's last row."""
     l_re, l_im = _chunk_states(anext_re, -anext_im, g_re, g_im, lam_re, lam_im, COMPLEX)
     first_re, first_im = _crow(l_re, l_im, rows, T - 1, COMPLEX)
     if COMPLEX:
         return tl.flip(l_re, 0), tl.flip(l_im, 0), first_re, first_im
+    elif BY_GATHER:
+        return tl.gather(l_re, tl.broadcast_to(T - 1 - rows, l_re.shape), 0), 0.0, first_re, 0.0
     else:
         return tl.flip(l_re, 0), 0.0, first_re, 0.0
 
@@ -1072,7 +1077,7 @@ def _selective_scan_bwd_kernel(
     SOFTPLUS: tl.constexpr, HAS_B: tl.constexpr, C_SHARED: tl.constexpr, HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr, T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
     CHANNELS_FIRST: tl.constexpr, ATOMIC_SUMS: tl.constexpr, FLIP_ADJOINT: tl.constexpr, EVEN: tl.constexpr,
-    PREFETCH: tl.constexpr, UNROLL: tl.constexpr,
+    PREFETCH: tl.constexpr, UNROLL: tl.constexpr, FLIP_GATHER: tl.constexpr,
 ):
     """Gradients of :func:`selective_scan` for channel block program_id(0) and batch program_id(1).
 
@@ -1084,8 +1089,8 @@ def _selective_scan_bwd_kernel(
     (Bt, N, L), zeroed, every block adding into it atomically; dC fixed: (Bt, K, N). du, dz,
     dpre in their inputs' dtypes, the partial sums in A's (fp32 or fp64). FLIP_ADJOINT: the
     adjoint's reversed scan as a forward scan of its inputs read in reversed step order, λ
-    flipped back (:data:`_FLIP_ADJOINT`). EVEN, PREFETCH, UNROLL: as the forward's (PREFETCH:
-    with C_t at the adjoint's steps too).
+    flipped back (:data:`_FLIP_ADJOINT`), by a gather with FLIP_GATHER (:func:`flip_gather`).
+    EVEN, PREFETCH, UNROLL: as the forward's (PREFETCH: with C_t at the adjoint's steps too).
     """
     pid_k = tl.program_id(0)
     k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -1226,7 +1231,7 @@ def _selective_scan_bwd_kernel(
             l1_re, l1_im = _crow_vector(l1_re, l1_im, COMPLEX)
             if FLIP_ADJOINT:
                 lam_re, lam_im, first_re, first_im = _chunk_adjoint_flipped(g_re, g_im, anext_re, anext_im, l1_re,
-                                                                            l1_im, rows, T, COMPLEX)
+                                                                            l1_im, rows, T, COMPLEX, FLIP_GATHER)
             else:
                 lam_re, lam_im, first_re, first_im = _chunk_adjoint(g_re, g_im, anext_re, anext_im, l1_re, l1_im,
                                                                     rows, COMPLEX)
@@ -1851,6 +1856,16 @@ def flip_adjoint(is_complex: bool, selective: bool) -> bool:
     return _FLIP_ADJOINT and (bool(selective) or not is_complex)
 
 
+def flip_gather(is_complex: bool, selective: bool, tile: Tile, even: bool) -> bool:
+    """Whether a selective backward that scans its adjoint over reversed inputs
+    (:func:`flip_adjoint`) flips λ back by ``tl.gather`` (FLIP_GATHER) rather than ``tl.flip``:
+    for a real A on one warp in whole chunks (EVEN), where triton 3.6 compiles the gather to one
+    shuffle per value and tl.flip to one per lane bit (the Mamba backward in (Bt, K, L): 214 ->
+    206 instructions in its loop over states, 47 -> 39 shuffles); with masks, or over several
+    warps (n 256: 348 -> 464), to more."""
+    return flip_adjoint(is_complex, selective) and not is_complex and tile.num_warps == 1 and even
+
+
 def default_atomic_sums(is_complex: bool, selective: bool, channels_first: bool = False) -> bool:
     """Whether a selective backward adds its gradients of a shared B and C atomically by
     default: where :data:`_ATOMIC_SUMS` says, and never under
@@ -1975,7 +1990,8 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
         HAS_Z=z is not None, T=tile.chunk_size, BLOCK_K=tile.block_k, BLOCK_N=tile.block_n,
         CHANNELS_FIRST=launch.channels_first, ATOMIC_SUMS=launch.atomic_sums,
         FLIP_ADJOINT=flip_adjoint(is_complex, per_step), EVEN=_even(length, K, tile), PREFETCH=tile.prefetch,
-        UNROLL=tile.unroll, num_warps=tile.num_warps,
+        UNROLL=tile.unroll, FLIP_GATHER=flip_gather(is_complex, per_step, tile, _even(length, K, tile)),
+        num_warps=tile.num_warps,
     )
     summed = (lambda g: g) if launch.atomic_sums else (lambda g: g.sum(0))
     # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ: Σ over time of dpre, summed by the kernel (SUM_DPRE) or here
