@@ -315,6 +315,8 @@ with PREFETCH -> unrolled by 2:
 (unaligned, PREFETCH takes the (Bt, L, K) backward to 168 registers, over the budget: the tuner
 lists it untimed). No GPU has timed either yet: both tables are empty, and ``make gpu-tune``
 times the variants on request (``--prefetch 0,1 --unroll 1,2``, :mod:`models.triton_tune`).
+Nor has one timed the backward since it flips λ back by a gather (:func:`flip_gather`; the
+"without" column above is with it: the Mamba backward in (Bt, K, L) took 3.34 /ELEM before).
 
 End to end (``python -m ablate.bench scale=kernel points=ablations modes=[triton,cuda]``,
 same GPU, medians of 10 calls, forward and backward ms; in each of the two runs, at that run's
