@@ -66,7 +66,8 @@ gpu-check:
 # printed as entries of models/triton_scan.py's tables.
 # GPU_TUNE: the tuner's arguments, e.g. GPU_TUNE='--points "mamba channels-first" --chunks 64,128
 # --block-k 1,2 --warps 1 --prefetch 0,1 --unroll 1,2' for one point's few tiles, each with and
-# without loading ahead and unrolled or not (about a minute).
+# without loading ahead and unrolled or not (about a minute); GPU_TUNE='--compare --points "mamba
+# channels-first" --repeats 100' for the A/B of the flipped adjoint and the masks.
 GPU_TUNE ?=
 gpu-tune:
 	@$(GPU_PYTHON) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" || { echo "make gpu-tune: torch sees no CUDA device; run it on a GPU machine" >&2; exit 1; }

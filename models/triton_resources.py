@@ -235,8 +235,7 @@ def measure(case: Case, tile=None) -> Usage:
     constexprs.setdefault("ATOMIC_SUMS", ts.default_atomic_sums(case.complex, selective, channels_first))
     constexprs.setdefault("FLIP_ADJOINT", ts.flip_adjoint(case.complex, selective))  # as the launcher sets it
     constexprs["EVEN"] = case.aligned  # L and K multiples of the tile, as at the benchmark shape
-    constexprs["FLIP_GATHER"] = constexprs["FLIP_ADJOINT"] and ts.flip_gather(case.complex, selective, tile,
-                                                                              case.aligned)  # as the launcher sets it
+    constexprs["FLIP_GATHER"] = constexprs["FLIP_ADJOINT"] and ts.flip_gather(case.complex, tile, case.aligned)
     constexprs["PREFETCH"] = tile.prefetch
     constexprs["UNROLL"] = tile.unroll
     for name in list(constexprs):

@@ -1836,6 +1836,11 @@ class _Launch:
     backward: Tile
     channels_first: bool = False  # selective scans: u, a per-step δ, z and out as (Bt, K, L)
     atomic_sums: bool = False  # selective backward: a shared B's and C's gradients added atomically
+    # for an A/B of two code choices (models.triton_tune --compare): the selective backward's
+    # FLIP_ADJOINT as given (None: flip_adjoint()), and the selective kernels compiled with their
+    # step and channel masks where whole chunks and blocks would need none (EVEN off)
+    flip: bool | None = None
+    masked: bool = False
 
 
 def _launch_settings(kind: str, discretization: str, softplus, chunk_size: int | None, block_k: int | None, K: int,
@@ -1879,14 +1884,14 @@ def flip_adjoint(is_complex: bool, selective: bool) -> bool:
     return _FLIP_ADJOINT and (bool(selective) or not is_complex)
 
 
-def flip_gather(is_complex: bool, selective: bool, tile: Tile, even: bool) -> bool:
-    """Whether a selective backward that scans its adjoint over reversed inputs
-    (:func:`flip_adjoint`) flips λ back by ``tl.gather`` (FLIP_GATHER) rather than ``tl.flip``:
+def flip_gather(is_complex: bool, tile: Tile, even: bool) -> bool:
+    """Whether a selective backward that scans its adjoint over reversed inputs (FLIP_ADJOINT,
+    :func:`flip_adjoint`) flips λ back by ``tl.gather`` (FLIP_GATHER) rather than ``tl.flip``:
     for a real A on one warp in whole chunks (EVEN), where triton 3.6 compiles the gather to one
     shuffle per value and tl.flip to one per lane bit (the Mamba backward in (Bt, K, L): 214 ->
     206 instructions in its loop over states, 47 -> 39 shuffles); with masks, or over several
     warps (n 256: 348 -> 464), to more."""
-    return flip_adjoint(is_complex, selective) and not is_complex and tile.num_warps == 1 and even
+    return not is_complex and tile.num_warps == 1 and even
 
 
 def default_atomic_sums(is_complex: bool, selective: bool, channels_first: bool = False) -> bool:
@@ -1975,7 +1980,8 @@ def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Laun
         HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, SAVE_STATES=save_states, T=tile.chunk_size,
         BLOCK_K=tile.block_k, CHANNELS_FIRST=launch.channels_first, T_STATES=stride,
-        EVEN=_even(length, K, tile), PREFETCH=tile.prefetch, UNROLL=tile.unroll, num_warps=tile.num_warps,
+        EVEN=_even(length, K, tile) and not launch.masked, PREFETCH=tile.prefetch, UNROLL=tile.unroll,
+        num_warps=tile.num_warps,
     )
     return out, (states if save_states else None)
 
@@ -2005,6 +2011,8 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
           else u.new_empty((batch, K, n, *pairs), dtype=acc))
     dD = u.new_empty((batch, K), dtype=acc) if D is not None else u
     dz = torch.empty_like(z) if z is not None else u
+    flip = flip_adjoint(is_complex, per_step) if launch.flip is None else launch.flip
+    even = _even(length, K, tile) and not launch.masked
     _selective_scan_bwd_kernel[(n_blocks, batch)](
         u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u), _planes(D, u),
         _planes(z, u), scale, states, dout, du, dpre, dsum, dA, dB, dC, dD, dz, length, K, n,
@@ -2012,9 +2020,8 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
         SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=c_shared, HAS_D=D is not None,
         HAS_Z=z is not None, T=tile.chunk_size, BLOCK_K=tile.block_k, BLOCK_N=tile.block_n,
         CHANNELS_FIRST=launch.channels_first, ATOMIC_SUMS=launch.atomic_sums,
-        FLIP_ADJOINT=flip_adjoint(is_complex, per_step), EVEN=_even(length, K, tile), PREFETCH=tile.prefetch,
-        UNROLL=tile.unroll, FLIP_GATHER=flip_gather(is_complex, per_step, tile, _even(length, K, tile)),
-        num_warps=tile.num_warps,
+        FLIP_ADJOINT=flip, EVEN=even, PREFETCH=tile.prefetch, UNROLL=tile.unroll,
+        FLIP_GATHER=flip and flip_gather(is_complex, tile, even), num_warps=tile.num_warps,
     )
     summed = (lambda g: g) if launch.atomic_sums else (lambda g: g.sum(0))
     # ∂ℓ/∂bias, and ∂ℓ/∂δ for a (K,) δ: Σ over time of dpre, summed by the kernel (SUM_DPRE) or here

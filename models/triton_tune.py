@@ -4,6 +4,7 @@
     python -m models.triton_tune --batch 8 --channels 1024 --length 2048 --repeats 20
     python -m models.triton_tune --points "mamba channels-first" --chunks 64,128 --block-k 1,2 --warps 1 \
         --prefetch 0,1 --unroll 1,2                                # one point's variants (below)
+    python -m models.triton_tune --compare --points "mamba channels-first" --repeats 100   # A/B (below)
 
 For each point of :data:`POINTS`, float32, the candidate tiles are every (T, BLOCK_K, warps)
 of ``--chunks`` x the point's BLOCK_K candidates x ``--warps`` with at most 8 (T, BLOCK_K)
@@ -95,6 +96,14 @@ independent work. Both cost registers (the proxy's columns say how many); unroll
 instructions. The entry says, for the forward and the backward it picks, whether its key belongs
 in ``_PREFETCH`` and its factor in ``_UNROLL`` (where the rows hold variants). Each doubles the candidates, so a whole run does
 not time them by default; one point's few tiles take a minute (``make gpu-tune GPU_TUNE=...``).
+
+``--compare`` times, instead of tiles, each selective point's default launch against itself
+with two code choices turned the other way, forward and backward in the same interleaved
+rounds, each checked against the default: the backward's FLIP_ADJOINT (on by default with
+triton before 3.9: the adjoint scanned forward over reversed inputs), and EVEN (whole chunks and
+channel blocks compiled without masks, on wherever they fit): four launches, one line each.
+Those two were chosen by the compile-time proxy; an A/B of them timed one after another was
+within the spread of its timings (:mod:`models.triton_scan`, Measured).
 
 On a CPU, triton's interpreter (TRITON_INTERPRET=1) runs the kernels, so the command runs
 there too, at small shapes; its times measure the interpreter, not a GPU.
@@ -254,6 +263,11 @@ class Kernels:
         return ts._launch_settings(self.scan, self.method, self.softplus, T, None, self.channels, n, self.complex,
                                    self.per_step, channels_first=self.channels_first, atomic_sums=False)
 
+    def defaults(self) -> ts._Launch:
+        """The launch a call of the scan with no tile arguments makes (atomic sums as the tables say)."""
+        return ts._launch_settings(self.scan, self.method, self.softplus, None, None, self.channels,
+                                   _case(self.point).n, self.complex, self.per_step, channels_first=self.channels_first)
+
     def launch(self, kind: str, tile: ts.Tile) -> ts._Launch:
         """The launch of one kernel (FORWARD, BACKWARD or ATOMIC) at ``tile`` (forward and
         backward both at it)."""
@@ -395,6 +409,43 @@ def tune_point(point: str, batch: int, channels: int, length: int, kernels: list
     return rows
 
 
+@dataclass
+class Comparison:
+    """One launch of :func:`compare`: its FLIP_ADJOINT and masks, times and error."""
+    flip: bool
+    masked: bool
+    forward_ms: float
+    backward_ms: float
+    error: float  # the larger of the forward's and the backward's against the default launch
+
+
+def compare(point: str, batch: int, channels: int, length: int, repeats: int, device: torch.device) -> list[Comparison]:
+    """A selective point's default launch (its tables' tiles) against itself with the
+    backward's FLIP_ADJOINT the other way, with the kernels' masks on where whole chunks and
+    channel blocks need none (EVEN off), and with both: forward and backward timed in the same
+    interleaved rounds (:func:`interleaved_ms`), each checked against the default launch."""
+    runs = Kernels(point, batch, channels, length, device)
+    default = runs.defaults()
+    flip = ts.flip_adjoint(runs.complex, runs.per_step)
+    launches = [replace(default, flip=f, masked=m) for f in (flip, not flip) for m in (False, True)]
+    want = [runs.call(kind, default) for kind in (FORWARD, BACKWARD)]
+    errors = [max(_relative(runs.call(kind, launch), w) for kind, w in zip((FORWARD, BACKWARD), want))
+              for launch in launches]
+    calls = [partial(runs.call, kind, launch) for launch in launches for kind in (FORWARD, BACKWARD)]
+    ms = interleaved_ms(Clock(device), calls, repeats)
+    return [Comparison(launch.flip, launch.masked, ms[2 * i], ms[2 * i + 1], error)
+            for i, (launch, error) in enumerate(zip(launches, errors))]
+
+
+def comparison_lines(point: str, rows: list[Comparison]) -> list[str]:
+    """A header and one line per launch of :func:`compare` (the first: the default)."""
+    lines = [f"{'point':24} {'flip':>5} {'masks':>5} {'fwd ms':>9} {'bwd ms':>9} {'error':>8}"]
+    for i, r in enumerate(rows):
+        lines.append(f"{point:24} {'yes' if r.flip else 'no':>5} {'yes' if r.masked else 'no':>5} "
+                     f"{r.forward_ms:>9.4f} {r.backward_ms:>9.4f} {r.error:>8.1e}" + ("  (default)" if i == 0 else ""))
+    return lines
+
+
 def best(rows: list[Timing], own_forward: bool = False) -> tuple[Timing, Timing, Timing] | None:
     """(forward at T, backward at T, forward) of the fastest usable backward and forward, by
     forward + backward time: the forward at the backward's T, or with ``own_forward`` (a
@@ -494,6 +545,9 @@ def main(argv: list[str]) -> int:
                         help="selective scans: the factors to unroll the loop over states by (1: not)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--points", default=";".join(POINTS), help=f"a subset of {list(POINTS)}, ';'-separated")
+    parser.add_argument("--compare", action="store_true",
+                        help="time each selective point's default launch against FLIP_ADJOINT the other way and "
+                             "the masks on, instead of tiles")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not ts.runs_on(device):
@@ -504,6 +558,15 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown points {unknown}; expected some of {list(POINTS)}", file=sys.stderr)
         return 2
+    if args.compare:
+        diagonal = [p for p in points if scan_of(p) != "selective"]
+        if diagonal or args.repeats < 1:
+            print(f"--compare takes selective points and repeats >= 1; not {diagonal or args.repeats}", file=sys.stderr)
+            return 2
+        for point in points:
+            print("\n".join(comparison_lines(point, compare(point, args.batch, args.channels, args.length,
+                                                                 args.repeats, device))), flush=True)
+        return 0
     block_ks = {"selective": args.block_k, "diagonal": args.diagonal_block_k}
     try:
         _check_candidates(device, args.chunks, block_ks, args.warps, args.repeats)

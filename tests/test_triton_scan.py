@@ -218,14 +218,15 @@ def test_the_adjoint_is_scanned_forward_only_with_triton_before_3_9(monkeypatch)
     monkeypatch.setattr(ts, "_FLIP_ADJOINT", True)
     assert [ts.flip_adjoint(c, s) for c, s in [(False, False), (False, True), (True, False), (True, True)]] \
         == [True, True, False, True]
-    # flipped back by a gather for a real A on one warp in whole chunks only
-    one_warp, four_warps = ts.Tile(64, 1, 16, 1), ts.Tile(64, 4, 256, 4)
-    assert ts.flip_gather(False, True, one_warp, True) and ts.flip_gather(False, False, one_warp, True)
-    assert not any([ts.flip_gather(True, True, one_warp, True), ts.flip_gather(False, True, four_warps, True),
-                    ts.flip_gather(False, True, one_warp, False)])
     monkeypatch.setattr(ts, "_FLIP_ADJOINT", False)
     assert not any(ts.flip_adjoint(c, s) for c in (False, True) for s in (False, True))
-    assert not ts.flip_gather(False, True, one_warp, True)
+
+
+def test_a_flipped_adjoint_is_flipped_back_by_a_gather_for_a_real_A_on_one_warp_in_whole_chunks() -> None:
+    one_warp, four_warps = ts.Tile(64, 1, 16, 1), ts.Tile(64, 4, 256, 4)
+    assert ts.flip_gather(False, one_warp, True)
+    assert not any([ts.flip_gather(True, one_warp, True), ts.flip_gather(False, four_warps, True),
+                    ts.flip_gather(False, one_warp, False)])
 
 
 @pytest.mark.parametrize("name", ["mamba", "s4d"])

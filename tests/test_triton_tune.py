@@ -221,3 +221,32 @@ def test_candidates_are_timed_in_rounds_so_drift_reaches_each_alike():
     # a's calls read drifts 1, 3, 5, 7, 9 ms, b's 2 to 10 ms: medians 5 and 6 + 10 (one after the
     # other they would read 3 and 8 + 10: the drift of whole rounds between them)
     assert ms == pytest.approx([5.0, 16.0])
+
+
+def test_compare_times_the_default_launch_against_the_other_flip_and_the_masks(monkeypatch, capsys):
+    seen = []  # (FLIP_ADJOINT, EVEN) of every backward launched
+    kernel = ts._selective_scan_bwd_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                seen.append((kwargs["FLIP_ADJOINT"], kwargs["EVEN"]))
+                return kernel[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(ts, "_selective_scan_bwd_kernel", Spy())
+    # one backward chunk of 64 steps, channel blocks of 2: EVEN unless the masks are asked for
+    assert tune.main(["--compare", "--points", "mamba", "--batch", "1", "--channels", "2", "--length", "64",
+                      "--repeats", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out if line.startswith("mamba ")]
+    flip = ts.flip_adjoint(False, True)
+    word = {True: "yes", False: "no"}
+    assert [(r[1], r[2]) for r in rows] == [(word[f], word[m]) for f in (flip, not flip) for m in (False, True)]
+    assert out[1].endswith("(default)") and all(float(r[5]) <= tune.ERROR_LIMIT for r in rows)
+    assert {(f, even) for f in (flip, not flip) for even in (True, False)} <= set(seen)
+
+
+def test_compare_refuses_a_diagonal_point(capsys):
+    assert tune.main(["--compare", "--points", "mamba;s5"]) == 2
+    assert "--compare takes selective points" in capsys.readouterr().err
