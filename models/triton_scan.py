@@ -42,9 +42,9 @@ values: one ulp per element written, relative norm errors 3-4e-3 for bf16 and 2-
 fp32 gradients equal to 4e-7). A real exp in fp32 (Ā = exp(ΔA)) is, compiled for an NVIDIA GPU,
 2^(ΔA log2 e) by one ex2.approx.ftz: the approximation tl.exp takes too, less the range test
 and two scalings that keep its results below 2^-126 subnormal (they are 0 here, Ā for ΔA
-below about -87.3; :func:`_exp`), its argument Δ·(A log2 e) with A scaled once per state and
-channel, as mamba-ssm's kernels scale it (:func:`_exp_product`; triton 3.6, aligned: 3 to 6
-fewer instructions a pass in the Mamba kernels' loops). Under the interpreter, in fp64, on ROCm and for a complex A
+below about -87.3), its argument Δ·(A log2 e) with A scaled once per state and channel, as
+mamba-ssm's kernels scale it (:func:`_exp_product`; triton 3.6, aligned: 3 to 6 fewer
+instructions a pass in the Mamba kernels' loops). Under the interpreter, in fp64, on ROCm and for a complex A
 the kernels take tl.exp, so the tests here run that; ``make gpu-check`` runs them natively.
 
 Kernels. A :func:`selective_scan` program takes BLOCK_K channels of one batch element (grid
@@ -536,24 +536,11 @@ _FLIP_ADJOINT = tl is not None and tuple(int(part) for part in triton.__version_
 
 
 @_triton_jit
-def _exp(x):
-    """e^x; in fp32 on a GPU 2^(x log2 e) by one ex2.approx.ftz: results below 2^-126 (x below
-    about -87.3) are 0 rather than subnormal, as Ā = exp(ΔA) there is in every other respect."""
-    if _HARDWARE_EXP:
-        if x.dtype == tl.float32:
-            return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x * 1.4426950408889634],
-                                             dtype=tl.float32, is_pure=True, pack=1)
-        else:
-            return tl.exp(x)
-    else:
-        return tl.exp(x)
-
-
-@_triton_jit
 def _exp_product(dt, a):
-    """e^(dt a) for a real A (a broadcasting against dt): in fp32 on a GPU one ex2.approx.ftz of
-    dt (a log2 e), a scaled once for all the steps it broadcasts over (as mamba-ssm scales A),
-    not each product; else tl.exp (:func:`_exp`)."""
+    """e^(dt a) for a real A (a broadcasting against dt): in fp32 on a GPU 2^(dt (a log2 e)) by one
+    ex2.approx.ftz, a scaled once for all the steps it broadcasts over (as mamba-ssm scales A),
+    not each product; results below 2^-126 (dt a below about -87.3) are 0 rather than subnormal,
+    as Ā = exp(ΔA) there is in every other respect. Else tl.exp."""
     if _HARDWARE_EXP:
         if a.dtype == tl.float32:
             return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [dt * (a * 1.4426950408889634)],
@@ -565,15 +552,12 @@ def _exp_product(dt, a):
 
 
 @_triton_jit
-def _cexp(ar, ai, COMPLEX: tl.constexpr):
-    """exp(a) = e^ar (cos ai + i sin ai); a real one by :func:`_exp` (with cos and sin beside
-    it, the complex kernels gain 1% of their instructions from it and the S5 forward with Δ and
-    C per step spills)."""
-    if COMPLEX:
-        magnitude = tl.exp(ar)
-        return magnitude * tl.cos(ai), magnitude * tl.sin(ai)
-    else:
-        return _exp(ar), 0.0
+def _cexp(ar, ai):
+    """exp(a) = e^ar (cos ai + i sin ai) for a complex a, by tl.exp (by :func:`_exp_product`'s
+    ex2.approx.ftz beside cos and sin, the complex kernels gain 1% of their instructions and the
+    S5 forward with Δ and C per step spills)."""
+    magnitude = tl.exp(ar)
+    return magnitude * tl.cos(ai), magnitude * tl.sin(ai)
 
 
 @_triton_jit
@@ -695,7 +679,7 @@ def _discretize(dt, a_re, a_im, METHOD: tl.constexpr, COMPLEX: tl.constexpr):
     else:
         # Ā = exp(ΔA)
         if COMPLEX:
-            abar_re, abar_im = _cexp(da_re, da_im, COMPLEX)
+            abar_re, abar_im = _cexp(da_re, da_im)
         else:
             abar_re, abar_im = _exp_product(dt, a_re), 0.0
         if METHOD == "zoh":

@@ -516,8 +516,9 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
 
-def _check_candidates(device: torch.device, chunks, block_ks: dict[str, list[int]], warps, repeats: int) -> None:
-    """ValueError on any candidate tile, warp count or repeat count, before any timing."""
+def _check_candidates(device: torch.device, chunks, block_ks: dict[str, list[int]], warps, repeats: int,
+                      prefetch=(0,), unroll=(1,)) -> None:
+    """ValueError on any candidate tile, warp count, variant or repeat count, before any timing."""
     for T in chunks:
         ts._check_launch(torch.zeros(1, device=device), T, None)
     for block_k in (k for ks in block_ks.values() for k in ks):
@@ -525,6 +526,10 @@ def _check_candidates(device: torch.device, chunks, block_ks: dict[str, list[int
     for num_warps in warps:
         if num_warps not in WARPS:
             raise ValueError(f"warps={num_warps} is not valid; expected one of {list(WARPS)}")
+    if set(prefetch) - {0, 1}:
+        raise ValueError(f"prefetch={list(prefetch)} is not valid; expected 0, 1 or 0,1")
+    if set(unroll) - set(UNROLL):
+        raise ValueError(f"unroll={list(unroll)} is not valid; expected some of {list(UNROLL)}")
     if repeats < 1:
         raise ValueError(f"repeats={repeats} is not valid; expected >= 1")
 
@@ -558,25 +563,21 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown points {unknown}; expected some of {list(POINTS)}", file=sys.stderr)
         return 2
+    block_ks = {"selective": args.block_k, "diagonal": args.diagonal_block_k}
+    try:
+        _check_candidates(device, args.chunks, block_ks, args.warps, args.repeats, args.prefetch, args.unroll)
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
     if args.compare:
         diagonal = [p for p in points if scan_of(p) != "selective"]
-        if diagonal or args.repeats < 1:
-            print(f"--compare takes selective points and repeats >= 1; not {diagonal or args.repeats}", file=sys.stderr)
+        if diagonal:
+            print(f"--compare takes selective points; not {diagonal}", file=sys.stderr)
             return 2
         for point in points:
             print("\n".join(comparison_lines(point, compare(point, args.batch, args.channels, args.length,
                                                                  args.repeats, device))), flush=True)
         return 0
-    block_ks = {"selective": args.block_k, "diagonal": args.diagonal_block_k}
-    try:
-        _check_candidates(device, args.chunks, block_ks, args.warps, args.repeats)
-        if set(args.prefetch) - {0, 1}:
-            raise ValueError(f"prefetch={args.prefetch} is not valid; expected 0, 1 or 0,1")
-        if set(args.unroll) - set(UNROLL):
-            raise ValueError(f"unroll={args.unroll} is not valid; expected some of {list(UNROLL)}")
-    except ValueError as err:
-        print(err, file=sys.stderr)
-        return 2
     shape = (args.batch, args.channels, args.length)
     kernels = candidates(points, args.chunks, block_ks, args.warps, [bool(x) for x in dict.fromkeys(args.prefetch)],
                          list(dict.fromkeys(args.unroll)))
