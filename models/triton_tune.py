@@ -54,6 +54,15 @@ A point's rows are printed once its rounds are done, and its entry after its row
 run cut short keeps the points it measured; every entry is printed again at the end. ``make
 gpu-tune`` runs it.
 
+After a selective point's entry, one line times that scan end to end (:func:`end_to_end`), as
+``ablate.bench`` times it: the forward and the backward through autograd (the output and every
+input's gradient from a fixed output gradient, torch's sums of the partial gradients included)
+and the forward without autograd. It runs at the tables' launch (``default``), at the entry's
+(``picked``: its tiles and variants, checked against the default), and, for the Mamba point in
+mamba-ssm's layout (:data:`PEER_POINT`), through mamba-ssm's ``selective_scan_fn`` on the same
+tensors where its CUDA build imports. All are timed in the same interleaved rounds, so one run
+says what the entries come to beside mamba-ssm before they are pasted into the tables.
+
 The default candidates hold the default tiles (T 8 to 256; the selective scans' BLOCK_K 1 to 16
 on 1 to 4 warps, the diagonal ones' 16 to 64 on 1 to 8). The selective candidates span the two
 ways a tile can spread over threads. BLOCK_K 1 or 2 on one warp puts a chunk's steps across the
@@ -126,6 +135,7 @@ import torch
 from . import triton_resources as resources
 from . import triton_scan as ts
 from .bench import relative_difference
+from .cuda import selective_scan_kernel
 from .timing import Clock
 
 POINTS = (  # points whose "<point> fwd" and "<point> bwd" kernels are cases of triton_resources.CASES
@@ -446,6 +456,79 @@ def comparison_lines(point: str, rows: list[Comparison]) -> list[str]:
     return lines
 
 
+# the point mamba-ssm's selective_scan_fn computes, on the inputs it takes: (Bt, K, L) and (Bt, n, L), read in place
+PEER_POINT = "mamba channels-first"
+
+
+def picked(point: str, rows: list[Timing]) -> ts._Launch | None:
+    """The launch of a selective point's entry (:func:`best` of its rows): the chosen forward's
+    tile and variants, the chosen backward's, atomic sums as its kind; None when none is usable."""
+    choice = best([r for r in rows if r.point == point], own_forward=True)
+    if choice is None:
+        return None
+    _, backward, forward = choice
+    flags = dict(_case(point).flags)
+    return ts._Launch(flags["METHOD"], flags["SOFTPLUS"], forward.tile, backward.tile,
+                      flags.get("CHANNELS_FIRST", False), backward.kind == ATOMIC)
+
+
+@dataclass
+class Whole:
+    """One scan of :func:`end_to_end`: its times and its error against the first."""
+    name: str
+    forward_backward_ms: float
+    forward_ms: float
+    error: float  # of its output and every gradient together, against the first launch's (0 for that one)
+
+
+def end_to_end(point: str, batch: int, channels: int, length: int, launch: ts._Launch, repeats: int,
+               device: torch.device, peer=None) -> list[Whole]:
+    """A selective point's scan end to end, as ``ablate.bench`` times it: the forward and the
+    backward through autograd (the output and the gradients of every input, from a fixed output
+    gradient; the torch sums of the partial gradients included) and the forward without
+    autograd, at the tables' launch (``default``), at ``launch`` (``picked``), and for
+    :data:`PEER_POINT` by mamba-ssm's ``selective_scan_fn`` (``peer``, where given) on the same
+    tensors; timed in the same interleaved rounds (:func:`interleaved_ms`), each checked against
+    the default."""
+    runs = Kernels(point, batch, channels, length, device)
+    launches = {"default": runs.defaults(), "picked": launch}
+    *tensors, scale = runs.operands  # u, δ, A, B, C, D, z, bias: the inputs the kernels read
+    leaves = [None if t is None else t.detach().requires_grad_() for t in tensors]
+    present = [t for t in leaves if t is not None]
+
+    def with_autograd(scan):
+        out = scan(True)
+        return [out, *torch.autograd.grad(out, present, runs.dout, materialize_grads=True)]  # 0 for an unused input
+
+    def without_autograd(scan):  # ours then stores no chunk-start states, as selective_scan under no_grad
+        with torch.no_grad():
+            return [scan(False)]
+
+    def ours(launch, grad: bool):
+        if grad:
+            return ts._SelectiveScan.apply(*leaves, scale, launch)
+        return ts._selective_forward(*tensors, scale, launch, False)[0]
+
+    scans = {name: partial(ours, launch) for name, launch in launches.items()}
+    if peer is not None and point == PEER_POINT:
+        u, delta, A, B, C, D, z, bias = leaves
+        scans["mamba-ssm selective_scan_fn"] = lambda grad: peer(u, delta, A, B, C, D, z=z, delta_bias=bias,
+                                                                 delta_softplus=True)
+    default, *others = scans.values()
+    want = with_autograd(default)
+    errors = [0.0] + [_relative(with_autograd(scan), want) for scan in others]
+    calls = [partial(run, scan) for scan in scans.values() for run in (with_autograd, without_autograd)]
+    ms = interleaved_ms(Clock(device), calls, repeats)
+    return [Whole(name, ms[2 * i], ms[2 * i + 1], error) for i, (name, error) in enumerate(zip(scans, errors))]
+
+
+def end_to_end_line(point: str, rows: list[Whole]) -> str:
+    """One line: each scan's forward+backward / forward milliseconds, and its error."""
+    return f"end to end, {point}: forward+backward / forward ms: " + "; ".join(
+        f"{r.name} {r.forward_backward_ms:.4f} / {r.forward_ms:.4f}" + (f" (error {r.error:.1e})" if i else "")
+        for i, r in enumerate(rows))
+
+
 def best(rows: list[Timing], own_forward: bool = False) -> tuple[Timing, Timing, Timing] | None:
     """(forward at T, backward at T, forward) of the fastest usable backward and forward, by
     forward + backward time: the forward at the backward's T, or with ``own_forward`` (a
@@ -587,6 +670,7 @@ def main(argv: list[str]) -> int:
         print(f"left out {every - kept} of {every} candidate tiles: more than {MAX_ELEMENTS_PER_THREAD} "
               "(T, BLOCK_K) elements per thread", file=sys.stderr)
     rows, start = [], time.perf_counter()
+    peer = selective_scan_kernel()  # mamba-ssm's fused kernel where its CUDA build imports
     print(HEADER, flush=True)
     for point in points:  # one point after another, so that a run cut short keeps whole points
         mine = [k for k in kernels if k[0] == point]
@@ -599,6 +683,9 @@ def main(argv: list[str]) -> int:
         point_rows = tune_point(point, *shape, [(kind, tile) for _, kind, tile in mine], usage, args.repeats, device,
                                 emit=lambda row: print(row_line(row), flush=True))
         print(entry(point, point_rows), flush=True)  # each row as it is timed, then the point's entry
+        launch = picked(point, point_rows) if scan_of(point) == "selective" else None
+        if launch is not None:  # the scan end to end at the tables' tiles and at the entry's
+            print(end_to_end_line(point, end_to_end(point, *shape, launch, args.repeats, device, peer)), flush=True)
         rows += point_rows
     print(f"compiled and timed {sum(r.ms is not None for r in rows)} kernels in {time.perf_counter() - start:.1f} s",
           file=sys.stderr)

@@ -4,6 +4,7 @@ Times here measure triton's interpreter, not a GPU: the run checks that every ca
 timed, checked against the default tile and reported, not which tile is fastest.
 """
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -91,9 +92,57 @@ def test_a_tiny_run_times_checks_and_reports_every_candidate(capsys):
                                                         for kind in ("fwd", "bwd", "bwd-atomic")]
     assert all(float(r[-1]) <= tune.ERROR_LIMIT for r in rows)  # atomic sums: against the sums per block
     assert out[-1].startswith("mamba: _SELECTIVE_TILES (False, True): (8, ")
+    # then the scan end to end at the tables' tiles and the entry's (no mamba-ssm kernel here, nor at this point)
+    whole = [line for line in out if line.startswith("end to end, mamba: ")]
+    assert len(whole) == 1 and "; picked " in whole[0] and "mamba-ssm" not in whole[0]
 
 
-def test_a_tiny_run_times_the_variants_of_each_tile(capsys):
+def test_picked_is_the_launch_of_the_entry():
+    rows = [_row("fwd", 16, 8, 1.0), _row("bwd", 16, 8, 5.0), _row("fwd", 32, 4, 0.5), _row("bwd-atomic", 16, 4, 2.0)]
+    rows.append(replace(rows[2], tile=replace(rows[2].tile, unroll=2), ms=0.25))
+    launch = tune.picked("mamba", rows)
+    # the forward at T 32 (a multiple of the backward's 16), unrolled; the backward with atomic sums
+    assert (launch.forward, launch.backward, launch.atomic_sums) == (rows[-1].tile, rows[3].tile, True)
+    assert (launch.method, launch.softplus, launch.channels_first) == ("zoh_euler", True, False)
+    assert tune.picked("mamba channels-first", [replace(r, point="mamba channels-first") for r in rows]).channels_first
+    assert tune.picked("mamba", rows[:1]) is None
+
+
+def _mamba_ssm_stand_in(u, delta, A, B, C, D, z=None, delta_bias=None, delta_softplus=False):
+    """selective_scan_fn's arguments and layout, (Bt, K, L) and (Bt, n, L), on the step-by-step reference."""
+    t = lambda x: None if x is None else x.transpose(1, 2)
+    return t(ts.selective_scan_reference(t(u), t(delta), A, t(B), t(C), D, t(z), delta_bias, delta_softplus,
+                                         "zoh_euler"))
+
+
+def test_a_tiny_run_times_the_scan_end_to_end_beside_mamba_ssm(monkeypatch, capsys):
+    monkeypatch.setattr(tune, "selective_scan_kernel", lambda: _mamba_ssm_stand_in)
+    assert tune.main(["--batch", "1", "--channels", "4", "--length", "12", "--chunks", "8", "--block-k", "2",
+                      "--warps", "1", "--repeats", "1", "--points", "mamba channels-first"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("end to end, "))
+    found = re.fullmatch(r"end to end, mamba channels-first: forward\+backward / forward ms: default ([\d.]+) / "
+                         r"([\d.]+); picked ([\d.]+) / ([\d.]+) \(error (\S+)\); mamba-ssm selective_scan_fn "
+                         r"([\d.]+) / ([\d.]+) \(error (\S+)\)", line)
+    assert found, line
+    times, errors = [float(found[i]) for i in (1, 2, 3, 4, 6, 7)], [float(found[i]) for i in (5, 8)]
+    assert all(ms > 0 for ms in times) and all(e <= tune.ERROR_LIMIT for e in errors)
+
+
+def test_the_end_to_end_check_finds_a_scan_that_computes_otherwise():
+    no_gate = lambda *args, z=None, **kwargs: _mamba_ssm_stand_in(*args, **kwargs)  # drops silu(z)
+    rows = tune.end_to_end("mamba channels-first", 1, 4, 12, ts._launch_settings(
+        "selective", "zoh_euler", True, 8, 2, 4, 16, False, True, channels_first=True), 1, torch.device("cpu"), no_gate)
+    assert [r.name for r in rows] == ["default", "picked", "mamba-ssm selective_scan_fn"]
+    assert rows[0].error == 0 and rows[1].error <= tune.ERROR_LIMIT < rows[2].error
+
+
+@pytest.fixture
+def no_end_to_end(monkeypatch):
+    """The scan's end-to-end timing after each entry left out (the tests above run it)."""
+    monkeypatch.setattr(tune, "end_to_end", lambda *args: [])
+
+
+def test_a_tiny_run_times_the_variants_of_each_tile(capsys, no_end_to_end):
     assert tune.main(["--batch", "1", "--channels", "4", "--length", "12", "--chunks", "8", "--block-k", "4",
                       "--warps", "4", "--repeats", "1", "--points", "mamba", "--prefetch", "0,1", "--unroll", "1,2"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -104,7 +153,7 @@ def test_a_tiny_run_times_the_variants_of_each_tile(capsys):
     assert all(float(r[-1]) <= tune.ERROR_LIMIT for r in rows)
 
 
-def test_a_run_with_compiled_resources_times_those_within_the_budget(monkeypatch, capsys):
+def test_a_run_with_compiled_resources_times_those_within_the_budget(monkeypatch, capsys, no_end_to_end):
     # as on a GPU machine: every candidate compiled for sm_90 first (here stood in for), then timed
     def usage(kernels):
         return {k: (200, 0, 9.0) if k[2].block_k == 4 else (100, 0, 2.5) for k in kernels}
