@@ -1855,9 +1855,10 @@ def default_channels_first(n: int, is_complex: bool, selective: bool) -> bool:
     return (bool(is_complex), bool(selective)) in _CHANNELS_FIRST_TILES and _next_power_of_2(n) < _LARGE_STATE
 
 
-def _even(length: int, K: int, tile: Tile) -> bool:
-    """Whether a selective kernel's chunks and channel blocks cover L and K exactly (EVEN)."""
-    return length % tile.chunk_size == 0 and K % tile.block_k == 0
+def _even(length: int, K: int, tile: Tile, masked: bool = False) -> bool:
+    """Whether a selective kernel compiles without its step and channel masks (EVEN): where its
+    chunks and channel blocks cover L and K exactly, unless the launch keeps them (masked)."""
+    return length % tile.chunk_size == 0 and K % tile.block_k == 0 and not masked
 
 
 def flip_adjoint(is_complex: bool, selective: bool) -> bool:
@@ -1964,7 +1965,7 @@ def _selective_forward(u, delta, A, B, C, D, z, delta_bias, scale, launch: _Laun
         HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.softplus, HAS_B=B is not None, C_SHARED=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, SAVE_STATES=save_states, T=tile.chunk_size,
         BLOCK_K=tile.block_k, CHANNELS_FIRST=launch.channels_first, T_STATES=stride,
-        EVEN=_even(length, K, tile) and not launch.masked, PREFETCH=tile.prefetch, UNROLL=tile.unroll,
+        EVEN=_even(length, K, tile, launch.masked), PREFETCH=tile.prefetch, UNROLL=tile.unroll,
         num_warps=tile.num_warps,
     )
     return out, (states if save_states else None)
@@ -1996,7 +1997,7 @@ def _selective_backward(u, delta, A, B, C, D, z, delta_bias, scale, states, dout
     dD = u.new_empty((batch, K), dtype=acc) if D is not None else u
     dz = torch.empty_like(z) if z is not None else u
     flip = flip_adjoint(is_complex, per_step) if launch.flip is None else launch.flip
-    even = _even(length, K, tile) and not launch.masked
+    even = _even(length, K, tile, launch.masked)
     _selective_scan_bwd_kernel[(n_blocks, batch)](
         u, delta, _planes(delta_bias, u), _planes(A, u), _planes(B, u), _planes(C, u), _planes(D, u),
         _planes(z, u), scale, states, dout, du, dpre, dsum, dA, dB, dC, dD, dz, length, K, n,

@@ -162,6 +162,7 @@ def test_whole_chunks_and_channel_blocks_run_without_masks(name: str, channels_f
     monkeypatch.setattr(ts, "_FLIP_ADJOINT", flip)
     tiling = dict(chunk_size=8, block_k=1, channels_first=channels_first)
     assert ts._even(16, CHANNELS, ts.Tile(8, 1, 4, 1)) and not ts._even(LENGTH, CHANNELS, ts.Tile(8, 1, 4, 1))
+    assert not ts._even(16, CHANNELS, ts.Tile(8, 1, 4, 1), masked=True)  # a launch that keeps the masks
     kwargs = selective_inputs(CASES[name], device, length=16)
     kernel = output_and_grads(lambda **kw: ts.selective_scan(**kw, **tiling), kwargs)
     assert_same(kernel, output_and_grads(ts.selective_scan_reference, kwargs), **TOL)
