@@ -238,6 +238,13 @@ def inputs(point: str, batch: int, channels: int, length: int, device: torch.dev
     )
 
 
+def point_launch(point: str, forward: ts.Tile, backward: ts.Tile, atomic_sums: bool) -> ts._Launch:
+    """A point's launch (its discretisation, softplus and layout) at these forward and backward tiles."""
+    flags = dict(_case(point).flags)
+    return ts._Launch(flags["METHOD"], flags["SOFTPLUS"], forward, backward, flags.get("CHANNELS_FIRST", False),
+                      atomic_sums)
+
+
 class Kernels:
     """A point's forward and backward kernels on fixed random float32 inputs (:func:`inputs`),
     launched as the scan's autograd function launches them, at any tile."""
@@ -281,7 +288,7 @@ class Kernels:
     def launch(self, kind: str, tile: ts.Tile) -> ts._Launch:
         """The launch of one kernel (FORWARD, BACKWARD or ATOMIC) at ``tile`` (forward and
         backward both at it)."""
-        return ts._Launch(self.method, self.softplus, tile, tile, self.channels_first, kind == ATOMIC)
+        return point_launch(self.point, tile, tile, kind == ATOMIC)
 
     def forward(self, launch: ts._Launch):
         """(out, chunk-start states)."""
@@ -467,9 +474,7 @@ def picked(point: str, rows: list[Timing]) -> ts._Launch | None:
     if choice is None:
         return None
     _, backward, forward = choice
-    flags = dict(_case(point).flags)
-    return ts._Launch(flags["METHOD"], flags["SOFTPLUS"], forward.tile, backward.tile,
-                      flags.get("CHANNELS_FIRST", False), backward.kind == ATOMIC)
+    return point_launch(point, forward.tile, backward.tile, backward.kind == ATOMIC)
 
 
 @dataclass
@@ -504,12 +509,12 @@ def end_to_end(point: str, batch: int, channels: int, length: int, launch: ts._L
         with torch.no_grad():
             return [scan(False)]
 
-    def ours(launch, grad: bool):
+    def ours(settings: ts._Launch, grad: bool):
         if grad:
-            return ts._SelectiveScan.apply(*leaves, scale, launch)
-        return ts._selective_forward(*tensors, scale, launch, False)[0]
+            return ts._SelectiveScan.apply(*leaves, scale, settings)
+        return ts._selective_forward(*tensors, scale, settings, False)[0]
 
-    scans = {name: partial(ours, launch) for name, launch in launches.items()}
+    scans = {name: partial(ours, settings) for name, settings in launches.items()}
     if peer is not None and point == PEER_POINT:
         u, delta, A, B, C, D, z, bias = leaves
         scans["mamba-ssm selective_scan_fn"] = lambda grad: peer(u, delta, A, B, C, D, z=z, delta_bias=bias,
