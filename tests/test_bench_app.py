@@ -106,7 +106,7 @@ def test_series_over_its_time_budget_is_recorded_not_crashed(tmp_path) -> None:
     assert skipped["note"].str.contains("time-invariant").all()
     assert "over_budget" in done.stdout or ">budget" in done.stdout
     steps = frame[frame["kind"] == "step"]
-    assert (steps["status"] == "over_budget").all()
+    assert len(steps) > 0 and (steps["status"] == "over_budget").all()
 
 
 def test_bad_config_is_a_one_line_error_and_exit_status_2(tmp_path) -> None:
@@ -200,7 +200,7 @@ def test_frontier_points_are_timed_and_mamba2_peer_is_named(tmp_path) -> None:
     ok = sweep[sweep["status"] == "ok"]
     assert {"mamba2", "mamba3", "mamba3_mimo", "mamba_trapezoidal", "mamba_signed"} <= set(ok[ok["mode"] == "scan"]["name"])
     refused = sweep[(sweep["mode"] == "triton") & (sweep["name"] == "mamba3")]
-    assert (refused["status"] == "skipped").all() and refused["note"].str.contains("Mamba-1 axes").all()
+    assert len(refused) > 0 and (refused["status"] == "skipped").all() and refused["note"].str.contains("Mamba-1 axes").all()
     if importlib.util.find_spec("mamba_ssm"):
         peer = frame[frame["name"] == "mamba-ssm Mamba2"]
         assert set(peer["compare_to"]) == {"mamba2"}

@@ -231,9 +231,10 @@ def test_mamba_lm_from_checkpoint_directory(reference, monkeypatch, tmp_path) ->
         torch.testing.assert_close(ours(tokens), theirs(tokens).logits, rtol=1e-5, atol=1e-6)
         # generation: prefill 8 tokens, step the rest; the logits of a full forward
         logits, state = ours(tokens[:, :8], return_state=True)
+        assert _max_diff(logits, expected[:, :8]) < 1e-12
         for t in range(8, 13):
             step_logits, state = ours.step(tokens[:, t], state)
-            assert _max_diff(step_logits, expected[:, t]) < 1e-12
+            assert _max_diff(step_logits, expected[:, t]) < 1e-12, t
 
 
 # ============================================================================ Mamba2

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import math
+import sys
+import types
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -9,9 +15,67 @@ import models
 from models import IOSpec, SSMLayer, model_preset, preset
 
 
+# ------------------------------------------------------------------ closed-form parameter counts
+# Written from the published architectures (REFERENCES.md; the official modules' layouts), from
+# the config's sizes only, never by summing our modules' parameters: they check models.param_count.
+
+def s5_layer_params(H: int, P: int, conj_sym: bool = True, bidirectional: bool = False) -> int:
+    """S5 layer (lindermanlab/S5 ``s5/ssm.py`` S5SSM, ``s5/layers.py`` SequenceLayer, half_glu1
+    activation), H = d_model, P = d_state; with conjugate symmetry the official code keeps
+    n = P/2 eigenvalues, else n = P. The layer's norm belongs to the Block here (counted by
+    :func:`backbone_params`), as in the official SequenceLayer it sits around the SSM."""
+    n = P // 2 if conj_sym else P
+    return (n  # Lambda_re: Re Λ stored directly (a_param='direct'), (n,)
+            + n  # Lambda_im: Im Λ, (n,)
+            + n  # log_step: one Δ per state, (n, 1)
+            + n * H * 2  # B̃: (n, H) complex, stored as (n, H, 2)
+            + H * n * 2 * (2 if bidirectional else 1)  # C̃: (H, n) complex as (H, n, 2); bidirectional: C1 and C2
+            + H  # D: (H,)
+            + H * H + H)  # half_glu1's out2 = Dense(H) with bias (no in_proj / out_proj: expand 0)
+
+
+def mamba3_layer_params(H: int, N: int, expand: int = 2, headdim: int | None = None, R: int = 1, ngroups: int = 1,
+                        rope_fraction: float = 0.5) -> int:
+    """Mamba-3 layer (arXiv 2603.15569; mamba-ssm 2.3.2 ``modules/mamba3.py`` ``Mamba3`` with
+    is_outproj_norm=False, its default), H = d_model, N = d_state, R = mimo_rank (1: SISO).
+    D = expand·H channels in E = D / headdim heads (headdim: the presets' gcd(64, D) by default);
+    M = int(N · rope_fraction) // 2 rotation angles (Mamba3's num_rope_angles).
+    Absent by design of Mamba-3: no short conv, no gated output RMSNorm, no A_log (A_t comes from
+    the data), no dt_proj (Δ is projected at full rank, one per head, from u)."""
+    D = expand * H
+    E = D // (headdim or math.gcd(64, D))
+    M = int(N * rope_fraction) // 2
+    return (H * (2 * D + 2 * ngroups * R * N + 3 * E + M)  # in_proj, no bias: [z, x, B, C, dd_dt, dd_A, trap,
+            # angles] (ours splits it: in_proj H×2D for x, z and heads.x_proj H×(the rest), both from u)
+            + E  # dt_bias: one per head
+            + 2 * N  # B_norm, C_norm (BCNorm): an RMSNorm weight over the N entries each
+            + 2 * E * R * N  # B_bias, C_bias: (E, R, N) each, per head and rank
+            + (3 * R * D if R > 1 else 0)  # MIMO only: mimo_x, mimo_z, mimo_o, (E, R, headdim) = R·D each
+            + E  # D: one per head
+            + D * H)  # out_proj: D -> H, no bias
+
+
+NORM_PARAMS = {"layer": 2, "batch": 2, "rms": 1, "none": 0}  # per channel: LayerNorm/BatchNorm γ, β; RMSNorm γ
+
+
+def backbone_params(layer: int, H: int, n_layers: int, norm: str, ffn_hidden: int = 0, vocab_size: int | None = None,
+                    d_input: int | None = None, d_output: int | None = None) -> int:
+    """A Backbone (DESIGN.md; models/backbone.py's docstring) around a layer of ``layer`` parameters:
+    encoder -> n_layers pre-norm blocks (norm, SSM layer, optional norm + MLP) -> final norm -> head."""
+    norm_params = NORM_PARAMS[norm] * H
+    encoder = vocab_size * H if vocab_size else d_input * H + H  # Embedding(V, H), or Linear(d_input, H) with bias
+    ffn = norm_params + (H * ffn_hidden + ffn_hidden) + (ffn_hidden * H + H) if ffn_hidden else 0  # norm, Linear
+    # (H, F) and Linear(F, H), both with bias
+    block = norm_params + layer + ffn
+    head = H * d_output + d_output if d_output else 0  # Linear(H, d_output) with bias; none without d_output
+    return encoder + n_layers * block + norm_params + head
+
+
 @pytest.mark.parametrize("name", sorted(models.PRESETS))
 @pytest.mark.parametrize("d_model,d_state", [(8, 4), (16, 16), (24, 32)])
-def test_param_count_is_exact(name: str, d_model: int, d_state: int) -> None:
+def test_param_count_on_meta_equals_the_real_build(name: str, d_model: int, d_state: int) -> None:
+    """param_count builds on the meta device: the count equals the module built on the CPU (it
+    says nothing about whether that count is right: the formula tests below do)."""
     cfg = preset(name, d_model=d_model, d_state=d_state)
     assert models.param_count(cfg) == sum(p.numel() for p in SSMLayer(cfg).parameters())
     model_cfg = model_preset(name, n_layers=3, d_model=d_model, d_state=d_state, ffn_expand=2)
@@ -39,6 +103,121 @@ def test_param_count_by_hand_for_mamba2() -> None:
     2 each, gated RMSNorm weight 8, out_proj 8·4 (Mamba2's own count: in_proj 4·22, conv 12·4+12)."""
     cfg = preset("mamba2", d_model=4, d_state=2, headdim=4)
     assert models.param_count(cfg) == 64 + 24 + 40 + 20 + 2 + 2 + 2 + 8 + 32
+
+
+@pytest.mark.parametrize("d_model,d_state,options", [
+    (8, 8, {}),
+    (16, 32, dict(bidirectional=True)),  # S5's LRA runs: C1 and C2
+    (8, 6, dict(conj_sym=False)),  # all P eigenvalues stored
+    (8, 4, dict(conj_sym=False, bidirectional=True)),
+])
+def test_param_count_by_formula_for_s5(d_model: int, d_state: int, options: dict) -> None:
+    """S5 layer, e.g. H=8, P=8 (4 stored eigenvalues): Λ re, im, log_step 4 each, B̃ 4·8·2, C̃ 8·4·2,
+    D 8, out2 Dense(8) 8·8+8 = 220."""
+    cfg = preset("s5", d_model=d_model, d_state=d_state, **options)
+    assert models.param_count(cfg) == s5_layer_params(d_model, d_state, **options)
+    if not options and d_model == 8:
+        assert models.param_count(cfg) == 4 + 4 + 4 + 64 + 64 + 8 + 72 == 220
+
+
+MAMBA3_SIZES = [
+    dict(d_model=8, d_state=8, headdim=4),
+    dict(d_model=16, d_state=16),  # the presets' headdim: gcd(64, D) = 32, one head
+    dict(d_model=8, d_state=8, headdim=4, ngroups=2),
+    dict(d_model=8, d_state=12, headdim=2, rope_fraction=1.0),
+    dict(d_model=64, d_state=128),  # Mamba3's defaults: headdim 64, d_state 128
+]
+
+
+def _formula_options(sizes: dict) -> dict:
+    return dict(H=sizes["d_model"], N=sizes["d_state"], headdim=sizes.get("headdim"), ngroups=sizes.get("ngroups", 1),
+                rope_fraction=sizes.get("rope_fraction", 0.5))
+
+
+@pytest.mark.parametrize("sizes", MAMBA3_SIZES)
+def test_param_count_by_formula_for_mamba3(sizes: dict) -> None:
+    """Mamba-3 SISO, e.g. H=8, N=8, headdim 4 (D=16, E=4 heads, M=2 angles): in_proj 8·(32+16+12+2),
+    dt_bias 4, BCNorm 8+8, B/C biases 2·4·8, D 4, out_proj 16·8 = 712."""
+    cfg = preset("mamba3", **sizes)
+    assert models.param_count(cfg) == mamba3_layer_params(**_formula_options(sizes))
+    if sizes == MAMBA3_SIZES[0]:
+        assert models.param_count(cfg) == 8 * 62 + 4 + 16 + 64 + 4 + 128 == 712
+
+
+@pytest.mark.parametrize("rank", [4, 2])
+@pytest.mark.parametrize("sizes", MAMBA3_SIZES)
+def test_param_count_by_formula_for_mamba3_mimo(sizes: dict, rank: int) -> None:
+    """Mamba-3 MIMO, e.g. R=4, H=8, N=8, headdim 4: in_proj 8·(32+2·4·8+12+2), dt_bias 4, BCNorm 16,
+    B/C biases 2·4·4·8, mimo_x, mimo_z, mimo_o 3·4·16, D 4, out_proj 128 = 1480."""
+    cfg = preset("mamba3_mimo", mimo_rank=rank, **sizes)
+    assert models.param_count(cfg) == mamba3_layer_params(R=rank, **_formula_options(sizes))
+    if sizes == MAMBA3_SIZES[0] and rank == 4:
+        assert models.param_count(cfg) == 8 * 110 + 4 + 16 + 256 + 192 + 4 + 128 == 1480
+
+
+@pytest.fixture(scope="module")
+def official_mamba3_module():
+    """mamba-ssm's ``modules/mamba3.py`` (importable without its CUDA build through a stand-in
+    module, as tests/test_frontier.py does); installed by `make test`."""
+    assert importlib.util.find_spec("mamba_ssm") is not None, \
+        "mamba-ssm is not installed: run `make test` (it installs mamba-ssm 2.3.2.post1)"
+    sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
+    from mamba_ssm.modules import mamba3
+    return mamba3
+
+
+@pytest.mark.parametrize("rank", [1, 4])
+@pytest.mark.parametrize("sizes", MAMBA3_SIZES)
+def test_mamba3_presets_have_mamba3_s_parameter_count(official_mamba3_module, monkeypatch, sizes: dict,
+                                                      rank: int) -> None:
+    """models.param_count of the mamba3 / mamba3_mimo presets is mamba-ssm's Mamba3's own count, built
+    on the meta device. Mamba3(is_mimo=True) asserts that its TileLang kernel imported; only the
+    parameters are needed here, so a stand-in for the kernel lets it build without TileLang."""
+    if rank > 1 and official_mamba3_module.mamba3_mimo_combined is None:
+        monkeypatch.setattr(official_mamba3_module, "mamba3_mimo_combined", object())
+    cfg = preset("mamba3" if rank == 1 else "mamba3_mimo", **sizes)
+    theirs = official_mamba3_module.Mamba3(d_model=cfg.d_model, d_state=cfg.d_state, expand=cfg.expand,
+                                           headdim=cfg.headdim, ngroups=cfg.ngroups, rope_fraction=cfg.rope_fraction,
+                                           is_mimo=rank > 1, mimo_rank=rank, device="meta")
+    assert models.param_count(cfg) == sum(p.numel() for p in theirs.parameters())
+
+
+@pytest.mark.parametrize("case", ["mamba3_mimo_tokens", "s5_features", "mamba3_batchnorm_features"])
+def test_backbone_param_count_by_formula(case: str) -> None:
+    """A whole Backbone: encoder, every block's norms, layer and MLP, the final norm and the head."""
+    if case == "mamba3_mimo_tokens":  # token embedding, RMSNorm (the preset's), an MLP of odd width, a head
+        cfg = replace(model_preset("mamba3_mimo", n_layers=3, d_model=8, d_state=8, headdim=4), ffn_width=13)
+        spec = IOSpec(vocab_size=11, d_output=5)
+        layer = mamba3_layer_params(8, 8, headdim=4, R=4)
+        expected = backbone_params(layer, 8, 3, "rms", ffn_hidden=13, vocab_size=11, d_output=5)
+        # by hand: Embedding 11·8; per block RMSNorm 8 + layer 1480 + RMSNorm 8 + MLP 8·13+13 + 13·8+8;
+        # final RMSNorm 8; head 8·5+5
+        assert expected == 88 + 3 * (8 + 1480 + 8 + 117 + 112) + 8 + 45
+    elif case == "s5_features":  # linear encoder of features, LayerNorm (the preset's), MLP 2H, no head
+        cfg = model_preset("s5", n_layers=2, d_model=8, d_state=8, ffn_expand=2)
+        spec = IOSpec(d_input=5, d_output=None)
+        expected = backbone_params(s5_layer_params(8, 8), 8, 2, "layer", ffn_hidden=16, d_input=5)
+        # by hand: Linear(5, 8) 5·8+8; per block LayerNorm 16 + layer 220 + LayerNorm 16 + MLP 8·16+16 + 16·8+8;
+        # final LayerNorm 16
+        assert expected == 48 + 2 * (16 + 220 + 16 + 144 + 136) + 16
+    else:  # BatchNorm (S5's LRA setting: γ, β; running statistics are buffers), no MLP, features, head
+        cfg = model_preset("mamba3", n_layers=2, d_model=16, d_state=16, norm="batch")
+        spec = IOSpec(d_input=3, d_output=2, readout="mean")
+        expected = backbone_params(mamba3_layer_params(16, 16), 16, 2, "batch", d_input=3, d_output=2)
+    assert models.param_count(cfg, spec) == expected
+
+
+@pytest.mark.parametrize("encoder,layer", [
+    (models.S5, lambda H, N: s5_layer_params(H, N)),
+    (models.Mamba3, lambda H, N: mamba3_layer_params(H, N)),
+    (models.Mamba3MIMO, lambda H, N: mamba3_layer_params(H, N, R=4)),
+])
+def test_seed_encoder_param_count_by_formula(encoder, layer) -> None:
+    """The seed interface's encoder: Linear(embed_dim, H) with bias -> num_layers blocks -> final norm,
+    no head (S5: LayerNorm; Mamba-3: RMSNorm, headdim gcd(64, 2H))."""
+    opts = dict(embed_dim=287, hidden_size=32, state_size=8, num_layers=2, dropout=0.1, window_size=60)
+    norm = "layer" if encoder is models.S5 else "rms"
+    assert encoder.param_count(**opts) == backbone_params(layer(32, 8), 32, 2, norm, d_input=287)
 
 
 def test_state_size_conventions() -> None:
@@ -133,6 +312,10 @@ def test_match_param_count_shrinks_the_mlp_width_like_mamba3() -> None:
     assert models.param_count(mimo, spec) > target
     matched = models.match_param_count(mimo, target, field="ffn_width", spec=spec)
     assert matched.ffn_hidden < 4 * 32
+    # by formula: the MLP's width w costs 2·H·w + w per block (two Linear weights and the first bias), so
+    # the width that absorbs the MIMO layer's extra parameters is 4H - round(extra / (2H + 1)) (here 67)
+    extra = mamba3_layer_params(32, 16, R=4) - mamba3_layer_params(32, 16)
+    assert matched.ffn_hidden == 4 * 32 - round(extra / (2 * 32 + 1)) == 67
     built = models.build(matched, spec)
     assert sum(p.numel() for p in built.parameters()) == models.param_count(matched, spec)
     gap = abs(models.param_count(matched, spec) - target)

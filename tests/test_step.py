@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import models
-from models import IOSpec, SSMLayer, model_preset, preset, triton_scan
+from models import IOSpec, SSMLayer, model_preset, preset
 
-from helpers import randomize_, stepped_outputs
+from helpers import randomize_, stepped_outputs, triton_device
 
 LAYERS = {
     "s5": preset("s5", d_model=8, d_state=8),
@@ -26,7 +26,8 @@ LAYERS = {
 }
 
 
-TRITON = ["triton"] if triton_scan.runs_on("cpu") else []  # the interpreter without a GPU (conftest.py)
+TRITON_DEVICE = triton_device()  # the interpreter on the CPU without a GPU (conftest.py), else natively on CUDA
+TRITON = ["triton"] if TRITON_DEVICE else []
 
 
 @pytest.mark.parametrize("name, mode", [(name, mode) for name in sorted(LAYERS) for mode in ["auto", *TRITON]
@@ -35,8 +36,9 @@ def test_layer_step_equals_forward(name: str, mode: str) -> None:
     """mode triton (the points it covers): forward() by the fused scan, step() by the fused
     single-step kernel (SISO)."""
     torch.manual_seed(0)
-    layer = randomize_(SSMLayer(LAYERS[name].with_(mode=mode)), scale=0.1)
-    u = torch.randn(3, 17, 8)
+    device = TRITON_DEVICE if mode == "triton" else "cpu"
+    layer = randomize_(SSMLayer(LAYERS[name].with_(mode=mode)), scale=0.1).to(device)
+    u = torch.randn(3, 17, 8).to(device)
     with torch.no_grad():
         y = layer(u)
     torch.testing.assert_close(stepped_outputs(layer, u), y, rtol=1e-5, atol=1e-5)
