@@ -58,7 +58,7 @@ def assert_names_a_field(message: str) -> None:
     semicolon, says what would be valid."""
     assert "\n" not in message, message
     assert any(message.startswith(f"{name}=") for name in FIELDS | {"selective entry"}), message
-    assert re.search(r" is not valid.*; \S", message), message
+    assert re.search(r" (is|are) not valid.*; \S", message), message
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
