@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
+import sys
+import types
 
 import torch
 
@@ -43,6 +46,16 @@ def triton_device() -> str | None:
     if torch.cuda.is_available() and triton_scan.runs_on("cuda"):
         return "cuda"
     return None
+
+
+def mamba3_class() -> type | None:
+    """mamba-ssm's Mamba3 (importable without its CUDA build through a stand-in module), or None
+    when mamba-ssm is not installed."""
+    if importlib.util.find_spec("mamba_ssm") is None:
+        return None
+    sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
+    from mamba_ssm.modules.mamba3 import Mamba3
+    return Mamba3
 
 
 def valid_modes(cfg: SSMConfig) -> list[str]:

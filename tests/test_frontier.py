@@ -8,8 +8,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
-import sys
-import types
 
 import pytest
 import torch
@@ -18,7 +16,8 @@ import torch.nn.functional as F
 from models import SSMConfig, SSMLayer, preset
 from models.peers import mamba3_from_official
 
-from helpers import assert_same_function, outputs_and_grads, randomize_, relative_error, stepped_outputs, valid_modes
+from helpers import (assert_same_function, mamba3_class, outputs_and_grads, randomize_, relative_error,
+                     stepped_outputs, valid_modes)
 
 SMALL = dict(d_model=4, d_state=8)
 CONFIGS = {
@@ -178,15 +177,6 @@ def official_state(cfg: SSMConfig, dtype: torch.dtype, seed: int) -> dict[str, t
     around_one = ("dt_bias", "B_bias", "C_bias", "D", "B_norm.weight", "C_norm.weight", "mimo_x", "mimo_z", "mimo_o")
     return {k: (0.5 * torch.randn(shape, generator=generator, dtype=torch.float64) + (k in around_one))
             .to(dtype).requires_grad_() for k, shape in shapes.items()}
-
-
-def mamba3_class() -> type | None:
-    """mamba-ssm's Mamba3 (importable without its CUDA build through a stand-in module)."""
-    if importlib.util.find_spec("mamba_ssm") is None:
-        return None
-    sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
-    from mamba_ssm.modules.mamba3 import Mamba3
-    return Mamba3
 
 
 def official_mamba3(state: dict[str, torch.Tensor], cfg: SSMConfig, u: torch.Tensor) -> torch.Tensor:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
-import types
 from dataclasses import replace
 
 import pytest
@@ -13,6 +11,8 @@ import torch
 
 import models
 from models import IOSpec, SSMLayer, model_preset, preset
+
+from helpers import mamba3_class
 
 
 # ------------------------------------------------------------------ closed-form parameter counts
@@ -157,13 +157,10 @@ def test_param_count_by_formula_for_mamba3_mimo(sizes: dict, rank: int) -> None:
 
 @pytest.fixture(scope="module")
 def official_mamba3_module():
-    """mamba-ssm's ``modules/mamba3.py`` (importable without its CUDA build through a stand-in
-    module, as tests/test_frontier.py does); installed by `make test`."""
-    assert importlib.util.find_spec("mamba_ssm") is not None, \
-        "mamba-ssm is not installed: run `make test` (it installs mamba-ssm 2.3.2.post1)"
-    sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
-    from mamba_ssm.modules import mamba3
-    return mamba3
+    """mamba-ssm's ``modules/mamba3.py`` (:func:`helpers.mamba3_class`); installed by `make test`."""
+    official = mamba3_class()
+    assert official is not None, "mamba-ssm is not installed: run `make test` (it installs mamba-ssm 2.3.2.post1)"
+    return sys.modules[official.__module__]
 
 
 @pytest.mark.parametrize("rank", [1, 4])
