@@ -53,12 +53,14 @@ values = {
 }
 
 
-def assert_names_a_field(message: str) -> None:
+def assert_names_a_field(message: str, given: dict) -> None:
     """A refusal is one line that opens with the bad field and its value, then, after a
-    semicolon, says what would be valid."""
+    semicolon, says what would be valid; it names a field the user gave, so that a default
+    refused because of an override points at the override too."""
     assert "\n" not in message, message
     assert any(message.startswith(f"{name}=") for name in FIELDS | {"selective entry"}), message
     assert re.search(r" (is|are) not valid.*; \S", message), message
+    assert any(re.search(rf"\b{name}( entry)?=", message) for name in given), (message, given)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -67,7 +69,7 @@ def test_random_configs_build_and_run_or_fail_clearly(overrides: dict) -> None:
     try:
         cfg = SSMConfig(**overrides)
     except ValueError as err:
-        assert_names_a_field(str(err))
+        assert_names_a_field(str(err), overrides)
         return
     except TypeError as err:  # e.g. "4" > 0 on a string: must not happen, validation comes first
         raise AssertionError(f"{overrides} raised TypeError instead of a clear ValueError: {err}") from err
@@ -110,7 +112,7 @@ def test_frontier_axes_compose_or_are_refused_in_one_line(overrides: dict) -> No
     try:
         cfg = SSMConfig(**{**base, **overrides})
     except ValueError as err:
-        assert_names_a_field(str(err))
+        assert_names_a_field(str(err), {**base, **overrides})
         return
     layer = SSMLayer(cfg).double()
     u = torch.randn(2, 6, 4, dtype=torch.float64, requires_grad=True)
