@@ -11,8 +11,9 @@ cost: forward+backward FLOPs ≈ 3 × forward FLOPs per token × tokens to train
 At the end of a sweep, :class:`PlanTotals` (a Hydra callback, see conf/config.yaml) prints the
 totals: jobs, distinct runs (two jobs that resolve to the same run id train one run: the line
 ``plan same run`` says which), runs skipped, FLOPs, and core-hours: each run's FLOPs at the rate
-of its preset's committed CPU runs (:func:`reference_rates`), or at :data:`GFLOPS_PER_CORE` for
-a preset with none.
+of its preset's committed CPU runs on its task (:func:`reference_rates`), on every task where
+the preset has none on this one (rates per FLOP differ by task: Mamba-3 ran 0.7 GFLOP/s per core
+on parity and 5.5 on sequential digits), or at :data:`GFLOPS_PER_CORE` for a preset with none.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import shutil
 import statistics
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pyarrow.parquet as pq
 
@@ -37,21 +38,24 @@ from .config import ResolvedRun, resolve
 from .results import finished_status, flatten, run_id
 from .run import describe
 
-# Forward+backward training rate assumed for core-hours of a preset without committed CPU runs:
-# the median over all CPU reference runs in results/reference (3 × FLOPs per token × tokens/s
-# per thread; they span 1 to 20 GFLOP/s, by preset medians Mamba 4.3, S4D 5.9, S5 13).
+# Forward+backward training rate assumed for core-hours of a preset without committed CPU runs
+# (3 × FLOPs per token × tokens/s per thread): the CPU reference runs in results/reference span
+# 0.3 to 20 GFLOP/s, their median 5.1, by preset medians Mamba-2 0.36, Mamba 4.0, Mamba-3 4.7,
+# S4D 6.1, S5 13.
 GFLOPS_PER_CORE = 6.0
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
-RATE_COLUMNS = ("preset", "status", "device", "flops_per_token", "tokens_per_s", "threads")
+RATE_COLUMNS = ("preset", "status", "device", "flops_per_token", "tokens_per_s", "threads", "task.name")
+Rates = dict[tuple[str, Optional[str]], float]
 
 log = logging.getLogger(__name__)
 
 
-def reference_rates(folder: Path = REFERENCE) -> dict[str, float]:
-    """{preset: median forward+backward GFLOP/s per CPU thread} over the committed run rows
-    under ``folder`` (``*/runs/*.parquet``) with status ok on a CPU: 3 × FLOPs per token ×
-    tokens/s / threads. Presets without such rows are absent; an unreadable file is skipped."""
-    rates: dict[str, list[float]] = {}
+def reference_rates(folder: Path = REFERENCE) -> Rates:
+    """Median forward+backward GFLOP/s per CPU thread (3 × FLOPs per token × tokens/s / threads)
+    of the committed run rows under ``folder`` (``*/runs/*.parquet``) with status ok on a CPU:
+    ``{(preset, task): rate}`` over the preset's rows on that task and ``{(preset, None): rate}``
+    over all its rows. Presets without such rows are absent; an unreadable file is skipped."""
+    samples: dict[tuple[str, Optional[str]], list[float]] = {}
     for path in sorted(Path(folder).glob("*/runs/*.parquet")):
         try:
             names = pq.read_schema(path).names
@@ -60,13 +64,25 @@ def reference_rates(folder: Path = REFERENCE) -> dict[str, float]:
             log.warning("plan: skipped %s for the CPU rate (%s)", path, error)
             continue
         for row in rows:
-            if not set(RATE_COLUMNS[:-1]) <= set(row):
+            if not set(RATE_COLUMNS[:5]) <= set(row):
                 continue
             threads = row.get("threads") or 1
             if row["status"] == "ok" and str(row["device"]).startswith("cpu") and (row["tokens_per_s"] or 0) > 0:
-                rates.setdefault(str(row["preset"]), []).append(
-                    3 * row["flops_per_token"] * row["tokens_per_s"] / threads / 1e9)
-    return {preset: statistics.median(values) for preset, values in sorted(rates.items())}
+                rate = 3 * row["flops_per_token"] * row["tokens_per_s"] / threads / 1e9
+                preset = str(row["preset"])
+                for task in {None, row.get("task.name")}:
+                    samples.setdefault((preset, task), []).append(rate)
+    return {key: statistics.median(values) for key, values in sorted(samples.items(), key=str)}
+
+
+def rate_of(rates: Rates, preset: str | None, task: str | None) -> tuple[float, str]:
+    """(GFLOP/s per core, what it is) for a run of ``preset`` on ``task``: the rate of the preset's
+    committed runs on the task, else on every task, else :data:`GFLOPS_PER_CORE`."""
+    if (preset, task) in rates:
+        return rates[preset, task], "task"
+    if (preset, None) in rates:
+        return rates[preset, None], "preset"
+    return GFLOPS_PER_CORE, "assumed"
 
 
 def run_state(run: ResolvedRun, status: str | None) -> tuple[str, bool]:
@@ -97,7 +113,7 @@ def plan_entry(run: ResolvedRun) -> dict[str, Any]:
     spec, trainer = run.task.spec, run.trainer
     tokens = trainer.max_steps * trainer.batch_size * spec.length
     per_token = models.flops_per_token(run.model, spec.io, length=spec.length, batch=trainer.batch_size)
-    return {"run_id": rid, "state": state, "trains": trains, "preset": run.preset,
+    return {"run_id": rid, "state": state, "trains": trains, "preset": run.preset, "task": run.task.name,
             "label": " ".join(filter(None, [describe(run), settings(run)])),
             "params": models.param_count(run.model, spec.io), "tokens": tokens, "flops": 3 * per_token * tokens,
             "time_budget_s": trainer.time_budget_s}
@@ -124,23 +140,28 @@ def hours_text(hours: float) -> str:
     return f"~{hours:.2g}" if hours >= 0.01 else "< 0.01"
 
 
-def rate_text(presets: list[str | None], rates: dict[str, float]) -> str:
-    """What the core-hours assume, for the presets of the runs to train (None: not recorded)."""
-    known = [f"{p} {rates[p]:.2g}" for p in presets if p in rates]
-    unknown = [str(p) for p in presets if p not in rates]
-    if not known:
-        return f"an assumed {GFLOPS_PER_CORE:g} GFLOP/s per CPU core (the median rate of the CPU reference runs)"
-    text = f"the median rate of each preset's committed CPU runs ({', '.join(known)} GFLOP/s per core)"
-    if unknown:
-        text += (f" and an assumed {GFLOPS_PER_CORE:g} GFLOP/s per CPU core for {', '.join(unknown)} (no committed "
-                 "CPU runs: the median of all of them)")
+def rate_text(used: list[tuple[str | None, str | None, float, str]]) -> str:
+    """What the core-hours assume, from the (preset, task, rate, basis) of the runs to train
+    (:func:`rate_of`; None: not recorded)."""
+    def listed(basis: str) -> str:
+        return ", ".join(dict.fromkeys(f"{p} on {t} {r:.2g}" for p, t, r, b in used if b == basis))
+    parts = []
+    if listed("task"):
+        parts.append(f"of its preset's committed CPU runs on its task ({listed('task')})")
+    if listed("preset"):
+        parts.append(f"of its preset's committed CPU runs on every task, where none is on its task ({listed('preset')})")
+    assumed = ", ".join(dict.fromkeys(str(p) for p, _, _, b in used if b == "assumed"))
+    text = "each run at the median GFLOP/s per core " + ", or ".join(parts) if parts else "each run"
+    if assumed:
+        text += f"{', or' if parts else ''} at an assumed {GFLOPS_PER_CORE:g} GFLOP/s per core where its preset has " \
+                f"no committed CPU runs ({assumed})"
     return text
 
 
-def totals_lines(entries: list[dict[str, Any]], rates: dict[str, float] | None = None) -> list[str]:
+def totals_lines(entries: list[dict[str, Any]], rates: Rates | None = None) -> list[str]:
     """The totals of a sweep's plan entries (each with its Hydra job number ``job``): one
     ``plan same run`` line per job whose run an earlier job already plans, then the sums.
-    rates: {preset: GFLOP/s per core} for core-hours (default none: :data:`GFLOPS_PER_CORE`)."""
+    rates: :func:`reference_rates` for core-hours (default none: :data:`GFLOPS_PER_CORE`)."""
     rates = rates or {}
     first_job: dict[str, int] = {}
     lines = []
@@ -152,12 +173,12 @@ def totals_lines(entries: list[dict[str, Any]], rates: dict[str, float] | None =
     to_train = [entry for entry in runs if entry["trains"]]
     flops = sum(entry["flops"] for entry in to_train)
     bound = "≤ " if any(entry["time_budget_s"] is not None for entry in to_train) else ""
-    core_hours = sum(entry["flops"] / (rates.get(entry.get("preset"), GFLOPS_PER_CORE) * 1e9) / 3600
-                     for entry in to_train)
-    presets = list(dict.fromkeys(entry.get("preset") for entry in to_train))
+    used = [(entry.get("preset"), entry.get("task"), *rate_of(rates, entry.get("preset"), entry.get("task")))
+            for entry in to_train]
+    core_hours = sum(entry["flops"] / (rate * 1e9) / 3600 for entry, (_, _, rate, _) in zip(to_train, used))
     lines.append(f"plan totals: {len(entries)} jobs, {len(runs)} runs, {len(runs) - len(to_train)} done (skip), "
-                 f"{len(to_train)} to train: {bound}~{flops / 1e9:.3g} GFLOP, {bound}{hours_text(core_hours)} core-hours "
-                 f"at {rate_text(presets, rates)}")
+                 f"{len(to_train)} to train: {bound}~{flops / 1e9:.3g} GFLOP, {bound}{hours_text(core_hours)} core-hours, "
+                 f"{rate_text(used)}")
     return lines
 
 

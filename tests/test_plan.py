@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -118,23 +119,51 @@ def test_totals_count_runs_once_and_skip_finished_ones() -> None:
     lines = totals_lines([entry(2, "b", trains=False), entry(0, "a"), entry(1, "a"), entry(3, "c")])
     assert lines[0] == "plan same run: job 1 is job 0 (a), trained once"
     assert lines[1].startswith("plan totals: 4 jobs, 3 runs, 1 done (skip), 2 to train: ~7.2e+03 GFLOP, "
-                               "~0.33 core-hours at an assumed 6 GFLOP/s per CPU core")
+                               "~0.33 core-hours, each run at an assumed 6 GFLOP/s per core")
     assert "≤ ~" in totals_lines([entry(0, "a", time_budget_s=60.0)])[0]
     assert [hours_text(h) for h in (1432.6, 2.46, 0.0151, 1e-5)] == ["~1,433", "~2.5", "~0.015", "< 0.01"]
 
 
-def test_core_hours_use_each_presets_committed_rate() -> None:
-    """Core-hours price each run at the median rate of its preset's committed CPU runs; a preset
-    with none (here one without committed results) at the overall assumed rate, and the line
-    says which is which."""
+def test_core_hours_use_each_presets_committed_rate_on_its_task() -> None:
+    """Core-hours price each run at the median rate of its preset's committed CPU runs on its
+    task; where the preset has none on that task, on all its tasks; a preset with none at the
+    assumed rate; and the line says which is which."""
     rates = reference_rates()
-    assert {"s4d", "s5", "mamba"} <= set(rates)
-    assert rates["s5"] > GFLOPS_PER_CORE > rates["mamba"] > 1  # S5's dense MIMO runs fastest per FLOP
-    runs = [{**entry(0, "a"), "preset": "s5"}, {**entry(1, "b"), "preset": "no_committed_runs"}]
+    assert {("s4d", None), ("s5", None), ("mamba", None), ("mamba3", "mqar")} <= set(rates)
+    assert rates["s5", None] > GFLOPS_PER_CORE > rates["mamba", None] > 1  # S5's dense MIMO runs fastest per FLOP
+    assert rates["mamba3", "parity"] < rates["mamba3", None] / 3  # why the task matters
+    assert ("s5", "no_committed_task") not in rates
+    runs = [{**entry(0, "a"), "preset": "s5", "task": "sdigits"},
+            {**entry(1, "b"), "preset": "s5", "task": "no_committed_task"},
+            {**entry(2, "c"), "preset": "no_committed_runs", "task": "sdigits"}]
     line = totals_lines(runs, rates)[0]
-    hours = 3.6e12 / (rates["s5"] * 1e9) / 3600 + 3.6e12 / (GFLOPS_PER_CORE * 1e9) / 3600
-    assert f"{hours_text(hours)} core-hours at the median rate of each preset's committed CPU runs (s5 " in line
-    assert "an assumed 6 GFLOP/s per CPU core for no_committed_runs" in line
+    hours = sum(3.6e12 / (rate * 1e9) / 3600
+                for rate in (rates["s5", "sdigits"], rates["s5", None], GFLOPS_PER_CORE))
+    assert (f"{hours_text(hours)} core-hours, each run at the median GFLOP/s per core of its preset's committed CPU "
+            f"runs on its task (s5 on sdigits {rates['s5', 'sdigits']:.2g}), or of its preset's committed CPU runs "
+            f"on every task, where none is on its task (s5 on no_committed_task {rates['s5', None]:.2g}), or at an "
+            "assumed 6 GFLOP/s per core where its preset has no committed CPU runs (no_committed_runs)") in line
+
+
+def test_reference_rates_are_medians_per_preset_and_task(tmp_path) -> None:
+    """Rates from hand-made rows: the median over a preset's ok CPU rows on a task and over all
+    its tasks; GPU rows, failed rows and damaged files are left out."""
+    rows = [("s5", "sdigits", 1.0), ("s5", "sdigits", 3.0), ("s5", "sdigits", 5.0), ("s5", "mqar", 10.0)]
+    folder = tmp_path / "exp" / "runs"
+    folder.mkdir(parents=True)
+    for i, (preset, task, gflops) in enumerate(rows):
+        pd.DataFrame([{"preset": preset, "task.name": task, "status": "ok", "device": "cpu", "threads": 2,
+                       "flops_per_token": 1e6, "tokens_per_s": gflops * 1e9 * 2 / 3 / 1e6}]).to_parquet(folder / f"{i}.parquet")
+    pd.DataFrame([{"preset": "s5", "task.name": "mqar", "status": "ok", "device": "cuda", "threads": 1,
+                   "flops_per_token": 1e6, "tokens_per_s": 1e9}]).to_parquet(folder / "gpu.parquet")
+    pd.DataFrame([{"preset": "s5", "task.name": "mqar", "status": "diverged", "device": "cpu", "threads": 1,
+                   "flops_per_token": 1e6, "tokens_per_s": 1e9}]).to_parquet(folder / "diverged.parquet")
+    (folder / "damaged.parquet").write_bytes(b"PAR1 not a parquet file")
+    rates = reference_rates(tmp_path)
+    assert set(rates) == {("s5", "sdigits"), ("s5", "mqar"), ("s5", None)}
+    assert rates["s5", "sdigits"] == pytest.approx(3.0)
+    assert rates["s5", "mqar"] == pytest.approx(10.0)
+    assert rates["s5", None] == pytest.approx(4.0)  # median of 1, 3, 5, 10
 
 
 def sweep_cells(tmp_path, experiment: str, *fixed: str) -> list:
