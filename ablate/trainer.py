@@ -139,23 +139,23 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, task: Task, split: Split,
                  memory: RunMemory | None = None, held: Callable[[], int] = lambda: 0) -> dict[str, float]:
-        """Mean loss and metric over ``split``; with ``memory``, its first batch is measured."""
+        """Mean loss and metric over the scored positions of ``split`` (each batch's mean loss
+        weighted by its scored positions); with ``memory``, its first batch is measured."""
         was_training = model.training
         model.eval()
-        loss_sum, metric_sum, count, items = 0.0, 0.0, 0, 0
+        loss_sum, metric_sum, items = 0.0, 0.0, 0
         # the same number of tokens per batch at any length (extrapolation sets are longer)
         batch_size = max(1, self.cfg.eval_batch_size * task.spec.length // split.x.shape[1])
         for batch in split.batches(batch_size, shuffle=False):
             batch = batch.to(self.device)
             out = memory.measure("eval", lambda: self._forward(model, batch.x), held) if memory else \
                 self._forward(model, batch.x)
-            n = batch.x.shape[0]
-            loss_sum += task.loss(out, batch.y).item() * n
-            count += n
             s, k = task.score(out, batch.y)
+            if k:  # a batch without a scored position has no loss (a mean over nothing)
+                loss_sum += task.loss(out, batch.y).item() * k
             metric_sum, items = metric_sum + s, items + k
         model.train(was_training)
-        scores = {"loss": loss_sum / max(1, count), task.spec.metric: metric_sum / max(1, items)}
+        scores = {"loss": loss_sum / max(1, items), task.spec.metric: metric_sum / max(1, items)}
         return scores | task.derived_metrics(scores)
 
     def _forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:

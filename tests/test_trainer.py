@@ -10,7 +10,7 @@ import torch
 import models
 from ablate.config import TrainerConfig
 from ablate.trainer import Trainer, parameter_groups, warmup_cosine
-from ablate.tasks import Split
+from ablate.tasks import Split, build
 from models import IOSpec
 
 DYNAMICS = ("A_log", "A_imag", "log_dt", "dt_proj.weight", "dt_proj.bias", "mixer.B", "mixer.C", "mixer.D",
@@ -52,3 +52,25 @@ def test_batch_order_depends_on_seed_and_epoch_only() -> None:
     assert order(a, range(10)) != order(c, range(10))
     epoch = sorted(sum(order(a, range(10)), []))
     assert epoch == list(range(100))  # one epoch sees every sample once
+
+
+def test_evaluation_means_over_scored_positions_not_sequences() -> None:
+    """Parity labelled at every bit, lengths 3 to 64: batches score different numbers of
+    positions. The loss and accuracy evaluate() reports in small batches equal those of the
+    whole split at once, over every scored position."""
+    task = build({"name": "parity", "label": "every", "eval_length": 64, "eval_min_length": 3})
+    split = task.split("val")
+    scored = (split.y != -100).sum(1)
+    assert scored.min() < scored.max() / 4  # the batches do differ
+    torch.manual_seed(0)
+    model = models.build(models.model_preset("s4d", n_layers=1, d_model=8, d_state=4), task.spec.io)
+    trainer = Trainer(TrainerConfig(eval_batch_size=4, device="cpu"), seed=0)
+    got = trainer.evaluate(model, task, split)
+    with torch.no_grad():
+        model.eval()
+        out = model(split.x)
+    keep = split.y != -100
+    expected_loss = torch.nn.functional.cross_entropy(out[keep].float(), split.y[keep]).item()
+    expected_accuracy = (out.argmax(-1)[keep] == split.y[keep]).float().mean().item()
+    assert got["loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert got["accuracy"] == pytest.approx(expected_accuracy, rel=1e-6)
