@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .load import load_results
-from .report import Analysis, analyse
+from .report import Analysis, analyse, higher_by_task
 from .selection import selection_lines
 from .summary import compared_lines, held_lines
 from .tables import Table, to_markdown
@@ -70,7 +70,8 @@ def describe(an: Analysis) -> str:
     """Markdown: what was compared and what was held equal."""
     if an.runs.empty:
         return "No training runs in these results."
-    lines = ["**What was compared**", ""] + compared_lines(an.runs, an.axes, an.label_axes, an.metric_by_task)
+    compared = compared_lines(an.runs, an.axes, an.label_axes, an.metric_by_task, higher_by_task(an))
+    lines = ["**What was compared**", ""] + compared
     lines += selection_lines(an.all_runs, an.runs, an.tuned, an.metric_by_task)
     lines += ["", "**What was held equal**", ""] + held_lines(an.all_runs, list(an.axes) + list(an.tuned))
     return "\n".join(lines)

@@ -75,9 +75,10 @@ def derived_metrics(runs: pd.DataFrame, metric: str) -> list[str]:
 def table_columns(metric: str, derived: Sequence[str] = ()) -> list[str]:
     """The metric columns of a results table for a task scored by ``metric``, in order; each
     derived metric (e.g. ``scaled_accuracy``) beside the metric it is derived from."""
-    return [f"test_{metric}", *(f"test_{d}" for d in derived), f"best_val_{metric}",
-            *(f"best_val_{d}" for d in derived), "test_loss", "param_count", "state_size", "tokens_per_s",
-            "peak_memory_mb"]
+    columns = [f"test_{metric}", *(f"test_{d}" for d in derived), f"best_val_{metric}",
+               *(f"best_val_{d}" for d in derived), "test_loss", "param_count", "state_size", "tokens_per_s",
+               "peak_memory_mb"]
+    return list(dict.fromkeys(columns))  # a task scored by its loss has one test_loss column
 
 
 def aggregated_columns(runs: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
@@ -193,6 +194,11 @@ def analyse(results: ResultSet, baseline: str | None = None) -> Analysis:
 def higher(an: Analysis, task: str) -> bool:
     """Whether a higher test metric is better on ``task`` (recorded, else from the metric name)."""
     return an.higher_by_task.get(task, metric_direction(an.metric_by_task[task]))
+
+
+def higher_by_task(an: Analysis) -> dict[str, bool]:
+    """{task: whether a higher test metric is better} (:func:`higher`)."""
+    return {task: higher(an, task) for task in an.metric_by_task}
 
 
 def task_significance(an: Analysis, task: str) -> pd.DataFrame:
@@ -343,9 +349,9 @@ def extrapolation_table(an: Analysis, task: str) -> Table | None:
     eval_length = _constant(runs, "task.eval_length")
     columns = [f"test_{metric}"] + [c for _, c in cols]
     labels = an.labels_frame(task)
-    headers = extrapolation_headers(cols, eval_length or train_length, " ↑" if metric_direction(metric) else " ↓")
+    headers = extrapolation_headers(cols, eval_length or train_length, " ↑" if higher(an, task) else " ↓")
     table = results_table(agg, an.counts.loc[task], labels, columns, "", latex_label(f"tab:extrapolation-{task}"),
-                          direction={c: metric_direction(metric) for c in columns}, titles=dict(zip(columns, headers)))
+                          direction={c: higher(an, task) for c in columns}, titles=dict(zip(columns, headers)))
     n_test, n_extra = _constant(runs, "task.n_test"), _constant(runs, "task.n_extrapolation")
     ok = ok_runs(runs)
     table.caption = (f"Test {metric} on {task} "
@@ -498,7 +504,7 @@ def summary_markdown(an: Analysis, tables: dict[str, Table], figures: Sequence[P
                      + ", ".join(f"`{p.parent.name}/{p.name}`" for p in an.results.skipped) + ".")
     if not an.runs.empty:
         lines += ["", "## What was compared", ""]
-        lines += summary.compared_lines(an.runs, an.axes, an.label_axes, an.metric_by_task)
+        lines += summary.compared_lines(an.runs, an.axes, an.label_axes, an.metric_by_task, higher_by_task(an))
         lines += selection.selection_lines(an.all_runs, an.runs, an.tuned, an.metric_by_task)
         lines += ["", "## What was held equal", ""]
         lines += summary.held_lines(an.all_runs, list(an.axes) + list(an.tuned))
@@ -506,9 +512,10 @@ def summary_markdown(an: Analysis, tables: dict[str, Table], figures: Sequence[P
         for task, metric in an.metric_by_task.items():
             lines += [f"### {task} (test {metric}, {'higher' if higher(an, task) else 'lower'} is better)", ""]
             ok = an.ok[an.ok["task"] == task]
-            lines += summary.headline(task, metric, ok, an.agg.loc[task], an.order[task], an.label_axes)
+            lines += summary.headline(task, metric, higher(an, task), ok, an.agg.loc[task], an.order[task],
+                                      an.label_axes)
             lines += summary.significance_lines(task_significance(an, task), an.baselines[task], metric)
-            lines += summary.extrapolation_headline(task, metric, ok)
+            lines += summary.extrapolation_headline(task, metric, higher(an, task), ok)
             lines.append("")
         bad = summary.excluded_runs(an.runs)
         if bad:

@@ -149,7 +149,17 @@ def p_text(row: pd.Series) -> str:
         return "baseline"
     if not row["tested"]:
         return "—"
-    return f"{row['p']:.2g}" if np.isfinite(row["p"]) else "n/a"
+    return p_format(row["p"]) if np.isfinite(row["p"]) else "n/a"
+
+
+def p_format(p: float) -> str:
+    """A p-value to two significant digits, or more where two would round it across the
+    significance level (0.0497 stays 0.0497, not 0.05 beside a † for p < 0.05)."""
+    for digits in range(2, 17):
+        text = f"{p:.{digits}g}"
+        if (float(text) < SIGNIFICANCE_LEVEL) == (p < SIGNIFICANCE_LEVEL):
+            return text
+    return repr(p)
 
 
 def significance_phrase(sig: pd.DataFrame, baseline: Baseline) -> str:

@@ -126,16 +126,6 @@ def describe_excluded(counts: pd.Series | dict) -> str:
     return ", ".join(parts)
 
 
-def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided Welch t-test p-value of mean(a) != mean(b); NaN with fewer than 2 values a side
-    or zero variance on both sides."""
-    a = np.asarray([x for x in a if np.isfinite(x)], dtype=float)
-    b = np.asarray([x for x in b if np.isfinite(x)], dtype=float)
-    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
-        return float("nan")
-    return float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
 def extrapolation_columns(columns: Sequence[str], metric: str | None = None) -> list[tuple[int, str]]:
     """[(length, column)] for the ``test_len_<L>_<metric>`` columns, sorted by length."""
     found = []

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from .axes import axis_values, constant_config, format_value, short_name, sort_key
-from .stats import describe_excluded, extrapolation_columns, metric_direction, ok_runs, welch_p_value
+from .significance import p_format
+from .stats import MIN_SEEDS_FOR_TEST, describe_excluded, extrapolation_columns, ok_runs, welch_test
 from .tables import decimals_for
 
 MATCH_NAMES = {"state_size": "total state size", "param_count": "parameter count",
@@ -130,37 +131,65 @@ def _cell(mean: float, std: float, n: int, decimals: int = 3) -> str:
     return f"{mean:.{decimals}f}{spread} (n={int(n)})"
 
 
-def headline(task: str, metric: str, ok: pd.DataFrame, agg: pd.DataFrame, order: Sequence[str],
+def headline(task: str, metric: str, higher: bool, ok: pd.DataFrame, agg: pd.DataFrame, order: Sequence[str],
              label_axes: Sequence[str]) -> list[str]:
     """Bullet lines for one task: the best configuration against the runner-up and the worst
-    (difference of means, Welch t-test p-value), and the main effect of each label axis.
+    (difference of means, Welch t-test p-value with ≥ 3 seeds a side, as in the tables), and the
+    main effect of each label axis. Configurations whose means are equal are named as tied.
 
-    ok: ok runs of this task with 'config'; agg: aggregate indexed by config (this task).
+    higher: whether a higher metric is better; ok: ok runs of this task with 'config'; agg:
+    aggregate indexed by config (this task); order: the table's row order (ties keep it).
     """
     column = f"test_{metric}"
     if column not in agg.columns.get_level_values(0):
         return ["- no test metric recorded"]
-    stats = agg[column]
+    stats = agg[column].reindex([c for c in order if c in agg.index])
     stats = stats[stats["n"] > 0]
     if stats.empty:
         return ["- no successful runs"]
-    higher = metric_direction(metric)
-    ranked = stats.sort_values("mean", ascending=not higher)
-    best = ranked.index[0]
+    ranked = stats.sort_values("mean", ascending=not higher, kind="stable")
     d = decimals_for(list(ranked["mean"]))
-    lines = [f"- Best: **{best}** with test {metric} {_cell(*ranked.loc[best, ['mean', 'std', 'n']], d)}."]
 
-    def versus(other: str, word: str) -> str:
+    def tied_with(config: str) -> list[str]:  # in table order
+        return [c for c in stats.index if np.isclose(ranked.loc[c, "mean"], ranked.loc[config, "mean"],
+                                                      rtol=1e-12, atol=0.0)]
+
+    def cell(config: str) -> str:
+        return _cell(*ranked.loc[config, ["mean", "std", "n"]], d)
+
+    top = tied_with(ranked.index[0])
+    if len(top) == len(ranked) > 1:
+        return [f"- All {len(ranked)} configurations tie on test {metric}: "
+                + "; ".join(f"{c} {cell(c)}" for c in top) + "."]
+    best = top[0]
+    if len(top) > 1:
+        lines = [f"- Best, {len(top)} tied on test {metric}: " + "; ".join(f"**{c}** {cell(c)}" for c in top) + "."]
+    else:
+        lines = [f"- Best: **{best}** with test {metric} {cell(best)}."]
+
+    def versus(others: list[str], word: str) -> str:
+        other = others[0]
         diff = ranked.loc[best, "mean"] - ranked.loc[other, "mean"]
-        p = welch_p_value(ok.loc[ok["config"] == best, column], ok.loc[ok["config"] == other, column])
-        ptext = f"Welch t-test p = {p:.2g}" if np.isfinite(p) else "too few seeds for a test"
-        return (f"- {word}: {other} {_cell(*ranked.loc[other, ['mean', 'std', 'n']], d)}; "
-                f"difference {diff:+.{d}f} ({ptext}).")
+        a, b = ok.loc[ok["config"] == best, column], ok.loc[ok["config"] == other, column]
+        p = welch_test(a, b)
+        if np.isfinite(p):
+            ptext = f"Welch t-test p = {p_format(p)}"
+        elif min(a.notna().sum(), b.notna().sum()) < MIN_SEEDS_FOR_TEST:
+            ptext = f"no test: fewer than {MIN_SEEDS_FOR_TEST} seeds"
+        else:
+            ptext = "no test: equal constant seeds"
+        if len(others) == 1 and len(top) == 1:
+            return f"- {word}: {other} {cell(other)}; difference {diff:+.{d}f} ({ptext})."
+        tied = f", {len(others)} tied" if len(others) > 1 else ""
+        return (f"- {word}{tied}: {'; '.join(f'{c} {cell(c)}' for c in others)}; difference {diff:+.{d}f} "
+                f"({ptext}, {other} against {best}).")
 
-    if len(ranked) >= 2:
-        lines.append(versus(ranked.index[1], "Runner-up"))
-    if len(ranked) >= 3:
-        lines.append(versus(ranked.index[-1], "Worst"))
+    rest = [c for c in ranked.index if c not in top]
+    if rest:
+        lines.append(versus(tied_with(rest[0]), "Runner-up"))
+        bottom = tied_with(rest[-1])
+        if rest[0] not in bottom:
+            lines.append(versus(bottom, "Worst"))
     if len(label_axes) >= 2:
         lines += [main_effect(ok, column, axis, label_axes, d) for axis in label_axes if ok[axis].nunique() >= 2]
     return lines
@@ -207,7 +236,7 @@ def significance_lines(sig: pd.DataFrame, baseline, metric: str) -> list[str]:
     d = decimals_for(list(sig["diff"].abs()))
 
     def name(config: str, row: pd.Series) -> str:
-        p = f"p = {row['p']:.2g}" if np.isfinite(row["p"]) else "p n/a"
+        p = f"p = {p_format(row['p'])}" if np.isfinite(row["p"]) else "p n/a"
         return f"{config} (Δ {row['diff']:+.{d}f}, {p})"
 
     sig_rows = tested[tested["significant"]]
@@ -222,7 +251,7 @@ def significance_lines(sig: pd.DataFrame, baseline, metric: str) -> list[str]:
     return [f"{head} on test {metric}: " + "; ".join(parts) + "."]
 
 
-def extrapolation_headline(task: str, metric: str, ok: pd.DataFrame) -> list[str]:
+def extrapolation_headline(task: str, metric: str, higher: bool, ok: pd.DataFrame) -> list[str]:
     """Bullet lines for a task with ``test_len_<L>`` columns: the best configuration at the
     longest test length, and at what length each configuration first falls below half its
     training-length score."""
@@ -233,7 +262,7 @@ def extrapolation_headline(task: str, metric: str, ok: pd.DataFrame) -> list[str
     means = ok.groupby("config")[col].mean().dropna()
     if means.empty:
         return []
-    best = means.idxmax() if metric_direction(metric) else means.idxmin()
+    best = means.idxmax() if higher else means.idxmin()
     lines = [f"- At the longest test length ({longest}): best **{best}** ({metric} {means[best]:.3f}); "
              + ", ".join(f"{k} {v:.3f}" for k, v in means.drop(best).items()) + "."]
     return lines
@@ -264,9 +293,10 @@ def excluded_runs(runs: pd.DataFrame) -> list[str]:
 
 
 def compared_lines(runs: pd.DataFrame, axes: Sequence[str], label_axes: Sequence[str],
-                   metric_by_task: Mapping[str, str]) -> list[str]:
-    """Bullets for 'What was compared': tasks, swept axes and their values, seeds."""
-    tasks = ", ".join(f"{t} ({m}, {'higher' if metric_direction(m) else 'lower'} is better)"
+                   metric_by_task: Mapping[str, str], higher_by_task: Mapping[str, bool]) -> list[str]:
+    """Bullets for 'What was compared': tasks (metric and which way is better), swept axes and
+    their values, seeds."""
+    tasks = ", ".join(f"{t} ({m}, {'higher' if higher_by_task[t] else 'lower'} is better)"
                       for t, m in metric_by_task.items())
     lines = [f"- Tasks: {tasks}."]
     if label_axes:
