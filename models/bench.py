@@ -1,6 +1,7 @@
 """Speed of the SSM layer on this machine: ``python -m models.bench`` (``--quick`` for a smoke run).
 
-One run prints four sections; every time is the median over ``--repeats`` (>= 5) timed calls
+One run prints four sections; every time is the median over ``--repeats`` (default 5; 1 with
+``--quick``) timed calls
 after ``--warmup`` untimed ones, measured with ``time.perf_counter`` on ``torch.randn`` inputs
 (float32, on the CPU, with PyTorch's default thread count):
 

@@ -53,7 +53,9 @@ def state_size(cfg: Config) -> int:
 
 
 def _uses_kernel_conv(cfg: SSMConfig, length: int | None) -> bool:
-    """Whether the layer runs as a convolution with its SSM kernel (mode fft, or auto on a CPU)."""
+    """Whether the layer runs as a convolution with its SSM kernel: mode fft, or auto, which
+    picks it on a CPU (a config carries no device: auto is counted as on a CPU; for what a GPU
+    computes, count the resolved mode, ``cfg.with_(mode=layer.resolve_mode(device))``)."""
     return bool(length) and cfg.supports_fft and cfg.structure == "siso" and "B" not in cfg.selective \
         and "C" not in cfg.selective and cfg.mode in ("fft", "auto") and not cfg.uses_heads \
         and cfg.discretization != "trapezoidal"
@@ -71,6 +73,27 @@ def _kernel_flops(cfg: SSMConfig, length: int) -> float:
     vandermonde = states * length * (power + directions * mac)
     kernel_fft = directions * cfg.d_inner * 5 * length * math.log2(2 * length)
     return float(vandermonde + kernel_fft)
+
+
+def _uses_state_conv(cfg: SSMConfig, length: int | None) -> bool:
+    """Whether mode fft computes the states by FFT convolution (a time-invariant Ā where the layer
+    is not one kernel convolution: MIMO, input-dependent B or C, trapezoidal, heads)."""
+    return bool(length) and cfg.mode == "fft" and not _uses_kernel_conv(cfg, length)
+
+
+def _state_conv_flops(cfg: SSMConfig, length: int, batch: int) -> float:
+    """FLOPs per token and direction of the states by FFT convolution, h = Ā^l * b at 2L
+    (:func:`models.scan.state_convolution`): per state, the transform of b and its inverse
+    (complex FFT 5 · 2L · log2(2L) each, real 2.5 · 2L · log2(2L)) and the product of the spectra
+    (6 per bin: 2L complex, L + 1 real), per sequence of ``length``; and the kernel Ā^l (per lag:
+    7 complex, 2 real, as in :func:`_kernel_flops`) and its transform, once per call of
+    ``batch`` sequences."""
+    states = cfg.n_groups * cfg.n_modes
+    fft = (5 if cfg.complex else 2.5) * 2 * length * math.log2(2 * length)
+    bins = 2 * length if cfg.complex else length + 1
+    per_sequence = 2 * fft + 6 * bins
+    kernel = length * (7 if cfg.complex else 2) + fft
+    return states * (per_sequence / length + kernel / (batch * length))
 
 
 def _layer_flops(cfg: SSMConfig, length: int | None, batch: int = 1) -> float:
@@ -91,9 +114,10 @@ def _layer_flops(cfg: SSMConfig, length: int | None, batch: int = 1) -> float:
         read = G * c * n * 2 * (2 if cfg.complex else 1)
     gains = states * (("B" in cfg.selective) + ("C" in cfg.selective)) * (2 if cfg.structure == "mimo" else 0)
     discretize = states * (cmul + 2) if "dt" in cfg.selective else 0  # exp and the B̄ factor per state
-    recurrence = states * (cmul + (2 if cfg.complex else 1))  # a*h + b
+    step = states * (cmul + (2 if cfg.complex else 1))  # a*h + b
+    recurrence = _state_conv_flops(cfg, length, batch) if _uses_state_conv(cfg, length) else step
     if cfg.discretization == "trapezoidal":  # + β_t v_{t-1}
-        recurrence += states * (cmul + (2 if cfg.complex else 1))
+        recurrence += step
     R = cfg.mimo_rank  # rank-R MIMO: R input and R output products per state, and the lift
     b_map, read = b_map * R, read * R
     flops += _frontier_flops(cfg)

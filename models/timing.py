@@ -75,7 +75,8 @@ class Workload:
             self.module(*self.inputs)
 
     def clear_grads(self) -> None:
-        """Drop the gradients of the parameters and inputs (outside any timed region)."""
+        """Drop the gradients of the parameters and inputs (a few pointer resets; inside the timed
+        :meth:`forward_backward`, for our layers and every peer alike)."""
         self.module.zero_grad(set_to_none=True)
         for x in self.inputs:
             x.grad = None

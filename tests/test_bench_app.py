@@ -12,14 +12,20 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import models
 from ablate.bench import resolve
-from ablate.bench.measure import Deadline, OverBudget, is_out_of_memory, io_bytes
+from ablate.bench.measure import Deadline, OverBudget, _saved_tensor_bytes, is_out_of_memory, io_bytes
 from ablate.bench.run import COLUMNS
 from ablate.bench.scaling import fit_exponent
 from ablate.bench.series import predict_wall
+from ablate.bench.settings import Point
+from ablate.bench.subjects import point_subjects
+from models.peers import s5_peer
+from models.timing import Workload
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the columns another engineer's analysis reads, by these exact names
@@ -75,6 +81,12 @@ def test_smoke_benchmark_writes_a_valid_parquet(tmp_path) -> None:
     assert dict(zip(peers["name"], peers["compare_to"])) == expected
     assert not ours["name"].str.contains("mamba-ssm|s5-pytorch").any()
     assert peers["ours_over_peer"].notna().all() and (peers["ours_over_peer"] > 0).all()
+    if "s5-pytorch S5" in expected:  # its complex Λ and C̃ count as two real numbers each, as ours do
+        s5_rows = frame[(frame["name"] == "s5-pytorch S5") & (frame["status"] == "ok")]
+        H, P = int(s5_rows["d_model"].iloc[0]), int(s5_rows["d_state"].iloc[0])
+        same_work = models.param_count(models.preset("s5", d_model=H, d_state=P, conj_sym=False, gate="none"))
+        complex_count = sum(p.numel() for p in s5_peer()(H, P).parameters())
+        assert set(s5_rows["param_count"]) == {same_work} and same_work > complex_count
     missing = frame[frame["peer"] & (frame["status"] == "skipped")]
     assert missing["note"].str.contains("not installed|on a GPU only").all()
 
@@ -239,3 +251,27 @@ def test_where_mamba_ssms_kernel_runs_its_reference_loop_is_skipped_not_timed(mo
     assert "selective_scan_fn" in peers[1].skip_reason
     on_a_cpu = [s for s in subjects.selective_scan_subjects(4, 2, torch.device("cpu"), ["scan"]) if s.peer]
     assert [(s.name, s.skip_reason) for s in on_a_cpu] == [("mamba-ssm selective_scan_ref", None)]
+
+
+def test_flops_of_a_row_are_those_of_the_mode_it_ran_in(monkeypatch) -> None:
+    """auto is counted in the mode it resolves to on the device: S4D's FFT convolution where auto
+    picks fft, the recurrence where it picks another mode (as the Triton kernels on a GPU)."""
+    cfg = models.preset("s4d", d_model=16, d_state=8)
+    point = Point(name="s4d", preset="s4d", overrides={}, cfg=cfg)
+    counted = lambda mode: models.flops_per_token(cfg.with_(mode=mode), length=256)  # noqa: E731
+    assert counted("fft") != counted("scan")
+    [auto] = point_subjects(point, torch.device("cpu"), ["auto"])
+    assert auto.flops(256) == counted("fft")  # auto on a CPU: the FFT convolution
+    monkeypatch.setattr(models.SSMLayer, "resolve_mode", lambda self, device: "scan")
+    [auto] = point_subjects(point, torch.device("cpu"), ["auto"])
+    assert auto.flops(256) == counted("scan")
+
+
+def test_saved_tensor_fallback_of_the_no_grad_forward_is_its_output() -> None:
+    """Where the profiler is missing, memory falls back to saved tensors: the no_grad forward
+    saves none (its output alone), the forward for backward saves its activations."""
+    layer = models.SSMLayer(models.preset("s4d", d_model=8, d_state=4, mode="scan"))
+    workload = Workload(layer, (torch.randn(2, 16, 8),))
+    forward, for_backward = (_saved_tensor_bytes(workload, grad) for grad in (False, True))
+    assert forward == workload.output_bytes == 2 * 16 * 8 * 4
+    assert for_backward > 4 * forward

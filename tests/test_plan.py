@@ -78,6 +78,21 @@ def test_fft_kernel_flops_by_hand_and_shared_by_the_batch() -> None:
     assert wide[2] - wide[1] == pytest.approx(2 * (wide[1] - wide[0]))  # linear in d_state
 
 
+def test_fft_states_of_a_mimo_layer_are_counted_as_ffts_by_hand() -> None:
+    """S5 H=4, P=4 (2 complex states, conjugate pairs) in mode fft: its states come from an FFT
+    convolution at 2L = 16, not the recurrence. Per state and sequence: two complex FFTs (5 · 16
+    · 4 each) and the product of 16 bins (6 each); per state and call: Ā^l for 8 lags (7 each)
+    and one FFT."""
+    cfg = models.preset("s5", d_model=4, d_state=4, mode="fft")
+    scan = cfg.with_(mode="scan")
+    step = 2 * (6 + 2)  # a*h + b per complex state
+    fft = 5 * 16 * 4
+    per_token = 2 * ((2 * fft + 6 * 16) / 8 + (8 * 7 + fft) / (2 * 8))
+    assert models.flops_per_token(cfg, length=8, batch=2) == pytest.approx(
+        models.flops_per_token(scan, length=8) - step + per_token)
+    assert models.flops_per_token(scan, length=8) == models.flops_per_token(scan, length=64)  # the scan: per token
+
+
 def test_time_budget_bounds_the_tokens(tmp_path) -> None:
     line = plan_line(resolved(tmp_path, "budget.kind=time", "budget.value=60"))
     assert "≤ 614,400 train tokens (time budget 60 s)" in line

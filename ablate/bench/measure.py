@@ -103,8 +103,9 @@ def parameter_bytes(module: nn.Module) -> int:
 
 
 # ---------------------------------------------------------------------------- memory
-def _saved_tensor_bytes(workload: Workload) -> int:
-    """Distinct storages saved for backward by one forward, plus its output (bytes)."""
+def _saved_tensor_bytes(workload: Workload, grad: bool) -> int:
+    """Distinct storages saved for backward by one forward (none without ``grad``: the no_grad
+    forward), plus its output (bytes)."""
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -112,13 +113,15 @@ def _saved_tensor_bytes(workload: Workload) -> int:
         storages[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.set_grad_enabled(grad), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = workload.module(*workload.inputs)
     return sum(storages.values()) + out.numel() * out.element_size()
 
 
-def peak_memory(fn: Call, clock: Clock, workload: Workload | None = None) -> tuple[int, str]:
-    """(peak bytes above the level at the start of one call of ``fn``, kind); see the module doc."""
+def peak_memory(fn: Call, clock: Clock, workload: Workload | None = None, grad: bool = True) -> tuple[int, str]:
+    """(peak bytes above the level at the start of one call of ``fn``, kind); see the module doc.
+    grad: whether ``fn`` builds the autograd graph (False for the no_grad forward), for the
+    saved-tensor fallback."""
     if clock.cuda:
         clock.sync()
         torch.cuda.reset_peak_memory_stats(clock.device)
@@ -132,7 +135,7 @@ def peak_memory(fn: Call, clock: Clock, workload: Workload | None = None) -> tup
         if workload is None:
             raise
         log.warning("torch.profiler event tree unavailable (%s); memory falls back to saved tensors", err)
-        return _saved_tensor_bytes(workload), "cpu_saved_tensors"
+        return _saved_tensor_bytes(workload, grad), "cpu_saved_tensors"
 
 
 def available_memory(device: torch.device) -> int | None:

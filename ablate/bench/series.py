@@ -92,8 +92,11 @@ def subject_row(subject: Subject | StepSubject, ctx: Context, kind: str, batch: 
 
 
 def _param_count(subject: Subject | StepSubject, module: nn.Module) -> int:
-    """The subject's parameter count, else the module's."""
-    return subject.param_count if subject.param_count is not None else sum(p.numel() for p in module.parameters())
+    """The subject's parameter count, else the module's in real numbers (a complex parameter,
+    such as s5-pytorch's Λ and C̃, counts twice, as our layers store it as two real ones)."""
+    if subject.param_count is not None:
+        return subject.param_count
+    return sum(p.numel() * (2 if p.is_complex() else 1) for p in module.parameters())
 
 
 def predict_wall(history: list[tuple[int, float, float | None]], length: int) -> float:
@@ -140,7 +143,7 @@ def measure_point(subject: Subject, module: nn.Module, batch: int, length: int, 
     if subject.resolve_mode is not None:
         values["resolved_mode"] = subject.resolve_mode(module, clock.device, length)
     if ctx.memory:
-        peak_fwd, kind = peak_memory(workload.forward, clock, workload)
+        peak_fwd, kind = peak_memory(workload.forward, clock, workload, grad=False)
         deadline.tick(more_to_come=True)
         workload.clear_grads()
         peak, kind = peak_memory(workload.train_step, clock, workload)

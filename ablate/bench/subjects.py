@@ -49,6 +49,7 @@ from models.cuda import selective_scan_kernel
 from models.discretize import discretize
 from models.peers import copy_into_mamba, mamba_reference, s5_peer
 from models.scan import linear_scan
+from models.sizing import build_on_meta
 
 from .settings import CONCRETE_MODES, BenchSettings, Point
 
@@ -192,11 +193,13 @@ def point_subjects(point: Point, device: torch.device, requested: Sequence[str] 
     subjects = []
     for mode, reason in valid_modes(point, device, requested):
         cfg = point.cfg.with_(mode=mode) if reason is None else point.cfg
+        # FLOPs of what runs: auto counted in the mode it resolves to on this device
+        counted = cfg.with_(mode=build_on_meta(cfg).resolve_mode(device)) if reason is None else cfg
         subjects.append(Subject(
             name=point.name, peer=False, preset=point.preset, mode=mode, d_model=cfg.d_model, d_state=cfg.d_state,
             d_inner=cfg.d_inner, includes=_describe(point), build=lambda cfg=cfg: SSMLayer(cfg),
             inputs=sequence_inputs(cfg.d_model),
-            flops=lambda length, cfg=cfg: flops_per_token(cfg, length=length), estimate_bytes=_layer_estimate(cfg),
+            flops=lambda length, cfg=counted: flops_per_token(cfg, length=length), estimate_bytes=_layer_estimate(cfg),
             param_count=param_count(cfg), skip_reason=reason, version=version_of("ssm-ablate"),
             resolve_mode=lambda module, device, length: module.resolve_mode(device)))
     return subjects
