@@ -153,7 +153,10 @@ def flops_per_token(cfg: Config, spec: IOSpec | None = None, length: int | None 
     channel for each of the two real FFTs and 6 for the product of the spectra instead of
     the recurrence, plus its kernel (see :func:`_kernel_flops`: it grows with d_state),
     computed once per forward call of ``batch`` sequences of ``length`` tokens and so
-    divided by batch · length (default batch 1: the cost of one sequence alone). Norms,
+    divided by batch · length (default batch 1: the cost of one sequence alone); where mode
+    fft computes the states themselves by FFT (MIMO, input-dependent B or C), the transforms
+    per state replace the recurrence (:func:`_state_conv_flops`). The mode counted is the
+    config's, auto as on a CPU. Norms,
     the embedding lookup and activations are counted as 3 FLOPs per channel; exp, cos and
     sin as one FLOP each.
     """
