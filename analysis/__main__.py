@@ -10,7 +10,8 @@ Tuned runs (the runner's ``tuned`` column) are selected on validation per config
 seed; tables report the selected run's test metric, a 95% CI, and † where a row differs from the
 baseline row (first row unless ``--baseline``; Welch's t-test, p < 0.05, >= 3 seeds per cell).
 
-Exit status 0 on success; 2 with a one-line ``error: ...`` for a missing or empty directory,
+Exit status 0 on success; 2 with a one-line ``error: ...`` for a missing or empty directory, a bad
+``--formats`` or an ``--out`` that cannot be made (before anything is written),
 unreadable results or a bad CSV.
 """
 

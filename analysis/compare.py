@@ -37,8 +37,8 @@ from matplotlib.figure import Figure
 from .axes import format_value, ordered_labels
 from .errors import AnalysisError
 from .load import load_results
-from .outputs import replace_outputs
-from .plots import FORMATS, PANEL_HEIGHT, add_note, save_figure, style
+from .outputs import output_folder, replace_outputs
+from .plots import FORMATS, PANEL_HEIGHT, add_note, check_formats, save_figure, style
 from .report import aggregated_columns, analyse
 from .stats import aggregate, value_range
 from .tables import Cell, Table, decimals_for, to_latex, to_markdown
@@ -298,6 +298,7 @@ def run_compare(spec_a: str, spec_b: str, out: str | Path | None = None, key: Se
     out: default ``<A>/report`` when A is a results directory, else ``<B>/report``, else
     ``./compare_report``.
     """
+    check_formats(formats)
     names = list(names or [None, None])
     a, b = load_side(spec_a, key, names[0]), load_side(spec_b, key, names[1])
     if a.name == b.name:
@@ -311,8 +312,7 @@ def run_compare(spec_a: str, spec_b: str, out: str | Path | None = None, key: Se
     if out is None:
         base = next((Path(s) for s, side in ((spec_a, a), (spec_b, b)) if not side.published and Path(s).is_dir()), None)
         out = base / "report" if base is not None else Path("compare_report")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out)
     table = compare_table(merged, a, b, key)
     written = []
     for suffix, render in ((".md", to_markdown), (".tex", to_latex)):

@@ -13,9 +13,22 @@ import logging
 from pathlib import Path
 from typing import Iterable
 
+from .errors import AnalysisError
+
 log = logging.getLogger(__name__)
 
 MANIFEST = ".manifest"
+
+
+def output_folder(out: str | Path) -> Path:
+    """``out``, created with its parents if missing; AnalysisError when it cannot be."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise AnalysisError(f"--out={str(out)!r} cannot be created ({err.strerror or err}); expected a folder "
+                            "that exists or can be made") from err
+    return out
 
 
 def _names(out: Path, paths: Iterable[Path]) -> list[str]:

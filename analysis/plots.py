@@ -31,6 +31,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocato
 from matplotlib.transforms import blended_transform_factory
 
 from .axes import format_value
+from .errors import AnalysisError
 from .stats import (ci95_half_width, clip_interval, describe_excluded, extrapolation_columns, higher_is_better, ok_runs,
                     status_counts, value_range)
 from .stats import t_interval as interval_of_mean
@@ -97,6 +98,16 @@ def palette_for(labels: Sequence[str]) -> dict[str, tuple]:
 def line_styles(labels: Sequence[str]) -> dict[str, tuple[str, tuple]]:
     """(marker, dash pattern) per configuration label, so that lines differ beyond colour."""
     return {label: (MARKERS[i % len(MARKERS)], DASHES[i % len(DASHES)]) for i, label in enumerate(labels)}
+
+
+def check_formats(formats: Sequence[str]) -> None:
+    """Raise AnalysisError unless ``formats`` is a non-empty list of formats matplotlib writes."""
+    supported = sorted(Figure().canvas.get_supported_filetypes())
+    bad = [f for f in formats if f not in supported]
+    if bad or not formats:
+        raise AnalysisError(f"--formats={','.join(formats)!r} is not valid"
+                            f"{' (' + ', '.join(bad) + ')' if bad else ''}; expected a comma-separated list of "
+                            f"{', '.join(supported)}")
 
 
 def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = FORMATS) -> list[Path]:

@@ -52,7 +52,7 @@ from . import bench as bench_lib
 from . import plots, selection, summary
 from .axes import add_config_column, format_value, label_axes, ordered_labels, short_name, sort_key, swept_axes
 from .load import ResultSet, load_results
-from .outputs import replace_outputs
+from .outputs import output_folder, replace_outputs
 from .significance import Baseline, p_text, resolve_baselines, significance, significance_phrase
 from .stats import (aggregate, describe_excluded, extrapolation_columns, metric_direction, ok_runs,
                     range_text, status_counts, t_interval)
@@ -564,9 +564,10 @@ def figure_lines(figures: Sequence[Path]) -> list[str]:
 def write_report(an: Analysis, out: Path, formats: Sequence[str] = plots.FORMATS) -> list[Path]:
     """Write tables, figures and summary.md for ``an`` into ``out``; returns the files written.
     Files an earlier report wrote into ``out`` and this one does not are removed
-    (:func:`analysis.outputs.replace_outputs`); no other file of ``out`` is touched."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    (:func:`analysis.outputs.replace_outputs`); no other file of ``out`` is touched. Bad
+    ``formats`` or an ``out`` that cannot be made raise AnalysisError before anything is written."""
+    plots.check_formats(formats)
+    out = output_folder(out)
     written: list[Path] = []
     tables = make_tables(an)
     for stem, table in tables.items():
@@ -600,6 +601,7 @@ def build_report(inputs: Sequence[str | Path], out: str | Path | None = None,
     Returns the files written. Raises AnalysisError for missing/empty input or a baseline that
     names no configuration.
     """
+    plots.check_formats(formats)
     results = load_results(inputs)
     target = Path(out) if out is not None else results.dirs[0] / "report"
     return write_report(analyse(results, baseline=baseline), target, formats)

@@ -6,6 +6,7 @@ Tiny synthetic frames (tests/analysis_fixtures.py); each test takes a second or 
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 import analysis.__main__ as analysis_cli
 import analysis_fixtures as fx
@@ -58,6 +59,28 @@ def test_a_directory_with_only_foreign_parquet_is_a_one_line_error(tmp_path, cap
     assert len(errors) == 1 and errors[0].startswith("error: no readable results in "), err
     assert "Traceback" not in "\n".join(err)
     assert any("runs/table.parquet" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--formats", "svgx,png"], "error: --formats='svgx,png' is not valid (svgx); expected a comma-separated list of "),
+    (["--formats", ","], "error: --formats='' is not valid; expected"),
+    (["--out", "/proc/no-such-folder/report"], "error: --out='/proc/no-such-folder/report' cannot be created"),
+])
+def test_bad_output_options_are_one_line_errors_before_anything_is_written(tmp_path, capsys, args, message) -> None:
+    """A bad figure format or an output folder that cannot be made is refused up front: no
+    report file is written (a report that stopped half-way would look complete)."""
+    results = fx.make_results(tmp_path / "r", bench=False, damaged=False, tasks=("sdigits",))
+    before = sorted(p.relative_to(results) for p in results.rglob("*"))
+    assert analysis_cli.main([str(results), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message), err
+    assert sorted(p.relative_to(results) for p in results.rglob("*")) == before
+    published = tmp_path / "published.csv"
+    published.write_text("label,task,metric,value\nsiso,sdigits,accuracy,0.9\n")
+    if args[0] == "--formats":  # the comparison refuses it the same way
+        assert analysis_cli.main(["--compare", str(results), str(published), *args]) == 2
+        assert capsys.readouterr().err.startswith(message)
+        assert sorted(p.relative_to(results) for p in results.rglob("*")) == before
 
 
 def bench_frame(threads: tuple[int, ...] = (1, 2), batch: int = 4, device: str = "cpu") -> pd.DataFrame:
