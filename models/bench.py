@@ -82,9 +82,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                         mamba_shape=(2, 32, 16), sweep_d_model=16, sweep_batch=2, sweep_lengths=(32, 64),
                         step_count=20, step_warmup=5, slow_call_s=SLOW_CALL_S)
     lengths = tuple(256 * 2 ** k for k in range(int(math.log2(args.max_length // 256)) + 1))
-    return Settings(repeats=max(args.repeats or 5, 1), warmup=args.warmup, budget_s=args.budget,
+    return Settings(repeats=args.repeats or 5, warmup=args.warmup, budget_s=args.budget,
                     s5_shape=(8, 2048, 256, 256), mamba_shape=(8, 1024, 128), sweep_d_model=128, sweep_batch=8,
-                    sweep_lengths=lengths, step_count=max(args.steps, 1), step_warmup=20, slow_call_s=SLOW_CALL_S)
+                    sweep_lengths=lengths, step_count=args.steps, step_warmup=20, slow_call_s=SLOW_CALL_S)
 
 
 def result(**values: Any) -> dict[str, Any]:
@@ -397,6 +397,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats={args.repeats} is not valid; expected an integer >= 1")
+    if args.warmup < 0:
+        parser.error(f"--warmup={args.warmup} is not valid; expected an integer >= 0")
+    if not args.budget > 0:
+        parser.error(f"--budget={args.budget} is not valid; expected a number of seconds > 0")
+    if args.steps < 1:
+        parser.error(f"--steps={args.steps} is not valid; expected an integer >= 1")
     if args.max_length < 256 and not args.quick:
         parser.error(f"--max-length={args.max_length} is not valid; expected an integer >= 256")
     return args

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from models import bench
 
 
@@ -18,3 +20,19 @@ def test_quick_benchmark_measures_every_section() -> None:
     steps = [r for r in rows if r["section"] == "step"]
     assert sorted(r["name"] for r in steps) == ["models.Mamba", "models.S4D", "models.S5"]
     assert all(r["step_ms"] > 0 for r in steps)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--repeats", "0"], "--repeats=0 is not valid; expected an integer >= 1"),
+    (["--warmup", "-2"], "--warmup=-2 is not valid; expected an integer >= 0"),
+    (["--budget", "-5"], "--budget=-5.0 is not valid; expected a number of seconds > 0"),
+    (["--budget", "nan"], "--budget=nan is not valid"),
+    (["--steps", "0"], "--steps=0 is not valid; expected an integer >= 1"),
+    (["--max-length", "100"], "--max-length=100 is not valid; expected an integer >= 256"),
+])
+def test_bad_arguments_are_refused_before_anything_runs(args, message, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(args)
+    assert exit_.value.code == 2
+    out = capsys.readouterr()
+    assert message in out.err and out.out == ""  # no section started
