@@ -18,32 +18,20 @@ the job trains, and a sweep's folder only when one of its jobs trained.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import sys
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import hydra
-from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+from .command_line import composed_jobs, discard_idle_sweep, discard_output, refuse, refuse_job
 
 CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
-
-
-def refuse(message: str) -> NoReturn:
-    """The one-line error of the app: ``error: ...`` on stderr, exit status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -59,10 +47,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         run = resolve(cfg)
     except (ValueError, FileNotFoundError) as err:
-        discard_output(hydra_cfg.runtime.output_dir)
-        if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweep ends here
-            discard_idle_sweep(hydra_cfg.sweep.dir)
-        refuse(str(err))
+        refuse_job(hydra_cfg, str(err))
     if cfg.get("plan", False):
         discard_output(hydra_cfg.runtime.output_dir)
         print(plan_line(run))
@@ -75,23 +60,6 @@ def main(cfg: DictConfig) -> float | None:
         return None
     value = row.get(f"test_{row['metric']}")
     return float(value) if value is not None else None
-
-
-def discard_output(folder: str) -> None:
-    """Remove Hydra's output folder of a job that trained nothing, and the folder above it
-    (``results_dir/hydra``, or the sweep's folder) when that is left empty."""
-    path = Path(folder)
-    shutil.rmtree(path, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        path.parent.rmdir()
-
-
-def discard_idle_sweep(folder: str) -> None:
-    """Remove a sweep's folder when none of its jobs kept an output folder (only Hydra's
-    multirun.yaml is left in it)."""
-    path = Path(folder)
-    if path.is_dir() and [p.name for p in path.iterdir()] == ["multirun.yaml"]:
-        discard_output(folder)
 
 
 class DiscardIdleSweep(Callback):
@@ -109,45 +77,13 @@ def group_options(*groups: str) -> str:
     return "\n".join(f"{group}: {', '.join(sorted(loader.get_group_options(group)))}" for group in groups)
 
 
-def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """The override lists to compose for a check: the command line itself for one run; for a
-    sweep, as many jobs as its longest swept list, job i taking the i-th value of each swept key
-    (cycled), so every value is composed at least once."""
-    if not multirun:
-        return [overrides]
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    choices = [[f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] if o.is_discrete_sweep()
-               else [o.input_line] for o in parsed]
-    count = max((len(values) for values in choices), default=1)
-    return [[values[i % len(values)] for values in choices] for i in range(count)]
-
-
-def describe_hydra_error(err: HydraException) -> str:
-    """One line for a composition error: the unknown option with the valid ones, the unknown key
-    with the keys of its node, or else Hydra's message and its cause joined on one line."""
-    cause = err.__cause__
-    if isinstance(err, MissingConfigException) and err.options is not None:
-        group, _, name = err.missing_cfg_file.rpartition("/")
-        return f"{group}={name!r} is not valid; expected one of {sorted(err.options)}"
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.parent_node is not None:
-        keys = sorted(str(key) for key in cause.parent_node.keys())
-        return f"{cause.full_key} is not a config key; expected one of {keys}"
-    lines = str(err).splitlines() + (str(cause).splitlines()[:1] if cause is not None else [])
-    return "; ".join(line.strip() for line in lines if line.strip())
-
-
 def check_command_line(overrides: list[str], multirun: bool) -> None:
     """Compose what the command line asks for, as Hydra will, and check that each results_dir
     can be written; refuses (one line, exit 2) before Hydra creates anything."""
     from .config import check_writable
 
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        try:
-            results_dirs = {compose("config", job, return_hydra_config=True).results_dir
-                            for job in job_overrides(overrides, multirun)}
-        except HydraException as err:
-            refuse(describe_hydra_error(err))
-    for results_dir in sorted(results_dirs):
+    configs = composed_jobs(CONF, overrides, multirun, hydra_config=True)
+    for results_dir in sorted({cfg.results_dir for cfg in configs}):
         try:
             check_writable(results_dir)
         except ValueError as err:

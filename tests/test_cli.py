@@ -15,7 +15,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ablate.__main__ import check_command_line, job_overrides
+from ablate.__main__ import check_command_line
+from ablate.command_line import job_overrides
 from ablate.config import register
 
 ROOT = Path(__file__).resolve().parents[1]

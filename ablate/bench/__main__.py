@@ -14,33 +14,44 @@ Examples::
 from __future__ import annotations
 
 import logging
-import sys
+import os
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from ..command_line import composed_jobs, refuse_job
 from .report import render
 from .run import make_job_id, run_bench
 from .settings import resolve
 
 log = logging.getLogger("ablate.bench")
+CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "conf", "bench")
 
 
 @hydra.main(version_base="1.3", config_path="../../conf/bench", config_name="config")
 def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
     try:
         settings = resolve(OmegaConf.to_container(cfg, resolve=True))
     except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    hydra_cfg = HydraConfig.get()
+        refuse_job(hydra_cfg, str(err))
     job_num = hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None
     frame, path = run_bench(settings, make_job_id(settings, job_num))
     print(render(frame))
     print(f"\nwrote {len(frame)} rows to {path}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Refuse a command line that does not compose (an unknown option or key) in one line,
+    before Hydra starts; then hand it to Hydra."""
+    args = get_args_parser().parse_args()  # sys.argv, as hydra.main parses it
+    if not args.help and args.config_name is None and args.config_path is None and args.config_dir is None:
+        composed_jobs(CONF, args.overrides, args.multirun)
     main()
+
+
+if __name__ == "__main__":
+    cli()
