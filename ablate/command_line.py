@@ -1,5 +1,7 @@
 """The command line of the two Hydra apps (``python -m ablate``, ``python -m ablate.bench``):
-a bad command line is refused in one line, before Hydra starts and creates anything."""
+a command line that does not compose is refused in one line before Hydra starts and creates
+anything; a job whose config composes but is not valid is refused in one line and leaves no
+Hydra output folder behind."""
 
 from __future__ import annotations
 
