@@ -62,6 +62,8 @@ def mamba(d_model: int = 64, d_state: int = 16, **overrides: Any) -> SSMConfig:
 def _heads(d_model: int, overrides: dict[str, Any]) -> dict[str, Any]:
     """Mamba-2/3's head defaults: headdim 64 (or the largest divisor of D and 64), chunk 64."""
     d_inner = overrides.get("expand", 2) * d_model
+    if not isinstance(d_inner, int) or isinstance(d_inner, bool) or d_inner < 1:
+        return {"chunk_size": 64}  # SSMConfig refuses the d_model or expand by name
     return {"headdim": math.gcd(64, d_inner), "chunk_size": 64}
 
 

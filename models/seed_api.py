@@ -22,6 +22,7 @@ Options:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .backbone import Backbone
@@ -30,6 +31,8 @@ from .presets import model_preset
 from .sizing import param_count as _param_count
 
 OPTIONS = ("embed_dim", "hidden_size", "state_size", "num_layers", "dropout", "window_size")
+# the config field each option sets, for refusals that name the option the user gave
+FIELD_OPTIONS = {"d_input": "embed_dim", "d_model": "hidden_size", "d_state": "state_size", "n_layers": "num_layers"}
 
 
 class SequenceEncoder(Backbone):
@@ -66,9 +69,13 @@ class _PresetEncoder:
     @classmethod
     def config(cls, **opts: Any) -> tuple[ModelConfig, IOSpec]:
         o = cls._options(opts)
-        cfg = model_preset(cls.preset, n_layers=o["num_layers"], dropout=o["dropout"], d_model=o["hidden_size"],
-                           d_state=o["state_size"], dt_min=1.0 / o["window_size"], dt_max=1.0)
-        return cfg, IOSpec(d_input=o["embed_dim"], d_output=None, readout="last")
+        try:
+            cfg = model_preset(cls.preset, n_layers=o["num_layers"], dropout=o["dropout"], d_model=o["hidden_size"],
+                               d_state=o["state_size"], dt_min=1.0 / o["window_size"], dt_max=1.0)
+            return cfg, IOSpec(d_input=o["embed_dim"], d_output=None, readout="last")
+        except ValueError as err:  # name the options, not the config fields they set
+            message = re.sub(r"\b(\w+)=", lambda m: f"{FIELD_OPTIONS.get(m.group(1), m.group(1))}=", str(err))
+            raise ValueError(message) from err
 
     @classmethod
     def build(cls, **opts: Any) -> SequenceEncoder:

@@ -285,6 +285,17 @@ def test_seed_interface(encoder) -> None:
         encoder.build(window_size=0)
 
 
+@pytest.mark.parametrize("encoder", [models.S5, models.S4D, models.Mamba, models.Mamba2, models.Mamba3,
+                                     models.Mamba3MIMO])
+@pytest.mark.parametrize("option, value", [("embed_dim", 0), ("hidden_size", "16"), ("hidden_size", -8),
+                                           ("state_size", 0), ("num_layers", 0), ("dropout", 1.5)])
+def test_seed_interface_refusals_name_the_option_given(encoder, option: str, value) -> None:
+    """A bad option is refused by the name the caller used (num_layers, not the n_layers it sets)."""
+    with pytest.raises(ValueError) as err:
+        encoder.build(**{option: value})
+    assert str(err.value).startswith(f"{option}={value!r} is not valid; expected "), str(err.value)
+
+
 def test_seed_interface_example_shapes() -> None:
     module = models.S5.build(embed_dim=287, hidden_size=256, state_size=64, num_layers=4, dropout=0.1, window_size=60)
     assert module(torch.randn(2, 60, 287)).shape == (2, 256)
