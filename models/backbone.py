@@ -140,6 +140,11 @@ class Backbone(nn.Module):
             raise ValueError(f"expected input of shape {expected} with length >= 1, got length 0")
         if tokens and x.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"expected token ids (torch.int64) of shape {expected}, got dtype {x.dtype}")
+        if tokens and x.numel():
+            low, high = int(x.min()), int(x.max())
+            if low < 0 or high >= spec.vocab_size:
+                raise ValueError(f"token ids from {low} to {high} are not valid; expected ids in "
+                                 f"[0, {spec.vocab_size}) (vocab_size {spec.vocab_size})")
         param_dtype = self.encoder.weight.dtype
         if not tokens and (x.dtype != param_dtype and not torch.is_autocast_enabled(x.device.type)):
             raise ValueError(f"expected input of dtype {param_dtype} and shape {expected}, got dtype {x.dtype}")

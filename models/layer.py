@@ -595,11 +595,24 @@ class SSMLayer(nn.Module):
             state["conv"] = torch.zeros(batch, self.cfg.d_inner, self.cfg.conv, dtype=p.dtype, device=p.device)
         return state
 
+    def check_state(self, state: dict[str, torch.Tensor], batch: int) -> None:
+        """ValueError unless ``state`` is a dict of tensors for ``batch`` sequences (as
+        :meth:`init_state` and :meth:`step` make them; a leading 1 is one state for every
+        sequence, as a fixed rotation's angle), before any work is done."""
+        if not isinstance(state, dict):
+            raise ValueError(f"state={type(state).__name__} is not valid; expected the dict of init_state({batch})")
+        wrong = {key: tuple(value.shape) for key, value in state.items()
+                 if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] not in (1, batch)}
+        if wrong:
+            raise ValueError(f"state={wrong} is not valid for an input of batch {batch}; expected the state of "
+                             f"init_state({batch}) or of the step before")
+
     def step(self, u_t: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One token: u_t (B, H) -> y_t (B, H), new state. O(1) in the sequence length."""
         if self.cfg.bidirectional:
             raise ValueError("step() is not valid for a bidirectional layer; expected bidirectional=False")
         self.check_input(u_t, step=True)
+        self.check_state(state, u_t.shape[0])
         x, z = self._branch(u_t.unsqueeze(1))  # (B, 1, D) (h3: (B, 1, 2D))
         new_state = {}
 

@@ -78,6 +78,32 @@ def test_bad_step_and_backbone_input() -> None:
         features(torch.randn(2, 3, 5))
 
 
+@pytest.mark.parametrize("name", ["mamba", "mamba3", "s5"])
+def test_a_state_of_another_batch_is_refused_by_step(name: str) -> None:
+    layer = SSMLayer(preset(name, d_model=4, d_state=4))
+    state = layer.init_state(2)
+    with pytest.raises(ValueError, match=r"^state=\{'.*\} is not valid for an input of batch 3; expected the state "
+                                         r"of init_state\(3\)"):
+        layer.step(torch.randn(3, 4), state)
+    with pytest.raises(ValueError, match=r"^state=list is not valid; expected the dict of init_state\(2\)"):
+        layer.step(torch.randn(2, 4), [state])
+    layer.step(torch.randn(2, 4), state)  # the right batch steps
+
+
+@pytest.mark.parametrize("tokens, low, high", [([[1, 2, 5]], 1, 5), ([[-1, 0]], -1, 0), ([[0, 4, 4]], None, None)])
+def test_token_ids_outside_the_vocabulary_are_refused(tokens: list, low, high) -> None:
+    model = models.build(models.model_preset("s4d", d_model=4, d_state=4), IOSpec(vocab_size=5, d_output=2))
+    x = torch.tensor(tokens)
+    if low is None:
+        assert model(x).shape[0] == 1  # ids 0..4 are the vocabulary
+        return
+    message = rf"^token ids from {low} to {high} are not valid; expected ids in \[0, 5\) \(vocab_size 5\)$"
+    with pytest.raises(ValueError, match=message):
+        model(x)
+    with pytest.raises(ValueError, match=r"^token ids from 5 to 5 are not valid"):
+        model.step(torch.tensor([5]), model.init_state(1))
+
+
 def test_cuda_mode_on_cpu_is_refused() -> None:
     layer = SSMLayer(preset("mamba", d_model=4, d_state=4, mode="cuda"))
     with pytest.raises(ValueError, match="mode='cuda' needs"):
