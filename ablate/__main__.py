@@ -50,7 +50,7 @@ def main(cfg: DictConfig) -> float | None:
         refuse_job(hydra_cfg, str(err))
     if cfg.get("plan", False):
         discard_output(hydra_cfg.runtime.output_dir)
-        print(plan_line(run))
+        write_line(plan_line(run))
         return None
     job_number = hydra_cfg.job.get("num", 0) or 0
     run.trainer.device = spread_over_gpus(run.trainer.device, job_number)
@@ -68,6 +68,14 @@ class DiscardIdleSweep(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         discard_idle_sweep(config.hydra.sweep.dir)
+
+
+def write_line(text: str) -> None:
+    """``text`` and a newline on stdout in one write(): jobs of a sweep in parallel processes
+    (joblib) share the pipe, and one write of under PIPE_BUF (4096) bytes is never interleaved
+    with another's, where buffered prints can split a line."""
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (text + "\n").encode())
 
 
 def group_options(*groups: str) -> str:
