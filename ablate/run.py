@@ -151,7 +151,8 @@ def _train(run: ResolvedRun, rid: str, label: str, overrides: list[str], checkpo
         log.error("run %s (%s): another process took its claim over; its row is left to that process", rid, label)
         return None
     write_run(run.results_dir, row, curve)
-    trainer.remove_checkpoint()
+    if row["status"] != "failed":  # a run stopped by an error resumes from its checkpoint once it is mended
+        trainer.remove_checkpoint()
     metric = spec.metric
     log.info("done %s (%s): status=%s test_%s=%s steps=%d %.0f tok/s", rid, label, row["status"], metric,
              _fmt(row.get(f"test_{metric}")), row["steps"], row.get("tokens_per_s") or 0.0)

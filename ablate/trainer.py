@@ -171,7 +171,9 @@ class Trainer:
         if not self.checkpoint_path or not os.path.exists(self.checkpoint_path):
             return None
         try:
-            return torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+            # on the CPU: the RNG states must stay there (torch.set_rng_state takes a CPU tensor);
+            # load_state_dict moves the weights and the optimiser state to the parameters' device
+            return torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
         except Exception as err:  # a checkpoint torn by a crash: start over
             log.warning("ignoring unreadable checkpoint %s (%s)", self.checkpoint_path, err)
             return None
@@ -200,7 +202,9 @@ class Trainer:
 
         def checkpoint() -> None:
             self._save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "rng": torch.get_rng_state(), "step": step,
+                        "schedule": schedule.state_dict(), "rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                        "step": step,
                         "curve": curve, "best": best, "train_time": train_time, "tokens": tokens,
                         "running": running, "wall_time": earlier_wall_time + time.perf_counter() - began,
                         "untimed_tokens": untimed_tokens})
@@ -211,6 +215,8 @@ class Trainer:
             optimizer.load_state_dict(saved["optimizer"])
             schedule.load_state_dict(saved["schedule"])
             torch.set_rng_state(saved["rng"])
+            if saved.get("cuda_rng") is not None and self.device.type == "cuda":  # dropout on the GPU
+                torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
             step, curve, best = saved["step"], saved["curve"], saved["best"]
             train_time, tokens, running = saved["train_time"], saved["tokens"], saved["running"]
             earlier_wall_time, untimed_tokens = saved.get("wall_time", 0.0), saved.get("untimed_tokens", 0)

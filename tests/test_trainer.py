@@ -9,9 +9,12 @@ import torch
 
 import models
 from ablate.config import TrainerConfig
+from ablate.run import execute
 from ablate.trainer import Trainer, parameter_groups, warmup_cosine
 from ablate.tasks import Split, build
 from models import IOSpec
+
+from learning import resolved_run
 
 DYNAMICS = ("A_log", "A_imag", "log_dt", "dt_proj.weight", "dt_proj.bias", "mixer.B", "mixer.C", "mixer.D",
             "C_backward")
@@ -74,3 +77,38 @@ def test_evaluation_means_over_scored_positions_not_sequences() -> None:
     expected_accuracy = (out.argmax(-1)[keep] == split.y[keep]).float().mean().item()
     assert got["loss"] == pytest.approx(expected_loss, rel=1e-5)
     assert got["accuracy"] == pytest.approx(expected_accuracy, rel=1e-6)
+
+
+def test_a_checkpoint_loads_onto_the_cpu_whatever_the_device(tmp_path) -> None:
+    """The RNG state in a checkpoint must come back as a CPU tensor (torch.set_rng_state takes no
+    other): a GPU run maps the checkpoint to the CPU, and load_state_dict moves the weights. On a
+    machine without CUDA, mapping it to 'cuda' as the device would fail to load at all."""
+    path = str(tmp_path / "run.pt")
+    trainer = Trainer(TrainerConfig(device="cpu"), seed=0, checkpoint_path=path)
+    trainer._save({"rng": torch.get_rng_state(), "step": 3})
+    trainer.device = torch.device("cuda")  # as on a GPU machine
+    saved = trainer._load()
+    assert saved is not None and saved["step"] == 3
+    assert saved["rng"].device.type == "cpu" and saved["rng"].dtype == torch.uint8
+    torch.set_rng_state(saved["rng"])
+
+
+def test_a_run_that_fails_keeps_its_checkpoint(tmp_path, monkeypatch) -> None:
+    """A run stopped by an error is recorded as failed and keeps the checkpoint it had written,
+    so that the same command resumes it once the cause is mended; a run that finishes drops it."""
+    run = resolved_run(tmp_path, "trainer.max_steps=20", "trainer.eval_every=5", "model.n_layers=1")
+    fit = Trainer.fit
+
+    def failing_fit(self, model, task, label=""):
+        self._save({"step": 5})  # what a checkpoint at step 5 leaves, then an error
+        raise RuntimeError("a bug hit at step 6")
+
+    monkeypatch.setattr(Trainer, "fit", failing_fit)
+    row = execute(run, [])
+    assert row["status"] == "failed" and "a bug hit at step 6" in row["error"]
+    checkpoints = list((tmp_path / "checkpoints").glob("*.pt"))
+    assert len(checkpoints) == 1 and torch.load(checkpoints[0])["step"] == 5
+    checkpoints[0].unlink()  # the stand-in is no real checkpoint to resume from
+    monkeypatch.setattr(Trainer, "fit", fit)
+    row = execute(run, [])  # a failed row is trained again
+    assert row["status"] == "ok" and not list((tmp_path / "checkpoints").glob("*.pt"))
