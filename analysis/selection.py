@@ -10,7 +10,9 @@ and seed in every table, plot and summary.
 Rules (the test metric is never read here):
 
 - the candidates of a (task, configuration, seed) are its runs; only runs with status ``ok``
-  compete, on ``best_val_<metric>`` (``final_val_<metric>`` where the best is missing);
+  compete, on ``final_val_<metric>``: the validation score of the final weights, which are the
+  weights the runner measures the test metric on (``best_val_<metric>``, the best over the
+  run's evaluations, may come from earlier weights; it is used only where the final is missing);
 - the direction comes from the recorded ``higher_is_better`` column, else from the metric name
   (accuracy: higher is better; mse, loss: lower);
 - ties (equal validation scores) go to the smaller tuned values, in the order the keys are
@@ -90,9 +92,10 @@ def higher_is_better(runs: pd.DataFrame, metric: str) -> bool:
 
 
 def validation_score(runs: pd.DataFrame, metric: str) -> pd.Series:
-    """``best_val_<metric>`` per run, ``final_val_<metric>`` where the best is missing (NaN when neither)."""
+    """``final_val_<metric>`` per run (the tested weights), ``best_val_<metric>`` where the final
+    is missing (NaN when neither)."""
     score = pd.Series(float("nan"), index=runs.index, dtype=float)
-    for col in (f"best_val_{metric}", f"final_val_{metric}"):
+    for col in (f"final_val_{metric}", f"best_val_{metric}"):
         if col in runs.columns:
             score = score.fillna(pd.to_numeric(runs[col], errors="coerce"))
     return score
@@ -211,7 +214,7 @@ def tuning_phrase(runs: pd.DataFrame, tuned: Sequence[str], metric: str) -> str:
         over = f"({', '.join(keys)}) ∈ {{{', '.join('(' + ', '.join(p) + ')' for p in points)}}}"
     else:
         over = ", ".join(f"{k} ∈ {{{', '.join(grid[k])}}}" for k in keys)
-    text = (f"Tuned over {over} on validation (best validation {metric}), per configuration and seed; "
+    text = (f"Tuned over {over} on validation (final validation {metric}, of the weights tested), per configuration and seed; "
             "test metric of the selected run.")
     notes = grid_notes(runs, tuned)
     return text + (" Note: " + "; ".join(notes) + "." if notes else "")

@@ -89,7 +89,9 @@ def test_selection_never_picks_the_planted_test_best_validation_worst_run(tuned_
                        & (rows["trainer.ssm_lr"] == ssm_lr)]
         on_test = select_independently(rows, task, f"test_{metric}")
         assert set(planted["run_id"]) <= set(on_test["run_id"])  # the trap is real: test would choose it
-        on_val = select_independently(rows, task, f"best_val_{metric}")
+        on_val = select_independently(rows, task, f"final_val_{metric}")
+        on_best = select_independently(rows, task, f"best_val_{metric}")
+        assert set(on_best["run_id"]) != set(on_val["run_id"])  # the best evaluation would choose otherwise
         chosen = tuned_an.runs[(tuned_an.runs["task"] == task) & (tuned_an.runs["status"] == "ok")]
         assert not set(planted["run_id"]) & set(chosen["run_id"])
         assert set(chosen["run_id"]) == set(on_val["run_id"])
@@ -138,7 +140,7 @@ def test_only_ok_runs_compete_and_an_all_failed_pair_counts_as_failed(tuned_an, 
 
 def test_selected_hyperparameters_are_shown(tuned_dir, tuned_report) -> None:
     rows = read_rows(tuned_dir)
-    chosen = select_independently(rows, "sdigits", "best_val_accuracy")
+    chosen = select_independently(rows, "sdigits", "final_val_accuracy")
     caption, header, body = table(tuned_report, "sdigits")
     for key, title in (("trainer.lr", "Sel. lr"), ("trainer.ssm_lr", "Sel. ssm_lr")):
         for config, group in chosen.groupby(CONFIG):
@@ -154,7 +156,7 @@ def test_selected_hyperparameters_are_shown(tuned_dir, tuned_report) -> None:
 def test_ties_go_to_the_smaller_learning_rate() -> None:
     rows = [fx.tuned_row("sdigits", "siso", "glu", 0, lr, 0.001) for lr in (0.003, 0.001)]
     for row in rows:
-        row["best_val_accuracy"] = 0.8
+        row["final_val_accuracy"] = 0.8
     runs = pd.DataFrame(rows).assign(_absent=[()] * 2)
     picked = select_runs(runs, [], ["trainer.lr", "trainer.ssm_lr"])
     assert len(picked) == 1 and picked.iloc[0]["trainer.lr"] == 0.001
@@ -192,7 +194,7 @@ def test_significance_marks_agree_with_scipy(tuned_dir, tmp_path, baseline) -> N
     base = {None: "mimo, glu", "siso, silu": "siso, silu", "structure=siso,gate=glu": "siso, glu"}[baseline]
     flat = pd.read_csv(out / "aggregate.csv")
     for task, metric in (("sdigits", "accuracy"), ("adding", "mse")):
-        chosen = select_independently(rows, task, f"best_val_{metric}")
+        chosen = select_independently(rows, task, f"final_val_{metric}")
         want = expected_significance(chosen, metric, base)
         caption, header, body = table(out, task)
         assert f"against the baseline row ({base};" in caption and "Welch's t-test" in caption
@@ -255,7 +257,7 @@ def test_confidence_intervals_equal_scipy_t_interval(tuned_dir, tuned_report) ->
     rows = read_rows(tuned_dir)
     flat = pd.read_csv(tuned_report / "aggregate.csv")
     for task, metric in (("sdigits", "accuracy"), ("adding", "mse")):
-        chosen = select_independently(rows, task, f"best_val_{metric}")
+        chosen = select_independently(rows, task, f"final_val_{metric}")
         caption, header, body = table(tuned_report, task)
         assert "95% CI: Student-t interval of the mean over seeds" in caption
         ci_col = header.index("95% CI")
