@@ -170,8 +170,11 @@ def apply_budget(trainer: TrainerConfig, budget: dict, model: ModelConfig, spec)
     kind, value = budget.get("kind", "steps"), budget.get("value")
     if kind not in BUDGETS:
         raise ValueError(f"budget.kind={kind!r} is not valid; expected one of {list(BUDGETS)}")
-    if value is not None and not (isinstance(value, (int, float)) and value > 0):
+    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
         raise ValueError(f"budget.value={value!r} is not valid; expected a number > 0 or null")
+    if kind == "steps" and value is not None and value != int(value):
+        raise ValueError(f"budget.value={value!r} is not valid for budget.kind=steps; expected a whole number of "
+                         "steps >= 1 or null")
     tokens_per_step = trainer.batch_size * spec.length
     if value is not None:
         if kind == "steps":

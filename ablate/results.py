@@ -68,12 +68,17 @@ def atomic_write_parquet(frame: pd.DataFrame, path: str) -> None:
 
 
 def write_run(results_dir: str, row: dict[str, Any], curve: list[dict[str, Any]]) -> str:
-    """Write the curve, then the run row (the row's presence marks the run as finished)."""
+    """Write the curve, then the run row (the row's presence marks the run as finished). A run
+    without a curve (failed, or diverged before its first evaluation) removes the curve an
+    earlier attempt of the same run left, so that no curve outlives its row."""
     rid = row["run_id"]
+    curve_path = path_of(results_dir, CURVES, rid)
     if curve:
         frame = pd.DataFrame(curve)
         frame.insert(0, "run_id", rid)
-        atomic_write_parquet(frame, path_of(results_dir, CURVES, rid))
+        atomic_write_parquet(frame, curve_path)
+    elif os.path.exists(curve_path):
+        os.remove(curve_path)
     path = path_of(results_dir, RUNS, rid)
     atomic_write_parquet(pd.DataFrame([row]), path)
     return path

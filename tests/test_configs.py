@@ -92,6 +92,20 @@ def test_budget_is_equal_across_configurations(tmp_path, kind: str, value: float
         resolve(compose_with(["budget.kind=epochs", f"results_dir={tmp_path}"]))
 
 
+@pytest.mark.parametrize("value, message", [
+    (0.5, "budget.value=0.5 is not valid for budget.kind=steps; expected a whole number of steps >= 1 or null"),
+    (7.9, "budget.value=7.9 is not valid for budget.kind=steps; expected a whole number"),
+    (True, "budget.value=True is not valid; expected a number > 0 or null"),
+])
+def test_a_step_budget_is_a_whole_number_of_steps(tmp_path, value, message: str) -> None:
+    register()
+    with pytest.raises(ValueError) as err:
+        resolve(compose_with(["budget.kind=steps", f"budget.value={value}", f"results_dir={tmp_path}"]))
+    assert str(err.value).startswith(message), str(err.value)
+    run = resolve(compose_with(["budget.kind=steps", "budget.value=7.0", f"results_dir={tmp_path}"]))
+    assert run.trainer.max_steps == 7
+
+
 @pytest.mark.parametrize("experiment", ["mimo_vs_siso", "gating", "selectivity", "mamba_table1"])
 def test_comparison_experiments_tune_a_grid_by_default(tmp_path, experiment: str) -> None:
     """Each configuration is trained at >= 2 points of a learning-rate grid (every tuned key is

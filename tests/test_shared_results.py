@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 
+from ablate.results import CURVES, path_of, write_run
 from test_runner import ROOT, ablate, rows, start_until_checkpoint, subprocess_env
 
 SMOKE = ["+experiment=smoke", "trainer.max_steps=120", "trainer.eval_every=20"]
@@ -158,3 +159,15 @@ def test_wall_time_of_a_resumed_run_sums_every_process(tmp_path) -> None:
     assert ablate(*args, f"results_dir={out}").returncode == 0
     row = rows(out).iloc[0]
     assert row["wall_time_s"] > earlier > 0 and row["wall_time_s"] >= row["train_time_s"]
+
+
+def test_a_row_without_a_curve_removes_the_curve_of_an_earlier_attempt(tmp_path) -> None:
+    """A rerun that fails (no evaluation, no curve) must not leave the earlier attempt's curve
+    beside its new row: the curve files always belong to the rows next to them."""
+    row = {"run_id": "0123456789abcdef", "status": "ok"}
+    write_run(str(tmp_path), row, [{"step": 10, "val_loss": 1.0}])
+    curve = path_of(str(tmp_path), CURVES, row["run_id"])
+    assert os.path.exists(curve)
+    write_run(str(tmp_path), {**row, "status": "failed"}, [])
+    assert not os.path.exists(curve)
+    write_run(str(tmp_path), {**row, "status": "failed"}, [])  # and none to remove: fine
