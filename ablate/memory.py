@@ -13,10 +13,13 @@ library allocates itself), and the profiled call runs slower.
   when the run starts;
 * ``cpu_allocator_profiler``: the bytes the run's tensors hold at the start of a step
   (parameters, their gradients, the optimiser's state), plus the larger of the allocator
-  peaks of one profiled training step (batch, forward, backward, optimiser step) and one
-  profiled evaluation batch. Every step allocates the same shapes, so the first of each kind
-  that this process runs stands for all (the trainer leaves the profiled step's time out of
-  ``train_time_s``: the profiler slows it down).
+  peaks of profiled training steps (batch, forward, backward, optimiser step) and one
+  profiled evaluation batch. Every step of a curriculum stage allocates the same shapes, so
+  the first step of each stage stands for all of that stage (the trainer leaves the profiled
+  steps' time out of ``train_time_s``: the profiler slows them down).
+
+A resumed run carries the peaks measured before (:meth:`RunMemory.state`, in the checkpoint),
+so its row holds the peak of the whole run, as an uninterrupted run's does.
   The task's data set, built before the run, is not counted.
 
 Neither is the process's maximum resident set (``ru_maxrss``), which only grows over a
@@ -95,19 +98,28 @@ def held_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
 class RunMemory:
     """The peak memory of one training run on ``device`` (see the module doc)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, earlier: dict[str, Any] | None = None):
+        """earlier: :meth:`state` of the run's process before this one (a resumed run)."""
         self.device = device
-        self.peaks: dict[str, int] = {}
+        self.peaks: dict[str, int] = dict((earlier or {}).get("peaks", {}))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+
+    def state(self) -> dict[str, Any]:
+        """The peaks so far, for a checkpoint (the CUDA peak as kind 'cuda')."""
+        if self.device.type == "cuda":
+            return {"peaks": {**self.peaks, "cuda": max(self.peaks.get("cuda", 0),
+                                                        torch.cuda.max_memory_allocated(self.device))}}
+        return {"peaks": dict(self.peaks)}
 
     def will_profile(self, kind: str) -> bool:
         """Whether the next :meth:`measure` of ``kind`` runs under the profiler."""
         return self.device.type != "cuda" and kind not in self.peaks
 
     def measure(self, kind: str, fn: Callable[[], T], held: Callable[[], int]) -> T:
-        """Run ``fn`` ('train' step or 'eval' batch); the first call of each kind on a CPU is
-        profiled, its peak added to ``held()`` (bytes the run holds when the call starts)."""
+        """Run ``fn`` (kind: a training step of a stage, 'eval' a batch); the first call of
+        each kind on a CPU is profiled, its peak added to ``held()`` (bytes the run holds when
+        the call starts)."""
         if not self.will_profile(kind):
             return fn()
         base = held()
@@ -118,7 +130,6 @@ class RunMemory:
     def record(self) -> dict[str, Any]:
         """The row's ``peak_memory_mb`` and ``peak_memory_kind``."""
         if self.device.type == "cuda":
-            return {"peak_memory_mb": torch.cuda.max_memory_allocated(self.device) / 2**20,
-                    "peak_memory_kind": "cuda_allocator"}
+            return {"peak_memory_mb": self.state()["peaks"]["cuda"] / 2**20, "peak_memory_kind": "cuda_allocator"}
         peak = max(self.peaks.values()) if self.peaks else float("nan")
         return {"peak_memory_mb": peak / 2**20, "peak_memory_kind": "cpu_allocator_profiler"}

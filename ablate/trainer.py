@@ -27,8 +27,8 @@
 * A non-finite loss stops the run with status ``diverged``; ``time_budget_s`` stops it
   early with ``stopped_by='time_budget'``.
 * Times: ``train_time_s`` counts the training steps only (forward, backward, optimiser),
-  except the one step per process that runs under the memory profiler (its tokens are left
-  out of ``tokens_per_s`` too, not out of ``tokens_seen``);
+  except the steps that run under the memory profiler on a CPU, the first of each curriculum
+  stage (its tokens are left out of ``tokens_per_s`` too, not out of ``tokens_seen``);
   ``wall_time_s`` counts everything the run's processes spent in :meth:`Trainer.fit`
   (training, evaluation, checkpoints), summed over every process when a run was resumed.
 * Peak memory is the run's own (``ablate.memory.RunMemory``), not the process's.
@@ -207,7 +207,7 @@ class Trainer:
                         "step": step,
                         "curve": curve, "best": best, "train_time": train_time, "tokens": tokens,
                         "running": running, "wall_time": earlier_wall_time + time.perf_counter() - began,
-                        "untimed_tokens": untimed_tokens})
+                        "untimed_tokens": untimed_tokens, "memory": memory.state()})
 
         saved = self._load()
         if saved is not None:
@@ -221,7 +221,7 @@ class Trainer:
             train_time, tokens, running = saved["train_time"], saved["tokens"], saved["running"]
             earlier_wall_time, untimed_tokens = saved.get("wall_time", 0.0), saved.get("untimed_tokens", 0)
             log.info("%s resumed from step %d", label, step)
-        memory = RunMemory(self.device)
+        memory = RunMemory(self.device, saved.get("memory") if saved is not None else None)
 
         def held() -> int:
             return held_bytes(model, optimizer)
@@ -248,9 +248,10 @@ class Trainer:
                 raise Preempted(watcher.received, step, watcher)
             stage, first = task.train_stage(step, cfg.max_steps)
             x, y = self._batch(task.train_split(stage), step - first, cache, stage)
-            profiled = memory.will_profile("train")
+            kind = f"train, stage {stage}"  # each stage of a curriculum has its own shapes
+            profiled = memory.will_profile(kind)
             start = time.perf_counter()
-            loss = memory.measure("train", lambda: train_step(x, y), held)
+            loss = memory.measure(kind, lambda: train_step(x, y), held)
             if not torch.isfinite(loss):
                 status, stopped_by = "diverged", "nan"
                 log.warning("%s diverged at step %d (loss %s)", label, step, loss.item())

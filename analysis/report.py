@@ -242,8 +242,8 @@ def task_caption(an: Analysis, task: str, lead: str | None = None) -> str:
 
 
 MEMORY_KINDS = {
-    "cpu_allocator_profiler": "PyTorch's CPU allocator peak of the run (one profiled training step and evaluation "
-                              "batch, plus parameters, gradients and optimiser state)",
+    "cpu_allocator_profiler": "PyTorch's CPU allocator peak of the run (one profiled training step per curriculum "
+                              "stage and one evaluation batch, plus parameters, gradients and optimiser state)",
     "cuda_allocator": "the CUDA allocator's peak of the run",
     "process_max_rss": "the process's maximum resident set since it started (in a sweep it includes the runs "
                        "before, so it is not a per-run figure)",

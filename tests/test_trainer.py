@@ -9,6 +9,7 @@ import torch
 
 import models
 from ablate.config import TrainerConfig
+from ablate.memory import RunMemory
 from ablate.run import execute
 from ablate.trainer import Trainer, parameter_groups, warmup_cosine
 from ablate.tasks import Split, build
@@ -112,3 +113,30 @@ def test_a_run_that_fails_keeps_its_checkpoint(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(Trainer, "fit", fit)
     row = execute(run, [])  # a failed row is trained again
     assert row["status"] == "ok" and not list((tmp_path / "checkpoints").glob("*.pt"))
+
+
+def test_memory_is_profiled_once_per_curriculum_stage_and_survives_a_resume(monkeypatch) -> None:
+    """Each stage of a length curriculum allocates its own shapes: the first step of each stage
+    is profiled. A resumed run starts from the peaks its checkpoint carries."""
+    profiled: list[str] = []
+    measure = RunMemory.measure
+
+    def recording(self, kind, fn, held):
+        if self.will_profile(kind):
+            profiled.append(kind)
+        return measure(self, kind, fn, held)
+
+    monkeypatch.setattr(RunMemory, "measure", recording)
+    task = build({"name": "parity", "curriculum": [8, 32], "eval_length": 32, "n_train": 64, "n_val": 16,
+                  "n_test": 16, "test_lengths": []})
+    torch.manual_seed(0)
+    model = models.build(models.model_preset("s4d", n_layers=1, d_model=8, d_state=4), task.spec.io)
+    result = Trainer(TrainerConfig(max_steps=4, eval_every=4, batch_size=8, device="cpu"), seed=0).fit(model, task)
+    assert profiled == ["train, stage 0", "train, stage 1", "eval"]
+    assert result.metrics["peak_memory_mb"] > 0
+
+    first = RunMemory(torch.device("cpu"))
+    first.measure("train, stage 0", lambda: torch.zeros(1000).sum(), lambda: 100)
+    resumed = RunMemory(torch.device("cpu"), first.state())
+    assert not resumed.will_profile("train, stage 0") and resumed.record() == first.record()
+    assert not math.isnan(resumed.record()["peak_memory_mb"])
