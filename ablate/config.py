@@ -247,6 +247,9 @@ def check_device(trainer: TrainerConfig, ssm: SSMConfig) -> None:
     from .trainer import resolve_device  # imported here: ablate.trainer imports this module
 
     device = resolve_device(trainer.device)
+    if trainer.precision == "bf16" and device.type != "cuda":
+        raise ValueError(f"trainer.precision='bf16' is not valid on device {device.type} (bf16 autocast runs on a "
+                         "GPU only); expected 'auto' or 'fp32'")
     try:
         build_on_meta(ssm).resolve_mode(device)
     except ValueError as err:

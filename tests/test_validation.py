@@ -143,6 +143,14 @@ def test_cuda_device_without_one_is_refused_before_training(tmp_path) -> None:
         resolve(composed(tmp_path, "trainer.device=cuda:1"))
 
 
+def test_bf16_precision_on_the_cpu_is_refused_not_run_in_fp32(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^trainer.precision='bf16' is not valid on device cpu \(bf16 autocast runs "
+                                         r"on a GPU only\); expected 'auto' or 'fp32'$"):
+        resolve(composed(tmp_path, "trainer.precision=bf16"))
+    assert resolve(composed(tmp_path, "trainer.precision=fp32")).trainer.precision == "fp32"
+
+
 def test_triton_mode_on_the_cpu_under_the_interpreter_is_valid(tmp_path, monkeypatch) -> None:
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # models.triton_scan.runs_on: CPU tensors, interpreted
