@@ -16,7 +16,7 @@ import shutil
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -159,13 +159,33 @@ class ResolvedRun:
     identity: dict  # what the run id hashes: the resolved configuration and seed
 
 
-def apply_budget(trainer: TrainerConfig, budget: dict, model: ModelConfig, spec) -> dict:
+def training_cost(task, steps: int, batch: int, per_token: Callable[[int], float]) -> float:
+    """What a run of ``steps`` steps of ``batch`` sequences costs: per curriculum stage, its
+    steps × batch × the stage's length × ``per_token(length)`` (1 for tokens, 3 × the forward
+    FLOPs per token for FLOPs). A stage's steps are found from ``task.train_stage`` by bisection."""
+    def first_step(stage: int) -> int:  # the first step of the run in ``stage`` or after it
+        low, high = 0, steps
+        while low < high:
+            mid = (low + high) // 2
+            if task.train_stage(mid, steps)[0] >= stage:
+                high = mid
+            else:
+                low = mid + 1
+        return low
+
+    bounds = [first_step(stage) for stage in range(task.train_stages)] + [steps]
+    return sum((bounds[k + 1] - bounds[k]) * batch * task.train_length(k) * per_token(task.train_length(k))
+               for k in range(task.train_stages))
+
+
+def apply_budget(trainer: TrainerConfig, budget: dict, model: ModelConfig, task) -> dict:
     """Turn ``budget`` (kind, value) into the trainer's stopping rule; returns the record.
 
-    steps: ``max_steps = value``; tokens: ``max_steps = ceil(value / (batch · length))``;
-    flops: ``max_steps = ceil(value / (3 · FLOPs per token · batch · length))`` (forward +
-    backward ≈ 3× forward); time: ``time_budget_s = value`` (max_steps stays an upper bound).
-    A null value keeps the trainer's own max_steps / time_budget_s.
+    steps: ``max_steps = value``; tokens and flops: the fewest steps whose training positions
+    (batch × each curriculum stage's length) reach ``value``, at 3 × the forward FLOPs per
+    token for flops (forward + backward ≈ 3× forward): :func:`training_cost`; time:
+    ``time_budget_s = value`` (max_steps stays an upper bound). A null value keeps the
+    trainer's own max_steps / time_budget_s.
     """
     kind, value = budget.get("kind", "steps"), budget.get("value")
     if kind not in BUDGETS:
@@ -175,15 +195,24 @@ def apply_budget(trainer: TrainerConfig, budget: dict, model: ModelConfig, spec)
     if kind == "steps" and value is not None and value != int(value):
         raise ValueError(f"budget.value={value!r} is not valid for budget.kind=steps; expected a whole number of "
                          "steps >= 1 or null")
-    tokens_per_step = trainer.batch_size * spec.length
     if value is not None:
         if kind == "steps":
             trainer.max_steps = int(value)
-        elif kind == "tokens":
-            trainer.max_steps = max(1, math.ceil(value / tokens_per_step))
-        elif kind == "flops":
-            per_step = 3 * flops_per_token(model, spec.io, length=spec.length, batch=trainer.batch_size) * tokens_per_step
-            trainer.max_steps = max(1, math.ceil(value / per_step))
+        elif kind in ("tokens", "flops"):
+            spec, batch = task.spec, trainer.batch_size
+            if kind == "tokens":
+                per_token = lambda length: 1.0  # noqa: E731
+            else:
+                per_token = lambda length: 3 * flops_per_token(model, spec.io, length=length, batch=batch)  # noqa: E731
+            cheapest = min(task.train_length(k) * per_token(task.train_length(k)) for k in range(task.train_stages))
+            low, high = 1, max(1, math.ceil(value / (batch * cheapest)))  # high reaches it: no step costs less
+            while low < high:
+                mid = (low + high) // 2
+                if training_cost(task, mid, batch, per_token) >= value:
+                    high = mid
+                else:
+                    low = mid + 1
+            trainer.max_steps = low
         else:
             trainer.time_budget_s = float(value)
     if kind == "time":
@@ -286,7 +315,7 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
         raise ValueError(f"model.ssm.bidirectional=True is not valid for the causal task {task.spec.name!r}; "
                          "expected bidirectional=False")
     check_device(trainer, model_cfg.ssm)
-    budget = apply_budget(trainer, dict(plain.get("budget") or {}), model_cfg, task.spec)
+    budget = apply_budget(trainer, dict(plain.get("budget") or {}), model_cfg, task)
     tuned = list(plain.get("tuned") or [])
     check_writable(plain["results_dir"])
     identity = {

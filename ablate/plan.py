@@ -5,7 +5,7 @@ One line per run (:func:`plan_line`): its id; what the sweep would do with it (`
 failed or diverged row is trained again); the configuration, with the tuned values and the
 match mode that tell apart the runs of one configuration; its size; and an estimate of its
 cost: forward+backward FLOPs ≈ 3 × forward FLOPs per token × tokens to train on
-(max_steps × batch × length). With a time budget (``budget.kind=time`` or
+(max_steps × batch × length, at each curriculum stage's length for its steps). With a time budget (``budget.kind=time`` or
 ``trainer.time_budget_s``) training stops at the time limit, so both are upper bounds (``≤``).
 
 At the end of a sweep, :class:`PlanTotals` (a Hydra callback, see conf/config.yaml) prints the
@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 
 import models
 
-from .config import ResolvedRun, resolve
+from .config import ResolvedRun, resolve, training_cost
 from .results import finished_status, flatten, run_id
 from .run import describe
 
@@ -111,11 +111,13 @@ def plan_entry(run: ResolvedRun) -> dict[str, Any]:
     rid = run_id(run.identity)
     state, trains = run_state(run, finished_status(run.results_dir, rid))
     spec, trainer = run.task.spec, run.trainer
-    tokens = trainer.max_steps * trainer.batch_size * spec.length
-    per_token = models.flops_per_token(run.model, spec.io, length=spec.length, batch=trainer.batch_size)
+    steps, batch = trainer.max_steps, trainer.batch_size
+    tokens = training_cost(run.task, steps, batch, lambda length: 1.0)
+    flops = training_cost(run.task, steps, batch,
+                          lambda length: 3 * models.flops_per_token(run.model, spec.io, length=length, batch=batch))
     return {"run_id": rid, "state": state, "trains": trains, "preset": run.preset, "task": run.task.name,
             "label": " ".join(filter(None, [describe(run), settings(run)])),
-            "params": models.param_count(run.model, spec.io), "tokens": tokens, "flops": 3 * per_token * tokens,
+            "params": models.param_count(run.model, spec.io), "tokens": round(tokens), "flops": flops,
             "time_budget_s": trainer.time_budget_s}
 
 

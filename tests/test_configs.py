@@ -92,6 +92,29 @@ def test_budget_is_equal_across_configurations(tmp_path, kind: str, value: float
         resolve(compose_with(["budget.kind=epochs", f"results_dir={tmp_path}"]))
 
 
+@pytest.mark.parametrize("kind", ["tokens", "flops"])
+def test_a_budget_on_a_length_curriculum_counts_each_stage_at_its_length(tmp_path, kind: str) -> None:
+    """Parity trained on lengths 8 then 16: a token (FLOP) budget is met by the positions the run
+    actually trains on, stage by stage, not by max_steps at the longest length."""
+    from learning import train
+
+    task = ["task=parity", "task.curriculum=[8,16]", "task.eval_length=16", "task.test_lengths=[]",
+            "task.n_train=64", "task.n_val=16", "task.n_test=16", "trainer.batch_size=4", "trainer.eval_every=1000",
+            "model.n_layers=1", "model.ssm.d_model=8", "model.ssm.d_state=4",
+            "model.ssm.mode=scan"]  # FLOPs per token the same at every length (no FFT kernel)
+    register()
+    run = resolve(compose_with([*task, f"budget.kind={kind}", "budget.value=500", f"results_dir={tmp_path}"]))
+    steps = run.trainer.max_steps
+    flops = 3 * models.flops_per_token(run.model, run.task.spec.io, length=16, batch=4)
+    if kind == "flops":  # 500 tokens' worth of FLOPs
+        run = resolve(compose_with([*task, "budget.kind=flops", f"budget.value={500 * flops}",
+                                    f"results_dir={tmp_path}"]))
+        steps = run.trainer.max_steps
+    assert steps > 500 // (4 * 16) + 1  # more steps than the longest length alone would give
+    row = train(tmp_path, *task, f"trainer.max_steps={steps}")
+    assert 500 <= row["tokens_seen"] < 500 + 4 * 16  # reached, and by less than one step
+
+
 @pytest.mark.parametrize("value, message", [
     (0.5, "budget.value=0.5 is not valid for budget.kind=steps; expected a whole number of steps >= 1 or null"),
     (7.9, "budget.value=7.9 is not valid for budget.kind=steps; expected a whole number"),

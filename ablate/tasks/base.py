@@ -139,6 +139,16 @@ class Task:
         """The training data of a curriculum stage. Default: the train split."""
         return self.split("train")
 
+    @property
+    def train_stages(self) -> int:
+        """The number of curriculum stages. Default: one."""
+        return 1
+
+    def train_length(self, stage: int) -> int:
+        """The length of the batches of a curriculum stage (positions per sequence, padding
+        included), known without building its data. Default: the task's length."""
+        return self.spec.length
+
     def derived_metrics(self, scores: dict[str, float]) -> dict[str, float]:
         """Metrics computed from one evaluation's ``{'loss': ..., metric: ...}`` that are
         recorded beside the metric (e.g. ``scaled_accuracy``). Default: none."""

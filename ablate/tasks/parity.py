@@ -191,6 +191,13 @@ class StateTrackingTask(Task):
         stage = min(step * stages // max(1, total_steps), stages - 1)
         return stage, -(-stage * total_steps // stages)  # the first step s with s * stages // total == stage
 
+    @property
+    def train_stages(self) -> int:
+        return len(self.cfg.curriculum)
+
+    def train_length(self, stage: int) -> int:
+        return self.cfg.curriculum[stage]  # each stage's sequences are padded to its maximum length
+
     def train_split(self, stage: int) -> Split:
         if not 0 <= stage < len(self.cfg.curriculum):
             raise ValueError(f"stage={stage!r} is not valid; expected 0 .. {len(self.cfg.curriculum) - 1}")
