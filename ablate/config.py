@@ -10,6 +10,7 @@ value and what would be valid.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import shutil
@@ -202,8 +203,9 @@ def apply_budget(trainer: TrainerConfig, budget: dict, model: ModelConfig, task)
             spec, batch = task.spec, trainer.batch_size
             if kind == "tokens":
                 per_token = lambda length: 1.0  # noqa: E731
-            else:
-                per_token = lambda length: 3 * flops_per_token(model, spec.io, length=length, batch=batch)  # noqa: E731
+            else:  # one count per stage length, not one per bisection step
+                per_token = functools.lru_cache(maxsize=None)(
+                    lambda length: 3 * flops_per_token(model, spec.io, length=length, batch=batch))
             cheapest = min(task.train_length(k) * per_token(task.train_length(k)) for k in range(task.train_stages))
             low, high = 1, max(1, math.ceil(value / (batch * cheapest)))  # high reaches it: no step costs less
             while low < high:
