@@ -9,6 +9,7 @@ value and what would be valid.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import math
@@ -160,21 +161,22 @@ class ResolvedRun:
     identity: dict  # what the run id hashes: the resolved configuration and seed
 
 
+def cost_per_token(kind: str, model: ModelConfig, spec, batch: int) -> Callable[[int], float]:
+    """What a budget of ``kind`` counts per training position at a sequence length: 1 for
+    tokens, 3 × the forward FLOPs per token for flops (forward + backward ≈ 3× forward; counted
+    once per length)."""
+    if kind == "tokens":
+        return lambda length: 1.0
+    return functools.lru_cache(maxsize=None)(lambda length: 3 * flops_per_token(model, spec.io, length=length,
+                                                                                batch=batch))
+
+
 def training_cost(task, steps: int, batch: int, per_token: Callable[[int], float]) -> float:
     """What a run of ``steps`` steps of ``batch`` sequences costs: per curriculum stage, its
-    steps × batch × the stage's length × ``per_token(length)`` (1 for tokens, 3 × the forward
-    FLOPs per token for FLOPs). A stage's steps are found from ``task.train_stage`` by bisection."""
-    def first_step(stage: int) -> int:  # the first step of the run in ``stage`` or after it
-        low, high = 0, steps
-        while low < high:
-            mid = (low + high) // 2
-            if task.train_stage(mid, steps)[0] >= stage:
-                high = mid
-            else:
-                low = mid + 1
-        return low
-
-    bounds = [first_step(stage) for stage in range(task.train_stages)] + [steps]
+    steps × batch × the stage's length × ``per_token(length)`` (:func:`cost_per_token`). A
+    stage's first step is found from ``task.train_stage`` by bisection."""
+    bounds = [bisect.bisect_left(range(steps), stage, key=lambda step: task.train_stage(step, steps)[0])
+              for stage in range(task.train_stages)] + [steps]
     return sum((bounds[k + 1] - bounds[k]) * batch * task.train_length(k) * per_token(task.train_length(k))
                for k in range(task.train_stages))
 
@@ -183,10 +185,9 @@ def apply_budget(trainer: TrainerConfig, budget: dict, model: ModelConfig, task)
     """Turn ``budget`` (kind, value) into the trainer's stopping rule; returns the record.
 
     steps: ``max_steps = value``; tokens and flops: the fewest steps whose training positions
-    (batch × each curriculum stage's length) reach ``value``, at 3 × the forward FLOPs per
-    token for flops (forward + backward ≈ 3× forward): :func:`training_cost`; time:
-    ``time_budget_s = value`` (max_steps stays an upper bound). A null value keeps the
-    trainer's own max_steps / time_budget_s.
+    (batch × each curriculum stage's length) reach ``value``, at :func:`cost_per_token` each
+    (:func:`training_cost`); time: ``time_budget_s = value`` (max_steps stays an upper bound).
+    A null value keeps the trainer's own max_steps / time_budget_s.
     """
     kind, value = budget.get("kind", "steps"), budget.get("value")
     if kind not in BUDGETS:
@@ -200,21 +201,12 @@ def apply_budget(trainer: TrainerConfig, budget: dict, model: ModelConfig, task)
         if kind == "steps":
             trainer.max_steps = int(value)
         elif kind in ("tokens", "flops"):
-            spec, batch = task.spec, trainer.batch_size
-            if kind == "tokens":
-                per_token = lambda length: 1.0  # noqa: E731
-            else:  # one count per stage length, not one per bisection step
-                per_token = functools.lru_cache(maxsize=None)(
-                    lambda length: 3 * flops_per_token(model, spec.io, length=length, batch=batch))
+            batch = trainer.batch_size
+            per_token = cost_per_token(kind, model, task.spec, batch)
             cheapest = min(task.train_length(k) * per_token(task.train_length(k)) for k in range(task.train_stages))
-            low, high = 1, max(1, math.ceil(value / (batch * cheapest)))  # high reaches it: no step costs less
-            while low < high:
-                mid = (low + high) // 2
-                if training_cost(task, mid, batch, per_token) >= value:
-                    high = mid
-                else:
-                    low = mid + 1
-            trainer.max_steps = low
+            most = max(1, math.ceil(value / (batch * cheapest)))  # enough steps: none costs less than cheapest
+            trainer.max_steps = 1 + bisect.bisect_left(range(1, most + 1), value,
+                                                       key=lambda steps: training_cost(task, steps, batch, per_token))
         else:
             trainer.time_budget_s = float(value)
     if kind == "time":

@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 
 import models
 
-from .config import ResolvedRun, resolve, training_cost
+from .config import ResolvedRun, cost_per_token, resolve, training_cost
 from .results import finished_status, flatten, run_id
 from .run import describe
 
@@ -112,9 +112,8 @@ def plan_entry(run: ResolvedRun) -> dict[str, Any]:
     state, trains = run_state(run, finished_status(run.results_dir, rid))
     spec, trainer = run.task.spec, run.trainer
     steps, batch = trainer.max_steps, trainer.batch_size
-    tokens = training_cost(run.task, steps, batch, lambda length: 1.0)
-    flops = training_cost(run.task, steps, batch,
-                          lambda length: 3 * models.flops_per_token(run.model, spec.io, length=length, batch=batch))
+    tokens, flops = (training_cost(run.task, steps, batch, cost_per_token(kind, run.model, spec, batch))
+                     for kind in ("tokens", "flops"))
     return {"run_id": rid, "state": state, "trains": trains, "preset": run.preset, "task": run.task.name,
             "label": " ".join(filter(None, [describe(run), settings(run)])),
             "params": models.param_count(run.model, spec.io), "tokens": round(tokens), "flops": flops,
