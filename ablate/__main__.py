@@ -29,7 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .command_line import composed_jobs, discard_idle_sweep, discard_output, refuse, refuse_job
+from .command_line import composed_jobs, discard_idle_sweep, discard_output, refuse, refuse_job, uses_app_config
 
 CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 
@@ -107,7 +107,7 @@ def cli() -> None:
         from .config import register
 
         register()
-        if args.config_name is None and args.config_path is None and args.config_dir is None:
+        if uses_app_config(args):
             check_command_line(args.overrides, args.multirun)
     main()
 

@@ -5,6 +5,7 @@ Hydra output folder behind."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import shutil
 import sys
@@ -23,6 +24,12 @@ def refuse(message: str) -> NoReturn:
     """The one-line error of the app: ``error: ...`` on stderr, exit status 2."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def uses_app_config(args: argparse.Namespace) -> bool:
+    """Whether a command line (Hydra's parsed ``args``) runs the app's own config: no
+    ``--config-name``, ``--config-path`` or ``--config-dir``, so it can be composed here."""
+    return args.config_name is None and args.config_path is None and args.config_dir is None
 
 
 def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:

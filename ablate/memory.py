@@ -17,10 +17,10 @@ library allocates itself), and the profiled call runs slower.
   profiled evaluation batch. Every step of a curriculum stage allocates the same shapes, so
   the first step of each stage stands for all of that stage (the trainer leaves the profiled
   steps' time out of ``train_time_s``: the profiler slows them down).
+  The task's data set, built before the run, is not counted.
 
 A resumed run carries the peaks measured before (:meth:`RunMemory.state`, in the checkpoint),
 so its row holds the peak of the whole run, as an uninterrupted run's does.
-  The task's data set, built before the run, is not counted.
 
 Neither is the process's maximum resident set (``ru_maxrss``), which only grows over a
 process's life, so that in a sweep a run would inherit the peaks of the runs before it.

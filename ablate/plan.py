@@ -5,8 +5,9 @@ One line per run (:func:`plan_line`): its id; what the sweep would do with it (`
 failed or diverged row is trained again); the configuration, with the tuned values and the
 match mode that tell apart the runs of one configuration; its size; and an estimate of its
 cost: forward+backward FLOPs ≈ 3 × forward FLOPs per token × tokens to train on
-(max_steps × batch × length, at each curriculum stage's length for its steps). With a time budget (``budget.kind=time`` or
-``trainer.time_budget_s``) training stops at the time limit, so both are upper bounds (``≤``).
+(max_steps × batch × length, at each curriculum stage's length for its steps). With a time
+budget (``budget.kind=time`` or ``trainer.time_budget_s``) training stops at the time limit,
+so both are upper bounds (``≤``).
 
 At the end of a sweep, :class:`PlanTotals` (a Hydra callback, see conf/config.yaml) prints the
 totals: jobs, distinct runs (two jobs that resolve to the same run id train one run: the line

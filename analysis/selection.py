@@ -214,8 +214,8 @@ def tuning_phrase(runs: pd.DataFrame, tuned: Sequence[str], metric: str) -> str:
         over = f"({', '.join(keys)}) ∈ {{{', '.join('(' + ', '.join(p) + ')' for p in points)}}}"
     else:
         over = ", ".join(f"{k} ∈ {{{', '.join(grid[k])}}}" for k in keys)
-    text = (f"Tuned over {over} on validation (final validation {metric}, of the weights tested), per configuration and seed; "
-            "test metric of the selected run.")
+    text = (f"Tuned over {over} on validation (final validation {metric}, of the weights tested), per "
+            "configuration and seed; test metric of the selected run.")
     notes = grid_notes(runs, tuned)
     return text + (" Note: " + "; ".join(notes) + "." if notes else "")
 

@@ -1,9 +1,8 @@
 """Speed of the SSM layer on this machine: ``python -m models.bench`` (``--quick`` for a smoke run).
 
 One run prints four sections; every time is the median over ``--repeats`` (default 5; 1 with
-``--quick``) timed calls
-after ``--warmup`` untimed ones, measured with ``time.perf_counter`` on ``torch.randn`` inputs
-(float32, on the CPU, with PyTorch's default thread count):
+``--quick``) timed calls after ``--warmup`` untimed ones, measured with ``time.perf_counter``
+on ``torch.randn`` inputs (float32, on the CPU, with PyTorch's default thread count):
 
 1. ``s5-peer``: our S5 preset layer (``models.preset('s5', d_model=256, d_state=256)``) against
    s5-pytorch's ``S5(256, 256)``, forward+backward at batch 8, length 2048. The peer is the SSM

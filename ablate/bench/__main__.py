@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ..command_line import composed_jobs, refuse_job
+from ..command_line import composed_jobs, refuse_job, uses_app_config
 from .report import render
 from .run import make_job_id, run_bench
 from .settings import resolve
@@ -48,7 +48,7 @@ def cli() -> None:
     """Refuse a command line that does not compose (an unknown option or key) in one line,
     before Hydra starts; then hand it to Hydra."""
     args = get_args_parser().parse_args()  # sys.argv, as hydra.main parses it
-    if not args.help and args.config_name is None and args.config_path is None and args.config_dir is None:
+    if not args.help and uses_app_config(args):
         composed_jobs(CONF, args.overrides, args.multirun)
     main()
 
