@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 import models
 from ablate.config import register, resolve
 
-from learning import CONF
+from learning import CONF, train
 
 
 @pytest.mark.parametrize("name", sorted(models.PRESETS))
@@ -96,8 +96,6 @@ def test_budget_is_equal_across_configurations(tmp_path, kind: str, value: float
 def test_a_budget_on_a_length_curriculum_counts_each_stage_at_its_length(tmp_path, kind: str) -> None:
     """Parity trained on lengths 8 then 16: a token (FLOP) budget is met by the positions the run
     actually trains on, stage by stage, not by max_steps at the longest length."""
-    from learning import train
-
     task = ["task=parity", "task.curriculum=[8,16]", "task.eval_length=16", "task.test_lengths=[]",
             "task.n_train=64", "task.n_val=16", "task.n_test=16", "trainer.batch_size=4", "trainer.eval_every=1000",
             "model.n_layers=1", "model.ssm.d_model=8", "model.ssm.d_state=4",
