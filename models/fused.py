@@ -5,7 +5,8 @@ The kernels compute what the layer's other modes compute (the tests hold them to
 step-by-step recurrence), without the (B, L, D, n) states in memory:
 
 * SISO: one :func:`models.triton_scan.selective_scan` call over the D channels (n states
-  each, kept on chip), with the D skip and the SiLU gate fused.
+  each, kept on chip), with the D skip and the SiLU gate fused (the gate only for a layer
+  of one direction: a bidirectional layer gates the sum of its two directions afterwards).
 * MIMO: the dense B projection B_t x_t (B, L, G·n) in PyTorch, one
   :func:`models.triton_scan.diagonal_scan` over the G·n states with Δ and the C gains fused,
   then the dense C readout in PyTorch.
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
 
 
 def scan(layer: SSMLayer, x: torch.Tensor, sel: Selection, A: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-    """y (B, L, D) before the output gate (after it, SiLU, when z is given) from the SSM input
+    """y (B, L, D) before the output gate (after it, SiLU, when z is given: a layer of one
+    direction only) from the SSM input
     x (B, L, D), the layer's selection ``sel`` and eigenvalues A (G, n); x.dtype (bf16 under
     autocast: see the module docstring)."""
     return _scan(layer, x, sel, A, z).to(x.dtype)

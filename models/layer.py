@@ -444,7 +444,7 @@ class SSMLayer(nn.Module):
     def _mix(self, x: torch.Tensor, mode: str, z: torch.Tensor | None = None,
              keep: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The SSM proper: x (B, L, D) -> y (B, L, D), before the gate; with z (mode triton,
-        SISO, gate silu) the gate y ⊙ SiLU(z) is applied inside the kernel. With ``keep`` (a
+        SISO, gate silu, one direction) the gate y ⊙ SiLU(z) is applied inside the kernel. With ``keep`` (a
         dict; modes recurrent, scan, chunked, fft) the final state is written into it as
         :meth:`step` carries it: ``h`` (B, G, n) and, trapezoidal, ``v`` = B_L x_L (B, G, n)."""
         sel = self._selection(x)
@@ -545,7 +545,8 @@ class SSMLayer(nn.Module):
         if self.heads is not None:
             y, gated = self.heads(self._ssm_input(x, self._conv), mode, z, u)
             return self._output(y, None if gated else z)
-        if mode == "triton" and self.cfg.gate == "silu" and self.siso:  # the gate is fused into the kernel
+        if mode == "triton" and self.cfg.gate == "silu" and self.siso and not self.cfg.bidirectional:
+            # the gate is fused into the kernel (bidirectional: it gates the sum of both directions, after them)
             return self._output(self._mix(self._ssm_input(x, self._conv), mode, z), None)
         return self._output(self._mix(self._ssm_input(x, self._conv), mode), z)
 

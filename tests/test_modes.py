@@ -20,6 +20,7 @@ CONFIGS = {
     "s4d_rescaled_tanh": preset("s4d", d_model=4, d_state=4, step_rescale=0.5, gelu="tanh"),
     "s4d_inv_bidirectional": preset("s4d", d_model=6, d_state=8, init="s4d_inv", bidirectional=True),
     "mamba": preset("mamba", d_model=6, d_state=4),
+    "mamba_bidirectional_dt_B": preset("mamba", d_model=4, d_state=4, selective="dt,B", bidirectional=True),
     "mamba2_block": preset("mamba2", d_model=4, d_state=4, headdim=2, ngroups=2),
     "mamba2_block_B_only_h3": preset("mamba2", d_model=4, d_state=4, headdim=2, selective="dt,B", gate="h3",
                                      gate_norm=False),
