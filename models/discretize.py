@@ -15,7 +15,8 @@ A and Δ broadcast against each other; A may be real or complex.
 Eigenvalue range (Grazzi et al. 2025, "Unlocking state-tracking in linear RNNs through
 negative eigenvalues"): with ``eig_range = (-1, 1)`` the transition applied is 2Ā - 1 for a
 real Ā in (0, 1) (:func:`signed_transition`), which reaches into (-1, 0) and can flip a sign
-(parity). A complex Ā keeps its angle and maps its modulus: (2|Ā| - 1) e^{i arg Ā}. B̄ is
+(parity). A complex Ā keeps its angle and maps its modulus: (2|Ā| - 1) e^{i arg Ā} (a negative
+real Ā, bilinear's at ΔA < -2, is the angle π: 1 + 2Ā, so the transition stays in [-1, 1]). B̄ is
 unchanged; in the trapezoidal rule β_t uses the transition as applied.
 """
 
@@ -46,12 +47,22 @@ DISCRETIZE = {"zoh": discretize_zoh, "bilinear": discretize_bilinear, "zoh_euler
               "trapezoidal": discretize_zoh_euler}
 
 
-def signed_transition(A_bar: torch.Tensor) -> torch.Tensor:
-    """Ā in the unit disc's (0, 1] radius -> the same angle with radius 2|Ā| - 1 in (-1, 1]."""
+def signed_transition(A_bar: torch.Tensor, log_A_bar: torch.Tensor | None = None) -> torch.Tensor:
+    """Ā in the unit disc -> the same angle with radius 2|Ā| - 1: radius [0, 1] -> [-1, 1].
+
+    A real Ā keeps its sign: 2Ā - 1 for Ā >= 0, 1 + 2Ā for a negative Ā (bilinear at ΔA < -2:
+    angle π), as a complex Ā of the same value would map. ``log_A_bar``: log Ā where it is
+    known apart from Ā (ΔA for the exponential discretisations, plus a rotation's angle); a
+    complex Ā's angle is read from it, so that where |Ā| underflows to 0 (Re ΔA below about
+    -103 in float32), and Ā has lost its angle, the transition is still the limit -e^{i arg Ā}.
+    """
     if not A_bar.is_complex():
-        return 2 * A_bar - 1
-    modulus = A_bar.abs()
-    return A_bar * ((2 * modulus - 1) / modulus)
+        return torch.where(A_bar < 0, 1 + 2 * A_bar, 2 * A_bar - 1)
+    if log_A_bar is None:
+        modulus, angle = A_bar.abs(), A_bar.angle()
+    else:
+        modulus, angle = torch.exp(log_A_bar.real), log_A_bar.imag
+    return torch.polar(torch.ones_like(angle), angle) * (2 * modulus - 1)
 
 
 def trapezoid_drive(v: torch.Tensor, A_bar: torch.Tensor, delta: torch.Tensor, lam: torch.Tensor | float,

@@ -265,11 +265,13 @@ class HeadSSM(nn.Module):
         if self.A_imag is not None:
             A = torch.complex(*torch.broadcast_tensors(A, self.A_imag.view(1, 1, *self.A_imag.shape)))
         A_bar, factor = discretize(cfg.discretization, A, delta)
+        log_a = log_transition(cfg.discretization, A, delta, A_bar) if cfg.eig_range == (-1, 1) else None
         if self.complex_form:  # the rotation as the transition's angle (pairs past M: angle 0)
             angle = F.pad(omega, (0, self.n - self.M))
             A_bar = A_bar * torch.polar(torch.ones_like(angle), angle)
+            log_a = None if log_a is None else log_a + 1j * angle
         if cfg.eig_range == (-1, 1):
-            A_bar = signed_transition(A_bar)
+            A_bar = signed_transition(A_bar, log_a)
         return A, A_bar, factor
 
     def terms(self, x: torch.Tensor, phi_before: torch.Tensor | None = None,

@@ -320,7 +320,9 @@ class SSMLayer(nn.Module):
     def _transition(self, A: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(Ā, F) of the configured discretisation, Ā mapped to (-1, 1] when eig_range is [-1, 1]."""
         A_bar, factor = discretize(self.cfg.discretization, A, delta)
-        return (signed_transition(A_bar) if self.cfg.eig_range == (-1, 1) else A_bar), factor
+        if self.cfg.eig_range == (-1, 1):
+            A_bar = signed_transition(A_bar, log_transition(self.cfg.discretization, A, delta, A_bar))
+        return A_bar, factor
 
     def _selection(self, x: torch.Tensor) -> Selection:
         """x: (B, L, D) -> Δ and the selective B, C pieces."""

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from models import SSMConfig, SSMLayer, preset
+from models.discretize import discretize, log_transition, signed_transition
 from models.peers import mamba3_from_official
 
 from helpers import (assert_same_function, mamba3_class, outputs_and_grads, randomize_, relative_error,
@@ -126,6 +127,38 @@ def test_rotating_b_and_c_equals_the_complex_recurrence(rope_fraction: float, ro
         with torch.no_grad():
             unrotated.heads.x_proj.weight[-unrotated.heads.widths["theta"]:] = 0
         assert relative_error(unrotated(u), y_real) > 1e-3
+
+
+def test_signed_transition_keeps_the_unit_disc_and_the_angle() -> None:
+    """A negative real Ā (bilinear at ΔA < -2) maps as the complex Ā of the same value, into
+    [-1, 1]; a complex Ā that underflowed to 0 gets the limit -e^{i Im ΔA}, not NaN."""
+    f64 = torch.float64
+    A_bar, _ = discretize("bilinear", torch.tensor([-1.0, -0.5, -64.0], dtype=f64), torch.tensor(10.0, dtype=f64))
+    assert (A_bar < 0).any()
+    real = signed_transition(A_bar)
+    as_complex = signed_transition(A_bar.to(torch.complex128))
+    assert real.abs().max() <= 1 and relative_error(as_complex, real.to(torch.complex128)) < 1e-15
+    A, delta = torch.tensor([complex(-16.0, 3.0)], dtype=torch.complex128), torch.tensor(100.0, dtype=f64)
+    A_bar, _ = discretize("zoh", A, delta)
+    assert A_bar.abs().item() == 0  # exp(-1600) underflows
+    signed = signed_transition(A_bar, log_transition("zoh", A, delta, A_bar))
+    assert relative_error(signed, -torch.exp(1j * delta * A.imag)) < 1e-12
+
+
+def test_rotation_forms_agree_where_the_transition_underflows() -> None:
+    """eig_range [-1, 1] at a step so large that α_t = exp(Δ_t A_t) underflows to 0: the
+    complex form's transition is still -e^{iω_t} (its angle from log α_t), as the rotated B_t,
+    C_t with the real transition -1 give."""
+    cfg = preset("mamba3", d_model=4, d_state=8, headdim=2, rope_fraction=1.0, eig_range=[-1, 1])
+    torch.manual_seed(4)
+    rotated = randomize_(SSMLayer(cfg).double(), scale=0.3)
+    with torch.no_grad():
+        rotated.heads.dt_bias.fill_(5000.0)
+    complex_form = same_weights(cfg.with_(rotation_form="complex"), rotated)
+    u = torch.randn(2, 9, 4, dtype=torch.float64)
+    y_complex = complex_form(u)
+    assert torch.isfinite(y_complex).all()
+    assert relative_error(y_complex, rotated(u)) < 1e-10  # angles of ~1e3 rad: sin, cos to ~1e-13
 
 
 def test_rank_one_is_the_siso_point() -> None:
