@@ -193,8 +193,13 @@ class Backbone(nn.Module):
         """One position: x_t (B,) token ids or (B, d_input) -> (B, d_out), new state.
 
         The output is what :meth:`forward` would return for the sequence so far (for the
-        ``all`` readout: its newest position)."""
+        ``all`` readout: its newest position). A BatchNorm model steps in eval mode only: in
+        training mode BatchNorm would normalise each step by that step's batch statistics (not
+        forward's over the whole sequence) and move its running statistics."""
         self.check_input(x_t, step=True)
+        if self.training and any(isinstance(m, BatchNormSeq) for m in self.modules()):
+            raise ValueError("step() is not valid in training mode with norm='batch' (BatchNorm would use one step's "
+                             "batch statistics and update its running ones); expected model.eval() first")
         h = self.encoder(x_t)
         new_blocks = []
         for block, block_state in zip(self.blocks, state["blocks"]):

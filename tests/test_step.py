@@ -79,3 +79,22 @@ def test_bidirectional_step_is_refused() -> None:
     layer = SSMLayer(preset("s5", d_model=4, d_state=4, bidirectional=True))
     with pytest.raises(ValueError, match="bidirectional"):
         layer.init_state(1)
+
+
+def test_batchnorm_steps_in_eval_mode_only() -> None:
+    """In training mode BatchNorm normalises by the batch's statistics: a step would use one
+    position's and move the running statistics, so step() is refused; in eval mode it agrees."""
+    model = models.build(model_preset("s5", n_layers=1, d_model=8, d_state=8, norm="batch"),
+                         IOSpec(d_input=3, d_output=2, readout="all"))
+    running = model.blocks[0].norm.running_mean.clone()
+    with pytest.raises(ValueError, match="norm='batch'.*expected model.eval"):
+        model.step(torch.randn(2, 3), model.init_state(2))
+    assert torch.equal(model.blocks[0].norm.running_mean, running)
+    model.eval()
+    x = torch.randn(2, 5, 3)
+    with torch.no_grad():
+        y = model(x)
+        state = model.init_state(2)
+        for t in range(x.shape[1]):
+            out, state = model.step(x[:, t], state)
+            torch.testing.assert_close(out, y[:, t], rtol=1e-5, atol=1e-5)
