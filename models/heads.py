@@ -150,8 +150,6 @@ class HeadSSM(nn.Module):
         self.mimo_z = nn.Parameter(torch.empty(R, D)) if R > 1 and cfg.gate == "silu" else None
         self.mimo_o = nn.Parameter(torch.empty(R, D)) if R > 1 else None
         self.D = nn.Parameter(torch.empty(E if cfg.skip_per == "head" else D))
-        frequencies = 10000.0 ** (-torch.arange(self.M, dtype=torch.float64) / max(self.M, 1))
-        self.register_buffer("rope_frequencies", frequencies.float(), persistent=False)
         self.reset_parameters()
 
     # ------------------------------------------------------------------ initialisation
@@ -253,6 +251,12 @@ class HeadSSM(nn.Module):
             return complex_pairs(v)
         return rotate_pairs(v, phi.unsqueeze(-2))
 
+    def rope_frequencies(self, x: torch.Tensor) -> torch.Tensor:
+        """The fixed rotation's frequencies 10000^(-j/M), j < M, (M,) in x's dtype (computed
+        in it, not rounded from another)."""
+        j = torch.arange(self.M, dtype=x.dtype, device=x.device)
+        return 10000.0 ** (-j / max(self.M, 1))
+
     def _transition(self, parts: dict, delta: torch.Tensor, omega: torch.Tensor | None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(A, Ā, F) per head: (B|1, L|1, E|D, 1|n)."""
@@ -295,7 +299,7 @@ class HeadSSM(nn.Module):
             if cfg.rotation == "data":
                 omega = delta * (math.pi * torch.tanh(parts["theta"])).unsqueeze(-2)  # (B, L, E, M)
             else:
-                omega = self.rope_frequencies.to(x.dtype).view(1, 1, 1, -1).expand(1, L, E, -1)
+                omega = self.rope_frequencies(x).view(1, 1, 1, -1).expand(1, L, E, -1)
             phi = torch.cumsum(omega, dim=1)
             if phi_before is not None:
                 phi = phi + phi_before

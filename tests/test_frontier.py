@@ -381,3 +381,14 @@ def test_mamba2_heads_equal_mamba_ssm_ssd_reference(ngroups: int, dtype: torch.d
             if name == "D":
                 continue
             assert relative_error(a, b) < tolerance, (mode, name)
+
+
+def test_fixed_rotation_frequencies_in_the_model_dtype() -> None:
+    """A float64 layer rotates by 10000^(-j/M) in float64, not by float32-rounded frequencies
+    (whose angle error grows as t · 1e-9)."""
+    layer = SSMLayer(preset("mamba3", d_model=4, d_state=16, rotation="fixed", a_source="learned")).double()
+    x = torch.zeros(1, 1, 4, dtype=torch.float64)
+    M = layer.heads.M
+    exact = 10000.0 ** (-torch.arange(M, dtype=torch.float64) / M)
+    assert M > 1 and torch.equal(layer.heads.rope_frequencies(x), exact)
+    assert layer.heads.rope_frequencies(x.float()).dtype == torch.float32
