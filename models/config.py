@@ -92,6 +92,11 @@ def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
         raise ValueError(f"{name}={value!r} is not valid; expected an integer {bound}")
 
 
+def _boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not valid; expected true or false")
+
+
 def parse_selective(value: Any) -> tuple[str, ...]:
     """Normalise the ``selective`` axis to a sorted tuple drawn from ("dt", "B", "C").
 
@@ -198,6 +203,8 @@ class SSMConfig:
         _choice("c_init", self.c_init, C_INITS)
         _choice("skip_init", self.skip_init, SKIP_INITS)
         _choice("mode", self.mode, MODES)
+        for name in ("complex", "conj_sym", "bidirectional", "bc_norm", "bc_bias"):
+            _boolean(name, getattr(self, name))
         _positive_int("blocks", self.blocks)
         if self.dt_rank is not None:
             _positive_int("dt_rank", self.dt_rank)
@@ -328,8 +335,7 @@ class SSMConfig:
         on is refused."""
         _choice("gelu", self.gelu, GELUS)
         _choice("a_param", self.a_param, A_PARAMS)
-        if not isinstance(self.clip_eigs, bool):
-            raise ValueError(f"clip_eigs={self.clip_eigs!r} is not valid; expected true or false")
+        _boolean("clip_eigs", self.clip_eigs)
         rescale = self.step_rescale
         if isinstance(rescale, bool) or not isinstance(rescale, (int, float)) or not 0 < rescale < math.inf:
             raise ValueError(f"step_rescale={rescale!r} is not valid; expected a number > 0")
@@ -350,8 +356,7 @@ class SSMConfig:
         """project_from, gate_norm, skip_per (the Mamba-2 block's layout): values and conflicts, one line each."""
         _choice("project_from", self.project_from, PROJECT_FROM)
         _choice("skip_per", self.skip_per, SKIP_PER)
-        if not isinstance(self.gate_norm, bool):
-            raise ValueError(f"gate_norm={self.gate_norm!r} is not valid; expected true or false")
+        _boolean("gate_norm", self.gate_norm)
         if self.gate_norm and self.gate != "silu":
             raise ValueError(f"gate_norm=True is not valid with gate={self.gate!r}: it normalises y ⊙ SiLU(z) (Mamba-2's "
                              "gated RMSNorm); expected gate='silu' or gate_norm=False")
@@ -489,6 +494,7 @@ class ModelConfig:
             self.ssm = SSMConfig(**self.ssm)
         _positive_int("n_layers", self.n_layers)
         _choice("norm", self.norm, NORMS)
+        _boolean("prenorm", self.prenorm)
         _positive_int("ffn_expand", self.ffn_expand, allow_zero=True)
         if self.ffn_width is not None:
             _positive_int("ffn_width", self.ffn_width)

@@ -34,6 +34,9 @@ CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     (dict(mode="gpu"), r"mode='gpu'.*'chunked'"),
     (dict(dt_min=0.5, dt_max=0.1), r"dt_min"),
     (dict(init="hippo", blocks=3, d_state=8), r"blocks=3"),
+    (dict(conj_sym="yes"), r"conj_sym='yes' is not valid; expected true or false"),
+    (dict(bidirectional=1), r"bidirectional=1 is not valid; expected true or false"),
+    (dict(complex="false"), r"complex='false' is not valid; expected true or false"),
 ])
 def test_bad_config_names_the_value(bad: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
