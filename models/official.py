@@ -20,9 +20,18 @@ A state_dict source is a mapping of names to tensors (or arrays) or a path that
 ``torch.load`` reads; ``prefix`` selects one module inside a larger state_dict (e.g.
 ``"backbone.layers.0.mixer."``). An S5 source is a nested dict of arrays (flax's ``params``,
 with or without the top ``{"params": ...}`` level), the same flattened with ``/``-joined
-keys, or a path to such a flat ``.npz``; no JAX is needed. Every source is checked before
-anything is built: a missing or unexpected key, or a shape that does not fit the others, is a
-ValueError naming the key, its shape and the expected one.
+keys, or a path to such a flat ``.npz``; no JAX is needed (a JAX bfloat16 array is read as
+float32). Every source is checked before anything is built: a missing or unexpected key, a
+shape that does not fit the others, a dtype that is not real floating, a value that is not an
+array, a file that does not read, or (MambaLMHeadModel) a config.json key mamba-ssm would
+refuse or a size it states that the weights contradict, is a one-line ValueError naming it
+and what would fit. A tied LM head may be absent (safetensors stores the embedding alone).
+
+Further keyword options are SSMConfig fields the parameters do not fix: ``mode``,
+``chunk_size``, or an axis moved to ablate from the loaded point (``eig_range``,
+``discretization`` ...). A field the parameters fix (``d_model``, ``d_state`` ...) is refused
+unless it agrees, and an option that would give the layer other parameters (``gate``, an
+S4D's ``conj_sym`` ...) is a ValueError naming it, before anything is loaded.
 
 The hyperparameters that are not in the parameters (S5's ``conj_sym``, ``discretization``,
 ``clip_eigs``, ``step_rescale``, ``activation``, ``prenorm``, ``batchnorm``, ``mode``) are
@@ -32,8 +41,9 @@ for B and C, so ``ngroups`` (default 1, mamba-ssm's) and/or ``d_state`` are opti
 against that count. Its ``norm_before_gate`` and ``dt_limit`` are not in the state_dict
 either: mamba-ssm's defaults (False, none) are assumed; a ``MambaLMHeadModel``'s config.json
 states them and is checked.
-``dtype`` (default: the source's floating dtype) is the dtype of the returned module; it is
-returned in eval mode.
+``dtype`` (default: the widest floating dtype of the source, float32 at the least for S4D and
+S5, whose complex parameters have no half-precision arithmetic) is the dtype of the returned
+module; it is returned in eval mode.
 
 The mappings (ours <- official):
 
@@ -86,6 +96,7 @@ config alone would have our head and norms.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -97,7 +108,7 @@ from torch import nn
 
 from . import peers
 from .backbone import Backbone
-from .config import CLIP_EIGS_BOUND, IOSpec, ModelConfig
+from .config import CLIP_EIGS_BOUND, IOSpec, ModelConfig, SSMConfig
 from .layer import SSMLayer
 from .presets import preset
 
@@ -107,6 +118,19 @@ MAMBA2_DEFAULTS = {"d_state": 128, "ngroups": 1, "headdim": 64, "d_conv": 4, "ex
 S5_ACTIVATIONS = {"full_glu": "glu", "half_glu1": "half_glu1", "half_glu2": "half_glu2", "gelu": "none"}
 FLAX_LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's default epsilon (torch's is 1e-5)
 FLAX_BATCH_NORM_EPS = 1e-5
+FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# The keys mamba-ssm's MambaConfig takes, and those its ssm_cfg may hold for each mixer (the
+# mixer's constructor arguments but d_model, layer_idx, device and dtype; plus "layer"):
+# MambaLMHeadModel.from_pretrained passes them on, and refuses any other (TypeError).
+MAMBA_LM_CONFIG_KEYS = ("d_model", "d_intermediate", "n_layer", "vocab_size", "ssm_cfg", "attn_layer_idx", "attn_cfg",
+                        "rms_norm", "residual_in_fp32", "fused_add_norm", "pad_vocab_size_multiple", "tie_embeddings")
+MAMBA_SSM_CFG_KEYS = {
+    "Mamba1": ("layer", "d_state", "d_conv", "expand", "dt_rank", "dt_min", "dt_max", "dt_init", "dt_scale",
+               "dt_init_floor", "conv_bias", "bias", "use_fast_path"),
+    "Mamba2": ("layer", "d_state", "d_conv", "conv_init", "expand", "headdim", "d_ssm", "ngroups", "A_init_range",
+               "D_has_hdim", "rmsnorm", "norm_before_gate", "dt_min", "dt_max", "dt_init_floor", "dt_limit", "bias",
+               "conv_bias", "chunk_size", "use_mem_eff_path", "process_group", "sequence_parallel"),
+}
 
 
 def load_official(kind: str, source: Any, **options: Any) -> nn.Module:
@@ -127,6 +151,32 @@ def _tensor(value: Any) -> torch.Tensor:
     return value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
 
 
+def _array_leaf(what: str, key: str, value: Any) -> Any:
+    """``value`` if it is a tensor or a numeric array, as torch can take it (a JAX/ml_dtypes
+    bfloat16 array widened to float32); else a ValueError naming the key (a mapping there is
+    a tree nested one level deeper than expected)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    array = np.asarray(value) if isinstance(value, (np.ndarray, np.generic, list, tuple, int, float)) else None
+    if array is not None and array.dtype.name == "bfloat16":
+        return array.astype(np.float32)
+    if array is None or array.dtype.kind not in "biufc":
+        hint = (f" (a state_dict nested under {key!r}? pass that entry, or a prefix)" if isinstance(value, Mapping)
+                else "")
+        raise ValueError(f"{what}: key {key!r} holds a {type(value).__name__}, expected a tensor or a numeric "
+                         f"array{hint}")
+    return array
+
+
+def _load_file(what: str, path: Path, read: Any) -> Any:
+    """``read(path)``, any failure to read or parse the file a one-line ValueError."""
+    try:
+        return read(path)
+    except Exception as error:  # unpickling, JSON, safetensors and I/O errors alike: the file is not readable
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{what}: cannot read {str(path)!r} ({first})") from None
+
+
 def _state_dict(source: Any, prefix: str, what: str) -> dict[str, torch.Tensor]:
     """The entries of a state_dict (a mapping, or a file torch.load reads) under ``prefix``,
     the prefix removed."""
@@ -134,14 +184,22 @@ def _state_dict(source: Any, prefix: str, what: str) -> dict[str, torch.Tensor]:
         path = Path(source)
         if not path.is_file():
             raise ValueError(f"{what}: no file at {str(path)!r}; expected a state_dict saved with torch.save")
-        source = torch.load(path, map_location="cpu", weights_only=True)
+        source = _load_file(what, path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
     if not isinstance(source, Mapping):
         raise ValueError(f"{what}: expected a state_dict (a mapping of names to tensors) or a path, "
                          f"got {type(source).__name__}")
-    out = {k[len(prefix):]: _tensor(v) for k, v in source.items() if k.startswith(prefix)}
+    if not isinstance(prefix, str):
+        raise ValueError(f"prefix={prefix!r} is not valid; expected a string (e.g. 'backbone.layers.0.mixer.')")
+    out = {k[len(prefix):]: _tensor(_array_leaf(what, k, v)) for k, v in source.items()
+           if isinstance(k, str) and k.startswith(prefix)}
     if not out:
-        raise ValueError(f"{what}: no key starts with prefix={prefix!r}; keys are e.g. {sorted(source)[:5]}")
+        raise ValueError(f"{what}: no key starts with prefix={prefix!r}; keys are e.g. {sorted(map(str, source))[:5]}")
     return out
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
 
 
 def flatten_params(tree: Any, sep: str = "/") -> dict[str, np.ndarray]:
@@ -152,8 +210,7 @@ def flatten_params(tree: Any, sep: str = "/") -> dict[str, np.ndarray]:
         path = Path(tree)
         if not path.is_file():
             raise ValueError(f"no file at {str(path)!r}; expected an .npz of '/'-joined flax parameter names")
-        with np.load(path) as data:
-            tree = {k: data[k] for k in data.files}
+        tree = _load_file("flax parameters", path, _read_npz)
     if not isinstance(tree, Mapping):
         raise ValueError(f"expected a flax parameter tree (nested dicts of arrays), a flat dict with '/'-joined keys "
                          f"or an .npz path, got {type(tree).__name__}")
@@ -165,7 +222,11 @@ def flatten_params(tree: Any, sep: str = "/") -> dict[str, np.ndarray]:
             if isinstance(value, Mapping):
                 walk(value, name)
             else:
-                flat[name] = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+                leaf = _array_leaf("flax parameters", name, value)
+                if isinstance(leaf, torch.Tensor):  # numpy has no bfloat16: widened to float32
+                    leaf = leaf.detach().cpu()
+                    leaf = (leaf.float() if leaf.dtype == torch.bfloat16 else leaf).numpy()
+                flat[name] = leaf
 
     walk(tree, "")
     if flat and all(k.startswith("params/") for k in flat):
@@ -173,14 +234,20 @@ def flatten_params(tree: Any, sep: str = "/") -> dict[str, np.ndarray]:
     return flat
 
 
-def _floating_dtype(tensors: Mapping[str, Any], dtype: torch.dtype | None) -> torch.dtype:
+def _floating_dtype(tensors: Mapping[str, Any], dtype: Any, complex_parameters: bool = False) -> torch.dtype:
+    """The module's dtype: ``dtype`` (checked), else the widest floating dtype of the source.
+    A layer with complex parameters (S4D, S5) computes in complex64 at the least (no complex
+    half-precision arithmetic): a narrower source gives float32, a narrower ``dtype`` is refused."""
     if dtype is not None:
+        if dtype not in FLOATING:
+            raise ValueError(f"dtype={dtype!r} is not valid; expected one of {list(FLOATING)}")
+        if complex_parameters and dtype.itemsize < 4:
+            raise ValueError(f"dtype={dtype!r} is not valid for a layer with complex parameters (complex "
+                             "half-precision arithmetic does not exist); expected torch.float32 or torch.float64")
         return dtype
-    for value in tensors.values():
-        t = _tensor(value)
-        if t.is_floating_point():
-            return t.dtype
-    return torch.get_default_dtype()
+    found = [t.dtype for t in map(_tensor, tensors.values()) if t.is_floating_point()]
+    widest = max(found, key=lambda d: d.itemsize) if found else torch.get_default_dtype()
+    return torch.float32 if complex_parameters and widest.itemsize < 4 else widest
 
 
 def _check(what: str, tree: Mapping[str, Any], expected: dict[str, tuple[tuple[int, ...], str]]) -> None:
@@ -190,15 +257,24 @@ def _check(what: str, tree: Mapping[str, Any], expected: dict[str, tuple[tuple[i
     if missing:
         shape, symbols = expected[missing[0]]
         raise ValueError(f"{what}: missing key {missing[0]!r} (expected shape {symbols} = {shape}); "
-                         f"expected the keys {sorted(expected)}")
+                         f"expected the keys {_some(sorted(expected))}")
     unexpected = sorted(set(tree) - set(expected))
     if unexpected:
-        raise ValueError(f"{what}: unexpected key(s) {unexpected} (no parameter of ours takes them); "
-                         f"expected the keys {sorted(expected)}")
+        raise ValueError(f"{what}: unexpected key(s) {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''} (no "
+                         f"parameter of ours takes them); expected the keys {_some(sorted(expected))}")
     for key, (shape, symbols) in expected.items():
         got = tuple(tree[key].shape)
         if got != tuple(shape):
             raise ValueError(f"{what}: key {key!r} has shape {got}, expected {symbols} = {tuple(shape)}")
+        dtype = tree[key].dtype
+        if not (dtype.is_floating_point if isinstance(dtype, torch.dtype) else np.dtype(dtype).kind == "f"):
+            raise ValueError(f"{what}: key {key!r} has dtype {dtype}, expected a real floating dtype (float16, "
+                             "bfloat16, float32 or float64)")
+
+
+def _some(keys: list[str], most: int = 12) -> str:
+    """A list of keys for a message: all of them, or the first ``most`` and how many more."""
+    return str(keys) if len(keys) <= most else f"{keys[:most]} and {len(keys) - most} more"
 
 
 def _dims(what: str, tree: Mapping[str, Any], key: str, rank: int, symbols: str) -> tuple[int, ...]:
@@ -211,14 +287,38 @@ def _dims(what: str, tree: Mapping[str, Any], key: str, rank: int, symbols: str)
     return shape
 
 
-def _load(module: nn.Module, ours: Mapping[str, Any], dtype: torch.dtype) -> nn.Module:
-    """Copy ``ours`` (our names) into ``module`` (every parameter must be given), eval mode."""
+def _layer_config(name: str, fixed: dict[str, Any], overrides: dict[str, Any], what: str) -> SSMConfig:
+    """The ``name`` preset with the fields the official parameters and options fix, moved by
+    ``overrides``: SSMConfig fields those do not fix (``mode``, ``chunk_size``, or an axis to
+    ablate from the loaded point). An unknown field, or one that contradicts ``fixed``, is a
+    ValueError before anything is built."""
+    valid = [f.name for f in dataclasses.fields(SSMConfig)]
+    for key, value in overrides.items():
+        if key not in valid:
+            raise ValueError(f"option {key}={value!r} is not valid; expected the loader's options or SSMConfig fields "
+                             f"the parameters do not fix, e.g. mode or chunk_size (fields: {valid})")
+        if key in fixed and value != fixed[key]:
+            raise ValueError(f"{what}: option {key}={value!r} does not fit: the parameters (or the loader's own "
+                             f"options) give {key}={fixed[key]!r}; leave it out")
+    return preset(name, **{**fixed, **overrides})
+
+
+def _load(module: nn.Module, ours: Mapping[str, Any], dtype: torch.dtype,
+          overrides: Mapping[str, Any] | None = None) -> nn.Module:
+    """Copy ``ours`` (our names) into ``module`` (every parameter must be given, each of its
+    shape), eval mode. A mismatch with ``overrides`` given is theirs (an axis moved to one with
+    other parameters): a ValueError naming them; without, a bug in the mapping."""
     module = module.to(dtype)
     state = module.state_dict()
     unknown = sorted(set(ours) - set(state))
     uncovered = sorted(k for k, _ in module.named_parameters() if k not in ours)
-    if unknown or uncovered:  # a mapping bug here, never a user error
-        raise RuntimeError(f"official mapping does not fit the module: unknown {unknown}, not given {uncovered}")
+    resized = sorted(k for k in set(ours) & set(state) if tuple(_tensor(ours[k]).shape) != tuple(state[k].shape))
+    if unknown or uncovered or resized:
+        found = f"parameters it lacks {unknown}, its parameters not given {uncovered}, other shapes {resized}"
+        if overrides:
+            raise ValueError(f"options {dict(overrides)} give a layer with other parameters than the official ones "
+                             f"({found}); expected options that keep the parameters (e.g. mode, chunk_size)")
+        raise RuntimeError(f"official mapping does not fit the module: {found}")
     for key, value in ours.items():
         state[key] = _tensor(value).to(state[key].dtype)
     module.load_state_dict(state)
@@ -253,14 +353,14 @@ def s4d_from_official(source: Any, prefix: str = "", dtype: torch.dtype | None =
         "kernel.log_A_real": ((H, n), "(H, N/2)"), "kernel.A_imag": ((H, n), "(H, N/2)"),
         "output_linear.0.weight": ((2 * H, H, 1), "(2H, H, 1)"), "output_linear.0.bias": ((2 * H,), "(2H,)"),
     })
-    dtype = _floating_dtype(sd, dtype)
-    layer = SSMLayer(preset("s4d", d_model=H, d_state=2 * n, **overrides))
+    dtype = _floating_dtype(sd, dtype, complex_parameters=True)
+    layer = SSMLayer(_layer_config("s4d", dict(d_model=H, d_state=2 * n), overrides, what))
     real = -torch.exp(sd["kernel.log_A_real"].to(torch.float64))
     ours = {"A_log": sd["kernel.log_A_real"]} if getattr(layer, "A_log", None) is not None else {"A_real": real}
     ours.update({"A_imag": sd["kernel.A_imag"], "log_dt": sd["kernel.log_dt"].unsqueeze(-1), "C": sd["kernel.C"],
                  "D": sd["D"], "output_linear.weight": sd["output_linear.0.weight"][..., 0],
                  "output_linear.bias": sd["output_linear.0.bias"]})
-    return _load(layer, ours, dtype)
+    return _load(layer, ours, dtype, overrides)
 
 
 # ---------------------------------------------------------------------------- Mamba
@@ -282,6 +382,9 @@ def _refuse_bias_options(sd: Mapping[str, torch.Tensor], what: str, ours: str, t
 
 def _mamba_config_overrides(sd: Mapping[str, torch.Tensor], what: str) -> tuple[dict[str, Any], dict]:
     """The mamba preset's sizes read off a Mamba state_dict, and the expected shapes."""
+    if "dt_bias" in sd and "x_proj.weight" not in sd:
+        raise ValueError(f"{what}: keys 'dt_bias' and no 'x_proj.weight': a Mamba2 state_dict? expected kind 'mamba2' "
+                         "for it, or a Mamba (Mamba-1) state_dict")
     _refuse_bias_options(sd, what, "mamba", "Mamba")
     two_d, H = _dims(what, sd, "in_proj.weight", 2, "(2·d_inner, d_model)")
     D = two_d // 2
@@ -309,8 +412,8 @@ def mamba_from_official(source: Any, prefix: str = "", dtype: torch.dtype | None
     sizes, expected = _mamba_config_overrides(sd, what)
     _check(what, sd, expected)
     dtype = _floating_dtype(sd, dtype)
-    layer = SSMLayer(preset("mamba", **{**sizes, **overrides}))
-    return _load(layer, _mamba_ours(sd, layer, what), dtype)
+    layer = SSMLayer(_layer_config("mamba", sizes, overrides, what))
+    return _load(layer, _mamba_ours(sd, layer, what), dtype, overrides)
 
 
 def _mamba_ours(sd: Mapping[str, torch.Tensor], layer: SSMLayer, what: str) -> dict[str, torch.Tensor]:
@@ -327,6 +430,9 @@ def _mamba2_config_overrides(sd: Mapping[str, torch.Tensor], what: str, ngroups:
                              d_state: int | None = None) -> tuple[dict[str, Any], dict]:
     """The mamba2 preset's sizes read off a Mamba2 state_dict (ngroups and d_state from the
     options: the shapes fix only their product), and the expected shapes."""
+    if "x_proj.weight" in sd and "dt_bias" not in sd:
+        raise ValueError(f"{what}: key 'x_proj.weight' and no 'dt_bias': a Mamba (Mamba-1) state_dict? expected kind "
+                         "'mamba' for it, or a Mamba2 state_dict")
     _refuse_bias_options(sd, what, "mamba2", "Mamba2")
     if "A_log" in sd and "norm.weight" not in sd:
         raise ValueError(f"{what}: missing key 'norm.weight' (rmsnorm=False): the mamba2 preset normalises y ⊙ SiLU(z) "
@@ -394,26 +500,63 @@ def mamba2_from_official(source: Any, prefix: str = "", ngroups: int | None = No
     sizes, expected = _mamba2_config_overrides(sd, what, ngroups, d_state)
     _check(what, sd, expected)
     dtype = _floating_dtype(sd, dtype)
-    layer = SSMLayer(preset("mamba2", **{**sizes, **overrides}))
-    return _load(layer, peers.mamba2_from_official(sd, layer.cfg), dtype)
+    layer = SSMLayer(_layer_config("mamba2", sizes, overrides, what))
+    return _load(layer, peers.mamba2_from_official(sd, layer.cfg), dtype, overrides)
 
 
-def _read_mamba_lm(path: Any) -> tuple[dict, dict[str, torch.Tensor]]:
-    directory = Path(path)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"official MambaLMHeadModel: no config.json in {str(directory)!r}; expected a local directory "
-                         "with config.json and pytorch_model.bin (as MambaLMHeadModel.save_pretrained writes)")
-    config = json.loads(config_path.read_text())
-    weights = directory / "pytorch_model.bin"
-    if weights.is_file():
-        sd = torch.load(weights, map_location="cpu", weights_only=True)
-    elif (directory / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-        sd = load_file(directory / "model.safetensors")
+def _read_mamba_lm(source: Any, what: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config, state_dict) from a checkpoint directory or a (config, state_dict) pair, each checked for its type."""
+    if isinstance(source, tuple):
+        if len(source) != 2:
+            raise ValueError(f"{what}: a tuple source has {len(source)} items, expected 2: (config dict, state_dict)")
+        config, sd = source
+    elif isinstance(source, (str, Path)):
+        directory = Path(source)
+        config_path = directory / "config.json"
+        if not config_path.is_file():
+            raise ValueError(f"{what}: no config.json in {str(directory)!r}; expected a local directory with "
+                             "config.json and pytorch_model.bin (as MambaLMHeadModel.save_pretrained writes)")
+        config = _load_file(what, config_path, lambda p: json.loads(p.read_text()))
+        weights = directory / "pytorch_model.bin"
+        if weights.is_file():
+            sd = _load_file(what, weights, lambda p: torch.load(p, map_location="cpu", weights_only=True))
+        elif (directory / "model.safetensors").is_file():
+            from safetensors.torch import load_file
+            sd = _load_file(what, directory / "model.safetensors", load_file)
+        else:
+            raise ValueError(f"{what}: no pytorch_model.bin (or model.safetensors) in {str(directory)!r}")
     else:
-        raise ValueError(f"official MambaLMHeadModel: no pytorch_model.bin (or model.safetensors) in {str(directory)!r}")
-    return config, sd
+        raise ValueError(f"{what}: expected a checkpoint directory or a (config dict, state_dict) pair, "
+                         f"got {type(source).__name__}")
+    if not isinstance(config, Mapping):
+        raise ValueError(f"{what}: the config is a {type(config).__name__}, expected a mapping (config.json's object)")
+    if not isinstance(sd, Mapping):
+        raise ValueError(f"{what}: the state_dict is a {type(sd).__name__}, expected a mapping of names to tensors")
+    return dict(config), {k: _tensor(_array_leaf(what, k, v)) for k, v in sd.items()}
+
+
+def _check_mamba_lm_config(config: Mapping, ssm_cfg: Mapping, layer_kind: str, what: str) -> None:
+    """Keys that MambaConfig, or the mixer's constructor, would refuse: a one-line ValueError."""
+    for name, keys, given in (("config", MAMBA_LM_CONFIG_KEYS, config),
+                              ("config ssm_cfg", MAMBA_SSM_CFG_KEYS[layer_kind], ssm_cfg)):
+        unknown = sorted(set(given) - set(keys))
+        if unknown:
+            raise ValueError(f"{what}: {name} key {unknown[0]!r} is not valid (mamba-ssm refuses it too); expected "
+                             f"keys among {list(keys)}")
+
+
+def _check_mamba1_sizes(ssm_cfg: Mapping, sizes: Mapping[str, int], what: str) -> None:
+    """A Mamba1 ssm_cfg's sizes (mamba-ssm's defaults where absent) against layer 0's parameters."""
+    H = sizes["d_model"]
+    dt_rank = ssm_cfg.get("dt_rank", "auto")
+    stated = {"d_state": (ssm_cfg.get("d_state", 16), sizes["d_state"]),
+              "d_conv": (ssm_cfg.get("d_conv", 4), sizes["conv"]),
+              "expand": (ssm_cfg.get("expand", 2), sizes["expand"]),
+              "dt_rank": (math.ceil(H / 16) if dt_rank == "auto" else dt_rank, sizes["dt_rank"])}
+    for name, (value, weights) in stated.items():
+        if value != weights and not (name == "expand" and isinstance(value, (int, float)) and int(value * H) == weights * H):
+            raise ValueError(f"{what}: config ssm_cfg.{name}={ssm_cfg.get(name, value)!r} does not fit layer 0's "
+                             f"parameters, which have {name} = {weights}; expected the config.json saved with them")
 
 
 def mamba_lm_from_official(source: Any, dtype: torch.dtype | None = None, **overrides: Any) -> Backbone:
@@ -423,12 +566,15 @@ def mamba_lm_from_official(source: Any, dtype: torch.dtype | None = None, **over
     ``model(tokens, return_state=True)`` and ``model.step`` generate. ``overrides``: further
     SSMConfig fields of every layer (e.g. ``mode``)."""
     what = "official MambaLMHeadModel"
-    config, sd = source if isinstance(source, tuple) else _read_mamba_lm(source)
-    sd = {k: _tensor(v) for k, v in sd.items()}
-    ssm_cfg = dict(config.get("ssm_cfg") or {})
+    config, sd = _read_mamba_lm(source, what)
+    ssm_cfg = config.get("ssm_cfg") or {}
+    if not isinstance(ssm_cfg, Mapping):
+        raise ValueError(f"{what}: config ssm_cfg={ssm_cfg!r} is not valid; expected a mapping")
+    ssm_cfg = dict(ssm_cfg)
     layer_kind = ssm_cfg.get("layer", "Mamba1")
     if layer_kind not in ("Mamba1", "Mamba2"):
         raise ValueError(f"{what}: config ssm_cfg.layer={layer_kind!r} is not supported; expected 'Mamba1' or 'Mamba2'")
+    _check_mamba_lm_config(config, ssm_cfg, layer_kind, what)
     mamba2 = layer_kind == "Mamba2"
     refused = {"d_intermediate": (config.get("d_intermediate", 0), 0, "the GatedMLP after each mixer has no counterpart"),
                "attn_layer_idx": (list(config.get("attn_layer_idx") or []), [], "attention layers have no counterpart"),
@@ -466,11 +612,27 @@ def mamba_lm_from_official(source: Any, dtype: torch.dtype | None = None, **over
                                  f"which have {name} = {sizes[ours]}; expected the config.json saved with them")
     else:
         sizes, mixer_shapes = _mamba_config_overrides(layer0, what + " layer 0")
+        _check_mamba1_sizes(ssm_cfg, sizes, what)
     if sizes["d_model"] != H:
         raise ValueError(f"{what}: key 'backbone.layers.0.mixer.in_proj.weight' has d_model {sizes['d_model']}, "
                          f"expected {H} (the embedding's width)")
+    if config.get("d_model", H) != H:
+        raise ValueError(f"{what}: config d_model={config['d_model']!r} does not fit the parameters, whose embedding "
+                         f"has width {H}; expected the config.json saved with them")
+    vocab, multiple = config.get("vocab_size", V), config.get("pad_vocab_size_multiple", 8)
+    if not (isinstance(vocab, int) and isinstance(multiple, int) and multiple > 0 and vocab + (-vocab % multiple) == V):
+        raise ValueError(f"{what}: config vocab_size={vocab!r} (padded to a multiple of pad_vocab_size_multiple="
+                         f"{multiple!r}) does not fit the embedding's {V} rows; expected the config.json saved with them")
+    tied = config.get("tie_embeddings", True)
+    if not isinstance(tied, bool):
+        raise ValueError(f"{what}: config tie_embeddings={tied!r} is not valid; expected true or false")
     norm_shapes = {"weight": ((H,), "(d_model,)"), **({} if rms else {"bias": ((H,), "(d_model,)")})}
     expected = {"backbone.embedding.weight": ((V, H), "(vocab, d_model)"), "lm_head.weight": ((V, H), "(vocab, d_model)")}
+    if tied and "lm_head.weight" not in sd:  # safetensors stores a tied weight once (the embedding)
+        del expected["lm_head.weight"]
+    elif tied and not torch.equal(sd["lm_head.weight"], sd["backbone.embedding.weight"]):
+        raise ValueError(f"{what}: config tie_embeddings=True, but keys 'lm_head.weight' and "
+                         "'backbone.embedding.weight' differ; expected equal tied weights, or tie_embeddings=false")
     for i in range(n_layer):
         expected.update({f"backbone.layers.{i}.mixer.{k}": s for k, s in mixer_shapes.items()})
         expected.update({f"backbone.layers.{i}.norm.{k}": s for k, s in norm_shapes.items()})
@@ -478,13 +640,12 @@ def mamba_lm_from_official(source: Any, dtype: torch.dtype | None = None, **over
     _check(what, sd, expected)
     dtype = _floating_dtype(sd, dtype)
 
-    cfg = ModelConfig(ssm=preset("mamba2" if mamba2 else "mamba", **{**sizes, **overrides}), n_layers=n_layer,
+    cfg = ModelConfig(ssm=_layer_config("mamba2" if mamba2 else "mamba", sizes, overrides, what), n_layers=n_layer,
                       norm="rms" if rms else "layer")
     model = Backbone(cfg, IOSpec(vocab_size=V, d_output=V, readout="all"))
     for norm in [block.norm for block in model.blocks] + [model.final_norm]:
         norm.eps = config.get("norm_epsilon", 1e-5)  # mamba-ssm's default, as ours
     model.head = nn.Linear(H, V, bias=False)  # mamba-ssm's lm_head has no bias
-    tied = config.get("tie_embeddings", True)
     if tied:
         model.head.weight = model.encoder.weight
     ours = {"encoder.weight": sd["backbone.embedding.weight"],
@@ -495,7 +656,7 @@ def mamba_lm_from_official(source: Any, dtype: torch.dtype | None = None, **over
         ours.update({f"blocks.{i}.mixer.{k}": v for k, v in mixer.items()})
         ours.update({f"blocks.{i}.norm.{k}": sd[f"backbone.layers.{i}.norm.{k}"] for k in norm_shapes})
     ours.update({f"final_norm.{k}": sd[f"backbone.norm_f.{k}"] for k in norm_shapes})
-    return _load(model, ours, dtype)
+    return _load(model, ours, dtype, overrides)
 
 
 # ---------------------------------------------------------------------------- S5
@@ -523,10 +684,13 @@ def _s5_layer_config(H: int, P: int, bidirectional: bool, conj_sym: bool, discre
         raise ValueError(f"activation={activation!r} is not valid; expected one of {list(S5_ACTIVATIONS)}")
     if discretization not in ("zoh", "bilinear"):
         raise ValueError(f"discretization={discretization!r} is not valid; expected one of ['zoh', 'bilinear']")
+    if not isinstance(conj_sym, bool):
+        raise ValueError(f"conj_sym={conj_sym!r} is not valid; expected true or false")
     fields = dict(d_model=H, d_state=2 * P if conj_sym else P, blocks=1, conj_sym=conj_sym,
-                  bidirectional=bidirectional, discretization=discretization, gate=S5_ACTIVATIONS[activation])
-    s5_conventions = dict(a_param="direct", clip_eigs=clip_eigs, step_rescale=step_rescale, gelu="tanh")
-    return preset("s5", **{**fields, **s5_conventions, **overrides})
+                  bidirectional=bidirectional, discretization=discretization, gate=S5_ACTIVATIONS[activation],
+                  clip_eigs=clip_eigs, step_rescale=step_rescale)
+    s5_conventions = dict(a_param="direct", gelu="tanh")  # flax's nn.gelu; Λ's real part stored as it is
+    return _layer_config("s5", fields, {**s5_conventions, **overrides}, "official S5 params")
 
 
 def _s5_ours(p: Mapping[str, np.ndarray], layout: str, P: int, layer: SSMLayer, what: str) -> dict[str, torch.Tensor]:
@@ -572,10 +736,10 @@ def s5_from_official(source: Any, activation: str = "gelu", conj_sym: bool = Tru
     H, P, layout, expected = _s5_shapes(what, flat)
     gate_expected, gate_ours = _gate_params(flat, "", activation, H)
     _check(what, flat, {**expected, **gate_expected})
-    dtype = _floating_dtype(flat, dtype)
+    dtype = _floating_dtype(flat, dtype, complex_parameters=True)
     layer = SSMLayer(_s5_layer_config(H, P, layout != "C", conj_sym, discretization, clip_eigs, step_rescale,
                                       activation, overrides))
-    return _load(layer, {**_s5_ours(flat, layout, P, layer, what), **gate_ours}, dtype)
+    return _load(layer, {**_s5_ours(flat, layout, P, layer, what), **gate_ours}, dtype, overrides)
 
 
 def s5_model_from_official(source: Any, batch_stats: Any = None, activation: str = "half_glu1",
@@ -601,6 +765,14 @@ def s5_model_from_official(source: Any, batch_stats: Any = None, activation: str
         raise ValueError(f"activation={activation!r} is not valid; expected one of {list(S5_ACTIVATIONS)}")
     if mode not in ("pool", "last"):
         raise ValueError(f"mode={mode!r} is not valid; expected one of ['pool', 'last']")
+    for name, value in (("prenorm", prenorm), ("batchnorm", batchnorm)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}={value!r} is not valid; expected true or false")
+    if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0 <= bn_momentum <= 1:
+        raise ValueError(f"bn_momentum={bn_momentum!r} is not valid; expected a number in [0, 1] (flax's momentum)")
+    if not batchnorm and batch_stats is not None:
+        raise ValueError("batchnorm=False is not valid with batch_stats given: only a model trained with BatchNorm has "
+                         "them; expected batchnorm=True (the official default), or no batch_stats")
     classifier = any(k.startswith("decoder/") for k in flat)
     root = "encoder/" if classifier else ""
     n_layers = 0
@@ -631,7 +803,7 @@ def s5_model_from_official(source: Any, batch_stats: Any = None, activation: str
         stats = flatten_params(batch_stats) if batch_stats is not None else {}
         _check("official S5 batch_stats (BatchNorm running statistics; batchnorm=True)", stats,
                {f"{root}layers_{i}/norm/{k}": ((H,), "(H,)") for i in range(n_layers) for k in ("mean", "var")})
-    dtype = _floating_dtype(flat, dtype)
+    dtype = _floating_dtype(flat, dtype, complex_parameters=True)
 
     layer_cfg = _s5_layer_config(H, P, layout != "C", conj_sym, discretization, clip_eigs, step_rescale, activation,
                                  overrides)
@@ -655,4 +827,4 @@ def s5_model_from_official(source: Any, batch_stats: Any = None, activation: str
             block.norm.eps, block.norm.momentum = FLAX_BATCH_NORM_EPS, 1.0 - bn_momentum
         else:
             block.norm.eps = FLAX_LAYER_NORM_EPS
-    return _load(model, ours, dtype)
+    return _load(model, ours, dtype, overrides)

@@ -15,6 +15,7 @@ s5/seq_model.py.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -479,14 +480,15 @@ def test_s5_model_from_official_params(variant: str, tmp_path) -> None:
     for i in range(n_layers):
         x = sequence_layer_official(stack[f"layers_{i}"], x, activation, prenorm, batchnorm,
                                     stats[f"layers_{i}"]["norm"])
-    params, batch_stats, mode = stack, stats, "pool"
+    params, batch_stats, mode = stack, stats if batchnorm else None, "pool"  # LayerNorm: no batch_stats
     if "classifier" in variant:
         mode = "last" if "last" in variant else "pool"
         decoder = dense(rng, H, 5)
         x = (x[:, -1] if mode == "last" else x.mean(1)) @ decoder["kernel"] + decoder["bias"]
         params, batch_stats = {"encoder": stack, "decoder": decoder}, {"encoder": stats}
     options = dict(activation=activation, prenorm=prenorm, batchnorm=batchnorm, mode=mode)
-    model = load_official("s5_model", {"params": params, "batch_stats": batch_stats}, **options)
+    tree = {"params": params} if batch_stats is None else {"params": params, "batch_stats": batch_stats}
+    model = load_official("s5_model", tree, **options)
     assert _max_diff(model(torch.from_numpy(u)), x) < 1e-12
     flat = official.flatten_params(params)
     np.savez(tmp_path / "params.npz", **flat)
@@ -618,6 +620,152 @@ def test_s5_bad_params(nothing_built) -> None:
         "seq": p, "out2": dense(np.random.default_rng(0), 4, 4), "norm": {"scale": np.ones(4), "bias": np.zeros(4)}}}
     with pytest.raises(ValueError, match=r"batch_stats .*missing key 'layers_0/norm/mean'"):
         load_official("s5_model", stack)
+
+
+def test_tied_lm_head_is_optional_and_must_equal_the_embedding(reference, monkeypatch, tmp_path) -> None:
+    """safetensors stores a tied weight once (save_model drops lm_head.weight): such a
+    checkpoint loads; a tied checkpoint whose two copies differ is refused."""
+    from safetensors.torch import save_model
+    theirs = official_mamba_lm(reference, monkeypatch)
+    (tmp_path / "config.json").write_text(json.dumps(theirs.config.__dict__))
+    save_model(theirs, str(tmp_path / "model.safetensors"))
+    ours = load_official("mamba_lm", tmp_path)
+    tokens = torch.randint(0, 64, (2, 7))
+    with torch.no_grad():
+        assert _max_diff(ours(tokens), mamba_lm_official(theirs.state_dict(), 2, tokens.numpy())) < 1e-12
+    sd = dict(theirs.state_dict())
+    sd["lm_head.weight"] = sd["lm_head.weight"] + 1.0
+    with pytest.raises(ValueError, match=r"tie_embeddings=True, but keys 'lm_head.weight' and "
+                                         r"'backbone.embedding.weight' differ"):
+        load_official("mamba_lm", (theirs.config.__dict__, sd))
+
+
+def test_mamba_lm_config_must_fit_its_parameters(reference, monkeypatch, nothing_built) -> None:
+    """Every size config.json states is checked against the weights; keys MambaConfig or the
+    mixer would refuse are refused (a typo is not silently a default)."""
+    theirs = official_mamba_lm(reference, monkeypatch)  # d_model 16, d_state 8, vocab 64
+    config, sd = dict(theirs.config.__dict__), theirs.state_dict()
+    cases = [
+        ({"ssm_cfg": {"layer": "Mamba1", "d_state": 16}}, r"ssm_cfg.d_state=16 does not fit layer 0's parameters, "
+                                                           r"which have d_state = 8"),
+        ({"ssm_cfg": {"layer": "Mamba1", "d_state": 8, "d_conv": 2}}, r"ssm_cfg.d_conv=2 does not fit"),
+        ({"ssm_cfg": {"layer": "Mamba1", "d_state": 8, "expand": 3}}, r"ssm_cfg.expand=3 does not fit"),
+        ({"ssm_cfg": {"layer": "Mamba1", "d_state": 8, "dt_rank": 4}}, r"ssm_cfg.dt_rank=4 does not fit"),
+        ({"d_model": 999}, r"config d_model=999 does not fit the parameters, whose embedding has width 16"),
+        ({"vocab_size": 5000}, r"config vocab_size=5000 \(padded to a multiple of pad_vocab_size_multiple=8\) does "
+                               r"not fit the embedding's 64 rows"),
+        ({"tie_embedding": False}, r"config key 'tie_embedding' is not valid \(mamba-ssm refuses it too\)"),
+        ({"ssm_cfg": {"layer": "Mamba1", "d_sate": 8}}, r"config ssm_cfg key 'd_sate' is not valid"),
+        ({"ssm_cfg": "Mamba1"}, r"config ssm_cfg='Mamba1' is not valid; expected a mapping"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ValueError, match=message):
+            load_official("mamba_lm", ({**config, **change}, sd))
+
+
+def test_mamba_lm_vocabulary_padding(reference, monkeypatch) -> None:
+    """vocab_size 60 with pad_vocab_size_multiple 8 is the embedding's 64 rows, as mamba-ssm pads it."""
+    theirs = official_mamba_lm(reference, monkeypatch)
+    ours = load_official("mamba_lm", ({**theirs.config.__dict__, "vocab_size": 60}, theirs.state_dict()))
+    assert ours.encoder.weight.shape == (64, 16)
+
+
+def test_malformed_sources_are_one_line_errors(tmp_path, nothing_built) -> None:
+    sd = s4d_state_dict()
+    with pytest.raises(ValueError, match=r"key 'state_dict' holds a dict, expected a tensor or a numeric array "
+                                         r"\(a state_dict nested under 'state_dict'\?"):
+        load_official("s4d", {"state_dict": sd, "epoch": 3})
+    with pytest.raises(ValueError, match=r"key 'D' holds a NoneType"):
+        load_official("s4d", {**sd, "D": None})
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"official S4D state_dict: cannot read '.*bad.pt'"):
+        load_official("s4d", tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"expected a checkpoint directory or a \(config dict, state_dict\) pair, got dict"):
+        load_official("mamba_lm", sd)
+    with pytest.raises(ValueError, match=r"a tuple source has 3 items, expected 2"):
+        load_official("mamba_lm", ({}, {}, {}))
+    with pytest.raises(ValueError, match=r"the state_dict is a str, expected a mapping"):
+        load_official("mamba_lm", ({}, "weights.bin"))
+    with pytest.raises(ValueError, match=r"the config is a list, expected a mapping"):
+        load_official("mamba_lm", ([], {}))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"official MambaLMHeadModel: cannot read '.*config.json'"):
+        load_official("mamba_lm", tmp_path)
+    with pytest.raises(ValueError, match=r"^[^\n]*$"):
+        load_official("mamba_lm", tmp_path)
+
+
+def test_wrong_dtypes_and_kinds_are_refused(reference, reference2, nothing_built) -> None:
+    sd = s4d_state_dict()
+    with pytest.raises(ValueError, match=r"key 'kernel.log_dt' has dtype torch.int64, expected a real floating dtype"):
+        load_official("s4d", {**sd, "kernel.log_dt": sd["kernel.log_dt"].long()})
+    with pytest.raises(ValueError, match=r"key 'D' has dtype torch.complex128, expected a real floating dtype"):
+        load_official("s4d", {**sd, "D": sd["D"] + 1j})
+    for dtype in ("float32", torch.int64):
+        with pytest.raises(ValueError, match=rf"dtype={dtype!r} is not valid; expected one of \[torch.float16"):
+            load_official("s4d", sd, dtype=dtype)
+    with pytest.raises(ValueError, match=r"dtype=torch.float16 is not valid for a layer with complex parameters"):
+        load_official("s4d", sd, dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"a Mamba \(Mamba-1\) state_dict\? expected kind 'mamba'"):
+        load_official("mamba2", official_mamba(reference).state_dict())
+    with pytest.raises(ValueError, match=r"a Mamba2 state_dict\? expected kind 'mamba2'"):
+        load_official("mamba", official_mamba2(reference2).state_dict())
+
+
+def test_options_are_checked_before_loading(reference) -> None:
+    """An option that is not a field, or contradicts the parameters, is refused before anything
+    is built; one that moves the layer to other parameters names itself."""
+    sd = s4d_state_dict()
+    mamba = official_mamba(reference).state_dict()
+    with pytest.raises(ValueError, match=r"option foo=1 is not valid; expected the loader's options or SSMConfig"):
+        load_official("mamba", mamba, foo=1)
+    with pytest.raises(ValueError, match=r"option d_model=8 does not fit: the parameters \(or the loader's own "
+                                         r"options\) give d_model=4; leave it out"):
+        load_official("s4d", sd, d_model=8)
+    with pytest.raises(ValueError, match=r"option d_state=4 does not fit: .* give d_state=8"):
+        load_official("mamba", mamba, d_state=4)
+    for option in (dict(conj_sym=False), dict(gate="none")):
+        with pytest.raises(ValueError, match=rf"options {option} give a layer with other parameters than the official"):
+            load_official("s4d", sd, **option)
+    p = s5_ssm_params()
+    with pytest.raises(ValueError, match=r"conj_sym='yes' is not valid; expected true or false"):
+        load_official("s5", p, conj_sym="yes")
+    with pytest.raises(ValueError, match=r"bn_momentum=2.0 is not valid; expected a number in \[0, 1\]"):
+        load_official("s5_model", {"encoder": {}}, bn_momentum=2.0)
+    # options that keep the parameters: computed the same way
+    u = torch.randn(2, 9, 4, dtype=F64)
+    with torch.no_grad():
+        torch.testing.assert_close(load_official("s4d", sd, mode="recurrent", chunk_size=3)(u), load_official("s4d", sd)(u))
+
+
+def test_batch_stats_need_batchnorm(nothing_built) -> None:
+    stack = {"encoder": dense(np.random.default_rng(0), 3, 4), "layers_0": {
+        "seq": s5_ssm_params(), "out2": dense(np.random.default_rng(0), 4, 4),
+        "norm": {"scale": np.ones(4), "bias": np.zeros(4)}}}
+    stats = {"layers_0": {"norm": {"mean": np.zeros(4), "var": np.ones(4)}}}
+    with pytest.raises(ValueError, match=r"batchnorm=False is not valid with batch_stats given"):
+        load_official("s5_model", {"params": stack, "batch_stats": stats}, batchnorm=False)
+
+
+def test_source_dtypes() -> None:
+    """Half-precision sources: an S4D or S5 layer (complex parameters) is built in float32,
+    from bf16 tensors too (numpy has no bf16); a mixed source takes its widest dtype."""
+    sd = s4d_state_dict()
+    u = torch.randn(2, 9, 4)
+    for half in (torch.float16, torch.bfloat16):
+        layer = load_official("s4d", {k: v.to(half) for k, v in sd.items()})
+        same_values = load_official("s4d", {k: v.to(half).float() for k, v in sd.items()})
+        assert layer.D.dtype == torch.float32
+        with torch.no_grad():
+            torch.testing.assert_close(layer(u), same_values(u))
+    p = s5_ssm_params()
+    layer = load_official("s5", {k: torch.from_numpy(v).bfloat16() for k, v in p.items()})
+    same_values = load_official("s5", {k: torch.from_numpy(v).bfloat16().float() for k, v in p.items()})
+    assert layer.D.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(layer(u), same_values(u))
+    mixed = {**sd, "D": sd["D"].float()}
+    assert load_official("s4d", mixed).D.dtype == F64
 
 
 # ============================================================================ README
