@@ -207,7 +207,8 @@ class SSMLayer(nn.Module):
         self.B.copy_(torch.view_as_real(B_tilde))
 
     def _init_C(self, C: nn.Parameter, V: torch.Tensor | None) -> None:
-        """SISO: C ~ N(0, 1) complex (S4D) or real. MIMO: S5's C_init options, C̃ = C V."""
+        """SISO: C ~ N(0, 1) complex (S4D) or real. MIMO: S5's C_init options, C̃ = C V
+        (without V: C̃ drawn with the variance per entry of C V)."""
         cfg = self.cfg
         G, c, n, N = cfg.n_groups, cfg.channels_per_group, cfg.n_modes, cfg.d_state
         if self.siso:
@@ -223,9 +224,12 @@ class SSMLayer(nn.Module):
             C.copy_(torch.randn(G, c, n, 2, dtype=torch.float64) * math.sqrt(0.5))
             return
         # trunc_standard_normal: each row drawn as lecun_normal of shape (1, N, 2): fan_in N;
-        # lecun_normal: one draw of shape (c, N, 2): fan_in c·N (JAX's fan_in convention)
+        # lecun_normal: one draw of shape (c, N, 2): fan_in c·N (JAX's fan_in convention).
+        # Without V (an init other than hippo) C̃'s n entries are drawn directly with the
+        # variance an entry of C V has (V's columns have unit norm): the same fan_in, so that
+        # moving the init moves A alone, not the output's scale (as _init_B does for B̃).
         size = N if V is not None else n
-        fan_in = size if cfg.c_init == "trunc_standard_normal" else c * size
+        fan_in = N if cfg.c_init == "trunc_standard_normal" else c * N
         raw = ssm_init.lecun_normal_(torch.empty(G, c, size, 2, dtype=torch.float64), fan_in=fan_in)
         C_full = torch.view_as_complex(raw)
         C_tilde = torch.einsum("gcN,Nn->gcn", C_full, V) if V is not None else C_full

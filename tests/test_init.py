@@ -121,3 +121,16 @@ def test_s5_B_and_C_follow_the_official_initialisation() -> None:
     C = torch.view_as_complex(layer.C[0]) @ V.conj().T  # (H, P)
     assert abs(C.real.std().item() - 1 / math.sqrt(P)) < 0.1 / math.sqrt(P)
     assert abs(C.imag.std().item() - 1 / math.sqrt(P)) < 0.1 / math.sqrt(P)
+
+
+@pytest.mark.parametrize("c_init", ["trunc_standard_normal", "lecun_normal"])
+def test_mimo_C_has_the_same_scale_under_every_init(c_init: str) -> None:
+    """A MIMO layer's C̃ = C V under hippo; under another init C̃ is drawn directly with the
+    same variance per entry, so an init ablation moves A, not the output's scale."""
+    scale = {}
+    for init in ("hippo", "s4d_lin", "random"):
+        torch.manual_seed(0)
+        layer = SSMLayer(preset("s5", d_model=64, d_state=32, init=init, c_init=c_init)).double()
+        scale[init] = torch.view_as_complex(layer.C.detach()).abs().pow(2).mean().item()
+    assert 0.85 < scale["s4d_lin"] / scale["hippo"] < 1.15, scale
+    assert 0.85 < scale["random"] / scale["hippo"] < 1.15, scale
