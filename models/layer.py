@@ -43,7 +43,11 @@ Choices the papers leave open, fixed here:
   without retraining; :meth:`SSMLayer.set_step_rescale`).
 - GELU: exact (erf) or tanh-approximated (flax's ``nn.gelu`` default, the official S5 layer), by
   ``gelu``; the block's feed-forward network (models.backbone) keeps the exact GELU.
-- MIMO layers whose init is not HiPPO sample B̃ and C̃ directly (V = I).
+- MIMO layers whose init is not HiPPO sample B̃ and C̃ directly (V = I), with the variance per
+  entry that V^* B and C V have under HiPPO.
+- Bidirectional, for every structure: S5's rule, the current input enters both directions
+  (h'_t reads x_t). The s4 repository's FFT convolution instead shifts the backward kernel by
+  one step (the backward direction reads x_{t+1} onwards); its minimal S4D has no backward.
 - A complex selective SISO B_t / C_t takes 2n outputs of x_proj (real, imaginary parts).
 
 Compute modes change how h is computed, never what is computed (see :mod:`models.scan`):
