@@ -40,7 +40,7 @@ def main(cfg: DictConfig) -> float | None:
     so they are imported here, after the command line is known to be good."""
     from .config import resolve
     from .plan import plan_line
-    from .run import execute
+    from .run import BadData, execute
     from .trainer import spread_over_gpus
 
     hydra_cfg = HydraConfig.get()
@@ -54,7 +54,10 @@ def main(cfg: DictConfig) -> float | None:
         return None
     job_number = hydra_cfg.job.get("num", 0) or 0
     run.trainer.device = spread_over_gpus(run.trainer.device, job_number)
-    row = execute(run, list(hydra_cfg.overrides.task))
+    try:
+        row = execute(run, list(hydra_cfg.overrides.task))
+    except BadData as err:  # the task's data, read before the run is claimed or trained
+        refuse_job(hydra_cfg, str(err))
     if row is None:  # already finished: nothing trained
         discard_output(hydra_cfg.runtime.output_dir)
         return None

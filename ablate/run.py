@@ -75,13 +75,19 @@ def describe(run: ResolvedRun) -> str:
                      f"on {task_text(run)} seed={run.seed}"])
 
 
+class BadData(ValueError):
+    """The task's data cannot be read (:meth:`ablate.tasks.Task.load`): the run is refused
+    before it is claimed or trained."""
+
+
 def execute(run: ResolvedRun, overrides: list[str]) -> dict[str, Any] | None:
     """Train and record one run; returns its row, or None when it was skipped.
 
     A run is skipped when its row exists with status ok (with ``+rerun=true``: when a row was
     written after this call started). Otherwise it is claimed first (see ablate.claims): if
     another live process holds the claim, this call waits until that process finishes the
-    run (then skips it) or dies (then takes the run over and resumes its checkpoint).
+    run (then skips it) or dies (then takes the run over and resumes its checkpoint). Before
+    that the task's splits are read: data that cannot be read raise :class:`BadData`.
     """
     rid = run_id(run.identity)
     label = describe(run)
@@ -90,6 +96,10 @@ def execute(run: ResolvedRun, overrides: list[str]) -> dict[str, Any] | None:
     if finished_since(run.results_dir, rid, since):
         log.info("skip %s (%s): already finished with status ok; +rerun=true forces it", rid, label)
         return None
+    try:
+        run.task.load()
+    except (ValueError, FileNotFoundError) as err:
+        raise BadData(str(err)) from None
     exit_with_parent()
     checkpoint = path_of(run.results_dir, CHECKPOINTS, rid)
     claim = RunClaim(path_of(run.results_dir, CLAIMS, rid), related=(checkpoint,))

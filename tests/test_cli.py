@@ -100,6 +100,22 @@ def test_refusal_is_one_line_exit_2_and_writes_nothing(tmp_path, overrides, mess
     assert files_under(tmp_path) == []
 
 
+def test_unreadable_data_are_refused_before_training(tmp_path) -> None:
+    """A malformed row in LRA's test file is found when the run loads its splits, before it
+    trains: one line, exit 2, nothing written (not a failed row after a whole training)."""
+    data = tmp_path / "data" / "listops-1000"
+    data.mkdir(parents=True)
+    for split in ("train", "val", "test"):
+        rows = "( [MAX 2 ) ]\t2\n" if split != "test" else "( [MAX 2 ) ]\tnine\n"
+        (data / f"basic_{split}.tsv").write_text("Source\tTarget\n" + rows)
+    result = run_ablate(tmp_path, "task=lra", f"task.data_dir={data}", "task.max_length=8", "model.n_layers=1",
+                        "model.ssm.d_model=8", "model.ssm.d_state=4", "trainer.max_steps=2", "results_dir=out")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "basic_test.tsv: line 2 is not a ListOps row" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert files_under(tmp_path / "out") == []
+
+
 def test_hydra_output_only_for_runs_that_train(tmp_path) -> None:
     """A plan sweep and a refused sweep leave no hydra/ folder; a run that trains keeps its
     config; nothing is written outside results_dir (the command runs in an empty folder)."""

@@ -312,9 +312,10 @@ def test_lra_retrieval_and_text_read_release(tmp_path) -> None:
 
 
 def test_lra_missing_data_fails_when_built(tmp_path) -> None:
-    with pytest.raises(ValueError, match="task.data_dir=''") as err:
-        LRA(LRAConfig())
-    assert "\n" not in str(err.value)
+    for unset in ("", None):  # None: conf/task/lra.yaml's default
+        with pytest.raises(ValueError, match="task.data_dir='' is not valid: LRA listops reads released files") as err:
+            LRA(LRAConfig(data_dir=unset))
+        assert "\n" not in str(err.value)
     with pytest.raises(FileNotFoundError, match="not a folder") as err:
         LRA(LRAConfig(data_dir=str(tmp_path / "nowhere")))
     assert "\n" not in str(err.value)
@@ -337,6 +338,41 @@ def test_lra_bad_rows_name_the_line(tmp_path) -> None:
     task = LRA(LRAConfig(data_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="line 2"):
         task.split("val")
+
+
+def test_lra_unreadable_rows_name_the_file_and_line(tmp_path) -> None:
+    """Each is one line naming the file and line, raised by Task.load (before training)."""
+    write_release(tmp_path)
+    path = tmp_path / "lra_release" / "listops-1000" / "basic_test.tsv"
+    good = "Source\tTarget\n( [MAX 2 ) ]\t2\n"
+    cases = [
+        (good.encode() + b"( [MAX \xff ) ]\t2\n", r"basic_test.tsv: line 3 is not UTF-8 text"),
+        (good.encode() + b"( [MAX 2 ) ]\t2\textra\n", r"line 3 has 3 tab-separated fields; expected 2"),
+        (good.encode() + b"\t2\n", r"line 3 has an empty Source"),
+        (b"Source\tTarget\n", r"holds no rows for split 'test'"),
+    ]
+    for content, message in cases:
+        path.write_bytes(content)
+        task = LRA(LRAConfig(data_dir=str(tmp_path)))
+        with pytest.raises(ValueError, match=message) as err:
+            task.load()
+        assert "\n" not in str(err.value)
+    path.write_bytes("\ufeff".encode() + good.encode())  # a byte-order mark before the header
+    assert LRA(LRAConfig(data_dir=str(tmp_path))).split("test").y.tolist() == [2]
+    with pytest.raises(ValueError, match=r"task.n_train=5 is not valid: .*basic_train.tsv' holds 3 rows"):
+        LRA(LRAConfig(data_dir=str(tmp_path), n_train=5)).load()
+
+
+def test_lra_retrieval_keeps_bytes_and_text_needs_both_classes(tmp_path) -> None:
+    write_release(tmp_path, subfolder="")
+    path = tmp_path / "tsv_data" / "new_aan_pairs.train.tsv"
+    path.write_bytes(b"1\tp1\tp2\tx\xe9y\tz\rw\n")  # Latin-1 é, and a bare \r inside a document
+    data = LRA(LRAConfig(data_dir=str(tmp_path), subtask="retrieval", max_length=4)).split("train")
+    assert data.x[0].tolist() == [ord("x") + 1, 0xE9 + 1, ord("y") + 1, 0, 257, ord("z") + 1, 13 + 1, ord("w") + 1, 0]
+    for review in (tmp_path / "aclImdb" / "train" / "pos").iterdir():
+        review.unlink()
+    with pytest.raises(ValueError, match=r"LRA text: no \*.txt review in '.*train/pos'"):
+        LRA(LRAConfig(data_dir=str(tmp_path), subtask="text")).load()
 
 
 # --- configuration errors ---------------------------------------------------------------

@@ -123,6 +123,12 @@ class Task:
             self._splits[name] = self.generate(name, torch.Generator().manual_seed(seed))
         return self._splits[name]
 
+    def load(self) -> None:
+        """Read or generate the train, validation and test splits now (each is kept), so that
+        data that cannot be read fail (ValueError, FileNotFoundError) before any training."""
+        for name in SPLITS:
+            self.split(name)
+
     def extra_evaluations(self) -> dict[str, Split]:
         """Named extra test sets (e.g. longer lengths for extrapolation). Default: none."""
         return {}

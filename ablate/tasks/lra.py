@@ -39,7 +39,10 @@ non-causal) pads on the right, as LRA does, and the mean runs over the padding t
 retrieval), so the last position holds the sequence's last token.
 
 Missing data fail when the task is built, with one line naming the missing path and the
-expected layout.
+expected layout; data that do not read (a malformed row, an empty split, text that is not
+UTF-8 where text is expected, fewer rows than ``n_train``/``n_val``/``n_test`` ask for) fail
+when a run loads its splits, before it trains (:meth:`ablate.tasks.Task.load`), with one
+line naming the file and line.
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ class LRAConfig:
     def __post_init__(self) -> None:
         if isinstance(self.data_dir, os.PathLike):
             self.data_dir = os.fspath(self.data_dir)
+        if self.data_dir is None:  # the config's default: locate() says what to set
+            self.data_dir = ""
         if not isinstance(self.data_dir, str):
             raise ValueError(f"task.data_dir={self.data_dir!r} is not valid; expected a path (a string)")
         if self.subtask not in SUBTASKS:
@@ -139,25 +144,39 @@ def _bytes_row(out: torch.Tensor, data: bytes, left: bool) -> None:
         out[: len(ids)] = ids
 
 
+def _text_line(path: Path, number: int, raw: bytes, encoding: str = "utf-8") -> str:
+    """Line ``number`` of ``path`` as text, without its line end; a ValueError naming both
+    when it is not UTF-8."""
+    try:
+        return raw.rstrip(b"\r\n").decode(encoding)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: line {number} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
 def _read_listops(path: Path, length: int, left: bool, limit: int | None) -> Split:
     seqs, labels = [], []
-    with open(path, encoding="utf-8", newline="") as f:
-        header = f.readline().rstrip("\r\n").split("\t")
+    with open(path, "rb") as f:
+        header = _text_line(path, 1, f.readline(), "utf-8-sig").split("\t")  # a byte-order mark is not a name
         if "Source" not in header or "Target" not in header:
             raise ValueError(f"{path}: line 1 is {header!r}; expected a header naming the columns Source and Target")
         src, tgt = header.index("Source"), header.index("Target")
-        for number, line in enumerate(f, start=2):
+        for number, raw in enumerate(f, start=2):
             if limit is not None and len(seqs) == limit:
                 break
-            line = line.rstrip("\r\n")
+            line = _text_line(path, number, raw)
             if not line:
                 continue
             fields = line.split("\t")
+            if len(fields) != len(header):
+                raise ValueError(f"{path}: line {number} has {len(fields)} tab-separated fields; expected "
+                                 f"{len(header)}, as the header names {header}")
             try:
                 tokens = listops.tokenize(fields[src])
                 target = float(fields[tgt])
-            except (ValueError, IndexError) as err:
+            except ValueError as err:
                 raise ValueError(f"{path}: line {number} is not a ListOps row ({err})") from None
+            if not tokens:
+                raise ValueError(f"{path}: line {number} has an empty Source; expected a ListOps expression")
             if target not in range(listops.NUM_CLASSES):
                 raise ValueError(f"{path}: line {number} has Target={fields[tgt]!r}; expected an integer 0..9")
             label = int(target)
@@ -167,27 +186,30 @@ def _read_listops(path: Path, length: int, left: bool, limit: int | None) -> Spl
 
 
 def _read_retrieval(path: Path, length: int, left: bool, limit: int | None) -> Split:
+    """Rows read as bytes: the documents' bytes are the ids (byte + 1), whatever their
+    encoding, as LRA's byte tokenizer takes them; lines end at \\n alone."""
     rows = []
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    with open(path, "rb") as f:
         for number, line in enumerate(f, start=1):
             if limit is not None and len(rows) == limit:
                 break
-            line = line.rstrip("\r\n")
+            line = line.rstrip(b"\r\n")
             if not line:
                 continue
-            fields = line.split("\t")
+            fields = line.split(b"\t")
             if len(fields) != 5:
                 raise ValueError(
                     f"{path}: line {number} has {len(fields)} tab-separated fields; "
                     "expected 5 (label, id1, id2, text1, text2)"
                 )
+            text = fields[0].decode("utf-8", errors="replace")
             try:
-                label = float(fields[0])
+                label = float(text)
             except ValueError:
-                raise ValueError(f"{path}: line {number} has label {fields[0]!r}; expected 0 or 1") from None
+                raise ValueError(f"{path}: line {number} has label {text!r}; expected 0 or 1") from None
             if label not in (0.0, 1.0):
-                raise ValueError(f"{path}: line {number} has label {fields[0]!r}; expected 0 or 1")
-            rows.append((int(label), fields[3].encode("utf-8")[:length], fields[4].encode("utf-8")[:length]))
+                raise ValueError(f"{path}: line {number} has label {text!r}; expected 0 or 1")
+            rows.append((int(label), fields[3][:length], fields[4][:length]))
     x = torch.zeros(len(rows), 2 * length + 1, dtype=torch.int64)
     x[:, length] = SEPARATOR
     for i, (_, doc1, doc2) in enumerate(rows):
@@ -198,6 +220,10 @@ def _read_retrieval(path: Path, length: int, left: bool, limit: int | None) -> S
 
 def _read_text(folder: Path, length: int, left: bool, limit: int | None) -> Split:
     neg, pos = (sorted(p for p in (folder / label).glob("*.txt")) for label in ("neg", "pos"))
+    for label, found in (("neg", neg), ("pos", pos)):
+        if not found:
+            raise ValueError(f"LRA text: no *.txt review in {str(folder / label)!r}; expected the extracted "
+                             f"aclImdb release ({LAYOUT['text']})")
     files = [(path, label) for pair in zip(neg, pos) for path, label in zip(pair, (0, 1))]
     longer, label = (neg, 0) if len(neg) > len(pos) else (pos, 1)
     files += [(path, label) for path in longer[min(len(neg), len(pos)) :]]
@@ -235,4 +261,8 @@ class LRA(Task):
         data = read(self.paths[split], c.length, c.readout == "last", limit)
         if len(data) == 0:
             raise ValueError(f"LRA {c.subtask}: {str(self.paths[split])!r} holds no rows for split {split!r}")
+        if limit is not None and len(data) < limit:
+            name = {"train": "n_train", "val": "n_val", "test": "n_test"}[split]
+            raise ValueError(f"task.{name}={limit} is not valid: {str(self.paths[split])!r} holds {len(data)} rows; "
+                             f"expected at most {len(data)}, or null (all)")
         return data
