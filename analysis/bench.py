@@ -101,6 +101,21 @@ def status_counts(bench: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in rows["status"].value_counts().items()} if len(rows) else {}
 
 
+def count_phrase(bench: pd.DataFrame) -> str:
+    """What the benchmark rows are, in counts that add up to their number: '26 rows: 23 measured,
+    1 over budget, 1 OOM (not measured), 1 outside the length sweep (no length, e.g. per-step
+    latency, or nothing measured)'."""
+    counts = status_counts(bench)
+    parts = [f"{counts.get('ok', 0)} measured"]
+    missed = [f"{n} {STATUS_TEXT.get(s, s.replace('_', ' '))}" for s, n in sorted(counts.items()) if s != "ok"]
+    if missed:
+        parts.append(", ".join(missed) + " (not measured)")
+    outside = len(bench) - sum(counts.values())
+    if outside:
+        parts.append(f"{outside} outside the length sweep (no length, e.g. per-step latency, or nothing measured)")
+    return f"{len(bench)} rows: " + ", ".join(parts)
+
+
 def speed_table(bench: pd.DataFrame, column: str = "fwdbwd_ms", caption: str | None = None,
                 label: str = "tab:speed") -> Table | None:
     """Rows = series, columns = sequence lengths, cells = mean ``column`` over repeated
@@ -183,7 +198,9 @@ def plot_speed(bench: pd.DataFrame, stem_time: Path, stem_memory: Path,
 
 def _loglog(rows: pd.DataFrame, heading: str, columns: Sequence[str], palette: dict, stem: Path,
             formats: Sequence[str], titles: dict[str, str]) -> list[Path]:
-    """One log-log panel per column; ``heading`` names the line styles in the legend ('mode')."""
+    """One log-log panel per column; ``heading`` names the line styles in the legend ('mode'). Every
+    panel gets every name and variant in the same order, so a variant that one panel lacks does
+    not shift the styles of the others, and the first panel's legend holds for all."""
     ok = rows[rows["status"] == "ok"]
     bad = rows[rows["status"] != "ok"]
     variants = list(dict.fromkeys(ok["variant"]))
@@ -192,10 +209,9 @@ def _loglog(rows: pd.DataFrame, heading: str, columns: Sequence[str], palette: d
         axes = fig.subplots(1, len(columns), squeeze=False)[0]
         for ax, col in zip(axes, columns):
             data = ok.dropna(subset=[col]).groupby(["series", "name", "variant", "length"], as_index=False)[col].mean()
-            sns.lineplot(data=data, x="length", y=col, hue="name",
-                         hue_order=[n for n in palette if n in set(data["name"])], palette=palette, style="variant",
-                         style_order=[v for v in variants if v in set(data["variant"])],
-                         units="series", estimator=None, markers=True, dashes=True, ax=ax)
+            sns.lineplot(data=data, x="length", y=col, hue="name", hue_order=list(palette), palette=palette,
+                         style="variant", style_order=variants, units="series", estimator=None, markers=True,
+                         dashes=True, ax=ax)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             lengths = sorted(rows["length"].unique())

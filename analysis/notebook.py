@@ -2,9 +2,9 @@
 
 A notebook reads its results directories from the environment variable
 ``SSM_ABLATE_RESULTS`` (several separated by ``os.pathsep``) or, when unset, from the value in
-its parameters cell; then it calls the library (:mod:`analysis.report`, :mod:`analysis.plots`,
-:mod:`analysis.bench`) and shows what comes back. IPython is imported only when something is
-shown, so this module imports without it.
+its parameters cell, relative paths from the repository root; then it calls the library
+(:mod:`analysis.report`, :mod:`analysis.plots`, :mod:`analysis.bench`) and shows what comes back.
+IPython is imported only when something is shown, so this module imports without it.
 """
 
 from __future__ import annotations
@@ -23,13 +23,22 @@ from .tables import Table, to_markdown
 ENV_VAR = "SSM_ABLATE_RESULTS"
 
 
+def repo_root() -> Path:
+    """The repository root, found as the notebooks' first cell finds it: the first of the working
+    directory and its parents that holds ``analysis/__init__.py`` (the working directory outside a
+    checkout)."""
+    return next((p for p in [Path.cwd(), *Path.cwd().parents] if (p / "analysis" / "__init__.py").is_file()),
+                Path.cwd())
+
+
 def results_inputs(default: str | Sequence[str]) -> list[str]:
     """The results directories to read: ``$SSM_ABLATE_RESULTS`` split on os.pathsep when set,
-    else ``default`` (a string, split the same way, or a list)."""
+    else ``default`` (a string, split the same way, or a list). A relative entry is relative to
+    the repository root (:func:`repo_root`), where the README's commands run, not to the
+    notebook's folder, where ``jupyter execute`` runs the notebook."""
     value = os.environ.get(ENV_VAR) or default
-    if isinstance(value, str):
-        return [v for v in value.split(os.pathsep) if v]
-    return list(value)
+    entries = [v for v in value.split(os.pathsep) if v] if isinstance(value, str) else list(value)
+    return [str(repo_root() / entry) for entry in entries]
 
 
 def load(default: str | Sequence[str]) -> Analysis:

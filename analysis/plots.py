@@ -20,7 +20,7 @@ import logging
 import math
 import textwrap
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import matplotlib
 import numpy as np
@@ -47,16 +47,21 @@ DASHES = ((), (5, 2), (1.5, 1.5), (6, 2, 1.5, 2), (3, 1), (8, 2, 2, 2, 2, 2))  #
 PARAMS_LOG_SPAN = 4.0  # parameter counts spanning more than this factor get a log axis
 INTERVAL = ("95% CI of the mean over seeds (Student t), clipped to the metric's range "
             "(accuracy [0, 1], loss and mse ≥ 0)")
+EXTRAPOLATION = f"Lines: mean test metric over seeds per test length; bands: {INTERVAL}"
 NOTES = {
     "final": f"Bars: mean test metric over seeds; error bars: {INTERVAL}; dots: the seeds.",
     "curves": f"Lines: mean over seeds; bands: {INTERVAL}. Configurations with identical curves are drawn "
               "once, labelled 'A = B'.",
-    "extrapolation": f"Lines: mean test metric over seeds per test length; bands: {INTERVAL}; dotted: the "
-                     "training length.",
+    "extrapolation": f"{EXTRAPOLATION}; dotted: the training length.",
     "params": f"Points: mean test metric over seeds against parameter count; error bars: {INTERVAL}.",
     "heatmap": "Cells: mean test metric over seeds (no interval); colour scale anchored to the metric's range "
                "([0, 1] for accuracy, from 0 for mse and loss).",
 }
+# The heatmap's note when a cell averages several configurations (:class:`Heatmap`).
+AVERAGED_HEATMAP = ("Cells: mean test metric over seeds (no interval), averaged over the configurations with the "
+                    "two values whose other settings are run in every cell (named per panel); n: configurations "
+                    "per cell where more than one; colour scale anchored to the metric's range ([0, 1] for "
+                    "accuracy, from 0 for mse and loss).")
 # Per-format metadata that would otherwise record a timestamp or a version.
 METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
             "svg": {"Creator": None, "Date": None}}
@@ -196,7 +201,7 @@ def plot_final(runs: pd.DataFrame, metric_by_task: Mapping[str, str], order: Map
             if len(ok):
                 sns.barplot(data=ok, x="config", y=column, order=labels, hue="config", hue_order=labels,
                             palette=palette, errorbar=bounded_interval(column), capsize=0.15,
-                            err_kws={"linewidth": 1.2}, alpha=0.85, legend=False, ax=ax)
+                            err_kws={"linewidth": 1.2}, alpha=0.85, saturation=1, legend=False, ax=ax)
                 _draw_seeds(ax, ok, column, labels)
             counts = status_counts(every, ["config"])
             trans = blended_transform_factory(ax.transData, ax.transAxes)
@@ -326,26 +331,41 @@ def extrapolation_frame(runs: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, 
     return long, train
 
 
+def extrapolation_panels(runs: pd.DataFrame,
+                         metric_by_task: Mapping[str, str]) -> list[tuple[str, str, pd.DataFrame, float | None]]:
+    """[(task, metric, :func:`extrapolation_frame`'s long frame and training length)] for each task
+    with ``test_len_<L>_<metric>`` columns, in the order of ``metric_by_task``."""
+    panels = []
+    for task, metric in metric_by_task.items():
+        long, train = extrapolation_frame(runs[runs["task"] == task], metric)
+        if not long.empty:
+            panels.append((task, metric, long, train))
+    return panels
+
+
+def extrapolation_note(trained: bool) -> str:
+    """The note of the extrapolation figure: ``NOTES['extrapolation']`` when a training length is
+    drawn (``trained``), else without the dotted line."""
+    return NOTES["extrapolation"] if trained else f"{EXTRAPOLATION}."
+
+
 def plot_extrapolation(runs: pd.DataFrame, metric_by_task: Mapping[str, str], order: Mapping[str, Sequence[str]],
                        palette: Mapping[str, tuple], stem: Path, axis_title: str = "configuration",
                        formats: Sequence[str] = FORMATS) -> list[Path]:
     """Metric against test length for tasks with ``test_len_<L>_<metric>`` columns (the
     extrapolation test of induction heads): a line per configuration, a 95% band over seeds
-    clipped to the metric's range, log2 x-axis, the training length (``task.length``) marked.
+    clipped to the metric's range, log2 x-axis, the training length (``task.length``) marked
+    where the task has one (:func:`extrapolation_note`).
 
     runs: ok runs with 'task' and 'config'. Returns [] when no task has such columns.
     """
-    frames = []
-    for task, metric in metric_by_task.items():
-        long, train = extrapolation_frame(runs[runs["task"] == task], metric)
-        if not long.empty:
-            frames.append((task, metric, long, train))
-    if not frames:
+    panels = extrapolation_panels(runs, metric_by_task)
+    if not panels:
         return []
     styles = line_styles(list(palette))
     with style():
-        fig, axes = _grid(len(frames), width=5.0)
-        for ax, (task, metric, long, train) in zip(axes.flat, frames):
+        fig, axes = _grid(len(panels), width=5.0)
+        for ax, (task, metric, long, train) in zip(axes.flat, panels):
             labels = [l for l in order[task] if l in set(long["config"])]
             draw_lines(ax, long, "length", "value", metric, labels, palette, styles)
             ax.set_xscale("log", base=2)
@@ -359,9 +379,9 @@ def plot_extrapolation(runs: pd.DataFrame, metric_by_task: Mapping[str, str], or
             ax.set_xlabel("test sequence length")
             ax.set_ylabel(f"Test {metric} (mean, 95% CI)")
             ax.set_title(task)
-        _hide_unused(axes, len(frames))
+        _hide_unused(axes, len(panels))
         _figure_legend(fig, list(axes.flat), axis_title)
-        add_note(fig, NOTES["extrapolation"])
+        add_note(fig, extrapolation_note(any(train is not None for *_, train in panels)))
         return _save(fig, stem, formats)
 
 
@@ -385,24 +405,26 @@ def set_count_axis(ax, log: bool) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(compact_number))
 
 
-def param_points(agg: pd.DataFrame, column: str, order: Sequence[str]) -> dict[tuple, list[str]]:
-    """{(parameters, mean, CI low, CI high): configuration labels} of one task, in ``order`` (the CI
-    None with fewer than 2 seeds); labels with the same point share it (drawn once, as 'A = B').
-    ``agg``: one task's aggregate."""
-    points: dict[tuple, list[str]] = {}
-    for label in order:
-        if label not in agg.index:
-            continue
-        x, y = agg.loc[label, ("param_count", "mean")], agg.loc[label, (column, "mean")]
-        if np.isfinite(x) and np.isfinite(y):
-            low, high = interval_of_mean(y, agg.loc[label, (column, "std")], agg.loc[label, (column, "n")], column)
-            bounds = (low, high) if np.isfinite(low) and np.isfinite(high) else (None, None)
-            points.setdefault((float(x), float(y), *bounds), []).append(label)
+def param_points(agg: pd.DataFrame, runs: pd.DataFrame, column: str,
+                 order: Sequence[str]) -> list[tuple[str, str, tuple]]:
+    """[(label, first, (parameters, mean, CI low, CI high))] of one task, in ``order`` (the CI None
+    with fewer than 2 seeds): configurations with the same seeds (:func:`identical_groups` on
+    parameters and ``column``) share one point, labelled 'A = B' and coloured as ``first``.
+    ``agg``: one task's aggregate; ``runs``: its ok runs (config, seed, param_count, ``column``)."""
+    labels = [label for label in order if label in agg.index
+              and np.isfinite(agg.loc[label, [("param_count", "mean"), (column, "mean")]].to_numpy(float)).all()]
+    points = []
+    for first, label in identical_groups(runs, "param_count", column, labels).items():
+        x, y = agg.loc[first, ("param_count", "mean")], agg.loc[first, (column, "mean")]
+        low, high = interval_of_mean(y, agg.loc[first, (column, "std")], agg.loc[first, (column, "n")], column)
+        bounds = (low, high) if np.isfinite(low) and np.isfinite(high) else (None, None)
+        points.append((label, first, (float(x), float(y), *bounds)))
     return points
 
 
-def params_figure(agg: pd.DataFrame, metric_by_task: Mapping[str, str], order: Mapping[str, Sequence[str]],
-                  palette: Mapping[str, tuple], axis_title: str = "configuration") -> Figure | None:
+def params_figure(agg: pd.DataFrame, runs: pd.DataFrame, metric_by_task: Mapping[str, str],
+                  order: Mapping[str, Sequence[str]], palette: Mapping[str, tuple],
+                  axis_title: str = "configuration") -> Figure | None:
     """The figure of :func:`plot_vs_params` (draw it inside :func:`style`); None when no task has
     a point to draw."""
     if "param_count" not in agg.columns.get_level_values(0):
@@ -417,10 +439,10 @@ def params_figure(agg: pd.DataFrame, metric_by_task: Mapping[str, str], order: M
     drawn = 0
     for ax, task in zip(axes.flat, tasks):
         column = f"test_{metric_by_task[task]}"
-        for (x, y, low, high), labels in param_points(agg.loc[task], column, order[task]).items():
+        for label, first, (x, y, low, high) in param_points(agg.loc[task], runs[runs["task"] == task], column,
+                                                             order[task]):
             err = [[y - low], [high - y]] if low is not None else None
-            ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, markersize=7, color=palette.get(labels[0]),
-                        label=" = ".join(labels))
+            ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, markersize=7, color=palette.get(first), label=label)
             drawn += 1
         set_count_axis(ax, log)
         ax.set_xlabel("parameters" + (" (log scale)" if log else ""))
@@ -435,20 +457,20 @@ def params_figure(agg: pd.DataFrame, metric_by_task: Mapping[str, str], order: M
     return fig
 
 
-def plot_vs_params(agg: pd.DataFrame, metric_by_task: Mapping[str, str], order: Mapping[str, Sequence[str]],
-                   palette: Mapping[str, tuple], stem: Path, axis_title: str = "configuration",
-                   formats: Sequence[str] = FORMATS) -> list[Path]:
+def plot_vs_params(agg: pd.DataFrame, runs: pd.DataFrame, metric_by_task: Mapping[str, str],
+                   order: Mapping[str, Sequence[str]], palette: Mapping[str, tuple], stem: Path,
+                   axis_title: str = "configuration", formats: Sequence[str] = FORMATS) -> list[Path]:
     """Final test metric against parameter count: a point per configuration (mean over seeds,
     error bar = 95% confidence interval clipped to the metric's range; configurations with the
-    same point drawn once, as 'A = B'), one panel per task; every panel on the same x scale, log
+    same seeds drawn once, as 'A = B'), one panel per task; every panel on the same x scale, log
     when the counts of all panels span more than :data:`PARAMS_LOG_SPAN`, with a few short tick
     labels (:func:`set_count_axis`).
 
     agg: :func:`analysis.stats.aggregate` indexed by (task, config) with param_count and
-    ``test_<metric>`` aggregated.
+    ``test_<metric>`` aggregated; runs: the ok runs it aggregates (task, config, seed and those columns).
     """
     with style():
-        fig = params_figure(agg, metric_by_task, order, palette, axis_title)
+        fig = params_figure(agg, runs, metric_by_task, order, palette, axis_title)
         return _save(fig, stem, formats) if fig is not None else []
 
 
@@ -462,32 +484,51 @@ def colour_limits(metric: str, values: np.ndarray) -> tuple[float, float]:
     return (low, high if high > low else low + 1.0)
 
 
-def plot_heatmap(means: Mapping[str, pd.DataFrame], metric_by_task: Mapping[str, str], stem: Path,
+class Heatmap(NamedTuple):
+    """One task's heatmap over two swept axes (:func:`analysis.report.pivot_means`).
+
+    means: rows = values of one axis, columns = values of the other, cells = mean test metric;
+    index and columns named after the axes. n: the configurations averaged per cell (same shape).
+    note: what a cell averages over beyond the two axes ('' for one configuration per cell), or
+    why there are no cells (``means`` empty)."""
+
+    means: pd.DataFrame
+    n: pd.DataFrame
+    note: str
+
+
+def plot_heatmap(maps: Mapping[str, Heatmap], metric_by_task: Mapping[str, str], stem: Path,
                  formats: Sequence[str] = FORMATS) -> list[Path]:
     """Mean test metric over two swept axes as an annotated heatmap, one panel per task.
 
-    means: task -> DataFrame (rows: values of one axis, columns: values of the other, cells:
-    mean test metric; index and columns named after the axes).
-    Colours run from worse (dark) to better (bright) whatever the metric's direction, on a scale
-    anchored to the metric's range (:func:`colour_limits`), so that seed noise does not look
-    like an effect; every cell prints its value.
+    maps: task -> :class:`Heatmap`. Colours run from worse (dark) to better (bright) whatever the
+    metric's direction, on a scale anchored to the metric's range (:func:`colour_limits`), so
+    that seed noise does not look like an effect; every cell prints its value, and 'n=2' under
+    it when it averages several configurations; the panel title names what those have in
+    common (the note); a task without cells gets a panel saying why.
     """
-    tasks = [t for t in means if not means[t].empty and np.isfinite(means[t].to_numpy(float)).any()]
+    tasks = [t for t in maps if np.isfinite(maps[t].means.to_numpy(float)).any() or maps[t].note]
     if not tasks:
         return []
     with style():
-        fig, axes = _grid(len(tasks), width=max(4.0, 1.1 * max(means[t].shape[1] for t in tasks) + 2))
+        fig, axes = _grid(len(tasks), width=max(4.0, 1.1 * max(maps[t].means.shape[1] for t in tasks) + 2))
         for ax, task in zip(axes.flat, tasks):
-            table = means[task].astype(float)
+            table, n, note = maps[task].means.astype(float), maps[task].n, maps[task].note
+            if table.empty:
+                ax.set_title(task)
+                ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True, transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            ax.set_title(task + (f"\n({note})" if note else ""))
             metric = metric_by_task.get(task, "accuracy")
-            higher = higher_is_better(metric)
             finite = table.to_numpy()[np.isfinite(table.to_numpy())]
             decimals = 3 if finite.size == 0 or np.abs(finite).max() < 10 else 1
+            cells = [[f"{v:.{decimals}f}" + (f"\nn={k}" if k > 1 else "") for v, k in zip(values, counts)]
+                     for values, counts in zip(table.to_numpy(), n.to_numpy())]
             low, high = colour_limits(metric, table.to_numpy())
-            sns.heatmap(table, annot=True, fmt=f".{decimals}f", cmap="viridis" if higher else "viridis_r",
-                        vmin=low, vmax=high, cbar_kws={"label": f"Test {metric} (mean over seeds)"}, linewidths=0.5,
-                        ax=ax)
-            ax.set_title(task)
+            cmap = "viridis" if higher_is_better(metric) else "viridis_r"
+            sns.heatmap(table, annot=np.array(cells), fmt="", cmap=cmap, vmin=low, vmax=high,
+                        cbar_kws={"label": f"Test {metric} (mean over seeds)"}, linewidths=0.5, ax=ax)
         _hide_unused(axes, len(tasks))
-        add_note(fig, NOTES["heatmap"])
+        add_note(fig, AVERAGED_HEATMAP if any(maps[t].note for t in tasks) else NOTES["heatmap"])
         return _save(fig, stem, formats)

@@ -381,33 +381,56 @@ def speed_tables(an: Analysis) -> dict[str, Table]:
     return tables
 
 
-def pivot_means(an: Analysis, task: str, row_axis: str, col_axis: str) -> pd.DataFrame:
+def pivot_means(an: Analysis, task: str, row_axis: str, col_axis: str) -> plots.Heatmap:
     """Mean test metric of ``task`` over two swept axes: rows = values of ``row_axis``, columns =
-    values of ``col_axis``, each cell the mean over the configurations (each a mean over seeds)
-    that share those two values. Index and columns are named after the axes' short names."""
+    values of ``col_axis`` (index and columns named after the axes' short names). A cell is the
+    configuration with those two values (its mean over seeds); where the other label axes vary,
+    the mean over the configurations with the settings of them run in every cell, so that every
+    cell averages the same settings (as :func:`analysis.summary.main_effect` does); ``n`` counts
+    them and ``note`` names them. No such setting: empty means, and the note says so."""
     column = f"test_{an.metric_by_task[task]}"
     if column not in an.agg.columns.get_level_values(0) or task not in an.agg.index.get_level_values(0):
-        return pd.DataFrame()
+        return plots.Heatmap(pd.DataFrame(), pd.DataFrame(), "")
     means = an.agg.loc[task][(column, "mean")]
     first = an.runs[an.runs["task"] == task].drop_duplicates("config").set_index("config")
+    others = [a for a in an.label_axes if a not in (row_axis, col_axis)]
     frame = pd.DataFrame({"row": [format_value(first.loc[c, row_axis]) for c in means.index],
                           "col": [format_value(first.loc[c, col_axis]) for c in means.index],
+                          "others": [", ".join(f"{short_name(a, an.label_axes)}={format_value(first.loc[c, a])}"
+                                               for a in others) for c in means.index],
                           "value": means.to_numpy(float)})
-    pivot = frame.pivot_table(index="row", columns="col", values="value", aggfunc="mean", dropna=False, sort=False)
-    pivot = pivot.loc[sorted(pivot.index, key=sort_key), sorted(pivot.columns, key=sort_key)]
-    names = list(an.axes) or [row_axis, col_axis]
-    pivot.index.name, pivot.columns.name = short_name(row_axis, names), short_name(col_axis, names)
-    return pivot
+    rows, cols = sorted(set(frame["row"]), key=sort_key), sorted(set(frame["col"]), key=sort_key)
+    settings = frame.dropna(subset=["value"]).groupby(["row", "col"])["others"].agg(set)
+    if settings.empty:
+        return plots.Heatmap(pd.DataFrame(), pd.DataFrame(), "")
+    common = set.intersection(*settings)
+    names = ", ".join(short_name(a, an.label_axes) for a in others)
+    if not common:
+        return plots.Heatmap(pd.DataFrame(), pd.DataFrame(), f"no setting of {names} is run in every cell")
+    kept = frame[frame["others"].isin(common)]
+    cells = [kept.pivot_table(index="row", columns="col", values="value", aggfunc=how, dropna=False, sort=False)
+             .reindex(index=rows, columns=cols) for how in ("mean", "count")]
+    axis_names = list(an.axes) or [row_axis, col_axis]
+    for cell in cells:
+        cell.index.name, cell.columns.name = short_name(row_axis, axis_names), short_name(col_axis, axis_names)
+    if not others:
+        note = ""
+    elif len(common) > 1 and all(len(s) == len(common) for s in settings):
+        note = f"averaged over {names}"
+    else:
+        shown = "; ".join(sorted(common)) if len(common) <= 3 else f"{len(common)} settings of {names}"
+        note = f"over {shown}, run in every cell"
+    return plots.Heatmap(cells[0], cells[1].fillna(0).astype(int), note)
 
 
-def heatmap_means(an: Analysis, axes: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+def heatmap_means(an: Analysis, axes: Sequence[str] | None = None) -> dict[str, plots.Heatmap]:
     """task -> :func:`pivot_means` over ``axes`` (two columns; default: the label axes when there
-    are exactly two, else nothing)."""
+    are exactly two, else nothing); tasks with neither cells nor a note are left out."""
     axes = list(axes) if axes is not None else list(an.label_axes) if len(an.label_axes) == 2 else []
     if len(axes) != 2:
         return {}
     out = {task: pivot_means(an, task, axes[0], axes[1]) for task in an.metric_by_task}
-    return {task: pivot for task, pivot in out.items() if not pivot.empty}
+    return {task: cells for task, cells in out.items() if not cells.means.empty or cells.note}
 
 
 def aggregate_csv(an: Analysis) -> pd.DataFrame:
@@ -454,8 +477,8 @@ def make_figures(an: Analysis, out: Path, formats: Sequence[str] = plots.FORMATS
         written += plots.plot_curves(an.curves, an.metric_by_task, an.order, an.palette, out / "curves", title, formats)
         written += plots.plot_extrapolation(an.ok, an.metric_by_task, an.order, an.palette, out / "extrapolation",
                                             title, formats)
-        written += plots.plot_vs_params(an.agg, an.metric_by_task, an.order, an.palette, out / "params", title,
-                                        formats)
+        written += plots.plot_vs_params(an.agg, an.ok, an.metric_by_task, an.order, an.palette, out / "params",
+                                        title, formats)
         written += plots.plot_heatmap(heatmap_means(an), an.metric_by_task, out / "heatmap", formats)
     if not an.bench.empty:
         written += bench_lib.plot_speed(an.bench, out / "speed_time", out / "speed_memory", formats)
@@ -522,11 +545,8 @@ def summary_markdown(an: Analysis, tables: dict[str, Table], figures: Sequence[P
             lines += ["## Runs not averaged in", ""] + bad + [""]
     if not an.bench.empty:
         lines += ["## Speed", ""]
-        devices = ", ".join(bench_lib.devices(an.bench))
-        counts = bench_lib.status_counts(an.bench)
-        lines.append(f"- Benchmarked on {devices}: {sum(counts.values())} measurements"
-                     + (f" ({describe_excluded(pd.Series(counts)).replace('_', ' ')} not measured)"
-                        if describe_excluded(pd.Series(counts)) else "") + ".")
+        lines.append(f"- Benchmarked on {', '.join(bench_lib.devices(an.bench))}, "
+                     f"{bench_lib.count_phrase(an.bench)}.")
         fastest = bench_lib.fastest_per_length(an.bench, "fwdbwd_ms" if "fwdbwd_ms" in an.bench else "fwd_ms")
         if len(fastest):
             lines.append("- Fastest per length: " + "; ".join(
@@ -537,17 +557,20 @@ def summary_markdown(an: Analysis, tables: dict[str, Table], figures: Sequence[P
                                   for stem, t in tables.items()]
     if not an.agg.empty:
         lines.append("- [aggregate.csv](aggregate.csv): the numbers behind them")
-    lines += ["", "## Figures", ""] + figure_lines(figures)
+    lines += ["", "## Figures", ""] + figure_lines(figures, figure_notes(an))
     return "\n".join(lines).rstrip() + "\n"
 
 
-def figure_caption(stem: str) -> str:
-    """What figure ``stem`` shows and what its intervals are (the note drawn in the figure)."""
-    return {**plots.NOTES, **bench_lib.NOTES}.get(stem, "")
+def figure_notes(an: Analysis) -> dict[str, str]:
+    """{figure stem: what the figure shows and what its intervals are}: the notes drawn in the
+    figures of ``an``."""
+    trained = any(train is not None for *_, train in plots.extrapolation_panels(an.ok, an.metric_by_task))
+    return {**plots.NOTES, **bench_lib.NOTES, "extrapolation": plots.extrapolation_note(trained)}
 
 
-def figure_lines(figures: Sequence[Path]) -> list[str]:
-    """Markdown for each figure: the PNG inline (else a link to its first file) and its caption."""
+def figure_lines(figures: Sequence[Path], notes: dict[str, str]) -> list[str]:
+    """Markdown for each figure: the PNG inline (else a link to its first file) and its caption,
+    the figure's note (:func:`figure_notes`)."""
     by_stem: dict[str, list[Path]] = {}
     for path in figures:
         by_stem.setdefault(path.stem, []).append(path)
@@ -555,7 +578,7 @@ def figure_lines(figures: Sequence[Path]) -> list[str]:
     for stem, paths in by_stem.items():
         png = next((p for p in paths if p.suffix == ".png"), None)
         lines += [f"![{stem}]({png.name})" if png else f"[{stem}]({paths[0].name})", ""]
-        caption = figure_caption(stem)
+        caption = notes.get(stem, "")
         if caption:
             lines += [f"*Figure {stem}: {caption}*", ""]
     return lines

@@ -23,6 +23,7 @@ import analysis.__main__ as analysis_cli
 import analysis_fixtures as fx
 from analysis.compare import run_compare
 from analysis.load import load_results
+from analysis.notebook import results_inputs
 from analysis.report import analyse, build_report
 from analysis.summary import main_effect
 
@@ -424,6 +425,17 @@ def test_compare_by_key_and_two_result_sets(results_dir, tmp_path) -> None:
 
 # --- notebooks ---------------------------------------------------------------------------------
 
+def test_relative_results_are_read_from_the_repository_root(tmp_path, monkeypatch) -> None:
+    root = tmp_path.resolve()
+    (root / "analysis" / "notebooks").mkdir(parents=True)
+    (root / "analysis" / "__init__.py").touch()
+    monkeypatch.chdir(root / "analysis" / "notebooks")  # where `jupyter execute` runs a notebook
+    monkeypatch.setenv("SSM_ABLATE_RESULTS", os.pathsep.join(["results/a", "/data/b"]))
+    assert results_inputs("unused") == [str(root / "results" / "a"), "/data/b"]
+    monkeypatch.delenv("SSM_ABLATE_RESULTS")
+    assert results_inputs(["results/c"]) == [str(root / "results" / "c")]
+
+
 @pytest.mark.parametrize("name", ["mimo_vs_siso", "gating_selectivity", "speed"])
 def test_notebook_executes_headless(name, small_results_dir, monkeypatch) -> None:
     nbformat = pytest.importorskip("nbformat")
@@ -432,7 +444,8 @@ def test_notebook_executes_headless(name, small_results_dir, monkeypatch) -> Non
     assert notebook.metadata["kernelspec"]["name"] == "python3"
     assert any("parameters" in c.metadata.get("tags", []) for c in notebook.cells)
     assert not any(c.get("outputs") for c in notebook.cells if c.cell_type == "code")  # committed without outputs
-    monkeypatch.setenv("SSM_ABLATE_RESULTS", str(small_results_dir))
+    # relative to the repository root, as the README runs it; the kernel runs in the notebook's folder
+    monkeypatch.setenv("SSM_ABLATE_RESULTS", os.path.relpath(small_results_dir, ROOT))
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})

@@ -5,11 +5,15 @@ Tiny synthetic frames (tests/analysis_fixtures.py); each test takes a second or 
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pandas as pd
 import pytest
 
 import analysis.__main__ as analysis_cli
 import analysis_fixtures as fx
+from analysis import bench
 from analysis.bench import speed_table
 from analysis.load import load_results
 from analysis.report import build_report
@@ -120,3 +124,30 @@ def test_repeated_measurements_of_one_series_say_they_are_averaged(tmp_path) -> 
     assert body[0][0] == "S5 / scan" and body[0][1].endswith("(2)")
     caption = (root / "report" / "speed_time.md").read_text().splitlines()[0]
     assert "on cpu, 1 thread, batch 4" in caption and "mean ± std (n)" in caption
+
+
+def test_a_mode_has_one_style_in_every_speed_panel_and_the_legend(tmp_path, monkeypatch) -> None:
+    fft = bench_frame(threads=(1,)).assign(name="S4D", mode="fft", fwdbwd_ms=np.nan)  # measured forward only
+    seen = {}
+    monkeypatch.setattr(bench, "save_figure", lambda fig, stem, formats=(): seen.update({stem.name: (
+        {t.get_text(): h for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)},
+        [[(l.get_color(), l.get_marker(), l.get_linestyle()) for l in ax.lines if len(l.get_xdata()) > 1]
+         for ax in fig.axes])}) or [])
+    bench.plot_speed(pd.concat([fft, bench_frame(threads=(1,))], ignore_index=True), tmp_path / "speed_time",
+                     tmp_path / "speed_memory")
+    legend, panels = seen["speed_time"]
+    scan = (legend["scan"].get_marker(), legend["scan"].get_linestyle())
+    assert scan != (legend["fft"].get_marker(), legend["fft"].get_linestyle())
+    for lines in panels:  # forward: S4D fft and S5 scan; forward + backward: S5 scan alone
+        assert [(m, ls) for colour, m, ls in lines if colour == legend["S5"].get_color()] == [scan]
+
+
+def test_speed_summary_counts_add_up_to_the_benchmark_rows(tmp_path) -> None:
+    root = tmp_path / "b"
+    (root / "bench").mkdir(parents=True)
+    rows = fx.bench_rows()  # 25 rows of the length sweep (2 not measured) and a per-step row without a length
+    rows.to_parquet(root / "bench" / "cpu.parquet")
+    build_report([root], formats=("png",))
+    line = next(l for l in (root / "report" / "summary.md").read_text().splitlines() if l.startswith("- Benchmarked"))
+    counts = [int(n) for n in re.findall(r"(\d+) (?:measured|over budget|OOM|outside)", line)]
+    assert f"{len(rows)} rows" in line and sum(counts) == len(rows) and "1 outside the length sweep" in line

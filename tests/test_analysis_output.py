@@ -16,10 +16,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from scipy import stats
 
 import analysis_fixtures as fx
-from analysis import plots
+from analysis import plots, report
 from analysis.load import load_results
 from analysis.outputs import MANIFEST
 from analysis.report import analyse, build_report
+from analysis.stats import aggregate
 from test_analysis import parse_markdown_table
 
 FIGURE_STEMS = ("final", "curves", "params", "heatmap")
@@ -80,8 +81,8 @@ def test_figure_bands_and_error_bars_stay_in_the_metric_range(near_bounds) -> No
     assert high > 1 and plots.bounded_interval("test_accuracy")([0.95, 0.99]) == pytest.approx((low, 1.0))
     an = analyse(load_results([near_bounds]))
     for task, metric in an.metric_by_task.items():
-        points = plots.param_points(an.agg.loc[task], f"test_{metric}", an.order[task])
-        assert points and all(low >= 0 and (metric != "accuracy" or high <= 1) for _, _, low, high in points)
+        points = plots.param_points(an.agg.loc[task], an.ok[an.ok["task"] == task], f"test_{metric}", an.order[task])
+        assert points and all(low >= 0 and (metric != "accuracy" or high <= 1) for *_, (_, _, low, high) in points)
 
 
 def test_every_figure_says_what_its_marks_and_intervals_are(near_bounds) -> None:
@@ -121,7 +122,7 @@ def test_params_panels_share_one_readable_scale(tmp_path) -> None:
     fx.write_runs(tmp_path / "r", rows)
     an = analyse(load_results([tmp_path / "r"]))
     with plots.style():
-        fig = plots.params_figure(an.agg, an.metric_by_task, an.order, an.palette)
+        fig = plots.params_figure(an.agg, an.ok, an.metric_by_task, an.order, an.palette)
         FigureCanvasAgg(fig)
         renderer = fig.canvas.get_renderer()
         fig.draw(renderer)
@@ -187,3 +188,86 @@ def test_extrapolation_columns_at_the_training_length_are_named_apart(tmp_path) 
     assert len(set(header)) == len(header)
     caption = path.read_text().splitlines()[0]
     assert "test split at the training length (500 sequences)" in caption and "(128 sequences each)" in caption
+
+
+def drawn(monkeypatch, module, inspect) -> dict:
+    """{figure stem: inspect(figure)} for every figure ``module`` saves, filled as it saves them."""
+    seen, save = {}, module.save_figure
+    monkeypatch.setattr(module, "save_figure", lambda fig, stem, formats: seen.update({stem.name: inspect(fig)})
+                        or save(fig, stem, formats))
+    return seen
+
+
+def test_configurations_with_the_same_seeds_are_one_params_point() -> None:
+    values = (0.924791, 0.910864, 0.935933)  # in another row order the std differs in its last bits
+    runs = pd.DataFrame([{"config": config, "seed": seed, "param_count": 6986, "test_accuracy": values[seed]}
+                         for config, seeds in (("a", (0, 1, 2)), ("b", (2, 0, 1)), ("c", (1, 2, 0)))
+                         for seed in seeds] + [{"config": "d", "seed": 0, "param_count": 7000, "test_accuracy": 0.5}])
+    agg = aggregate(runs.assign(status="ok"), ["config"], ["param_count", "test_accuracy"])
+    assert agg.loc["a", ("test_accuracy", "std")] != agg.loc["b", ("test_accuracy", "std")]
+    points = plots.param_points(agg, runs, "test_accuracy", ["a", "b", "c", "d"])
+    assert [(label, first) for label, first, _ in points] == [("a = b = c", "a"), ("d", "d")]
+    assert points[1][2] == (7000.0, 0.5, None, None)
+
+
+def ranked_rows(ranks: dict[tuple[str, str], tuple[int, ...]]) -> list[dict]:
+    """sdigits runs, two seeds, per (structure, gate) the given MIMO ranks; rank r adds 0.1 r."""
+    rows = []
+    for (structure, gate), rs in ranks.items():
+        for rank in rs:
+            for seed in (0, 1):
+                row = fx.run_row("sdigits", structure, gate, seed)
+                row.update({"run_id": f"{structure}{gate}{rank}{seed}", "model.ssm.mimo_rank": rank,
+                            "test_accuracy": 0.1 * rank + 0.01 * seed + (0.5 if gate == "silu" else 0.0)})
+                rows.append(row)
+    return rows
+
+
+def test_heatmap_cells_average_only_settings_run_in_every_cell(tmp_path, monkeypatch) -> None:
+    crossed = {(s, g): (1, 2) for s in fx.STRUCTURES for g in fx.GATES}
+    fx.write_runs(tmp_path / "crossed", ranked_rows(crossed))
+    fx.write_runs(tmp_path / "one_off", ranked_rows({**crossed, ("mimo", "silu"): (2,)}))
+    fx.write_runs(tmp_path / "disjoint", ranked_rows({("siso", "glu"): (1, 2), ("mimo", "glu"): (1,),
+                                                      ("mimo", "silu"): (3,)}))
+    axes = ["model.ssm.structure", "model.ssm.gate"]
+    cells = {name: report.heatmap_means(analyse(load_results([tmp_path / name])), axes)["sdigits"]
+             for name in ("crossed", "one_off", "disjoint")}
+    assert cells["crossed"].means.loc["siso", "glu"] == pytest.approx(0.155)  # ranks 1 and 2
+    assert (cells["crossed"].n.to_numpy() == 2).all() and cells["crossed"].note == "averaged over mimo_rank"
+    # mimo/silu ran rank 2 only: every cell averages rank 2 alone, not {1, 2} beside {2}
+    assert cells["one_off"].means.loc["siso", "glu"] == pytest.approx(0.205)
+    assert cells["one_off"].means.loc["mimo", "silu"] == pytest.approx(0.705)
+    assert (cells["one_off"].n.to_numpy() == 1).all() and "mimo_rank=2" in cells["one_off"].note
+    assert cells["disjoint"].means.empty and cells["disjoint"].note == "no setting of mimo_rank is run in every cell"
+    texts = drawn(monkeypatch, plots, lambda fig: ([t.get_text() for ax in fig.axes for t in ax.texts],
+                                                   fig.get_supxlabel()))
+    plots.plot_heatmap({"crossed": cells["crossed"], "disjoint": cells["disjoint"]}, {}, tmp_path / "heatmap")
+    annotations, note = texts["heatmap"]
+    assert "0.155\nn=2" in annotations and "no setting of mimo_rank is run in every cell" in annotations
+    assert "n: configurations" in note.replace("\n", " ")
+
+
+def test_the_extrapolation_note_names_the_training_length_only_where_drawn(tmp_path, monkeypatch) -> None:
+    notes = drawn(monkeypatch, plots, lambda fig: fig.get_supxlabel().replace("\n", " "))
+    for trained in (True, False):
+        rows = [fx.run_row("induction_heads", s, g, seed) for s in fx.STRUCTURES for g in fx.GATES for seed in (0, 1)]
+        for row in rows:
+            row["task.length"] = 64 if trained else None  # a curriculum task has no single training length
+        fx.write_runs(tmp_path / str(trained), rows)
+        build_report([tmp_path / str(trained)], formats=("png",))
+        caption = re.search(r"\*Figure extrapolation: (.*)\*", (tmp_path / str(trained) / "report" /
+                                                                 "summary.md").read_text()).group(1)
+        assert ("dotted: the training length" in caption) == trained
+        assert ("dotted: the training length" in notes["extrapolation"]) == trained
+
+
+def test_final_bars_have_the_palette_colours(near_bounds, monkeypatch) -> None:
+    an = analyse(load_results([near_bounds]))
+    bars = drawn(monkeypatch, plots, lambda fig: [
+        ([t.get_text() for t in ax.get_xticklabels()], [(p.get_x() + p.get_width() / 2, p.get_facecolor())
+                                                          for p in ax.patches]) for ax in fig.axes if ax.get_visible()])
+    plots.plot_final(an.runs, an.metric_by_task, an.order, an.palette, near_bounds / "final")
+    for labels, colours in bars["final"]:
+        assert len(labels) == len(colours)
+        for x, colour in colours:
+            assert np.allclose(colour[:3], an.palette[labels[round(x)]])
