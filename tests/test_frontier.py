@@ -214,9 +214,10 @@ def official_state(cfg: SSMConfig, dtype: torch.dtype, seed: int) -> dict[str, t
 
 def official_mamba3(state: dict[str, torch.Tensor], cfg: SSMConfig, u: torch.Tensor) -> torch.Tensor:
     """``Mamba3.forward`` (mamba-ssm 2.3.2, is_outproj_norm False) with its fused kernel replaced
-    by the recurrence it computes, one token at a time: its Triton and TileLang kernels do not
-    run on a CPU (they enter ``torch.cuda.device`` even under TRITON_INTERPRET=1), so this loop
-    is derived from ``modules/mamba3.py`` and the paper's equations. Per head an (N × P) state;
+    by the recurrence it computes, one token at a time, derived from ``modules/mamba3.py`` and
+    the paper's equations: its MIMO path is TileLang, which does not run on a CPU (the SISO
+    path's Triton kernels do run in the interpreter, with stand-ins: tests/test_mamba3_official.py
+    compares against them), and this loop covers both, in float64. Per head an (N × P) state;
     SISO rotates adjacent pairs of B, C, MIMO pairs i with i + N/2 (its kernel's layout);
     eig_range [-1, 1] maps α to 2α - 1 (Grazzi et al.; not part of Mamba3)."""
     D, E, P, N = cfg.d_inner, cfg.n_heads, cfg.headdim, cfg.d_state
