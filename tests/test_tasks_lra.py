@@ -305,6 +305,8 @@ def test_lra_retrieval_and_text_read_release(tmp_path) -> None:
 
     text = LRA(LRAConfig(data_dir=str(tmp_path), subtask="text", max_length=5))
     check_spec(text, {"train": 3, "val": 3, "test": 3})
+    assert text.split("test") is text.split("val")  # the same reviews (LRA's), read and held once
+    assert len(LRA(LRAConfig(data_dir=str(tmp_path), subtask="text", max_length=5, n_val=2)).split("val")) == 2
     assert text.spec.io.vocab_size == 257
     data = text.split("train")
     assert data.y.tolist() == [0, 1, 0]  # negatives and positives alternate

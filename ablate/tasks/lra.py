@@ -23,7 +23,7 @@ order, are ``data_dir/<folder>``, ``data_dir/lra_release/<folder>`` and ``data_d
 * ``text`` (folder ``aclImdb``): the IMDB reviews release (Maas et al. 2011) that LRA
   reads through TensorFlow Datasets: ``train/{neg,pos}/*.txt`` and
   ``test/{neg,pos}/*.txt`` (label 0 = neg, 1 = pos); as in LRA, the test reviews serve
-  as the validation split too. Bytes as for retrieval, cut to ``max_length`` (default
+  as the validation split too (read and held once). Bytes as for retrieval, cut to ``max_length`` (default
   4096, the usual "4K" setting; the LRA code's config default is 1000). Vocabulary 257;
   2 classes.
   Reviews are listed in sorted file-name order, negatives and positives alternating.
@@ -256,7 +256,11 @@ class LRA(Task):
     def generate(self, split: str, generator: torch.Generator) -> Split:
         """The split read from its file; the released data are fixed, ``generator`` is unused."""
         c = self.cfg
-        limit = {"train": c.n_train, "val": c.n_val, "test": c.n_test}[split]
+        limits = {"train": c.n_train, "val": c.n_val, "test": c.n_test}
+        limit = limits[split]
+        for other, data in self._splits.items():  # text: validation and test are the same reviews, held once
+            if self.paths[other] == self.paths[split] and limits[other] == limit:
+                return data
         read = {"listops": _read_listops, "retrieval": _read_retrieval, "text": _read_text}[c.subtask]
         data = read(self.paths[split], c.length, c.readout == "last", limit)
         if len(data) == 0:
