@@ -101,8 +101,10 @@ def rotate_pairs(v: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
 
 
 def complex_pairs(v: torch.Tensor) -> torch.Tensor:
-    """(..., N) real -> (..., N/2) complex, pair j as v_2j + i v_2j+1."""
-    return torch.view_as_complex(v.unflatten(-1, (-1, 2)).contiguous())
+    """(..., N) real -> (..., N/2) complex, pair j as v_2j + i v_2j+1 (a new tensor: a view
+    of a slice can start at an odd offset, which a complex view cannot)."""
+    pairs = v.unflatten(-1, (-1, 2))
+    return torch.complex(pairs[..., 0], pairs[..., 1])
 
 
 def rms_norm(v: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -244,7 +246,7 @@ class HeadSSM(nn.Module):
         if bias is not None:
             v = v + bias
         if cfg.complex:
-            return torch.view_as_complex(v.unflatten(-1, (-1, 2)).contiguous())
+            return complex_pairs(v)
         if phi is None:
             return v
         if self.complex_form:

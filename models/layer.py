@@ -70,7 +70,7 @@ from .block_parts import GatedRMSNorm, causal_conv, last_window
 from .config import CLIP_EIGS_BOUND, SSMConfig
 from .cuda import run_selective_scan, selective_scan_kernel
 from .discretize import discretize, log_transition, signed_transition, trapezoid_drive
-from .heads import HeadSSM
+from .heads import HeadSSM, complex_pairs
 from .scan import linear_scan, powers, state_convolution
 from . import fused, triton_scan
 
@@ -359,7 +359,7 @@ class SSMLayer(nn.Module):
         """(B, L, n·parts) -> (B, L, n), complex from (real, imag) pairs for a complex state."""
         if not self.cfg.complex:
             return part
-        return torch.view_as_complex(part.unflatten(-1, (self.cfg.n_modes, 2)).contiguous())
+        return complex_pairs(part)
 
     def _driving_term(self, x: torch.Tensor, sel: Selection, factor: torch.Tensor) -> torch.Tensor:
         """b_t = F_t ⊙ (B_t x_t): (B, L, G, n) (SISO without selective B and with a

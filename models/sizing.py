@@ -77,8 +77,10 @@ def _kernel_flops(cfg: SSMConfig, length: int) -> float:
 
 def _uses_state_conv(cfg: SSMConfig, length: int | None) -> bool:
     """Whether mode fft computes the states by FFT convolution (a time-invariant Ā where the layer
-    is not one kernel convolution: MIMO, input-dependent B or C, trapezoidal, heads)."""
-    return bool(length) and cfg.mode == "fft" and not _uses_kernel_conv(cfg, length)
+    is not one kernel convolution: MIMO, input-dependent B or C, trapezoidal, heads); auto as on a
+    CPU, which picks fft for every time-invariant SISO layer (:meth:`SSMLayer.resolve_mode`)."""
+    auto_fft = cfg.mode == "auto" and cfg.time_invariant and cfg.supports_fft and cfg.structure == "siso"
+    return bool(length) and (cfg.mode == "fft" or auto_fft) and not _uses_kernel_conv(cfg, length)
 
 
 def _state_conv_flops(cfg: SSMConfig, length: int, batch: int) -> float:
@@ -113,22 +115,31 @@ def _layer_flops(cfg: SSMConfig, length: int | None, batch: int = 1) -> float:
         b_map = G * n * c * mac_real_by_state
         read = G * c * n * 2 * (2 if cfg.complex else 1)
     gains = states * (("B" in cfg.selective) + ("C" in cfg.selective)) * (2 if cfg.structure == "mimo" else 0)
-    discretize = states * (cmul + 2) if "dt" in cfg.selective else 0  # exp and the B̄ factor per state
+    # Δ-selective: ΔA and its exp per transition (_transitions_per_token), the factor of B̄ per state
+    discretize = _transitions_per_token(cfg) * (cmul + 1) + states if "dt" in cfg.selective else 0
     step = states * (cmul + (2 if cfg.complex else 1))  # a*h + b
     recurrence = _state_conv_flops(cfg, length, batch) if _uses_state_conv(cfg, length) else step
     if cfg.discretization == "trapezoidal":  # + β_t v_{t-1}
         recurrence += step
     R = cfg.mimo_rank  # rank-R MIMO: R input and R output products per state, and the lift
     b_map, read = b_map * R, read * R
-    flops += _frontier_flops(cfg)
+    flops += _frontier_flops(cfg) + discretize + gains + 3 * D
     if _uses_kernel_conv(cfg, length):
-        # FFT convolution instead of the recurrence: forward and inverse real FFT at 2L and the
-        # product of the spectra per channel, plus the kernel, computed once per call
-        recurrence = read = 0
-        b_map = D * (2 * 5 * math.log2(2 * length) + 6)
-        flops += _kernel_flops(cfg, length) / (batch * length)
-    flops += discretize + gains + directions * (b_map + recurrence + read) + 3 * D
+        # FFT convolution instead of the recurrence, per direction: forward and inverse real FFT
+        # at 2L and the product of the spectra per channel; plus the kernel, once per call
+        flops += directions * D * (2 * 5 * math.log2(2 * length) + 6) + _kernel_flops(cfg, length) / (batch * length)
+    else:  # the drive B x once (the backward direction reads it reversed), the states and readout per direction
+        flops += b_map + directions * (recurrence + read)
     return float(flops)
+
+
+def _transitions_per_token(cfg: SSMConfig) -> int:
+    """The distinct Ā_t = exp(Δ_t A) a Δ-selective layer computes per token: one per channel and
+    state (Mamba-1: A per channel and state), one per head for the heads (Mamba-2/3: one real A
+    and Δ per head; per head and state for a complex A)."""
+    if cfg.uses_heads:
+        return cfg.n_heads * (cfg.n_modes if cfg.complex else 1)
+    return cfg.n_groups * cfg.n_modes
 
 
 def _frontier_flops(cfg: SSMConfig) -> float:
@@ -148,7 +159,8 @@ def flops_per_token(cfg: Config, spec: IOSpec | None = None, length: int | None 
 
     Counting rules: a multiply-add is 2 FLOPs; a complex multiply 6; each Linear applies
     its weight once per token; the recurrence costs one multiply-add per state per token;
-    Δ-selective layers add the discretisation (one exp and one factor per state); an FFT
+    Δ-selective layers add the discretisation (ΔA and its exp per distinct transition, one per
+    state, or per head for Mamba-2/3, and the factor of B̄ per state); an FFT
     convolution (when ``length`` is given and the layer uses it) costs 5·log2(2L) per
     channel for each of the two real FFTs and 6 for the product of the spectra instead of
     the recurrence, plus its kernel (see :func:`_kernel_flops`: it grows with d_state),
@@ -156,9 +168,9 @@ def flops_per_token(cfg: Config, spec: IOSpec | None = None, length: int | None 
     divided by batch · length (default batch 1: the cost of one sequence alone); where mode
     fft computes the states themselves by FFT (MIMO, input-dependent B or C), the transforms
     per state replace the recurrence (:func:`_state_conv_flops`). The mode counted is the
-    config's, auto as on a CPU. Norms,
-    the embedding lookup and activations are counted as 3 FLOPs per channel; exp, cos and
-    sin as one FLOP each.
+    config's, auto as on a CPU. The head counts per token for readout ``all`` and once per
+    sequence of ``length`` for a pooled readout. Norms and activations are counted as 3 FLOPs
+    per channel; exp, cos and sin as one FLOP each; the embedding lookup as none.
     """
     if isinstance(cfg, SSMConfig):
         return _layer_flops(cfg, length, batch)
@@ -170,8 +182,8 @@ def flops_per_token(cfg: Config, spec: IOSpec | None = None, length: int | None 
     flops = cfg.n_layers * per_block
     if spec.d_input is not None:
         flops += 2 * spec.d_input * H
-    if spec.d_output is not None:
-        flops += 2 * H * spec.d_output
+    if spec.d_output is not None:  # a pooled readout (last, mean) applies the head once per sequence
+        flops += 2 * H * spec.d_output / (length if spec.readout != "all" and length else 1)
     return float(flops)
 
 
@@ -204,16 +216,18 @@ def match_param_count(cfg: Config, target: int, field: str = "d_state", spec: IO
 
     ``candidates`` restricts the values tried (default 1..4096 for d_state and ffn_width,
     1..2048 for d_model); invalid values (e.g. odd d_state under conjugate symmetry) are skipped.
+    A target outside the counts the valid values reach (below the smallest, above the largest)
+    is a ValueError naming that range: the nearest value would not be a match.
     """
     if field not in ("d_state", "d_model", "ffn_width"):
         raise ValueError(f"field={field!r} is not valid; expected one of ['d_state', 'd_model', 'ffn_width']")
     if field == "ffn_width" and not isinstance(cfg, ModelConfig):
         raise ValueError("field='ffn_width' is not valid for a layer config; expected a ModelConfig (it has the MLP)")
     layer = cfg.ssm if isinstance(cfg, ModelConfig) else cfg
-    values = candidates if candidates is not None else range(1, 2049 if field == "d_model" else 4097)
+    values = sorted(candidates) if candidates is not None else range(1, 2049 if field == "d_model" else 4097)
     if field == "ffn_width" and candidates is None:
         values = _linear_neighbourhood(cfg, target, spec, values)
-    best, best_gap = None, None
+    best, best_gap, reached = None, None, []  # reached: (count, value) of the smallest and the last
     for value in values:
         try:
             if field == "ffn_width":
@@ -224,6 +238,7 @@ def match_param_count(cfg: Config, target: int, field: str = "d_state", spec: IO
         except ValueError:
             continue
         count = param_count(new, spec)
+        reached = reached[:1] + [(count, value)]
         gap = abs(count - target)
         if best_gap is None or gap < best_gap:
             best, best_gap = new, gap
@@ -231,6 +246,12 @@ def match_param_count(cfg: Config, target: int, field: str = "d_state", spec: IO
             break  # parameter count grows with both fields: no closer value beyond here
     if best is None:
         raise ValueError(f"no valid value of {field} found for target parameter count {target}")
+    (low, low_value), (high, high_value) = reached[0], reached[-1]
+    if not low <= target <= high:
+        edge = (f"the smallest valid {field}, {low_value}, gives {low}" if target < low
+                else f"the largest valid {field}, {high_value}, gives {high}")
+        raise ValueError(f"target parameter count {target} is not reachable by {field}: {edge} parameters; "
+                         "expected a target the field reaches, or another field")
     return best
 
 

@@ -331,3 +331,72 @@ def test_match_param_count_shrinks_the_mlp_width_like_mamba3() -> None:
                       for w in range(1, 200))
     with pytest.raises(ValueError, match="ffn_width"):
         models.match_param_count(mimo.ssm, target, field="ffn_width")
+
+
+def test_match_param_count_refuses_a_target_out_of_reach() -> None:
+    """The nearest value is no match when the target lies outside what the field reaches: the
+    mamba2 block at headdim 64 has no d_model below 32 (33k parameters against S4D's 13k)."""
+    with pytest.raises(ValueError, match=r"target parameter count 10 is not reachable by d_state: the smallest "
+                                         r"valid d_state, 2, gives \d+ parameters"):
+        models.match_param_count(preset("s5", d_model=8, d_state=8), 10)
+    with pytest.raises(ValueError, match=r"the largest valid d_state, 4096, gives \d+ parameters"):
+        models.match_param_count(preset("s5", d_model=8, d_state=8), 10**9)
+    spec = IOSpec(vocab_size=16, d_output=16)
+    with pytest.raises(ValueError, match=r"not reachable by d_model: the smallest valid d_model, 32"):
+        models.match_param_count(model_preset("mamba2", n_layers=2, d_model=32), 13482, field="d_model", spec=spec)
+    within = models.match_param_count(preset("s5", d_model=8, d_state=8), 500, candidates=[64, 8, 16, 24, 32])
+    assert within.d_state == 24  # candidates in any order
+
+
+def test_bidirectional_flops_count_the_drive_once() -> None:
+    """The backward direction reads the same drive B x reversed: a second recurrence and readout,
+    not a second B x (S5 H 8, P 4 stored: readout G·c·n·2·2 = 128, recurrence n·(6 + 2) = 32)."""
+    uni = preset("s5", d_model=8, d_state=8)
+    extra = models.flops_per_token(uni.with_(bidirectional=True)) - models.flops_per_token(uni)
+    assert extra == 128 + 32
+
+
+def test_auto_is_counted_as_the_mode_a_cpu_runs() -> None:
+    """auto on a CPU runs a time-invariant SISO layer in fft; where that is a state convolution
+    (trapezoidal, heads) it is counted as one, as mode fft is."""
+    for cfg in (preset("s4d", d_model=8, d_state=8, discretization="trapezoidal", trapezoid=0.5),
+                preset("s4d", d_model=8, d_state=8, headdim=4)):
+        assert SSMLayer(cfg).resolve_mode(torch.device("cpu")) == "fft"
+        assert models.flops_per_token(cfg, length=256, batch=8) == \
+            models.flops_per_token(cfg.with_(mode="fft"), length=256, batch=8)
+
+
+def test_a_pooled_head_counts_once_per_sequence() -> None:
+    cfg = model_preset("s4d", n_layers=1, d_model=8, d_state=8)
+    flops = {readout: models.flops_per_token(cfg, IOSpec(vocab_size=5, d_output=10, readout=readout), length=16)
+             for readout in ("all", "last", "mean")}
+    assert flops["all"] - flops["last"] == 2 * 8 * 10 * (1 - 1 / 16) and flops["last"] == flops["mean"]
+
+
+@pytest.mark.parametrize("cfg", [preset("mamba", d_model=4, d_state=4), preset("mamba2", d_model=4, d_state=4, headdim=2),
+                                 preset("mamba3", d_model=4, d_state=8, headdim=2)], ids=["mamba", "mamba2", "mamba3"])
+def test_discretisation_counts_the_transitions_the_layer_computes(cfg) -> None:
+    """The exps of Ā_t = exp(Δ_t A) a forward computes per token, counted on the aten calls:
+    one per channel and state for Mamba-1, one per head for Mamba-2/3 (plus exp(A_log) once
+    per call)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from models.sizing import _transitions_per_token
+
+    class ExpCount(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func in (torch.ops.aten.exp.default, torch.ops.aten.exp_.default):
+                self.numel += out.numel()
+            return out
+
+    layer = SSMLayer(cfg.with_(mode="recurrent"))
+    counts = []
+    for length in (8, 16):
+        with torch.no_grad(), ExpCount() as count:
+            layer(torch.randn(1, length, cfg.d_model))
+        counts.append(count.numel)
+    assert (counts[1] - counts[0]) / 8 == _transitions_per_token(cfg)  # the per-call exp(A_log) cancels

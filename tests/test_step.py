@@ -98,3 +98,17 @@ def test_batchnorm_steps_in_eval_mode_only() -> None:
         for t in range(x.shape[1]):
             out, state = model.step(x[:, t], state)
             torch.testing.assert_close(out, y[:, t], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [
+    preset("mamba", d_model=8, d_state=4, complex=True, init="s4d_lin"),
+    preset("mamba", d_model=8, d_state=4, complex=True, init="s4d_lin", discretization="zoh", headdim=2, a_source="data"),
+], ids=["complex_selective_siso", "complex_heads"])
+def test_one_token_of_one_sequence_with_complex_selective_B_C(cfg) -> None:
+    """Batch 1, length 1: the (real, imaginary) parts of B_t, C_t are a slice of x_proj's output
+    at an odd offset (dt_rank 1), which a complex view cannot take."""
+    torch.manual_seed(0)
+    layer = SSMLayer(cfg)
+    u = torch.randn(1, 1, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(stepped_outputs(layer, u), layer(u), rtol=1e-5, atol=1e-6)
