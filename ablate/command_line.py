@@ -6,6 +6,7 @@ Hydra output folder behind."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -71,18 +72,12 @@ def composed_jobs(config_dir: str, overrides: list[str], multirun: bool,
 
 
 def discard_output(folder: str) -> None:
-    """Remove Hydra's output folder of a job that trained nothing, and the folders above it
-    that are left empty, up to results_dir (the folder holding ``hydra/``): the sweep's
-    folder, ``results_dir/hydra``, results_dir itself when nothing else is in it."""
+    """Remove Hydra's output folder of a job that trained nothing, and the folder above it
+    (``results_dir/hydra``, or the sweep's folder) when that is left empty."""
     path = Path(folder)
     shutil.rmtree(path, ignore_errors=True)
-    parents = list(path.parents)
-    hydra = next((i for i, parent in enumerate(parents) if parent.name == "hydra"), -1)
-    for parent in parents[:hydra + 2]:  # without a hydra/ above it: the folder above it only
-        try:
-            parent.rmdir()
-        except OSError:  # not empty (or not ours to remove): what is above it stays too
-            break
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
 
 
 def discard_idle_sweep(folder: str) -> None:
