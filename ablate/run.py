@@ -148,7 +148,7 @@ def _train(run: ResolvedRun, rid: str, label: str, overrides: list[str], checkpo
     except Exception as err:  # the sweep goes on; the row says what went wrong
         log.error("run %s (%s) failed: %s", rid, label, err)
         row.update(status="failed", stopped_by="error", error=f"{type(err).__name__}: {err}",
-                   traceback=traceback.format_exc(limit=5), steps=0)
+                   traceback=traceback.format_exc(limit=5), steps=trainer.steps_done)
         curve = []
     else:
         row.update(status=result.status, stopped_by=result.stopped_by, steps=result.steps, error="", **result.metrics)

@@ -122,6 +122,7 @@ class Trainer:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         self.autocast = self.device.type == "cuda" and cfg.precision in ("auto", "bf16")
+        self.steps_done = 0  # optimiser steps taken by the run so far (resumed ones included)
 
     # ------------------------------------------------------------------ data order
     def _batch(self, train: Split, step: int, cache: dict, stage: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,6 +222,7 @@ class Trainer:
             train_time, tokens, running = saved["train_time"], saved["tokens"], saved["running"]
             earlier_wall_time, untimed_tokens = saved.get("wall_time", 0.0), saved.get("untimed_tokens", 0)
             log.info("%s resumed from step %d", label, step)
+        self.steps_done = step
         memory = RunMemory(self.device, saved.get("memory") if saved is not None else None)
 
         def held() -> int:
@@ -264,6 +266,7 @@ class Trainer:
                 train_time += time.perf_counter() - start
             tokens += x.shape[0] * x.shape[1]
             step += 1
+            self.steps_done = step
             running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
             bar.update(1)
             over_budget = cfg.time_budget_s is not None and train_time >= cfg.time_budget_s

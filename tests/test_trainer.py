@@ -115,6 +115,22 @@ def test_a_run_that_fails_keeps_its_checkpoint(tmp_path, monkeypatch) -> None:
     assert row["status"] == "ok" and not list((tmp_path / "checkpoints").glob("*.pt"))
 
 
+def test_a_run_that_fails_after_training_records_its_steps(tmp_path, monkeypatch) -> None:
+    """A failure in the final evaluations comes after every optimiser step: the failed row says
+    how many were taken, not 0."""
+    run = resolved_run(tmp_path, "trainer.max_steps=6", "trainer.eval_every=3", "model.n_layers=1")
+    evaluate = Trainer.evaluate
+
+    def failing_test(self, model, task, split, *rest):
+        if split is task.split("test"):
+            raise RuntimeError("the test split cannot be scored")
+        return evaluate(self, model, task, split, *rest)
+
+    monkeypatch.setattr(Trainer, "evaluate", failing_test)
+    row = execute(run, [])
+    assert row["status"] == "failed" and "cannot be scored" in row["error"] and row["steps"] == 6
+
+
 def test_memory_is_profiled_once_per_curriculum_stage_and_survives_a_resume(monkeypatch) -> None:
     """Each stage of a length curriculum allocates its own shapes: the first step of each stage
     is profiled. A resumed run starts from the peaks its checkpoint carries."""
