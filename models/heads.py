@@ -271,7 +271,9 @@ class HeadSSM(nn.Module):
         if self.A_imag is not None:
             A = torch.complex(*torch.broadcast_tensors(A, self.A_imag.view(1, 1, *self.A_imag.shape)))
         A_bar, factor = discretize(cfg.discretization, A, delta)
-        log_a = log_transition(cfg.discretization, A, delta, A_bar) if cfg.eig_range == (-1, 1) else None
+        # eig_range [-1, 1] of a complex Ā (A complex, or the rotation as its angle): the angle from log Ā
+        signed_complex = cfg.eig_range == (-1, 1) and (A_bar.is_complex() or self.complex_form)
+        log_a = log_transition(cfg.discretization, A, delta, A_bar) if signed_complex else None
         if self.complex_form:  # the rotation as the transition's angle (pairs past M: angle 0)
             angle = F.pad(omega, (0, self.n - self.M))
             A_bar = A_bar * torch.polar(torch.ones_like(angle), angle)

@@ -328,8 +328,9 @@ class SSMLayer(nn.Module):
     def _transition(self, A: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(Ā, F) of the configured discretisation, Ā mapped to (-1, 1] when eig_range is [-1, 1]."""
         A_bar, factor = discretize(self.cfg.discretization, A, delta)
-        if self.cfg.eig_range == (-1, 1):
-            A_bar = signed_transition(A_bar, log_transition(self.cfg.discretization, A, delta, A_bar))
+        if self.cfg.eig_range == (-1, 1):  # a complex Ā's angle from log Ā (a real Ā needs none)
+            log_a = log_transition(self.cfg.discretization, A, delta, A_bar) if A_bar.is_complex() else None
+            A_bar = signed_transition(A_bar, log_a)
         return A_bar, factor
 
     def _selection(self, x: torch.Tensor) -> Selection:

@@ -184,7 +184,7 @@ def _state_dict(source: Any, prefix: str, what: str) -> dict[str, torch.Tensor]:
         path = Path(source)
         if not path.is_file():
             raise ValueError(f"{what}: no file at {str(path)!r}; expected a state_dict saved with torch.save")
-        source = _load_file(what, path, lambda p: torch.load(p, map_location="cpu", weights_only=True))
+        source = _load_file(what, path, _read_torch)
     if not isinstance(source, Mapping):
         raise ValueError(f"{what}: expected a state_dict (a mapping of names to tensors) or a path, "
                          f"got {type(source).__name__}")
@@ -195,6 +195,10 @@ def _state_dict(source: Any, prefix: str, what: str) -> dict[str, torch.Tensor]:
     if not out:
         raise ValueError(f"{what}: no key starts with prefix={prefix!r}; keys are e.g. {sorted(map(str, source))[:5]}")
     return out
+
+
+def _read_torch(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -519,7 +523,7 @@ def _read_mamba_lm(source: Any, what: str) -> tuple[dict, dict[str, torch.Tensor
         config = _load_file(what, config_path, lambda p: json.loads(p.read_text()))
         weights = directory / "pytorch_model.bin"
         if weights.is_file():
-            sd = _load_file(what, weights, lambda p: torch.load(p, map_location="cpu", weights_only=True))
+            sd = _load_file(what, weights, _read_torch)
         elif (directory / "model.safetensors").is_file():
             from safetensors.torch import load_file
             sd = _load_file(what, directory / "model.safetensors", load_file)
@@ -684,8 +688,6 @@ def _s5_layer_config(H: int, P: int, bidirectional: bool, conj_sym: bool, discre
         raise ValueError(f"activation={activation!r} is not valid; expected one of {list(S5_ACTIVATIONS)}")
     if discretization not in ("zoh", "bilinear"):
         raise ValueError(f"discretization={discretization!r} is not valid; expected one of ['zoh', 'bilinear']")
-    if not isinstance(conj_sym, bool):
-        raise ValueError(f"conj_sym={conj_sym!r} is not valid; expected true or false")
     fields = dict(d_model=H, d_state=2 * P if conj_sym else P, blocks=1, conj_sym=conj_sym,
                   bidirectional=bidirectional, discretization=discretization, gate=S5_ACTIVATIONS[activation],
                   clip_eigs=clip_eigs, step_rescale=step_rescale)
@@ -765,9 +767,8 @@ def s5_model_from_official(source: Any, batch_stats: Any = None, activation: str
         raise ValueError(f"activation={activation!r} is not valid; expected one of {list(S5_ACTIVATIONS)}")
     if mode not in ("pool", "last"):
         raise ValueError(f"mode={mode!r} is not valid; expected one of ['pool', 'last']")
-    for name, value in (("prenorm", prenorm), ("batchnorm", batchnorm)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name}={value!r} is not valid; expected true or false")
+    if not isinstance(batchnorm, bool):  # (ModelConfig refuses a prenorm that is not a boolean)
+        raise ValueError(f"batchnorm={batchnorm!r} is not valid; expected true or false")
     if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0 <= bn_momentum <= 1:
         raise ValueError(f"bn_momentum={bn_momentum!r} is not valid; expected a number in [0, 1] (flax's momentum)")
     if not batchnorm and batch_stats is not None:
