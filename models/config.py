@@ -428,6 +428,12 @@ class SSMConfig:
         return "dt" not in self.selective and self.a_source == "learned" and self.rotation != "data"
 
     @property
+    def auto_picks_fft(self) -> bool:
+        """Whether ``auto`` runs this layer in mode fft (a time-invariant SISO layer) where no
+        fused kernel takes it: always on a CPU (:meth:`models.layer.SSMLayer.resolve_mode`)."""
+        return self.time_invariant and self.supports_fft and self.structure == "siso"
+
+    @property
     def supports_triton(self) -> bool:
         """The fused Triton kernels cover the Mamba-1 axes (any structure, gate, init)."""
         return not self.uses_heads and self.discretization != "trapezoidal" and self.eig_range == (0, 1)

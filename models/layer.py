@@ -446,7 +446,7 @@ class SSMLayer(nn.Module):
             return "cuda"
         if device.type == "cuda" and cfg.supports_triton and triton_scan.runs_on(device):
             return "triton"
-        if cfg.time_invariant and cfg.supports_fft and self.siso:
+        if cfg.auto_picks_fft:
             return "fft"
         if device.type == "cuda":
             return "scan"

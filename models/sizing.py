@@ -79,8 +79,8 @@ def _uses_state_conv(cfg: SSMConfig, length: int | None) -> bool:
     """Whether mode fft computes the states by FFT convolution (a time-invariant Ā where the layer
     is not one kernel convolution: MIMO, input-dependent B or C, trapezoidal, heads); auto as on a
     CPU, which picks fft for every time-invariant SISO layer (:meth:`SSMLayer.resolve_mode`)."""
-    auto_fft = cfg.mode == "auto" and cfg.time_invariant and cfg.supports_fft and cfg.structure == "siso"
-    return bool(length) and (cfg.mode == "fft" or auto_fft) and not _uses_kernel_conv(cfg, length)
+    fft = cfg.mode == "fft" or (cfg.mode == "auto" and cfg.auto_picks_fft)
+    return bool(length) and fft and not _uses_kernel_conv(cfg, length)
 
 
 def _state_conv_flops(cfg: SSMConfig, length: int, batch: int) -> float:
