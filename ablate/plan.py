@@ -13,8 +13,8 @@ At the end of a sweep, :class:`PlanTotals` (a Hydra callback, see conf/config.ya
 totals: jobs, distinct runs (two jobs that resolve to the same run id train one run: the line
 ``plan same run`` says which), runs skipped, FLOPs, and core-hours: each run's FLOPs at the rate
 of its preset's committed CPU runs on its task (:func:`reference_rates`), on every task where
-the preset has none on this one (rates per FLOP differ by task: Mamba-3 ran 0.7 GFLOP/s per core
-on parity and 5.5 on sequential digits), or at :data:`GFLOPS_PER_CORE` for a preset with none.
+the preset has none on this one (rates per FLOP differ by task: Mamba-3 ran 0.6 GFLOP/s per core
+on parity and 5.3 on sequential digits), or at :data:`GFLOPS_PER_CORE` for a preset with none.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from .run import describe
 
 # Forward+backward training rate assumed for core-hours of a preset without committed CPU runs
 # (3 × FLOPs per token × tokens/s per thread): the CPU reference runs in results/reference span
-# 0.3 to 20 GFLOP/s, their median 5.1, by preset medians Mamba-2 0.36, Mamba 4.0, Mamba-3 4.7,
+# 0.2 to 20 GFLOP/s, their median 5.0, by preset medians Mamba-2 0.31, Mamba 4.0, Mamba-3 4.5,
 # S4D 6.5, S5 13.
 GFLOPS_PER_CORE = 6.0
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"

@@ -14,7 +14,8 @@ once, with what it writes redirected into a temporary folder:
 - ``python -m analysis``: on the committed results in results/reference (a results folder that
   only a run would make stands in by :data:`STAND_INS`), ``--out`` in the temporary folder,
   PNG figures only (the PDF ones are tested with the analysis); without an input, ``--help``;
-- ``python -m models.bench``: ``--help`` (its ``--quick`` run takes 20 s).
+- ``python -m models.bench``: ``--help`` (its ``--quick`` run takes 20 s);
+- ``python -m ablate.recount``: ``--dry-run``, on the committed results standing in.
 """
 
 from __future__ import annotations
@@ -182,6 +183,8 @@ def runnable(argv: list[str], scratch: Path) -> list[str]:
         return [module, *args, "--out", str(scratch / "report"), "--formats", "png"] if inputs else [module, "--help"]
     if module == "models.bench":
         return [module, "--help"]
+    if module == "ablate.recount":
+        return [module, *analysis_inputs(args), *([] if "--dry-run" in args else ["--dry-run"])]
     raise AssertionError(f"README command for an unknown module: {' '.join(argv)}")
 
 
@@ -222,8 +225,8 @@ def test_readme_commands_are_found() -> None:
     assert any(c.startswith("python -m ablate +experiment=mimo_vs_siso_paper hydra/launcher=slurm_gpu "
                             "hydra.launcher.partition=gpu") and c.endswith(" -m") for c in commands)
     assert any("task=pathfinder" in c for c in commands)  # an inline span over three lines
-    assert {argv[2] for argv in readme_commands(README.read_text())} == {"ablate", "ablate.bench", "analysis",
-                                                                         "models.bench"}
+    assert {argv[2] for argv in readme_commands(README.read_text())} == {"ablate", "ablate.bench", "ablate.recount",
+                                                                         "analysis", "models.bench"}
 
 
 def _failures(results: list[tuple[str, int, str]]) -> str:
