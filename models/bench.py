@@ -76,14 +76,16 @@ class Settings:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The run's sizes: the brief's defaults, or tiny ones with ``--quick``."""
-    if args.quick:
-        return Settings(repeats=args.repeats or 1, warmup=2, budget_s=args.budget, s5_shape=(2, 64, 32, 32),
-                        mamba_shape=(2, 32, 16), sweep_d_model=16, sweep_batch=2, sweep_lengths=(32, 64),
-                        step_count=20, step_warmup=5, slow_call_s=SLOW_CALL_S)
+    if args.quick:  # --repeats, --warmup and --steps given on the command line are kept
+        return Settings(repeats=args.repeats or 1, warmup=2 if args.warmup is None else args.warmup,
+                        budget_s=args.budget, s5_shape=(2, 64, 32, 32), mamba_shape=(2, 32, 16), sweep_d_model=16,
+                        sweep_batch=2, sweep_lengths=(32, 64), step_count=args.steps or 20, step_warmup=5,
+                        slow_call_s=SLOW_CALL_S)
     lengths = tuple(256 * 2 ** k for k in range(int(math.log2(args.max_length // 256)) + 1))
-    return Settings(repeats=args.repeats or 5, warmup=args.warmup, budget_s=args.budget,
-                    s5_shape=(8, 2048, 256, 256), mamba_shape=(8, 1024, 128), sweep_d_model=128, sweep_batch=8,
-                    sweep_lengths=lengths, step_count=args.steps, step_warmup=20, slow_call_s=SLOW_CALL_S)
+    return Settings(repeats=args.repeats or 5, warmup=1 if args.warmup is None else args.warmup,
+                    budget_s=args.budget, s5_shape=(8, 2048, 256, 256), mamba_shape=(8, 1024, 128),
+                    sweep_d_model=128, sweep_batch=8, sweep_lengths=lengths, step_count=args.steps or 200,
+                    step_warmup=20, slow_call_s=SLOW_CALL_S)
 
 
 def result(**values: Any) -> dict[str, Any]:
@@ -383,24 +385,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         epilog="Without --quick the run takes minutes on a laptop CPU: mamba-ssm's reference scan alone "
                "needs about 111 s per forward+backward call (d_model 128, length 1024), timed 3 times; "
                "--only s5 throughput step leaves it out.")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat after 2 warm-ups: a smoke run")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, 1 repeat after 2 warm-ups, 20 steps (unless given): a smoke run")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per median (default 5; 1 with --quick)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls before timing (default 1; 2 with --quick)")
     parser.add_argument("--budget", type=float, default=10.0,
                         help="a throughput series stops after a measurement longer than this many seconds")
     parser.add_argument("--max-length", type=int, default=8192, help="longest throughput length (default 8192)")
-    parser.add_argument("--steps", type=int, default=200, help="timed step calls per encoder (default 200)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed step calls per encoder (default 200; 20 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", choices=("s5", "mamba", "throughput", "step"),
                         default=("s5", "mamba", "throughput", "step"), help="sections to run")
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats={args.repeats} is not valid; expected an integer >= 1")
-    if args.warmup < 0:
+    if args.warmup is not None and args.warmup < 0:
         parser.error(f"--warmup={args.warmup} is not valid; expected an integer >= 0")
     if not args.budget > 0:
         parser.error(f"--budget={args.budget} is not valid; expected a number of seconds > 0")
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         parser.error(f"--steps={args.steps} is not valid; expected an integer >= 1")
     if args.max_length < 256 and not args.quick:
         parser.error(f"--max-length={args.max_length} is not valid; expected an integer >= 256")

@@ -36,3 +36,13 @@ def test_bad_arguments_are_refused_before_anything_runs(args, message, capsys) -
     assert exit_.value.code == 2
     out = capsys.readouterr()
     assert message in out.err and out.out == ""  # no section started
+
+
+def test_quick_keeps_the_counts_given_on_the_command_line() -> None:
+    """--quick shrinks the sizes; --steps, --warmup and --repeats given with it still count."""
+    quick = bench.settings_from_args(bench.parse_args(["--quick", "--steps", "5", "--warmup", "0", "--repeats", "3"]))
+    assert (quick.step_count, quick.warmup, quick.repeats) == (5, 0, 3)
+    defaults = bench.settings_from_args(bench.parse_args(["--quick"]))
+    assert (defaults.step_count, defaults.warmup, defaults.repeats) == (20, 2, 1)
+    full = bench.settings_from_args(bench.parse_args([]))
+    assert (full.step_count, full.warmup, full.repeats) == (200, 1, 5)

@@ -125,6 +125,9 @@ def test_series_over_its_time_budget_is_recorded_not_crashed(tmp_path) -> None:
     ("scale.repeats=0", "error: scale.repeats=0 is not valid; expected an integer >= 1"),
     ("points=nosuch", "error: points='nosuch' is not valid; expected one of ['ablations', 'frontier', 'presets']"),
     ("scale.lenghts=[64]", "error: scale.lenghts is not a config key; expected one of ['bandwidth_mb', 'batch', "),
+    # only GPU modes on a CPU: nothing of ours could be timed (the peers alone would run)
+    ("modes=[cuda]", "error: modes=['cuda'] is not valid on device 'cpu'"),
+    ("modes=[triton,cuda]", "error: modes=['triton', 'cuda'] is not valid on device 'cpu'"),
 ])
 def test_bad_config_is_a_one_line_error_and_exit_status_2(tmp_path, override: str, message: str) -> None:
     """A bad value, an unknown option or an unknown key: one line, exit 2, nothing written."""
@@ -133,6 +136,21 @@ def test_bad_config_is_a_one_line_error_and_exit_status_2(tmp_path, override: st
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), done.stderr
     assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("where", ["a_file", "a_file/below"])
+def test_results_dir_that_cannot_be_written_is_a_one_line_error(tmp_path, where: str) -> None:
+    """Hydra creates its output folder under results_dir before the job starts: a results_dir
+    that is (or is below) a file must be refused in one line first, not end in a traceback."""
+    (tmp_path / "a_file").write_text("keep me")
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-m", "ablate.bench", "scale=smoke", "device=cpu",
+                           f"results_dir={tmp_path / where}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, (done.returncode, done.stderr[-2000:])
+    assert lines[0].startswith("error: results_dir=") and "is not valid" in lines[0], lines
+    assert (tmp_path / "a_file").read_text() == "keep me" and os.listdir(tmp_path) == ["a_file"]
 
 
 def compose_bench(tmp_path, *overrides: str) -> dict:
@@ -174,6 +192,22 @@ def test_shipped_point_sets_resolve(tmp_path, points: str, names: set) -> None:
 def test_shipped_scales_resolve(tmp_path, scale: str) -> None:
     settings = resolve(compose_bench(tmp_path, f"scale={scale}", "points=ablations", "modes=[scan,triton,cuda]"))
     assert settings.scale.lengths and settings.modes == ("scan", "triton", "cuda")
+
+
+def test_a_job_never_overwrites_the_parquet_of_another_with_the_same_id(tmp_path) -> None:
+    """Two jobs of one configuration started in the same second get the same job id: the
+    second must write beside the first, not over it."""
+    from ablate.bench import run_bench as run_job
+
+    settings = resolve(compose_bench(tmp_path, "device=cpu", "peers=false", "step=false", "modes=[scan]",
+                                     "points=presets", "scale.lengths=[8]"))
+    first, first_path = run_job(settings, "same-id")
+    before = open(first_path, "rb").read()
+    second, second_path = run_job(settings, "same-id")
+    assert second_path != first_path and os.path.exists(second_path)
+    assert open(first_path, "rb").read() == before  # the first job's results are untouched
+    assert set(pd.read_parquet(second_path)["job_id"]) == {os.path.basename(second_path)[:-8]}
+    assert len(glob.glob(os.path.join(str(tmp_path), "bench", "*.parquet"))) == 2
 
 
 # ---------------------------------------------------------------------------- units
@@ -281,3 +315,23 @@ def test_saved_tensor_fallback_of_the_no_grad_forward_is_its_output() -> None:
     forward, for_backward = (_saved_tensor_bytes(workload, grad) for grad in (False, True))
     assert forward == workload.output_bytes == 2 * 16 * 8 * 4
     assert for_backward > 4 * forward
+
+
+def test_rows_of_an_interrupted_job_do_not_claim_it_finished(tmp_path) -> None:
+    """The parquet is rewritten after each series so that an interrupted job keeps what it
+    measured: those rows must not carry a finished_at (the job never finished)."""
+    from ablate.bench import run_bench as run_job
+
+    settings = resolve(compose_bench(tmp_path, "device=cpu", "peers=false", "step=false", "modes=[scan]",
+                                     "points=presets", "scale.lengths=[8]"))
+
+    def interrupt(row) -> None:
+        if row["name"] == "s4d":  # Ctrl-C during the second series
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job(settings, "interrupted", on_row=interrupt)
+    kept = pd.read_parquet(os.path.join(str(tmp_path), "bench", "interrupted.parquet"))
+    assert list(kept["name"]) == ["s5"] and kept["finished_at"].isna().all()
+    frame, _ = run_job(settings, "whole")
+    assert frame["finished_at"].notna().all() and (frame["finished_at"] >= frame["started_at"]).all()

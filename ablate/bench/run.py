@@ -53,6 +53,22 @@ def bench_path(results_dir: str, job_id: str) -> str:
     return os.path.join(results_dir, BENCH, f"{job_id}.parquet")
 
 
+def claim_job_id(results_dir: str, job_id: str) -> str:
+    """``job_id``, or where its parquet already exists (a job of the same configuration started in
+    the same second: in parallel, or on another machine sharing results_dir) ``job_id`` + '_2',
+    '_3', ...: the first whose parquet is created here, empty and exclusively, so that no job
+    overwrites another's results."""
+    os.makedirs(os.path.join(results_dir, BENCH), exist_ok=True)
+    for attempt in range(1, 1000):
+        candidate = job_id if attempt == 1 else f"{job_id}_{attempt}"
+        try:
+            with open(bench_path(results_dir, candidate), "xb"):
+                return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{bench_path(results_dir, job_id)} and 998 more ids are taken")
+
+
 def make_job_id(settings: BenchSettings, job_num: int | None = None) -> str:
     """'<UTC time>-<config hash>[-<sweep job number>]', e.g. 20250101T120000-1a2b3c4d-3."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
@@ -86,6 +102,7 @@ def job_columns(settings: BenchSettings, device: torch.device, job_id: str) -> d
         "version_mamba_ssm": version_of("mamba_ssm") or version_of("mamba-ssm"),
         "version_s5_pytorch": version_of("s5-pytorch"),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": None,  # set when the job ends: the rows an interrupted job wrote have none
     }
 
 
@@ -136,10 +153,22 @@ def describe_row(row: dict[str, Any]) -> str:
 
 def run_bench(settings: BenchSettings, job_id: str,
               on_row: Callable[[dict[str, Any]], None] | None = None) -> tuple[pd.DataFrame, str]:
-    """Run every measurement of the job; returns (frame, parquet path)."""
+    """Run every measurement of the job; returns (frame, parquet path). The path is claimed
+    first (:func:`claim_job_id`): an existing parquet is never overwritten."""
     device = torch.device(settings.device)
+    job_id = claim_job_id(settings.results_dir, job_id)
     path = bench_path(settings.results_dir, job_id)
     rows: list[dict[str, Any]] = []
+    try:
+        return _run(settings, job_id, device, path, rows, on_row)
+    except BaseException:
+        if os.path.exists(path) and os.path.getsize(path) == 0:  # nothing measured: no empty file left behind
+            os.remove(path)
+        raise
+
+
+def _run(settings: BenchSettings, job_id: str, device: torch.device, path: str, rows: list[dict[str, Any]],
+         on_row: Callable[[dict[str, Any]], None] | None) -> tuple[pd.DataFrame, str]:
 
     def report(row: dict[str, Any]) -> None:
         log.info(describe_row(row))

@@ -19,6 +19,7 @@ from models.config import MODES
 from models.presets import PRESETS
 
 CONCRETE_MODES = tuple(m for m in MODES if m != "auto")  # recurrent, scan, chunked, fft, cuda, triton: what modes=all times
+GPU_MODES = ("cuda", "triton")  # timed on a GPU only (on a CPU: a 'skipped' row for each point)
 
 
 @dataclass(frozen=True)
@@ -229,5 +230,8 @@ def resolve(plain: dict[str, Any]) -> BenchSettings:
         seed=seed,
         results_dir=results_dir,
     )
+    if settings["device"] == "cpu" and settings["modes"] is not None and set(settings["modes"]) <= set(GPU_MODES):
+        raise ValueError(f"modes={list(settings['modes'])} is not valid on device 'cpu': {' and '.join(GPU_MODES)} "
+                         f"are timed on a GPU only; expected 'all' or some of {[m for m in MODES if m not in GPU_MODES]}")
     identity = {k: v for k, v in plain.items() if k not in ("hydra", "results_dir")}
     return BenchSettings(**settings, identity=identity)
