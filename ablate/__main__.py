@@ -27,6 +27,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .command_line import composed_jobs, discard_idle_sweep, discard_output, refuse, refuse_job, uses_app_config
@@ -55,7 +56,7 @@ def main(cfg: DictConfig) -> float | None:
     job_number = hydra_cfg.job.get("num", 0) or 0
     run.trainer.device = spread_over_gpus(run.trainer.device, job_number)
     try:
-        row = execute(run, list(hydra_cfg.overrides.task))
+        row = execute(run, list(hydra_cfg.overrides.task), sweep_started=sweep_start(hydra_cfg))
     except BadData as err:  # the task's data, read before the run is claimed or trained
         refuse_job(hydra_cfg, str(err))
     if row is None:  # already finished: nothing trained
@@ -63,6 +64,18 @@ def main(cfg: DictConfig) -> float | None:
         return None
     value = row.get(f"test_{row['metric']}")
     return float(value) if value is not None else None
+
+
+def sweep_start(hydra_cfg: DictConfig) -> float | None:
+    """When this job's sweep began: the time its ``multirun.yaml`` was written (by the sweeper,
+    before any job; on the results_dir's file system, like the rows compared with it); None for
+    a single run."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    try:
+        return os.path.getmtime(os.path.join(hydra_cfg.sweep.dir, "multirun.yaml"))
+    except OSError:
+        return None
 
 
 class DiscardIdleSweep(Callback):

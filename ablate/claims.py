@@ -73,13 +73,23 @@ class RunClaim:
 
     # ------------------------------------------------------------------ reading
     def holder(self) -> dict[str, Any] | None:
-        """The claim's owner record plus ``age_s`` (seconds since its heartbeat), or None."""
+        """The claim's owner record plus ``age_s`` (seconds since its heartbeat), or None when
+        there is no claim. A claim file that holds no owner record (empty after a crash, damaged,
+        foreign: :func:`create_exclusive` never shows a partial one) is an owner without host,
+        pid or token, stale once its file is older than ``stale_after_s``."""
         try:
-            with open(self.path) as handle:
-                record = json.load(handle)
-            record["age_s"] = time.time() - os.stat(self.path).st_mtime
-        except (FileNotFoundError, json.JSONDecodeError):
+            with open(self.path, "rb") as handle:
+                data = handle.read()
+            age_s = time.time() - os.stat(self.path).st_mtime
+        except FileNotFoundError:
             return None
+        try:
+            record = json.loads(data)
+        except ValueError:  # not JSON, not UTF-8
+            record = None
+        if not isinstance(record, dict):
+            record = {}
+        record["age_s"] = age_s
         return record
 
     def is_stale(self, record: dict[str, Any]) -> bool:

@@ -34,6 +34,9 @@ from .results import identity_columns
 PRECISIONS = ("auto", "fp32", "bf16")
 BUDGETS = ("steps", "tokens", "flops", "time")
 MATCH_BY = ("none", "state_size", "param_count")
+# The run's seed is spread into generator seeds of about 1_000_003 x seed (each split of the task,
+# ablate.tasks.base; the batch order, ablate.trainer), which torch takes within 64 bits only.
+SEED_LIMIT = 2**40
 
 
 def _omegaconf_type(hint: Any) -> Any:
@@ -297,8 +300,9 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
     Raises ValueError (or FileNotFoundError for missing data) naming the bad value.
     """
     plain = OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(plain.get("seed"), int) or isinstance(plain.get("seed"), bool):
-        raise ValueError(f"seed={plain.get('seed')!r} is not valid; expected an integer")
+    seed = plain.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not -SEED_LIMIT <= seed <= SEED_LIMIT:
+        raise ValueError(f"seed={seed!r} is not valid; expected an integer from {-SEED_LIMIT} to {SEED_LIMIT}")
     trainer = TrainerConfig(**plain["trainer"])
     model_node = dict(plain["model"])
     if model_node.get("norm") not in NORMS:

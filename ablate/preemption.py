@@ -1,7 +1,8 @@
-"""Preemption: SLURM sends SIGTERM (or the signal set with --signal, often SIGUSR1) before it
-kills a job. A run catches it, finishes the current optimiser step, saves a checkpoint and
-hands the signal on to whoever handled it before (submitit's handler requeues the job; the
-default handler ends the process), so the requeued run resumes where it stopped. Ctrl-C
+"""Preemption: SLURM sends SIGTERM (or the signal set with --signal: submitit asks for SIGUSR2)
+before it kills a job. A run catches it, finishes the current optimiser step, saves a checkpoint
+and hands the signal on to whoever handled it before (submitit's SIGUSR2 handler requeues the
+job; submitit only logs SIGTERM, and the process then ends; the default handler ends the
+process), so the requeued or resubmitted run resumes where it stopped. Ctrl-C
 (SIGINT) is caught the same way: the run checkpoints and the process exits with status 130.
 
 Workers of a parallel launcher (joblib's loky processes) outlive a parent that is killed;
@@ -19,7 +20,10 @@ import time
 from types import FrameType
 from typing import Any
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+# submitit (hydra/launcher=slurm_gpu, submitit_local) signals a time limit or a preemption with
+# its own signal, SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL names another (sbatch --signal=USR2@delay).
+SUBMITIT_SIGNAL = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
+SIGNALS = tuple(dict.fromkeys((signal.SIGTERM, signal.SIGUSR1, SUBMITIT_SIGNAL, signal.SIGINT)))
 PARENT_WATCH = "ablate-exit-with-parent"
 
 

@@ -105,6 +105,17 @@ def finished_since(results_dir: str, rid: str, since: float) -> bool:
     return written >= since and finished_status(results_dir, rid) == "ok"
 
 
+def written_since(results_dir: str, rid: str, since: float) -> bool:
+    """Whether the run has a readable row, of any status, written at or after time ``since``
+    (by another process while this one waited for its claim)."""
+    path = path_of(results_dir, RUNS, rid)
+    try:
+        written = os.path.getmtime(path)
+    except FileNotFoundError:
+        return False
+    return written >= since and finished_status(results_dir, rid) is not None
+
+
 def environment() -> dict[str, Any]:
     """Versions and hardware, recorded in every row."""
     try:

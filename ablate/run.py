@@ -17,7 +17,8 @@ from . import tasks
 from .config import ResolvedRun
 from .claims import RunClaim
 from .preemption import Preempted, exit_with_parent
-from .results import CHECKPOINTS, CLAIMS, environment, finished_since, identity_columns, path_of, run_id, write_run
+from .results import (CHECKPOINTS, CLAIMS, environment, finished_since, identity_columns, path_of, run_id, write_run,
+                      written_since)
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class BadData(ValueError):
     before it is claimed or trained."""
 
 
-def execute(run: ResolvedRun, overrides: list[str]) -> dict[str, Any] | None:
+def execute(run: ResolvedRun, overrides: list[str], sweep_started: float | None = None) -> dict[str, Any] | None:
     """Train and record one run; returns its row, or None when it was skipped.
 
     A run is skipped when its row exists with status ok (with ``+rerun=true``: when a row was
@@ -88,10 +89,12 @@ def execute(run: ResolvedRun, overrides: list[str]) -> dict[str, Any] | None:
     another live process holds the claim, this call waits until that process finishes the
     run (then skips it) or dies (then takes the run over and resumes its checkpoint). Before
     that the task's splits are read: data that cannot be read raise :class:`BadData`.
+    ``sweep_started``: when the sweep of this job began (rows written since are this sweep's or a
+    concurrent one's, and are not trained again); by default, now.
     """
     rid = run_id(run.identity)
     label = describe(run)
-    started = time.time()
+    started = time.time() if sweep_started is None else min(sweep_started, time.time())
     since = started if run.rerun else 0.0
     if finished_since(run.results_dir, rid, since):
         log.info("skip %s (%s): already finished with status ok; +rerun=true forces it", rid, label)
@@ -103,21 +106,30 @@ def execute(run: ResolvedRun, overrides: list[str]) -> dict[str, Any] | None:
     exit_with_parent()
     checkpoint = path_of(run.results_dir, CHECKPOINTS, rid)
     claim = RunClaim(path_of(run.results_dir, CLAIMS, rid), related=(checkpoint,))
-    if not claim.wait(lambda: finished_since(run.results_dir, rid, since), describe=f" ({label})"):
+
+    def done() -> bool:
+        """Finished with status ok, or finished (any status: a diverged or failed run too) by
+        another process since this one started: two sweeps at once train each run once."""
+        return finished_since(run.results_dir, rid, since) or written_since(run.results_dir, rid, started)
+
+    if not claim.wait(done, describe=f" ({label})"):
         log.info("skip %s (%s): finished by another process", rid, label)
         return None
     try:
-        if finished_since(run.results_dir, rid, since):  # finished between the first look and the claim
+        if done():  # finished between the first look and the claim
             log.info("skip %s (%s): finished by another process", rid, label)
             return None
         return _train(run, rid, label, overrides, checkpoint, claim)
     except Preempted as stop:
         claim.release()
+        kept = run.trainer.checkpoint  # trainer.checkpoint=false: nothing was saved to resume from
+        saved = "checkpoint saved" if kept else "no checkpoint kept (trainer.checkpoint=false)"
         if stop.signum == signal.SIGINT:
-            log.warning("run %s (%s) interrupted at step %d; checkpoint saved, the same command resumes it",
-                        rid, label, stop.step)
+            log.warning("run %s (%s) interrupted at step %d; %s, the same command %s", rid, label, stop.step, saved,
+                        "resumes it" if kept else "starts it over")
             raise SystemExit(130) from None
-        log.warning("run %s (%s) %s; checkpoint saved, a resubmitted run resumes from it", rid, label, stop)
+        log.warning("run %s (%s) %s; %s, a resubmitted run %s", rid, label, stop, saved,
+                    "resumes from it" if kept else "starts over")
         stop.watcher.hand_over()
         raise SystemExit(128 + stop.signum) from None
     finally:

@@ -92,7 +92,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
         raise AnalysisError("no results directory given")
     found: list[Path] = []
     for spec in inputs:
-        if _GLOB_CHARS & set(spec):
+        if _GLOB_CHARS & set(spec) and not Path(spec).exists():  # a path that exists is read as it is
             matches = [Path(p) for p in sorted(glob.glob(spec)) if Path(p).is_dir() and is_results_dir(Path(p))]
             if not matches:
                 raise AnalysisError(f"no results directory matches {spec!r}")

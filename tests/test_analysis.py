@@ -339,6 +339,16 @@ def test_cli_writes_a_report_for_several_inputs_or_a_glob(results_dir, tmp_path)
     assert not (extra / "report").exists()
 
 
+def test_cli_reads_a_directory_whose_name_has_glob_characters(results_dir, tmp_path) -> None:
+    """The runner writes to any results_dir (results_dir='runs[lr=1e-3]'); a path that exists is
+    read as it is, not as a pattern that matches nothing."""
+    odd = tmp_path / "sweep[lr=1e-3]*"
+    shutil.copytree(results_dir / "runs", odd / "runs")
+    done = cli(str(odd), "--out", str(tmp_path / "report"), "--formats", "png")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "report" / "summary.md").is_file()
+
+
 def test_cli_fails_in_one_line_on_a_missing_directory(tmp_path) -> None:
     done = cli(str(tmp_path / "nowhere"))
     assert done.returncode != 0

@@ -147,3 +147,19 @@ def test_results_and_checkpoints_take_the_umask_permissions(tmp_path, umask: int
     for name in ("runs/abc.parquet", "curves/abc.parquet", "checkpoints/abc.pt"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == expected, name
     assert pd.read_parquet(tmp_path / "runs" / "abc.parquet")["status"].iloc[0] == "ok"
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", "\udcff"])
+def test_an_unreadable_claim_is_stale_once_its_file_is_old(tmp_path, content: str) -> None:
+    """A claim file that is not this suite's record (empty after a crash, foreign, damaged) must
+    not make every later process wait for it forever: it goes stale like a silent owner's."""
+    path = str(tmp_path / "run.claim")
+    with open(path, "w", errors="surrogateescape") as handle:
+        handle.write(content)
+    assert not RunClaim(path, FAST).try_acquire()  # fresh: it may still be someone's
+    then = time.time() - 5 * FAST.stale_after_s
+    os.utime(path, (then, then))
+    claim = RunClaim(path, FAST)
+    assert claim.try_acquire() and claim.held
+    claim.release()
+    assert not os.path.exists(path)

@@ -197,3 +197,25 @@ def test_submitit_local_launcher_runs_the_sweep(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     df = rows(tmp_path)
     assert len(df) == 4 and (df["status"] == "ok").all()
+
+
+def test_submitit_s_preemption_signal_checkpoints_the_run_before_submitit_requeues_it() -> None:
+    """submitit (hydra/launcher=slurm_gpu, submitit_local) signals a time limit or preemption with
+    its own signal (SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise): the run records it,
+    and hands it on to submitit's handler (which requeues) only after its checkpoint."""
+    import submitit
+
+    from ablate.preemption import PreemptionWatcher
+
+    sig = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
+    handed = []
+    previous = signal.signal(sig, lambda signum, frame: handed.append(signum))  # submitit's, in a job
+    try:
+        with PreemptionWatcher() as watcher:
+            os.kill(os.getpid(), sig)
+            time.sleep(0.05)
+            assert watcher.requested and watcher.received == sig and not handed
+            watcher.hand_over()
+        assert handed == [sig]
+    finally:
+        signal.signal(sig, previous)

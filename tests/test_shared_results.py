@@ -171,3 +171,44 @@ def test_a_row_without_a_curve_removes_the_curve_of_an_earlier_attempt(tmp_path)
     write_run(str(tmp_path), {**row, "status": "failed"}, [])
     assert not os.path.exists(curve)
     write_run(str(tmp_path), {**row, "status": "failed"}, [])  # and none to remove: fine
+
+
+def test_a_waiter_does_not_retrain_a_run_another_process_finished_meanwhile_whatever_its_status(tmp_path) -> None:
+    """Two sweeps at once train every run exactly once: a process that waited on a claim skips
+    the run once its owner has written the row, also when that row says diverged or failed."""
+    import pandas as pd
+
+    from ablate.claims import RunClaim
+    from ablate.results import CLAIMS, RUNS
+
+    out = tmp_path / "shared"
+    args = ["model.ssm.d_model=8", "model.ssm.d_state=4", "trainer.max_steps=3", "trainer.progress=false"]
+    plan = ablate(*args, f"results_dir={out}", "+plan=true")
+    rid = plan.stdout.split()[1]
+    owner = RunClaim(path_of(str(out), CLAIMS, rid))
+    assert owner.try_acquire()
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", *args, f"results_dir={out}"], cwd=ROOT,
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "waiting for run" in line:
+            break
+    write_run(str(out), {"run_id": rid, "status": "diverged", "steps": 1}, [])  # the owner's row
+    owner.release()
+    output = "".join(seen) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, output[-2000:]
+    assert "finished by another process" in output and " - done " not in output, output[-2000:]
+    assert pd.read_parquet(path_of(str(out), RUNS, rid))["status"].iloc[0] == "diverged"
+
+
+def test_a_rerun_sweep_trains_a_run_two_of_its_jobs_share_once(tmp_path) -> None:
+    """+rerun=true retrains what was finished before the sweep began, once: a second job with
+    the same run id (trainer.progress is not part of it) skips the row its sweep just wrote."""
+    out = tmp_path / "rerun"
+    args = ["model.ssm.d_model=8", "model.ssm.d_state=4", "trainer.max_steps=3", "trainer.progress=true,false",
+            "+rerun=true", f"results_dir={out}", "-m"]
+    for attempt in range(2):  # into an empty results_dir, then over the row of the first
+        done = ablate(*args)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert (done.stdout + done.stderr).count(" - done ") == 1, (done.stdout + done.stderr)[-3000:]

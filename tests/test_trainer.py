@@ -156,3 +156,25 @@ def test_memory_is_profiled_once_per_curriculum_stage_and_survives_a_resume(monk
     resumed = RunMemory(torch.device("cpu"), first.state())
     assert not resumed.will_profile("train, stage 0") and resumed.record() == first.record()
     assert not math.isnan(resumed.record()["peak_memory_mb"])
+
+
+@pytest.mark.parametrize("keep, says", [(True, "checkpoint saved, the same command resumes it"),
+                                        (False, "no checkpoint kept (trainer.checkpoint=false), the same command "
+                                                "starts it over")])
+def test_an_interrupted_run_says_whether_it_can_resume(tmp_path, monkeypatch, caplog, keep: bool, says: str) -> None:
+    """Ctrl-C at a step boundary: the message promises a resume only when a checkpoint was written."""
+    import signal
+
+    from ablate import preemption
+
+    def interrupted(self) -> bool:
+        self.received = self.received or signal.SIGINT
+        return True
+
+    monkeypatch.setattr(preemption.PreemptionWatcher, "requested", property(interrupted))
+    run = resolved_run(tmp_path, "trainer.max_steps=4", "model.n_layers=1", f"trainer.checkpoint={keep}")
+    with pytest.raises(SystemExit) as stop:
+        execute(run, [])
+    assert stop.value.code == 130
+    assert says in caplog.text
+    assert bool(list((tmp_path / "checkpoints").glob("*.pt"))) == keep

@@ -183,3 +183,22 @@ def test_every_headline_combination_trains(structure: str, selective: str, gate:
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("seed", [10**14, -(10**13), 2**64])
+def test_a_seed_outside_the_range_of_the_derived_generator_seeds_is_refused_by_name(tmp_path, seed: int) -> None:
+    """The task's splits and the batch order are drawn from generators seeded by 1_000_003 × seed
+    (plus small offsets), which torch takes only within 64 bits: a seed beyond that is refused
+    by resolve (so also by +plan=true), naming it and the valid range, not later by the task's
+    data loading as 'Overflow when unpacking long long'."""
+    with pytest.raises(ValueError, match=rf"^seed={seed} is not valid; expected an integer from -\d+ to \d+$"):
+        resolve(composed(tmp_path, f"seed={seed}"))
+
+
+def test_the_extreme_valid_seeds_load_their_data(tmp_path) -> None:
+    from ablate.config import SEED_LIMIT
+
+    for seed in (SEED_LIMIT, -SEED_LIMIT):
+        run = resolve(composed(tmp_path, f"seed={seed}", "task=parity", "task.n_train=8", "task.n_val=4",
+                               "task.n_test=4", "task.n_extrapolation=2", "task.test_lengths=[300]"))
+        run.task.load()
