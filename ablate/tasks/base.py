@@ -90,8 +90,9 @@ class Task:
     ``__post_init__``) and implement :meth:`spec_for` and :meth:`generate`.
 
     Splits are generated once per (task config, data seed) and cached on the instance;
-    each split has its own seed, derived from the data seed, so train/val/test never share
-    samples by construction of the generator stream.
+    each split has its own seed, derived from the data seed (1_000_003 × seed + the split's
+    index), so train, val and test are independent draws: a sample recurs in two splits only
+    by chance, which short sequences make likely (parity has 2^l sequences of length l).
     """
 
     name: str = ""
