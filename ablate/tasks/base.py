@@ -11,7 +11,8 @@ Data layout of one batch (a :class:`Batch`):
 
 Variable lengths: sequences shorter than their tensor are padded on the right with a pad
 token whose targets are ``IGNORE``, so a causal model's outputs at the real positions never
-see the padding. A length curriculum changes the training data in stages
+see the padding (save through batch statistics: ``norm=batch`` in training mode averages over
+the pad positions too; its running statistics, used in evaluation, carry them). A length curriculum changes the training data in stages
 (:meth:`Task.train_stage`, :meth:`Task.train_split`); each stage may have its own width.
 """
 
