@@ -334,7 +334,9 @@ class HeadSSM(nn.Module):
             read = torch.view_as_complex(self.C) if cfg.complex else self.C
         log_a = None
         if a.shape[1] == 1 and a.shape[0] == 1:
-            log_a = log_transition(cfg.discretization, A, delta, a[0, 0], signed=True)
+            # in float64 for mode fft: models.scan.powers multiplies its angle by the lag
+            wide = torch.complex128 if a.is_complex() else torch.float64
+            log_a = log_transition(cfg.discretization, A, delta, a[0, 0].to(wide), signed=True)
         return Terms(a=a, b=b, read=read, lifted=lifted, v_last=v[:, -1:].expand(*b[:, -1:].shape),
                      phi_last=None if phi is None else phi[:, -1:], log_a=log_a)
 

@@ -502,7 +502,7 @@ class SSMLayer(nn.Module):
         """
         L = x.shape[1]
         log_a = self._log_transition(A, delta, A_bar)  # (G, n)
-        vandermonde = powers(log_a.unsqueeze(-1), torch.arange(L, device=x.device, dtype=x.dtype))  # (G, n, L)
+        vandermonde = powers(log_a, L, self._real_parameter().dtype)  # (G, n, L)
         y = None
         for C_param, flip in ((self.C, False), (self.C_backward, True)):
             if C_param is None:
@@ -517,7 +517,9 @@ class SSMLayer(nn.Module):
         return y
 
     def _log_transition(self, A: torch.Tensor, delta: torch.Tensor, A_bar: torch.Tensor) -> torch.Tensor:
-        return log_transition(self.cfg.discretization, A, delta, A_bar, signed=self.cfg.eig_range == (-1, 1))
+        """log Ā for mode fft, (G, n); a logarithm of Ā (bilinear, eig_range [-1, 1]) taken in float64:
+        :func:`models.scan.powers` multiplies its angle by the lag, which float32's rounding of it would not survive."""
+        return log_transition(self.cfg.discretization, A, delta, _widened(A_bar), signed=self.cfg.eig_range == (-1, 1))
 
     def _gelu(self, y: torch.Tensor) -> torch.Tensor:
         """GELU of the output gate: exact (erf) or the tanh approximation (cfg.gelu)."""
@@ -654,6 +656,11 @@ class SSMLayer(nn.Module):
         new_state["h"] = h
         y = self._readout(h.unsqueeze(1), sel, self.C) + x * self.D
         return self._output(y, z)[:, 0], new_state
+
+
+def _widened(t: torch.Tensor) -> torch.Tensor:
+    """t in float64 (complex128 when complex): exact for a float32 tensor."""
+    return t.to(torch.complex128 if t.is_complex() else torch.float64)
 
 
 def _causal_fft_conv(x: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

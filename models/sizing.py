@@ -61,16 +61,25 @@ def _uses_kernel_conv(cfg: SSMConfig, length: int | None) -> bool:
         and cfg.discretization != "trapezoidal"
 
 
+def _powers_flops(cfg: SSMConfig, length: int) -> float:
+    """FLOPs of the powers Ā^l, l < L, of one state (:func:`models.scan.powers`): two tables of
+    Ā^r and Ā^{qT} (T = ⌈√L⌉ entries and ⌈L/T⌉), each entry exp(l log Ā) (complex: two
+    multiplies, exp, cos, sin and two multiplies of torch.polar = 7; real: a multiply and an exp =
+    2), then one product of an entry of each per lag (complex 6, real 1)."""
+    T = max(1, math.ceil(math.sqrt(length)))
+    entries = T + -(-length // T)
+    return entries * (7 if cfg.complex else 2) + length * (6 if cfg.complex else 1)
+
+
 def _kernel_flops(cfg: SSMConfig, length: int) -> float:
     """FLOPs of one forward call's SSM kernel, shared by the whole batch (mode fft):
-    K[l, g] = Re Σ_n C[g, n] F[g, n] Ā[g, n]^l for l < L. Per (state, lag): the power Ā^l
-    (complex: two multiplies, exp, cos, sin and two multiplies of torch.polar = 7; real: a
-    multiply and an exp = 2) and one multiply-add into K per direction (complex 8, real 2);
-    then a real FFT of K at 2L per channel and direction (2.5 · 2L · log2(2L))."""
+    K[l, g] = Re Σ_n C[g, n] F[g, n] Ā[g, n]^l for l < L. Per state the powers Ā^l
+    (:func:`_powers_flops`), and per (state, lag) one multiply-add into K per direction
+    (complex 8, real 2); then a real FFT of K at 2L per channel and direction (2.5 · 2L · log2(2L))."""
     states = cfg.n_groups * cfg.n_modes
     directions = 2 if cfg.bidirectional else 1
-    power, mac = (7, 8) if cfg.complex else (2, 2)
-    vandermonde = states * length * (power + directions * mac)
+    mac = 8 if cfg.complex else 2
+    vandermonde = states * (_powers_flops(cfg, length) + length * directions * mac)
     kernel_fft = directions * cfg.d_inner * 5 * length * math.log2(2 * length)
     return float(vandermonde + kernel_fft)
 
@@ -87,14 +96,13 @@ def _state_conv_flops(cfg: SSMConfig, length: int, batch: int) -> float:
     """FLOPs per token and direction of the states by FFT convolution, h = Ā^l * b at 2L
     (:func:`models.scan.state_convolution`): per state, the transform of b and its inverse
     (complex FFT 5 · 2L · log2(2L) each, real 2.5 · 2L · log2(2L)) and the product of the spectra
-    (6 per bin: 2L complex, L + 1 real), per sequence of ``length``; and the kernel Ā^l (per lag:
-    7 complex, 2 real, as in :func:`_kernel_flops`) and its transform, once per call of
-    ``batch`` sequences."""
+    (6 per bin: 2L complex, L + 1 real), per sequence of ``length``; and the kernel Ā^l
+    (:func:`_powers_flops`) and its transform, once per call of ``batch`` sequences."""
     states = cfg.n_groups * cfg.n_modes
     fft = (5 if cfg.complex else 2.5) * 2 * length * math.log2(2 * length)
     bins = 2 * length if cfg.complex else length + 1
     per_sequence = 2 * fft + 6 * bins
-    kernel = length * (7 if cfg.complex else 2) + fft
+    kernel = _powers_flops(cfg, length) + fft
     return states * (per_sequence / length + kernel / (batch * length))
 
 

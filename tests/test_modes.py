@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -103,3 +105,52 @@ def test_triton_mode_under_bf16_autocast(name: str) -> None:
             y_bf16 = layer(u)
         errors[mode] = relative_error(y_bf16.float(), y)
     assert errors["triton"] < 2e-2 and errors["triton"] < 2 * errors["chunked"] + 1e-3, errors
+
+
+def test_time_invariant_chunked_scan_in_float32_is_as_accurate_as_the_loop() -> None:
+    """A time-invariant complex a near the unit circle at an angle near π (a bilinear Ā at a large Δ),
+    float32: the chunked scan stays within 10x the loop's error. Its chunk product a ** T was
+    exp(T log a), whose rounded angle T·arg a the L/T carries compounded (67x the loop's error here)."""
+    L, modes = 4096, 8
+    radius = 1 - torch.logspace(-4, -2, modes, dtype=torch.float64)
+    a = torch.polar(radius, torch.linspace(2.5, 3.1, modes, dtype=torch.float64)).to(torch.complex64).view(1, 1, modes)
+    b = torch.randn(1, L, modes, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    exact = linear_scan(a.to(torch.complex128), b.to(torch.complex128), "recurrent")
+    errors = {mode: relative_error(linear_scan(a, b, mode).to(exact.dtype), exact) for mode in ("recurrent", "chunked")}
+    assert errors["chunked"] < 10 * errors["recurrent"], errors
+
+
+FLOAT32_FFT = {
+    "s4d_bilinear": preset("s4d", d_model=4, d_state=16, discretization="bilinear"),
+    "heads_complex_bilinear": preset("mamba2", d_model=4, d_state=16, selective="B,C", complex=True, init="s4d_lin",
+                                     discretization="bilinear", project_from="x", skip_per="channel",
+                                     gate_norm=False, headdim=4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT32_FFT))
+def test_fft_mode_in_float32_is_as_accurate_as_the_recurrence(name: str) -> None:
+    """Bilinear at Δ = 10 puts the high-frequency Ā near the unit circle at an angle near π, L = 4096,
+    float32 against the float64 recurrence: mode fft's output and input gradient stay within 3x the
+    float32 recurrence's error. Ā^l = exp(l log Ā) in float32 rounded arg Ā and then l·arg Ā, a phase
+    error growing with the lag (13x to 14x the recurrence's error here)."""
+    cfg = FLOAT32_FFT[name]
+    torch.manual_seed(0)
+    layer = SSMLayer(cfg)
+    with torch.no_grad():  # Δ = 10: log_dt = log 10
+        (layer.heads if layer.heads is not None else layer).log_dt.fill_(2.302585092994046)
+    u = torch.randn(1, 4096, cfg.d_model, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    weights = torch.randn(u.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def output_and_input_gradient(module: SSMLayer, mode: str, dtype: torch.dtype):
+        module.cfg.mode = mode
+        x = u.to(dtype).requires_grad_(True)
+        y = module(x)
+        return y.detach().double(), torch.autograd.grad((y * weights.to(dtype)).sum(), x)[0].double()
+
+    exact = output_and_input_gradient(copy.deepcopy(layer).double(), "recurrent", torch.float64)
+    errors = {}
+    for mode in ("recurrent", "fft"):
+        got = output_and_input_gradient(layer, mode, torch.float32)
+        errors[mode] = [relative_error(g, e) for g, e in zip(got, exact)]
+    assert all(errors["fft"][i] < 3 * errors["recurrent"][i] for i in (0, 1)), errors
