@@ -1,11 +1,13 @@
 # Quickstart targets: `make run`, `make test`. Both create .venv on first use and are
-# no-ops for the setup afterwards. On a machine without CUDA, torch is pinned to a CPU
-# build through a constraints file, so pip never pulls the multi-GB CUDA wheels.
+# no-ops for the setup afterwards. On a machine without CUDA, torch's CPU build is installed
+# first from PyTorch's CPU index (PyPI's Linux torch wheels are the CUDA build, whatever the
+# version) and then held by a constraints file, so pip never pulls the multi-GB CUDA wheels.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_CPU_VERSION := 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 MAMBA_SSM_VERSION := 2.3.2.post1
 INSTALLED := $(VENV)/.installed
 MAMBA := $(VENV)/.mamba-ssm
@@ -18,6 +20,8 @@ $(INSTALLED): pyproject.toml Makefile
 ifeq ($(HAS_CUDA),yes)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 else
+	$(BIN)/python -m pip install -q --no-deps --retries 1 --timeout 20 --index-url $(TORCH_CPU_INDEX) \
+		torch==$(TORCH_CPU_VERSION) || echo "$(TORCH_CPU_INDEX) not reached: torch from the configured indexes"
 	echo "torch==$(TORCH_CPU_VERSION)" > $(VENV)/constraints-cpu.txt
 	$(BIN)/python -m pip install -q -c $(VENV)/constraints-cpu.txt -e '.[dev]'
 endif

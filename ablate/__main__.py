@@ -30,12 +30,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .command_line import composed_jobs, discard_idle_sweep, discard_output, refuse, refuse_job, uses_app_config
+from .command_line import (composed_jobs, config_dir, discard_idle_sweep, discard_output, refuse, refuse_job,
+                           uses_app_config)
 
-CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+CONF = config_dir()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """One job: validate, then list (``+plan=true``) or train. The modules below import torch,
     so they are imported here, after the command line is known to be good."""

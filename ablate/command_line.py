@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -24,6 +25,15 @@ def refuse(message: str) -> NoReturn:
     """The one-line error of the app: ``error: ...`` on stderr, exit status 2."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def config_dir() -> str:
+    """The apps' Hydra configs: ``conf/`` of the checkout this package runs from (the repository
+    itself, or an editable install of it), else the copy that a non-editable install carries as
+    ``ablate/_conf`` (pyproject.toml maps conf/ there)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    checkout = os.path.join(os.path.dirname(here), "conf")
+    return checkout if os.path.isfile(os.path.join(checkout, "config.yaml")) else os.path.join(here, "_conf")
 
 
 def uses_app_config(args: argparse.Namespace) -> bool:

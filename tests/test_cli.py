@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,45 @@ def test_bench_help_names_every_scale() -> None:
     footer = OmegaConf.load(ROOT / "conf" / "bench" / "config.yaml").hydra.help.footer
     listed = re.search(r"scale=([\w|]+)", footer).group(1).split("|")
     assert sorted(listed) == sorted(path.stem for path in (ROOT / "conf" / "bench" / "scale").glob("*.yaml"))
+
+
+def test_bench_help_names_every_point_set() -> None:
+    footer = OmegaConf.load(ROOT / "conf" / "bench" / "config.yaml").hydra.help.footer
+    listed = re.search(r"points=([\w|]+)", footer).group(1).split("|")
+    assert sorted(listed) == sorted(path.stem for path in (ROOT / "conf" / "bench" / "points").glob("*.yaml"))
+
+
+def test_non_editable_install_carries_the_configs(tmp_path) -> None:
+    """A wheel (``pip install .``) runs both apps from outside the checkout: conf/ travels in it."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("models", "ablate", "analysis", "conf"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    site = tmp_path / "site"
+    with zipfile.ZipFile(next((tmp_path / "wheel").glob("*.whl"))) as wheel:
+        wheel.extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"PYTHONPATH": str(site)}
+    for app, args, expected in (("ablate", ["+experiment=smoke", "--cfg", "job"], "experiment: smoke"),
+                                ("ablate.bench", ["scale=smoke", "--cfg", "job"], "results_dir: results/bench")):
+        result = subprocess.run([sys.executable, "-c", f"import runpy, sys, ablate; print(ablate.__file__); "
+                                 f"sys.argv = ['{app}', *sys.argv[1:]]; runpy.run_module('{app}', run_name='__main__')",
+                                 *args], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(str(site)) and expected in result.stdout
+
+
+def test_the_wheel_lists_every_package() -> None:
+    """pyproject.toml names its packages one by one (conf/ is mapped into the wheel as
+    ablate._conf): a new subpackage must be added there, or a non-editable install lacks it."""
+    line = re.search(r"^packages = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    listed = {name.strip(' "') for name in line.split(",")}
+    found = {str(path.parent.relative_to(ROOT)).replace(os.sep, ".")
+             for top in ("models", "ablate", "analysis") for path in (ROOT / top).rglob("__init__.py")}
+    assert found <= listed and listed - found == {"ablate._conf"}

@@ -22,16 +22,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ..command_line import composed_jobs, refuse, refuse_job, uses_app_config
+from ..command_line import composed_jobs, config_dir, refuse, refuse_job, uses_app_config
 from .report import render
 from .run import make_job_id, run_bench
 from .settings import resolve
 
 log = logging.getLogger("ablate.bench")
-CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "conf", "bench")
+CONF = os.path.join(config_dir(), "bench")
 
 
-@hydra.main(version_base="1.3", config_path="../../conf/bench", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF, config_name="config")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     try:
