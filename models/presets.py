@@ -3,14 +3,20 @@
 Each preset returns an :class:`SSMConfig`; keyword overrides move along any axis from there
 (``s5(selective="dt,B,C")`` is a selective MIMO layer, ``s4d(structure="mimo")`` is S4D's
 output stage around one MIMO SSM). :func:`model_preset` wraps the layer in the block and
-norm that the preset's paper uses.
+norm of ``PRESET_NORMS``: RMSNorm for the Mamba presets (mamba-ssm's); LayerNorm for S5 and S4D,
+which is not their papers' LRA setting (BatchNorm: S5's ``run_train.py`` default and every S5
+run script, S4's ``configs/experiment/lra/s4-*.yaml``); ``norm='batch'`` gives that.
 
 * S5 (Smith et al. 2023): one MIMO SSM with P = d_state states over all H channels,
-  HiPPO-N init in ``blocks`` blocks, conjugate symmetry, learned per-state log step, ZOH,
-  C ~ trunc_standard_normal then C̃ = CV, D ~ N(0, 1), half_glu1 output (the official
-  LRA scripts' activation) with flax's tanh GELU (``gelu='tanh'``), Re Λ stored directly as
-  the official ``Lambda_re`` (``a_param='direct'``); ``clip_eigs`` (off, the official default;
-  the LRA scripts turn it on) and ``step_rescale`` (1.0) as in ``s5/ssm.py``.
+  HiPPO-N init in ``blocks`` blocks (here 1: one HiPPO-N of size P; the official
+  ``run_train.py`` defaults to J = 8, its LRA scripts use J = 3 to 16), conjugate
+  symmetry, learned per-state log step, ZOH,
+  C ~ trunc_standard_normal then C̃ = CV, D ~ N(0, 1), half_glu1 output (``run_train.py``'s
+  default, kept by the Image, Retrieval, Pathfinder and Path-X scripts; ListOps and Text use
+  half_glu2) with flax's tanh GELU (``gelu='tanh'``), Re Λ stored directly as the official
+  ``Lambda_re`` (``a_param='direct'``); ``clip_eigs`` (off, the official default; of the LRA
+  scripts only Image, ``run_lra_cifar.sh``, turns it on) and ``step_rescale`` (1.0) as in
+  ``s5/ssm.py``.
 * S4D (Gu et al. 2022): H SISO SSMs of N = d_state (N/2 complex modes), S4D-Lin, one Δ per
   channel, B folded into C, ZOH, FFT convolution, GELU -> Linear(H, 2H) -> GLU.
 * Mamba (Gu & Dao 2023): expand 2, causal conv k = 4 + SiLU, selective Δ (rank
@@ -27,9 +33,11 @@ norm that the preset's paper uses.
   BCNorm and B/C biases. ``mamba3_mimo``: the same with rank-4 MIMO.
 
 Their defaults are the reference modules' (``Mamba2``, ``Mamba3``): d_state 128, headdim 64,
-expand 2, ngroups 1, chunk_size 64 (here the chunk of the ``chunked`` mode), rope_fraction
-0.5, A_floor 1e-4, mimo_rank 4. A layer narrower than one head of 64 (D = expand·H not a
-multiple of 64) gets the largest headdim that divides both D and 64.
+expand 2, ngroups 1, rope_fraction 0.5, A_floor 1e-4, mimo_rank 4; chunk_size 64 is
+``Mamba3``'s SISO default (``Mamba2``'s is 256; ``Mamba3`` MIMO recommends 64/R), here only
+the chunk of the ``chunked`` mode, which computes the same function at any chunk. A layer
+narrower than one head of 64 (D = expand·H not a multiple of 64) gets the largest headdim
+that divides both D and 64.
 """
 
 from __future__ import annotations
@@ -84,6 +92,7 @@ def mamba3_mimo(d_model: int = 64, d_state: int = 128, **overrides: Any) -> SSMC
 
 PRESETS: dict[str, Callable[..., SSMConfig]] = {"s5": s5, "s4d": s4d, "mamba": mamba, "mamba2": mamba2,
                                                  "mamba3": mamba3, "mamba3_mimo": mamba3_mimo}
+# S5/S4D: LayerNorm (S4's configs/model/base.yaml default), not the BatchNorm of their LRA runs.
 PRESET_NORMS = {"s5": "layer", "s4d": "layer", "mamba": "rms", "mamba2": "rms", "mamba3": "rms", "mamba3_mimo": "rms"}
 
 
@@ -96,6 +105,6 @@ def preset(name: str, **overrides: Any) -> SSMConfig:
 
 def model_preset(name: str, n_layers: int = 2, dropout: float = 0.0, norm: str | None = None,
                  ffn_expand: int = 0, **layer_overrides: Any) -> ModelConfig:
-    """A whole backbone config around a preset layer (norm as in the preset's paper)."""
+    """A whole backbone config around a preset layer (norm: ``PRESET_NORMS``, see above)."""
     return ModelConfig(ssm=preset(name, **layer_overrides), n_layers=n_layers, dropout=dropout,
                        norm=norm or PRESET_NORMS[name], ffn_expand=ffn_expand)
