@@ -66,10 +66,12 @@ def test_plan_cost_of_the_fft_mode_grows_with_d_state(tmp_path) -> None:
 
 
 def test_fft_kernel_flops_by_hand_and_shared_by_the_batch() -> None:
-    """S4D H=4, N=4 (2 complex modes per channel, 8 states), L=8: per (state, lag) 7 FLOPs for
-    Ā^l and 8 for the multiply-add into K; a real FFT of K at 16 per channel: 2.5 · 16 · 4."""
+    """S4D H=4, N=4 (2 complex modes per channel, 8 states), L=8: per state the powers Ā^l from
+    two tables of ⌈√8⌉ = 3 entries (7 FLOPs each, torch.polar) and one complex product per lag
+    (6), and per (state, lag) 8 for the multiply-add into K; a real FFT of K at 16 per channel:
+    2.5 · 16 · 4."""
     cfg = models.preset("s4d", d_model=4, d_state=4, mode="fft")
-    assert _kernel_flops(cfg, 8) == 8 * 8 * (7 + 8) + 4 * 2.5 * 16 * 4
+    assert _kernel_flops(cfg, 8) == 8 * (6 * 7 + 8 * 6 + 8 * 8) + 4 * 2.5 * 16 * 4
     one, many = (models.flops_per_token(cfg, length=8, batch=b) for b in (1, 4))
     assert one - many == pytest.approx(_kernel_flops(cfg, 8) * (1 - 1 / 4) / 8)
     scan = cfg.with_(mode="scan")
@@ -81,13 +83,13 @@ def test_fft_kernel_flops_by_hand_and_shared_by_the_batch() -> None:
 def test_fft_states_of_a_mimo_layer_are_counted_as_ffts_by_hand() -> None:
     """S5 H=4, P=4 (2 complex states, conjugate pairs) in mode fft: its states come from an FFT
     convolution at 2L = 16, not the recurrence. Per state and sequence: two complex FFTs (5 · 16
-    · 4 each) and the product of 16 bins (6 each); per state and call: Ā^l for 8 lags (7 each)
-    and one FFT."""
+    · 4 each) and the product of 16 bins (6 each); per state and call: Ā^l for 8 lags (two
+    tables of 3 entries, 7 each, and a complex product per lag, 6) and one FFT."""
     cfg = models.preset("s5", d_model=4, d_state=4, mode="fft")
     scan = cfg.with_(mode="scan")
     step = 2 * (6 + 2)  # a*h + b per complex state
     fft = 5 * 16 * 4
-    per_token = 2 * ((2 * fft + 6 * 16) / 8 + (8 * 7 + fft) / (2 * 8))
+    per_token = 2 * ((2 * fft + 6 * 16) / 8 + (6 * 7 + 8 * 6 + fft) / (2 * 8))
     assert models.flops_per_token(cfg, length=8, batch=2) == pytest.approx(
         models.flops_per_token(scan, length=8) - step + per_token)
     assert models.flops_per_token(scan, length=8) == models.flops_per_token(scan, length=64)  # the scan: per token
