@@ -190,7 +190,9 @@ def apply_budget(trainer: TrainerConfig, budget: dict, model: ModelConfig, task)
     steps: ``max_steps = value``; tokens and flops: the fewest steps whose training positions
     (batch × each curriculum stage's length) reach ``value``, at :func:`cost_per_token` each
     (:func:`training_cost`); time: ``time_budget_s = value`` (max_steps stays an upper bound).
-    A null value keeps the trainer's own max_steps / time_budget_s.
+    A null value keeps the trainer's own max_steps / time_budget_s; a ``trainer.time_budget_s``
+    then makes it a time budget (recorded as such), and beside a steps/tokens/flops value it is
+    refused (the runs would stop on whichever came first).
     """
     kind, value = budget.get("kind", "steps"), budget.get("value")
     if kind not in BUDGETS:
@@ -200,6 +202,14 @@ def apply_budget(trainer: TrainerConfig, budget: dict, model: ModelConfig, task)
     if kind == "steps" and value is not None and value != int(value):
         raise ValueError(f"budget.value={value!r} is not valid for budget.kind=steps; expected a whole number of "
                          "steps >= 1 or null")
+    if kind != "time" and trainer.time_budget_s is not None:
+        # the trainer's own time limit stops the runs too: a steps/tokens/flops budget would be
+        # recorded (and captioned) as held equal while the runs stop on time
+        if value is not None:
+            raise ValueError(f"trainer.time_budget_s={trainer.time_budget_s!r} is not valid with budget.kind={kind} "
+                             f"and budget.value={value!r}: runs would stop at whichever comes first; expected "
+                             "trainer.time_budget_s=null, or budget.kind=time")
+        kind = "time"  # budget.value null: the trainer's time limit is the budget (max_steps an upper bound)
     if value is not None:
         if kind == "steps":
             trainer.max_steps = int(value)
@@ -324,6 +334,10 @@ def resolve(cfg: DictConfig) -> ResolvedRun:
         "match": match,
     }
     check_tuned(tuned, identity)
+    if tuned and task.val_is_test:
+        raise ValueError(f"tuned={tuned!r} is not valid for this task ({task.spec.name}): its validation split is "
+                         "its test split, so selecting on validation would select on test; expected tuned=[] (or a "
+                         "task with its own validation split)")
     return ResolvedRun(experiment=plain["experiment"], seed=plain["seed"], results_dir=plain["results_dir"],
                        rerun=bool(plain.get("rerun", False)), model=model_cfg, preset=plain["model"]["preset"], task=task,
                        task_cfg=plain["task"], trainer=trainer, match=match, budget=budget, tuned=tuned,

@@ -81,6 +81,22 @@ def _priority(col: str, order: Sequence[str]) -> tuple[int, int, str]:
     return (group, order.index(col) if col in order else 0, col)
 
 
+BUDGET_DERIVED = {"tokens": ("trainer.max_steps",), "flops": ("trainer.max_steps",)}
+
+
+def budget_derived(runs: pd.DataFrame) -> set[str]:
+    """Config columns the runner set from the budget rather than from the sweep: under a tokens or
+    flops budget with a value, ``trainer.max_steps`` is that budget converted per run (it follows
+    the model, the task and the batch size), so it is never an axis of its own."""
+    if "budget_kind" not in runs.columns or "budget_value" not in runs.columns:
+        return set()
+    value = pd.to_numeric(runs["budget_value"], errors="coerce")
+    kinds = set(runs["budget_kind"].dropna().astype(str))
+    if not kinds or not kinds <= set(BUDGET_DERIVED) or value.isna().any() or runs["budget_kind"].isna().any():
+        return set()
+    return {c for kind in kinds for c in BUDGET_DERIVED[kind]}
+
+
 def swept_axes(runs: pd.DataFrame, task_col: str = "task") -> list[str]:
     """Config columns that vary across ``runs`` and are not fixed by the task, in priority order.
 
@@ -90,7 +106,7 @@ def swept_axes(runs: pd.DataFrame, task_col: str = "task") -> list[str]:
     """
     if runs.empty:
         return []
-    columns = config_columns(runs)
+    columns = [c for c in config_columns(runs) if c not in budget_derived(runs)]
     varying = []
     for col in columns:
         values = _values(runs, col).dropna()

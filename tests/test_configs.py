@@ -113,6 +113,34 @@ def test_a_budget_on_a_length_curriculum_counts_each_stage_at_its_length(tmp_pat
     assert 500 <= row["tokens_seen"] < 500 + 4 * 16  # reached, and by less than one step
 
 
+def test_a_trainer_time_limit_is_recorded_as_the_budget(tmp_path) -> None:
+    """trainer.time_budget_s stops the runs on time: the row must not say a step budget was held
+    equal (budget_kind=steps, budget_value=max_steps) while the runs stopped at different steps."""
+    register()
+    run = resolve(compose_with(["trainer.time_budget_s=60", f"results_dir={tmp_path}"]))
+    assert run.budget == {"budget_kind": "time", "budget_value": 60.0}
+    for kind, value in (("steps", 50), ("tokens", 64_000), ("flops", 5e10)):
+        with pytest.raises(ValueError, match=f"trainer.time_budget_s=60.0 is not valid with budget.kind={kind}"):
+            resolve(compose_with([f"budget.kind={kind}", f"budget.value={value}", "trainer.time_budget_s=60",
+                                  f"results_dir={tmp_path}"]))
+    run = resolve(compose_with(["budget.kind=time", "budget.value=30", "trainer.time_budget_s=60",
+                                f"results_dir={tmp_path}"]))
+    assert run.budget == {"budget_kind": "time", "budget_value": 30.0}
+
+
+def test_tuning_is_refused_where_validation_is_the_test_split(tmp_path) -> None:
+    """LRA text validates on the test reviews (as LRA does): a tuned run would be selected on test."""
+    from test_tasks_lra import write_release
+
+    write_release(tmp_path / "data")
+    lra = ["task=lra", f"task.data_dir={tmp_path / 'data'}", f"results_dir={tmp_path / 'r'}"]
+    register()
+    with pytest.raises(ValueError, match="its validation split is its test split"):
+        resolve(compose_with([*lra, "task.subtask=text", "tuned=[trainer.lr]"]))
+    assert resolve(compose_with([*lra, "task.subtask=text"])).tuned == []
+    assert resolve(compose_with([*lra, "task.subtask=listops", "tuned=[trainer.lr]"])).tuned == ["trainer.lr"]
+
+
 @pytest.mark.parametrize("value, message", [
     (0.5, "budget.value=0.5 is not valid for budget.kind=steps; expected a whole number of steps >= 1 or null"),
     (7.9, "budget.value=7.9 is not valid for budget.kind=steps; expected a whole number"),

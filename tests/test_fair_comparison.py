@@ -319,6 +319,27 @@ def test_unequal_budgets_are_flagged(tmp_path) -> None:
     assert_latex_shaped((tmp_path / "r" / "report" / "results_sdigits.tex").read_text())
 
 
+
+@pytest.mark.parametrize("kind", ["tokens", "flops"])
+def test_tuning_the_batch_size_under_a_tokens_budget_selects_over_it(tmp_path, kind) -> None:
+    """Under a tokens (flops) budget the runner converts the budget to trainer.max_steps per batch
+    size: max_steps follows the tuned key and must not split a configuration into one row per
+    batch size (one candidate each, nothing selected)."""
+    rows = []
+    for structure, gate, seed in ((s, g, seed) for s in fx.STRUCTURES for g in fx.GATES for seed in SEEDS):
+        for batch in (8, 16):
+            row = fx.tuned_row("sdigits", structure, gate, seed, 0.003, 0.001, budget=(kind, 8192))
+            row.update({"run_id": f"{row['run_id'][:12]}b{batch:03d}", "trainer.batch_size": batch,
+                        "trainer.max_steps": 8192 // (batch * 64), "tuned": "trainer.batch_size",
+                        "final_val_accuracy": row["final_val_accuracy"] + (0.01 if batch == 8 else 0.0)})
+            rows.append(row)
+    fx.write_runs(tmp_path / "r", rows)
+    an = analyse(load_results([tmp_path / "r"]))
+    assert "trainer.max_steps" not in an.axes
+    assert len(an.runs) == len(fx.STRUCTURES) * len(fx.GATES) * len(SEEDS)  # one per (configuration, seed)
+    assert set(an.runs["trainer.batch_size"]) == {8}  # the better validation score
+    assert sorted(an.order["sdigits"]) == ["mimo, glu", "mimo, silu", "siso, glu", "siso, silu"]
+
 def test_bad_baseline_is_a_one_line_error(tuned_dir, tmp_path) -> None:
     for spec, words in (("gate=none", "names no configuration"), ("gate=silu", "fits 2 configurations"),
                         ("colour=red", "not a configuration column")):

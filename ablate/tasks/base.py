@@ -135,6 +135,12 @@ class Task:
         """Named extra test sets (e.g. longer lengths for extrapolation). Default: none."""
         return {}
 
+    @property
+    def val_is_test(self) -> bool:
+        """Whether the validation split is the test split itself (e.g. LRA text, as in LRA):
+        selecting on validation would then select on test. Default: no."""
+        return False
+
     # --- a training curriculum (e.g. over lengths); default: one stage ------------------
     def train_stage(self, step: int, total_steps: int) -> tuple[int, int]:
         """``(stage, first step of that stage)`` at training ``step`` of a run of

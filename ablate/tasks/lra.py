@@ -243,6 +243,10 @@ class LRA(Task):
         self.paths = locate(cfg)  # fail now, before any training, if the data are missing
 
     @property
+    def val_is_test(self) -> bool:
+        return self.paths["val"] == self.paths["test"]  # text: the test reviews serve as validation too
+
+    @property
     def spec(self) -> TaskSpec:
         c = self.cfg
         vocab, classes, length = {
