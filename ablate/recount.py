@@ -89,7 +89,7 @@ def differing(row: dict[str, Any], run) -> dict[str, tuple[Any, Any]]:
 def configuration(row: dict[str, Any], results_dir: Path):
     """The resolved run the row names (steps 1-2 above), and the columns that still differ."""
     overrides = [o for o in str(row["overrides"]).split(" ") if o and not o.startswith("results_dir=")]
-    overrides.append(f"results_dir={results_dir}")
+    overrides.append(override_text("results_dir", str(results_dir), None))  # quoted: any folder name
     run = resolve(compose("config", overrides))
     moved = differing(row, run)
     if moved and "seed" not in moved:

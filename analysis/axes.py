@@ -94,6 +94,12 @@ def budget_derived(runs: pd.DataFrame) -> set[str]:
     kinds = set(runs["budget_kind"].dropna().astype(str))
     if not kinds or not kinds <= set(BUDGET_DERIVED) or value.isna().any() or runs["budget_kind"].isna().any():
         return set()
+    # several budgets (a sweep over budget.value, or tokens beside flops) on one task: max_steps is
+    # then what tells those runs apart, so it stays a candidate axis
+    budget = runs["budget_kind"].astype(str) + "=" + value.astype(str)
+    per_task = budget.groupby(runs["task"]).nunique() if "task" in runs.columns else pd.Series([budget.nunique()])
+    if per_task.max() > 1:
+        return set()
     return {c for kind in kinds for c in BUDGET_DERIVED[kind]}
 
 

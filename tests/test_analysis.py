@@ -464,3 +464,14 @@ def test_notebook_executes_headless(name, small_results_dir, monkeypatch) -> Non
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
     assert any("text/markdown" in o.get("data", {}) for o in outputs)
+
+
+def test_a_sweep_over_a_flops_budget_keeps_max_steps_as_its_axis() -> None:
+    """Two flops budgets for one model: max_steps (converted from each) is what tells them apart."""
+    import pandas as pd
+
+    from analysis.axes import swept_axes
+
+    rows = [{"task": "sdigits", "model.preset": "s4d", "trainer.max_steps": steps, "budget_kind": "flops",
+             "budget_value": value, "seed": seed} for value, steps in ((1e12, 100), (1e13, 1000)) for seed in (0, 1)]
+    assert swept_axes(pd.DataFrame(rows)) == ["trainer.max_steps"]

@@ -208,6 +208,28 @@ def test_a_job_never_overwrites_the_parquet_of_another_with_the_same_id(tmp_path
     assert open(first_path, "rb").read() == before  # the first job's results are untouched
     assert set(pd.read_parquet(second_path)["job_id"]) == {os.path.basename(second_path)[:-8]}
     assert len(glob.glob(os.path.join(str(tmp_path), "bench", "*.parquet"))) == 2
+    assert sorted(os.listdir(tmp_path / "bench")) == ["same-id.parquet", "same-id_2.parquet"], "claims removed"
+
+
+def test_a_job_running_under_an_id_keeps_it_and_an_interrupted_one_leaves_nothing(tmp_path) -> None:
+    """While a job runs it holds its id by a hidden claim file (it has no parquet until its first
+    series): a second job of that id takes the next one. A job that stops before writing leaves
+    neither a claim nor an empty parquet."""
+    from ablate.bench import run_bench as run_job
+    from ablate.bench.run import claim_job_id
+
+    settings = resolve(compose_bench(tmp_path, "device=cpu", "peers=false", "step=false", "modes=[scan]",
+                                     "points=presets", "scale.lengths=[8]"))
+    assert claim_job_id(str(tmp_path), "busy") == "busy"  # a running job's claim, no parquet yet
+    _, path = run_job(settings, "busy")
+    assert os.path.basename(path) == "busy_2.parquet"
+
+    def interrupt(row) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job(settings, "cut", on_row=interrupt)
+    assert sorted(os.listdir(tmp_path / "bench")) == [".busy.claim", "busy_2.parquet"]
 
 
 # ---------------------------------------------------------------------------- units

@@ -124,3 +124,14 @@ def test_the_committed_rows_hold_todays_count() -> None:
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         lines = [recount_row(path, path.parents[1], dry_run=True) for path in picked.values()]
     assert [line for line in lines if not line.startswith("unchanged")] == []
+
+
+def test_a_folder_whose_name_hydra_would_parse_is_recounted(tmp_path) -> None:
+    """results_dir='runs[lr=1e-3]' is a folder the runner writes to: DIR is passed to Hydra quoted."""
+    import shutil
+
+    write_row(tmp_path / "plain", SMOKE, flops=123.0)
+    for name in ("sweep[lr=1e-3]", "a,b"):
+        shutil.copytree(tmp_path / "plain", tmp_path / name)
+        (line,) = recount(tmp_path / name, dry_run=True)
+        assert line.startswith("recounted"), line

@@ -53,19 +53,30 @@ def bench_path(results_dir: str, job_id: str) -> str:
     return os.path.join(results_dir, BENCH, f"{job_id}.parquet")
 
 
+def claim_path(results_dir: str, job_id: str) -> str:
+    """The hidden file that holds a job id while its job runs (no ``*.parquet`` glob sees it)."""
+    return os.path.join(results_dir, BENCH, f".{job_id}.claim")
+
+
 def claim_job_id(results_dir: str, job_id: str) -> str:
-    """``job_id``, or where its parquet already exists (a job of the same configuration started in
-    the same second: in parallel, or on another machine sharing results_dir) ``job_id`` + '_2',
-    '_3', ...: the first whose parquet is created here, empty and exclusively, so that no job
-    overwrites another's results."""
+    """``job_id``, or where it is taken (a job of the same configuration started in the same
+    second: in parallel, or on another machine sharing results_dir) ``job_id`` + '_2', '_3', ...:
+    the first with no parquet whose claim file this call creates, exclusively, so that no job
+    overwrites another's results. The job removes its claim once its parquet is whole."""
     os.makedirs(os.path.join(results_dir, BENCH), exist_ok=True)
     for attempt in range(1, 1000):
         candidate = job_id if attempt == 1 else f"{job_id}_{attempt}"
+        if os.path.exists(bench_path(results_dir, candidate)):
+            continue
         try:
-            with open(bench_path(results_dir, candidate), "xb"):
-                return candidate
+            with open(claim_path(results_dir, candidate), "x"):
+                pass
         except FileExistsError:
             continue
+        if os.path.exists(bench_path(results_dir, candidate)):  # finished between the look and the claim
+            os.remove(claim_path(results_dir, candidate))
+            continue
+        return candidate
     raise FileExistsError(f"{bench_path(results_dir, job_id)} and 998 more ids are taken")
 
 
@@ -153,18 +164,15 @@ def describe_row(row: dict[str, Any]) -> str:
 
 def run_bench(settings: BenchSettings, job_id: str,
               on_row: Callable[[dict[str, Any]], None] | None = None) -> tuple[pd.DataFrame, str]:
-    """Run every measurement of the job; returns (frame, parquet path). The path is claimed
-    first (:func:`claim_job_id`): an existing parquet is never overwritten."""
+    """Run every measurement of the job; returns (frame, parquet path). The id is claimed first
+    (:func:`claim_job_id`): an existing parquet is never overwritten."""
     device = torch.device(settings.device)
     job_id = claim_job_id(settings.results_dir, job_id)
     path = bench_path(settings.results_dir, job_id)
-    rows: list[dict[str, Any]] = []
     try:
-        return _run(settings, job_id, device, path, rows, on_row)
-    except BaseException:
-        if os.path.exists(path) and os.path.getsize(path) == 0:  # nothing measured: no empty file left behind
-            os.remove(path)
-        raise
+        return _run(settings, job_id, device, path, [], on_row)
+    finally:
+        os.remove(claim_path(settings.results_dir, job_id))
 
 
 def _run(settings: BenchSettings, job_id: str, device: torch.device, path: str, rows: list[dict[str, Any]],
