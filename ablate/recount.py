@@ -116,7 +116,10 @@ def row_files(results_dir: str | Path) -> list[Path]:
 
 def recount_row(path: Path, results_dir: Path, dry_run: bool = False) -> str:
     """Recount one row file (inside an initialised Hydra, see :func:`recount`): its line."""
-    frame = pd.read_parquet(path)
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign file is left, and said so
+        return f"left {path.name}: not a readable parquet file ({type(err).__name__})"
     if len(frame) != 1 or not {"overrides", "flops_per_token", "run_id"} <= set(frame.columns):
         return f"left {path.name}: not a run row (one row with overrides and flops_per_token)"
     row = frame.iloc[0].to_dict()

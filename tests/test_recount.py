@@ -83,6 +83,16 @@ def test_a_row_it_cannot_reproduce_is_left_byte_for_byte(tmp_path) -> None:
     assert path.read_bytes() == before
 
 
+def test_a_damaged_or_foreign_file_is_left_and_the_rest_recounted(tmp_path) -> None:
+    path = write_row(tmp_path, SMOKE, flops=3.0)
+    (tmp_path / "runs" / "0000000000000000.parquet").write_bytes(b"PAR1 torn")
+    pd.DataFrame([{"a": 1}, {"a": 2}]).to_parquet(tmp_path / "runs" / "1111111111111111.parquet")
+    lines = recount(tmp_path)
+    assert lines[0] == "left 0000000000000000.parquet: not a readable parquet file (ArrowInvalid)"
+    assert lines[1] == "left 1111111111111111.parquet: not a run row (one row with overrides and flops_per_token)"
+    assert lines[2].startswith(f"recounted {path.stem} (s4d on sdigits): 3 -> ")
+
+
 def test_dry_run_writes_nothing(tmp_path) -> None:
     path, count = write_row(tmp_path, SMOKE, flops=7.0), count_of(SMOKE, tmp_path)
     before = path.read_bytes()
