@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,9 @@ def override_text(key: str, value: Any, composed: Any) -> str:
             return str(item).lower()
         if isinstance(item, (int, float)):
             return repr(item)
-        return "'" + str(item).replace("\\", "\\\\").replace("'", "\\'") + "'"
+        # quoted: a run of backslashes is escaped only before a quote or at the end, as Hydra reads it
+        text = re.sub(r"(\\+)(?='|$)", lambda run: run.group(1) * 2, str(item))
+        return "'" + text.replace("'", "\\'") + "'"
 
     if isinstance(composed, list) and isinstance(value, str):
         items = [] if value == "none" else [number(item) for item in value.split(",")]

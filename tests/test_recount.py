@@ -108,6 +108,14 @@ def test_list_values_become_hydra_lists() -> None:
     assert override_text("task.label", "it's", "every") == "task.label='it\\'s'"
 
 
+@pytest.mark.parametrize("text", ["C:\\data", "ends\\", "it's", "x\\'y", "a,b[c]=d", "\\\\srv\\share\\"])
+def test_a_string_value_composes_back_to_itself(text: str) -> None:
+    """What Hydra reads from override_text is the row's value, backslashes and quotes included."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    assert OverridesParser.create().parse_overrides([override_text("task.data_dir", text, None)])[0].value() == text
+
+
 def test_a_folder_without_rows_is_refused_before_any_folder_is_rewritten(tmp_path) -> None:
     path = write_row(tmp_path / "good", SMOKE, flops=5.0)
     before = path.read_bytes()
