@@ -166,6 +166,12 @@ class ResolvedRun:
     tuned: list  # config keys tuned over (selection on validation happens in analysis)
     identity: dict  # what the run id hashes: the resolved configuration and seed
 
+    def flops_per_token(self) -> float:
+        """The forward FLOPs per token a run row records: :func:`models.flops_per_token` of the
+        model at the task's length and the trainer's batch."""
+        spec = self.task.spec
+        return flops_per_token(self.model, spec.io, length=spec.length, batch=self.trainer.batch_size)
+
 
 def cost_per_token(kind: str, model: ModelConfig, spec, batch: int) -> Callable[[int], float]:
     """What a budget of ``kind`` counts per training position at a sequence length: 1 for

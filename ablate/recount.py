@@ -33,8 +33,6 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-import models
-
 from .__main__ import CONF
 from .config import register, resolve
 from .results import RUNS, atomic_write_parquet, identity_columns
@@ -93,16 +91,14 @@ def configuration(row: dict[str, Any], results_dir: Path):
     """The resolved run the row names (steps 1-2 above), and the columns that still differ."""
     overrides = [o for o in str(row["overrides"]).split(" ") if o and not o.startswith("results_dir=")]
     overrides.append(override_text("results_dir", str(results_dir), None))  # quoted: any folder name
-    run = resolve(compose("config", overrides))
+    composed = compose("config", overrides)
+    run = resolve(composed)
     moved = differing(row, run)
     if moved and "seed" not in moved:
-        cfg = OmegaConf.to_container(compose("config", overrides), resolve=True)
         extra = []
-        for key, (value, _) in moved.items():
-            node = cfg
-            for part in key.split(".")[:-1]:
-                node = node.get(part, {}) if isinstance(node, dict) else {}
-            extra.append(override_text(key, value, node.get(key.split(".")[-1]) if isinstance(node, dict) else None))
+        for key, (value, _) in moved.items():  # the composed value tells a list from a string
+            node = OmegaConf.select(composed, key, default=None)
+            extra.append(override_text(key, value, OmegaConf.to_object(node) if OmegaConf.is_list(node) else node))
         run = resolve(compose("config", overrides + extra))
         moved = differing(row, run)
     return run, moved
@@ -134,15 +130,14 @@ def recount_row(path: Path, results_dir: Path, dry_run: bool = False) -> str:
         key, (recorded, now) = next(iter(moved.items()))
         return (f"left {row['run_id']}: {key} is {recorded!r} in the row, {now!r} composed "
                 f"({len(moved)} column{'s' if len(moved) > 1 else ''} differ)")
-    spec = run.task.spec
-    count = models.flops_per_token(run.model, spec.io, length=spec.length, batch=run.trainer.batch_size)
+    count = run.flops_per_token()
     old = plain(row["flops_per_token"])
     if old == count:
         return f"unchanged {row['run_id']}: {count:,.0f}"
     if not dry_run:
         frame["flops_per_token"] = float(count)
         atomic_write_parquet(frame, str(path))
-    return f"recounted {row['run_id']} ({run.preset} on {spec.name}): {old:,.0f} -> {count:,.0f}"
+    return f"recounted {row['run_id']} ({run.preset} on {run.task.spec.name}): {old:,.0f} -> {count:,.0f}"
 
 
 def recount(results_dir: str | Path, dry_run: bool = False) -> list[str]:

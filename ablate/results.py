@@ -95,25 +95,14 @@ def finished_status(results_dir: str, rid: str) -> str | None:
         return None
 
 
-def finished_since(results_dir: str, rid: str, since: float) -> bool:
-    """Whether the run has a row with status ``ok`` written at or after time ``since``."""
-    path = path_of(results_dir, RUNS, rid)
+def status_since(results_dir: str, rid: str, since: float) -> str | None:
+    """The status of the run's row if it was written at or after time ``since``; None if there
+    is no such row (none, an older one, or an unreadable one)."""
     try:
-        written = os.path.getmtime(path)
+        written = os.path.getmtime(path_of(results_dir, RUNS, rid))
     except FileNotFoundError:
-        return False
-    return written >= since and finished_status(results_dir, rid) == "ok"
-
-
-def written_since(results_dir: str, rid: str, since: float) -> bool:
-    """Whether the run has a readable row, of any status, written at or after time ``since``
-    (by another process while this one waited for its claim)."""
-    path = path_of(results_dir, RUNS, rid)
-    try:
-        written = os.path.getmtime(path)
-    except FileNotFoundError:
-        return False
-    return written >= since and finished_status(results_dir, rid) is not None
+        return None
+    return finished_status(results_dir, rid) if written >= since else None
 
 
 def environment() -> dict[str, Any]:

@@ -17,8 +17,7 @@ from . import tasks
 from .config import ResolvedRun
 from .claims import RunClaim
 from .preemption import Preempted, exit_with_parent
-from .results import (CHECKPOINTS, CLAIMS, environment, finished_since, identity_columns, path_of, run_id, write_run,
-                      written_since)
+from .results import CHECKPOINTS, CLAIMS, environment, identity_columns, path_of, run_id, status_since, write_run
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ def execute(run: ResolvedRun, overrides: list[str], sweep_started: float | None 
     label = describe(run)
     started = time.time() if sweep_started is None else min(sweep_started, time.time())
     since = started if run.rerun else 0.0
-    if finished_since(run.results_dir, rid, since):
+    if status_since(run.results_dir, rid, since) == "ok":
         log.info("skip %s (%s): already finished with status ok; +rerun=true forces it", rid, label)
         return None
     try:
@@ -110,7 +109,8 @@ def execute(run: ResolvedRun, overrides: list[str], sweep_started: float | None 
     def done() -> bool:
         """Finished with status ok, or finished (any status: a diverged or failed run too) by
         another process since this one started: two sweeps at once train each run once."""
-        return finished_since(run.results_dir, rid, since) or written_since(run.results_dir, rid, started)
+        return (status_since(run.results_dir, rid, since) == "ok"
+                or status_since(run.results_dir, rid, started) is not None)
 
     if not claim.wait(done, describe=f" ({label})"):
         log.info("skip %s (%s): finished by another process", rid, label)
@@ -149,7 +149,7 @@ def _train(run: ResolvedRun, rid: str, label: str, overrides: list[str], checkpo
         "overrides": " ".join(overrides), "schema_version": 1,
         "param_count": sum(p.numel() for p in model.parameters()),
         "state_size": models.state_size(run.model),
-        "flops_per_token": models.flops_per_token(run.model, spec.io, length=spec.length, batch=run.trainer.batch_size),
+        "flops_per_token": run.flops_per_token(),
         "device": str(trainer.device), "resolved_mode": models.resolved_mode(model, trainer.device),
         **run.match, **run.budget, "tuned": ",".join(run.tuned) or "none",
     }

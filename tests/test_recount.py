@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-import models
 from ablate.__main__ import CONF
 from ablate.config import register, resolve
 from ablate.recount import override_text, recount, recount_row
@@ -28,9 +27,7 @@ def resolved(overrides: list[str], folder: Path):
 
 def count_of(overrides: list[str], folder: Path) -> float:
     """Today's FLOPs per token of the run ``overrides`` compose to."""
-    run = resolved(overrides, folder)
-    spec = run.task.spec
-    return models.flops_per_token(run.model, spec.io, length=spec.length, batch=run.trainer.batch_size)
+    return resolved(overrides, folder).flops_per_token()
 
 
 def write_row(folder: Path, overrides: list[str], flops: float, **columns) -> Path:
