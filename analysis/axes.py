@@ -81,26 +81,19 @@ def _priority(col: str, order: Sequence[str]) -> tuple[int, int, str]:
     return (group, order.index(col) if col in order else 0, col)
 
 
-BUDGET_DERIVED = {"tokens": ("trainer.max_steps",), "flops": ("trainer.max_steps",)}
-
-
 def budget_derived(runs: pd.DataFrame) -> set[str]:
-    """Config columns the runner set from the budget rather than from the sweep: under a tokens or
-    flops budget with a value, ``trainer.max_steps`` is that budget converted per run (it follows
-    the model, the task and the batch size), so it is never an axis of its own."""
+    """Config columns the runner set from the budget rather than from the sweep: under one tokens
+    or flops budget per task, ``trainer.max_steps`` is that budget converted per run (it follows
+    the model, the task and the batch size), so it is not an axis of its own. Several budgets on
+    a task (a sweep over budget.value, or tokens beside flops) keep it: it tells those runs apart."""
     if "budget_kind" not in runs.columns or "budget_value" not in runs.columns:
         return set()
     value = pd.to_numeric(runs["budget_value"], errors="coerce")
-    kinds = set(runs["budget_kind"].dropna().astype(str))
-    if not kinds or not kinds <= set(BUDGET_DERIVED) or value.isna().any() or runs["budget_kind"].isna().any():
+    if not runs["budget_kind"].isin(("tokens", "flops")).all() or value.isna().any():
         return set()
-    # several budgets (a sweep over budget.value, or tokens beside flops) on one task: max_steps is
-    # then what tells those runs apart, so it stays a candidate axis
     budget = runs["budget_kind"].astype(str) + "=" + value.astype(str)
     per_task = budget.groupby(runs["task"]).nunique() if "task" in runs.columns else pd.Series([budget.nunique()])
-    if per_task.max() > 1:
-        return set()
-    return {c for kind in kinds for c in BUDGET_DERIVED[kind]}
+    return {"trainer.max_steps"} if per_task.max() == 1 else set()
 
 
 def swept_axes(runs: pd.DataFrame, task_col: str = "task") -> list[str]:
@@ -112,7 +105,8 @@ def swept_axes(runs: pd.DataFrame, task_col: str = "task") -> list[str]:
     """
     if runs.empty:
         return []
-    columns = [c for c in config_columns(runs) if c not in budget_derived(runs)]
+    derived = budget_derived(runs)
+    columns = [c for c in config_columns(runs) if c not in derived]
     varying = []
     for col in columns:
         values = _values(runs, col).dropna()

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import pandas as pd
 import torch
 
+from ablate.files import create_exclusive
 from ablate.results import atomic_write_parquet, environment
 
 from .measure import Clock, copy_bandwidth
@@ -63,15 +64,10 @@ def claim_job_id(results_dir: str, job_id: str) -> str:
     second: in parallel, or on another machine sharing results_dir) ``job_id`` + '_2', '_3', ...:
     the first with no parquet whose claim file this call creates, exclusively, so that no job
     overwrites another's results. The job removes its claim once its parquet is whole."""
-    os.makedirs(os.path.join(results_dir, BENCH), exist_ok=True)
     for attempt in range(1, 1000):
         candidate = job_id if attempt == 1 else f"{job_id}_{attempt}"
-        if os.path.exists(bench_path(results_dir, candidate)):
-            continue
-        try:
-            with open(claim_path(results_dir, candidate), "x"):
-                pass
-        except FileExistsError:
+        taken = os.path.exists(bench_path(results_dir, candidate))
+        if taken or not create_exclusive(claim_path(results_dir, candidate), ""):
             continue
         if os.path.exists(bench_path(results_dir, candidate)):  # finished between the look and the claim
             os.remove(claim_path(results_dir, candidate))
