@@ -68,7 +68,7 @@ from . import init as ssm_init
 from .block_parts import causal_conv, last_window
 from .config import SSMConfig
 from .discretize import discretize, log_transition, signed_transition, trapezoid_drive
-from .scan import linear_scan, state_convolution
+from .scan import linear_scan, state_convolution, widened
 
 
 @dataclass
@@ -335,8 +335,7 @@ class HeadSSM(nn.Module):
         log_a = None
         if a.shape[1] == 1 and a.shape[0] == 1:
             # in float64 for mode fft: models.scan.powers multiplies its angle by the lag
-            wide = torch.complex128 if a.is_complex() else torch.float64
-            log_a = log_transition(cfg.discretization, A, delta, a[0, 0].to(wide), signed=True)
+            log_a = log_transition(cfg.discretization, A, delta, widened(a[0, 0]), signed=True)
         return Terms(a=a, b=b, read=read, lifted=lifted, v_last=v[:, -1:].expand(*b[:, -1:].shape),
                      phi_last=None if phi is None else phi[:, -1:], log_a=log_a)
 

@@ -71,7 +71,7 @@ from .config import CLIP_EIGS_BOUND, SSMConfig
 from .cuda import run_selective_scan, selective_scan_kernel
 from .discretize import discretize, log_transition, signed_transition, trapezoid_drive
 from .heads import HeadSSM, complex_pairs
-from .scan import linear_scan, powers, state_convolution
+from .scan import linear_scan, powers, state_convolution, widened
 from . import fused, triton_scan
 
 
@@ -519,7 +519,7 @@ class SSMLayer(nn.Module):
     def _log_transition(self, A: torch.Tensor, delta: torch.Tensor, A_bar: torch.Tensor) -> torch.Tensor:
         """log Ā for mode fft, (G, n); a logarithm of Ā (bilinear, eig_range [-1, 1]) taken in float64:
         :func:`models.scan.powers` multiplies its angle by the lag, which float32's rounding of it would not survive."""
-        return log_transition(self.cfg.discretization, A, delta, _widened(A_bar), signed=self.cfg.eig_range == (-1, 1))
+        return log_transition(self.cfg.discretization, A, delta, widened(A_bar), signed=self.cfg.eig_range == (-1, 1))
 
     def _gelu(self, y: torch.Tensor) -> torch.Tensor:
         """GELU of the output gate: exact (erf) or the tanh approximation (cfg.gelu)."""
@@ -656,11 +656,6 @@ class SSMLayer(nn.Module):
         new_state["h"] = h
         y = self._readout(h.unsqueeze(1), sel, self.C) + x * self.D
         return self._output(y, z)[:, 0], new_state
-
-
-def _widened(t: torch.Tensor) -> torch.Tensor:
-    """t in float64 (complex128 when complex): exact for a float32 tensor."""
-    return t.to(torch.complex128 if t.is_complex() else torch.float64)
 
 
 def _causal_fft_conv(x: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

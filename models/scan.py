@@ -178,6 +178,17 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, mode: str, chunk_size: int | N
     raise ValueError(f"scan mode={mode!r} is not valid; expected one of ['recurrent', 'scan', 'chunked']")
 
 
+def widened(t: torch.Tensor) -> torch.Tensor:
+    """t in float64 (complex128 when complex): exact for a float32 tensor."""
+    return t.to(torch.complex128 if t.is_complex() else torch.float64)
+
+
+def power_tables(length: int) -> tuple[int, int]:
+    """(T, Q): the entries of the two tables of :func:`powers`, Ā^r for r < T and Ā^{qT} for q < Q."""
+    T = max(1, math.ceil(math.sqrt(length)))
+    return T, -(-length // T)
+
+
 def powers(log_a: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
     """Ā^l = exp(l log Ā) for l = 0..length-1 along a new last dim: (*log_a.shape, length), in the
     real ``dtype`` (its complex counterpart for a complex log Ā).
@@ -189,9 +200,8 @@ def powers(log_a: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor
     float32 recurrence at L = 4096. A complex table is built from its modulus and angle
     (torch.polar), several times faster than a complex exp.
     """
-    T = max(1, math.ceil(math.sqrt(length)))
-    Q = -(-length // T)
-    wide = log_a.to(torch.complex128 if log_a.is_complex() else torch.float64).unsqueeze(-1)
+    T, Q = power_tables(length)
+    wide = widened(log_a).unsqueeze(-1)
     steps = torch.arange(max(T, Q), device=log_a.device, dtype=torch.float64)
 
     def table(lags: torch.Tensor) -> torch.Tensor:

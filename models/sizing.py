@@ -23,6 +23,7 @@ from torch import nn
 from .backbone import Backbone
 from .config import IOSpec, ModelConfig, SSMConfig
 from .layer import SSMLayer
+from .scan import power_tables
 
 Config = SSMConfig | ModelConfig
 
@@ -66,9 +67,7 @@ def _powers_flops(cfg: SSMConfig, length: int) -> float:
     Ā^r and Ā^{qT} (T = ⌈√L⌉ entries and ⌈L/T⌉), each entry exp(l log Ā) (complex: two
     multiplies, exp, cos, sin and two multiplies of torch.polar = 7; real: a multiply and an exp =
     2), then one product of an entry of each per lag (complex 6, real 1)."""
-    T = max(1, math.ceil(math.sqrt(length)))
-    entries = T + -(-length // T)
-    return entries * (7 if cfg.complex else 2) + length * (6 if cfg.complex else 1)
+    return sum(power_tables(length)) * (7 if cfg.complex else 2) + length * (6 if cfg.complex else 1)
 
 
 def _kernel_flops(cfg: SSMConfig, length: int) -> float:
