@@ -30,7 +30,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .command_line import (composed_jobs, config_dir, discard_idle_sweep, discard_output, refuse, refuse_job,
+from .command_line import (check_command_line, config_dir, discard_idle_sweep, discard_output, refuse_job,
                            uses_app_config)
 
 CONF = config_dir()
@@ -102,19 +102,6 @@ def group_options(*groups: str) -> str:
     return "\n".join(f"{group}: {', '.join(sorted(loader.get_group_options(group)))}" for group in groups)
 
 
-def check_command_line(overrides: list[str], multirun: bool) -> None:
-    """Compose what the command line asks for, as Hydra will, and check that each results_dir
-    can be written; refuses (one line, exit 2) before Hydra creates anything."""
-    from .config import check_writable
-
-    configs = composed_jobs(CONF, overrides, multirun, hydra_config=True)
-    for results_dir in sorted({cfg.results_dir for cfg in configs}):
-        try:
-            check_writable(results_dir)
-        except ValueError as err:
-            refuse(str(err))
-
-
 def cli() -> None:
     """Check the command line, then hand it to Hydra. ``--help`` composes the plain YAML (the
     typed schemas import torch, seconds), everything else the typed config."""
@@ -125,7 +112,7 @@ def cli() -> None:
 
         register()
         if uses_app_config(args):
-            check_command_line(args.overrides, args.multirun)
+            check_command_line(CONF, args.overrides, args.multirun, hydra_config=True)
     main()
 
 

@@ -81,6 +81,20 @@ def composed_jobs(config_dir: str, overrides: list[str], multirun: bool,
             refuse(describe_hydra_error(err))
 
 
+def check_command_line(config_dir: str, overrides: list[str], multirun: bool, hydra_config: bool = False) -> None:
+    """Compose what the command line asks for from ``config_dir``, as Hydra will, and check that
+    each results_dir can be written; refuses (one line, exit 2) before Hydra creates anything
+    (its output folder is under results_dir)."""
+    from .config import check_writable
+
+    configs = composed_jobs(config_dir, overrides, multirun, hydra_config=hydra_config)
+    for results_dir in sorted({str(cfg.results_dir) for cfg in configs}):
+        try:
+            check_writable(results_dir)
+        except ValueError as err:
+            refuse(str(err))
+
+
 def discard_output(folder: str) -> None:
     """Remove Hydra's output folder of a job that trained nothing, and the folder above it
     (``results_dir/hydra``, or the sweep's folder) when that is left empty."""

@@ -17,8 +17,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ablate.__main__ import check_command_line
-from ablate.command_line import job_overrides
+from ablate.__main__ import CONF
+from ablate.command_line import check_command_line, job_overrides
 from ablate.config import register
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def files_under(path) -> list[str]:
 def test_bad_command_line_is_refused_in_one_line(tmp_path, capsys, overrides, multirun, pattern) -> None:
     register()
     with pytest.raises(SystemExit) as stop:
-        check_command_line([*overrides, f"results_dir={tmp_path / 'out'}"], multirun)
+        check_command_line(CONF, [*overrides, f"results_dir={tmp_path / 'out'}"], multirun, hydra_config=True)
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert re.match("error: " + pattern, err) and err.count("\n") == 1, err
@@ -68,8 +68,8 @@ def test_bad_command_line_is_refused_in_one_line(tmp_path, capsys, overrides, mu
 
 def test_good_command_line_passes_and_every_swept_value_is_composed(tmp_path) -> None:
     register()
-    check_command_line(["+experiment=smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=s4d,s5",
-                        f"results_dir={tmp_path}"], multirun=True)
+    check_command_line(CONF, ["+experiment=smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=s4d,s5",
+                              f"results_dir={tmp_path}"], multirun=True, hydra_config=True)
     assert job_overrides(["a=1,2,3", "b=x", "+c=4,5"], multirun=True) == [
         ["a=1", "b=x", "+c=4"], ["a=2", "b=x", "+c=5"], ["a=3", "b=x", "+c=4"]]
     assert job_overrides(["a=1,2"], multirun=False) == [["a=1,2"]]

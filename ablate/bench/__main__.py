@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ..command_line import composed_jobs, config_dir, refuse, refuse_job, uses_app_config
+from ..command_line import check_command_line, config_dir, refuse_job, uses_app_config
 from .report import render
 from .run import make_job_id, run_bench
 from .settings import resolve
@@ -48,15 +48,9 @@ def cli() -> None:
     """Refuse a command line that does not compose (an unknown option or key), or whose
     results_dir cannot be written, in one line, before Hydra starts (Hydra creates its output
     folder under results_dir first); then hand it to Hydra."""
-    from ..config import check_writable
-
     args = get_args_parser().parse_args()  # sys.argv, as hydra.main parses it
     if not args.help and uses_app_config(args):
-        for results_dir in sorted({str(cfg.results_dir) for cfg in composed_jobs(CONF, args.overrides, args.multirun)}):
-            try:
-                check_writable(results_dir)
-            except ValueError as err:
-                refuse(str(err))
+        check_command_line(CONF, args.overrides, args.multirun)
     main()
 
 
