@@ -14,7 +14,10 @@ totals: jobs, distinct runs (two jobs that resolve to the same run id train one 
 ``plan same run`` says which), runs skipped, FLOPs, and core-hours: each run's FLOPs at the rate
 of its preset's committed CPU runs on its task (:func:`reference_rates`), on every task where
 the preset has none on this one (rates per FLOP differ by task: Mamba-3 ran 0.6 GFLOP/s per core
-on parity and 5.3 on sequential digits), or at :data:`GFLOPS_PER_CORE` for a preset with none.
+on parity and 5.3 on sequential digits), or at :data:`GFLOPS_PER_CORE` for a preset with none. A
+run that a CPU computes in the chunked dual form (a head layer, :mod:`models.ssd`) is priced only
+by runs that ran in that form, and a run in any other form only by runs that did not: the two
+differ by 3x to 20x per FLOP at the same point (:func:`rate_subject`).
 """
 
 from __future__ import annotations
@@ -45,22 +48,43 @@ from .run import describe
 # S4D 6.5, S5 13.
 GFLOPS_PER_CORE = 6.0
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
-RATE_COLUMNS = ("preset", "status", "device", "flops_per_token", "tokens_per_s", "threads", "task.name")
+RATE_COLUMNS = ("preset", "status", "device", "flops_per_token", "tokens_per_s", "threads", "task.name", "resolved_mode")
 Rates = dict[tuple[str, Optional[str]], float]
 
 log = logging.getLogger(__name__)
+
+
+def rate_subject(preset: str, dual: bool) -> str:
+    """What a rate is kept under: the preset, or ``<preset> (dual form)`` for runs in the chunked
+    dual form (:attr:`models.SSMConfig.chunked_is_dual`, mode chunked or auto on a CPU)."""
+    return f"{preset} (dual form)" if dual else preset
+
+
+def ran_dual(row: dict[str, Any]) -> bool:
+    """Whether a committed row's run computed its layers in the chunked dual form: it resolved to
+    mode chunked, and its layer config (the row's ``model.ssm.*`` columns) has a dual form."""
+    if row.get("resolved_mode") != "chunked":
+        return False
+    fields = {key.removeprefix("model.ssm."): value for key, value in row.items()
+              if key.startswith("model.ssm.") and value is not None}
+    try:
+        return models.SSMConfig(**fields).chunked_is_dual
+    except (TypeError, ValueError):  # a row from a version with other fields: not this form
+        return False
 
 
 def reference_rates(folder: Path = REFERENCE) -> Rates:
     """Median forward+backward GFLOP/s per CPU thread (3 × FLOPs per token × tokens/s / threads)
     of the committed run rows under ``folder`` (``*/runs/*.parquet``) with status ok on a CPU:
     ``{(preset, task): rate}`` over the preset's rows on that task and ``{(preset, None): rate}``
-    over all its rows. Presets without such rows are absent; an unreadable file is skipped."""
+    over all its rows, the preset named by :func:`rate_subject` (rows that ran in the dual form
+    apart). Presets without such rows are absent; an unreadable file is skipped."""
     samples: dict[tuple[str, Optional[str]], list[float]] = {}
     for path in sorted(Path(folder).glob("*/runs/*.parquet")):
         try:
             names = pq.read_schema(path).names
-            rows = pq.read_table(path, columns=[c for c in RATE_COLUMNS if c in names]).to_pylist()
+            columns = [c for c in names if c in RATE_COLUMNS or c.startswith("model.ssm.")]
+            rows = pq.read_table(path, columns=columns).to_pylist()
         except Exception as error:  # noqa: BLE001 - a damaged file only loses its rate
             log.warning("plan: skipped %s for the CPU rate (%s)", path, error)
             continue
@@ -70,7 +94,7 @@ def reference_rates(folder: Path = REFERENCE) -> Rates:
             threads = row.get("threads") or 1
             if row["status"] == "ok" and str(row["device"]).startswith("cpu") and (row["tokens_per_s"] or 0) > 0:
                 rate = 3 * row["flops_per_token"] * row["tokens_per_s"] / threads / 1e9
-                preset = str(row["preset"])
+                preset = rate_subject(str(row["preset"]), ran_dual(row))
                 for task in {None, row.get("task.name")}:
                     samples.setdefault((preset, task), []).append(rate)
     return {key: statistics.median(values) for key, values in sorted(samples.items(), key=str)}
@@ -115,7 +139,9 @@ def plan_entry(run: ResolvedRun) -> dict[str, Any]:
     steps, batch = trainer.max_steps, trainer.batch_size
     tokens, flops = (training_cost(run.task, steps, batch, cost_per_token(kind, run.model, spec, batch))
                      for kind in ("tokens", "flops"))
-    return {"run_id": rid, "state": state, "trains": trains, "preset": run.preset, "task": run.task.name,
+    ssm = run.model.ssm
+    dual = ssm.chunked_is_dual and ssm.mode in ("auto", "chunked")
+    return {"run_id": rid, "state": state, "trains": trains, "preset": run.preset, "dual": dual, "task": run.task.name,
             "label": " ".join(filter(None, [describe(run), settings(run)])),
             "params": models.param_count(run.model, spec.io), "tokens": round(tokens), "flops": flops,
             "time_budget_s": trainer.time_budget_s}
@@ -175,8 +201,9 @@ def totals_lines(entries: list[dict[str, Any]], rates: Rates | None = None) -> l
     to_train = [entry for entry in runs if entry["trains"]]
     flops = sum(entry["flops"] for entry in to_train)
     bound = "≤ " if any(entry["time_budget_s"] is not None for entry in to_train) else ""
-    used = [(entry.get("preset"), entry.get("task"), *rate_of(rates, entry.get("preset"), entry.get("task")))
-            for entry in to_train]
+    subjects = [rate_subject(entry.get("preset"), entry.get("dual", False)) for entry in to_train]
+    used = [(subject, entry.get("task"), *rate_of(rates, subject, entry.get("task")))
+            for subject, entry in zip(subjects, to_train)]
     core_hours = sum(entry["flops"] / (rate * 1e9) / 3600 for entry, (_, _, rate, _) in zip(to_train, used))
     lines.append(f"plan totals: {len(entries)} jobs, {len(runs)} runs, {len(runs) - len(to_train)} done (skip), "
                  f"{len(to_train)} to train: {bound}~{flops / 1e9:.3g} GFLOP, {bound}{hours_text(core_hours)} core-hours, "

@@ -37,7 +37,11 @@ eq. k, "[M3 §k]" the Mamba-3 paper (arXiv 2603.15569), "[mamba3.py]" mamba-ssm 
 5. Discretisation (:mod:`models.discretize`): α_t = exp(Δ_t A_t) (or bilinear), mapped to
    2α_t - 1 with ``eig_range=[-1, 1]``; b_t = F_t v_t, or with ``trapezoidal``
    b_t = γ_t v_t + β_t v_{t-1}.
-6. h_t = α_t h_{t-1} + b_t per channel, (B, L, D, N), by the layer's compute mode.
+6. h_t = α_t h_{t-1} + b_t per channel, (B, L, D, N), by the layer's compute mode; mode
+   ``chunked``, where ``cfg.chunked_is_dual`` (one real α_t per head, B_t and C_t selective, rank
+   1), computes y in Mamba-2's chunked dual form instead (:mod:`models.ssd`, :meth:`HeadSSM.dual`):
+   the drive terms as (X, B) pairs, the trapezoidal rule's β_t v_{t-1} as a second pair of the
+   previous step's x and B_t, and no state formed but those the chunks hand on.
 7. y^(r)_t[d] = s·Re(C̃_t[r] · h_t[d]) + D[d] x^(r)_t[d] (s = 2 for a conjugate-symmetric
    complex state, else 1; ``skip_per='head'``: D[d] = D_e, one per head e of channel d). R > 1: y^(r) ⊙ SiLU(mimo_z[r] ⊙ z) inside (init 1) when the gate
    is ``silu``, then y = Σ_r mimo_o[r] ⊙ y^(r) (init 1/R) [mamba3.py]; any other gate acts
@@ -69,6 +73,27 @@ from .block_parts import causal_conv, last_window
 from .config import SSMConfig
 from .discretize import discretize, log_transition, signed_transition, trapezoid_drive
 from .scan import linear_scan, state_convolution, widened
+from .ssd import chunked_dual
+
+DUAL_CHUNK = 64  # chunk_size of the dual form where the config sets none (Mamba-2/3's presets: 64)
+
+
+@dataclass
+class Coefficients:
+    """The recurrence's pieces before its terms are formed: Δ (B|1, L|1, E, 1); A, Ā, F (B|1,
+    L|1, E|D, 1|n); λ (B, L, E, 1), a float, or None (not trapezoidal); lifted x (B, L, R, D);
+    B̃_t (B, L, U, R, n) or None (B ≡ 1); read: C̃_t (B, L, U, R, n) or the fixed C (D, n);
+    phi_last (B, 1, E, M) or None."""
+
+    delta: torch.Tensor
+    A: torch.Tensor
+    A_bar: torch.Tensor
+    factor: torch.Tensor
+    lam: torch.Tensor | float | None
+    lifted: torch.Tensor
+    B_t: torch.Tensor | None
+    read: torch.Tensor
+    phi_last: torch.Tensor | None
 
 
 @dataclass
@@ -282,14 +307,14 @@ class HeadSSM(nn.Module):
             A_bar = signed_transition(A_bar, log_a)
         return A, A_bar, factor
 
-    def terms(self, x: torch.Tensor, phi_before: torch.Tensor | None = None,
-              v_before: torch.Tensor | None = None, parts: dict[str, torch.Tensor] | None = None) -> Terms:
-        """The recurrence's coefficients for x (B, L, D); ``phi_before``, ``v_before``: the
-        angle Φ and the input term v of the token before (step()), else zero; ``parts``: the
-        projections (:meth:`project`), computed from x when not given."""
+    def coefficients(self, x: torch.Tensor, phi_before: torch.Tensor | None = None,
+                     parts: dict[str, torch.Tensor] | None = None) -> Coefficients:
+        """The pieces of the recurrence for x (B, L, D), per head; ``phi_before``: the angle Φ of
+        the token before (step()), else zero; ``parts``: the projections (:meth:`project`),
+        computed from x when not given."""
         cfg = self.cfg
-        batch, L, D = x.shape
-        E, R = cfg.n_heads, cfg.mimo_rank
+        L = x.shape[1]
+        E = cfg.n_heads
         if parts is None:
             parts, _ = self.project(x)
         if self.dt_proj is not None:
@@ -309,35 +334,74 @@ class HeadSSM(nn.Module):
                 phi = phi + phi_before
         A, A_bar, factor = self._transition(parts, delta, omega[:, :1] if cfg.rotation == "fixed" else omega)
         lifted = x.unsqueeze(2) if self.mimo_x is None else self.mimo_x * x.unsqueeze(2)  # (B, L, R, D)
-        state_dtype = self.state_dtype()
+        B_t = None
         if "B" in cfg.selective:
             B_t = self._vectors(parts["B"], self.B_norm, self.B_bias, phi)
             if self.complex_form:
                 B_t = B_t.conj()
-            units = B_t.shape[2]
-            v = torch.einsum("blruc,blurn->blucn", lifted.to(B_t.dtype).view(batch, L, R, units, D // units), B_t)
-            v = v.reshape(batch, L, D, -1).to(state_dtype)
-        else:
-            v = x.unsqueeze(-1).to(state_dtype)  # B ≡ 1
-        a = self._per_channel(A_bar)
+        lam = None
         if cfg.discretization == "trapezoidal":
             lam = torch.sigmoid(parts["lambda"]).unsqueeze(-1) if self.widths["lambda"] else cfg.trapezoid
-            lam = self._per_channel(lam) if isinstance(lam, torch.Tensor) else lam
-            b = trapezoid_drive(v, a, self._per_channel(delta), lam, before=v_before)
-        else:
-            b = self._per_channel(factor) * v
-        a = a.expand(*a.shape[:2], D, self.n)
-        b = b.expand(*b.shape[:3], self.n)
         if "C" in cfg.selective:
             read = self._vectors(parts["C"], self.C_norm, self.C_bias, phi)
         else:
             read = torch.view_as_complex(self.C) if cfg.complex else self.C
+        return Coefficients(delta=delta, A=A, A_bar=A_bar, factor=factor, lam=lam, lifted=lifted, B_t=B_t,
+                            read=read, phi_last=None if phi is None else phi[:, -1:])
+
+    def terms(self, x: torch.Tensor, phi_before: torch.Tensor | None = None,
+              v_before: torch.Tensor | None = None, parts: dict[str, torch.Tensor] | None = None) -> Terms:
+        """The recurrence's coefficients for x (B, L, D) (:meth:`coefficients`'s arguments);
+        ``v_before``: the input term v of the token before (step()), else zero."""
+        cfg = self.cfg
+        batch, L, D = x.shape
+        R = cfg.mimo_rank
+        c = self.coefficients(x, phi_before, parts)
+        state_dtype = self.state_dtype()
+        if c.B_t is not None:
+            units = c.B_t.shape[2]
+            v = torch.einsum("blruc,blurn->blucn", c.lifted.to(c.B_t.dtype).view(batch, L, R, units, D // units), c.B_t)
+            v = v.reshape(batch, L, D, -1).to(state_dtype)
+        else:
+            v = x.unsqueeze(-1).to(state_dtype)  # B ≡ 1
+        a = self._per_channel(c.A_bar)
+        if cfg.discretization == "trapezoidal":
+            lam = self._per_channel(c.lam) if isinstance(c.lam, torch.Tensor) else c.lam
+            b = trapezoid_drive(v, a, self._per_channel(c.delta), lam, before=v_before)
+        else:
+            b = self._per_channel(c.factor) * v
+        a = a.expand(*a.shape[:2], D, self.n)
+        b = b.expand(*b.shape[:3], self.n)
         log_a = None
         if a.shape[1] == 1 and a.shape[0] == 1:
             # in float64 for mode fft: models.scan.powers multiplies its angle by the lag
-            log_a = log_transition(cfg.discretization, A, delta, widened(a[0, 0]), signed=True)
-        return Terms(a=a, b=b, read=read, lifted=lifted, v_last=v[:, -1:].expand(*b[:, -1:].shape),
-                     phi_last=None if phi is None else phi[:, -1:], log_a=log_a)
+            log_a = log_transition(cfg.discretization, c.A, c.delta, widened(a[0, 0]), signed=True)
+        return Terms(a=a, b=b, read=c.read, lifted=c.lifted, v_last=v[:, -1:].expand(*b[:, -1:].shape),
+                     phi_last=c.phi_last, log_a=log_a)
+
+    def dual(self, x: torch.Tensor, parts: dict[str, torch.Tensor], z: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+        """forward in the chunked dual form (:mod:`models.ssd`; where ``cfg.chunked_is_dual``): the
+        same y, from x (B, L, D) and its projections, with no (B, L, D, N) states."""
+        cfg = self.cfg
+        batch, L, D = x.shape
+        E, R, P = cfg.n_heads, cfg.mimo_rank, D // cfg.n_heads
+        c = self.coefficients(x, parts=parts)
+        per_head = lambda t: t.repeat_interleave(E // t.shape[2], dim=2)  # noqa: E731  (B, L, U, ...) -> (B, L, E, ...)
+        B_t = per_head(c.B_t).transpose(2, 3)  # (B, L, R, E, N)
+        C_t = per_head(c.read).transpose(2, 3)
+        X = c.lifted.reshape(batch, L, R, E, P)
+        log_a = (c.delta * c.A)[..., 0]  # ℓ_t = log α_t = Δ_t A_t, (B|1, L|1, E)
+        if cfg.discretization == "trapezoidal":  # b_t = γ_t v_t + β_t v_{t-1}, γ = λΔ, β = (1 - λ)Δα
+            gamma, beta = c.lam * c.delta, (1 - c.lam) * c.delta * c.A_bar
+            X_before = F.pad(X[:, :-1], (0, 0, 0, 0, 0, 0, 1, 0))
+            B_before = F.pad(B_t[:, :-1], (0, 0, 0, 0, 0, 0, 1, 0))
+            X = torch.cat([gamma.unsqueeze(2) * X, beta.unsqueeze(2) * X_before], 2)
+            B_t = torch.cat([B_t, B_before], 2)
+        else:
+            X = c.factor.unsqueeze(2) * X
+        dtype = self.state_dtype()
+        y = chunked_dual(log_a.to(dtype), X.to(dtype), B_t.to(dtype), C_t.to(dtype), cfg.chunk_size or DUAL_CHUNK)
+        return self.finish(y.reshape(batch, L, R, D), c.lifted, z)
 
     def readout(self, h: torch.Tensor, terms: Terms, z: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
         """y (B, L, D) from h (B, L, D, n); True when the SiLU gate was applied (rank > 1)."""
@@ -349,7 +413,12 @@ class HeadSSM(nn.Module):
             units = read.shape[2]
             y = torch.einsum("blucn,blurn->blruc", h.view(batch, L, units, D // units, -1), read.to(h.dtype))
             y = y.reshape(batch, L, -1, D)
-        y = (y.real if y.is_complex() else y) * self.scale + self._skip() * terms.lifted  # (B, L, R, D)
+        return self.finish(y, terms.lifted, z)
+
+    def finish(self, y: torch.Tensor, lifted: torch.Tensor, z: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+        """From the read states C̃_t · h_t (B, L, R|1, D): the scale, the skip D x^(r), and with rank
+        R > 1 the per-rank gate and the sum over ranks; True when the SiLU gate was applied."""
+        y = (y.real if y.is_complex() else y) * self.scale + self._skip() * lifted  # (B, L, R, D)
         if self.mimo_o is None:
             return y[:, :, 0], False
         gated = z is not None and self.mimo_z is not None
@@ -364,7 +433,10 @@ class HeadSSM(nn.Module):
         the block input (``project_from='u'``). With ``keep`` (a dict, prefill) the state
         :meth:`step` would hold after the last position is written into it (:meth:`init_state`'s
         keys but the layer's conv)."""
-        terms = self.terms(x, parts=self.project(x, u, keep=keep)[0])
+        parts = self.project(x, u, keep=keep)[0]
+        if mode == "chunked" and self.cfg.chunked_is_dual and keep is None:
+            return self.dual(x, parts, z)
+        terms = self.terms(x, parts=parts)
         if mode == "fft":
             h = state_convolution(terms.log_a, terms.b)
         else:

@@ -51,7 +51,8 @@ Choices the papers leave open, fixed here:
 - A complex selective SISO B_t / C_t takes 2n outputs of x_proj (real, imaginary parts).
 
 Compute modes change how h is computed, never what is computed (see :mod:`models.scan`):
-``recurrent``, ``scan``, ``chunked``, ``fft`` (Δ not selective), ``cuda`` (mamba-ssm's kernel,
+``recurrent``, ``scan``, ``chunked`` (for a head layer with one real decay per head, Mamba-2's
+chunked dual form: :mod:`models.ssd`), ``fft`` (Δ not selective), ``cuda`` (mamba-ssm's kernel,
 the real SISO Mamba point only), ``triton`` (the fused kernels of :mod:`models.triton_scan` through :mod:`models.fused`, every
 point: on a GPU, or on the CPU under ``TRITON_INTERPRET=1``), ``auto``.
 """
@@ -428,6 +429,14 @@ class SSMLayer(nn.Module):
         2.7x (Mamba-2), 1.15x and 2.3x (Mamba-3), 1.13x and 1.23x (Mamba-1). Only samples
         taken under a much heavier load had chunked ahead for Mamba-1 (2.0x at 160, 1.2x at
         1024); ``scan`` was ahead for Mamba-3 at L = 1024 (1.5x) but behind for Mamba-2 there.
+        A head layer with a dual form (``cfg.chunked_is_dual``: Mamba-2, Mamba-3 at rank 1) runs
+        ``chunked``, that form (:mod:`models.ssd`): forward+backward of the layer, d_model 64,
+        the presets' d_state 128, batch 4, one thread, medians of 5 (``python -m ablate.bench
+        points=frontier modes=[recurrent,chunked] threads=1``): Mamba-2 509 -> 23 ms at L = 256
+        and 2575 -> 98 ms at L = 1024, Mamba-3 856 -> 25 and 2217 -> 97 ms; a 2-layer model's
+        training step at mamba3_components' sizes (d_state 16, L 32, batch 32) 59 -> 20 ms
+        (Mamba-3) and 76 -> 18 ms (Mamba-2). At rank 4 it measured 1.4x to 1.7x slower than
+        ``recurrent`` there (the (T·R x T·2R) scores outgrow the states), so rank R > 1 keeps it.
         """
         cfg, mode = self.cfg, self.cfg.mode
         if mode == "cuda" and (device.type != "cuda" or selective_scan_kernel() is None):
@@ -450,6 +459,8 @@ class SSMLayer(nn.Module):
             return "fft"
         if device.type == "cuda":
             return "scan"
+        if cfg.chunked_is_dual:
+            return "chunked"
         return "recurrent" if cfg.uses_heads or (self.siso and not cfg.time_invariant) else "chunked"
 
     def _mix(self, x: torch.Tensor, mode: str, z: torch.Tensor | None = None,

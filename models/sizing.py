@@ -175,7 +175,9 @@ def flops_per_token(cfg: Config, spec: IOSpec | None = None, length: int | None 
     divided by batch · length (default batch 1: the cost of one sequence alone); where mode
     fft computes the states themselves by FFT (MIMO, input-dependent B or C), the transforms
     per state replace the recurrence (:func:`_state_conv_flops`). The mode counted is the
-    config's, auto as on a CPU. The head counts per token for readout ``all`` and once per
+    config's, auto as on a CPU, except that the chunked dual form of a head layer (mode chunked
+    where ``chunked_is_dual``, and auto on a CPU there: :mod:`models.ssd`) is counted as the
+    recurrence it equals, not as its matmuls, whose count grows with the chunk size. The head counts per token for readout ``all`` and once per
     sequence of ``length`` for a pooled readout. Norms and activations are counted as 3 FLOPs
     per channel; exp, cos and sin as one FLOP each; the embedding lookup as none.
     """

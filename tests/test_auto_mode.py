@@ -1,7 +1,8 @@
-"""``mode='auto'`` on the CPU: the FFT convolution for a time-invariant SISO layer, the
-step-by-step recurrence for a selective SISO layer or a head layer (the Mamba-1/2/3 axes:
-measured 1.06x to 3.4x faster than the chunked scan at L = 160 and 1024, see
-SSMLayer.resolve_mode), the chunked scan otherwise (S5's MIMO)."""
+"""``mode='auto'`` on the CPU: the FFT convolution for a time-invariant SISO layer; the chunked
+dual form for a head layer with one real decay per head (Mamba-2, Mamba-3 at rank 1:
+``SSMConfig.chunked_is_dual``); the step-by-step recurrence for the other selective SISO and head
+layers (measured faster than the chunked scan, see SSMLayer.resolve_mode); the chunked scan
+otherwise (S5's MIMO)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from models import SSMLayer
     ("mamba", {}, "recurrent"),
     ("mamba", {"eig_range": (-1, 1)}, "recurrent"),
     ("s4d", {"selective": "dt"}, "recurrent"),
-    ("mamba2", {}, "recurrent"),
-    ("mamba3", {}, "recurrent"),
-    ("mamba3", {"rotation": "none"}, "recurrent"),
+    ("mamba2", {}, "chunked"),
+    ("mamba3", {}, "chunked"),
+    ("mamba3", {"rotation": "none"}, "chunked"),
+    ("mamba3", {"rotation_form": "complex"}, "recurrent"),
+    ("mamba2", {"eig_range": (-1, 1)}, "recurrent"),
     ("mamba3_mimo", {}, "recurrent"),
     ("s5", {}, "chunked"),
     ("s5", {"selective": "dt,B,C"}, "chunked"),

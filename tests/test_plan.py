@@ -16,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 import models
 from ablate.config import register, resolve
 from ablate.plan import GFLOPS_PER_CORE, hours_text, plan_entry, plan_line, reference_rates, totals_lines
-from ablate.results import identity_columns, run_id, write_run
+from ablate.results import flatten, identity_columns, run_id, write_run
 from analysis.load import load_results
 from analysis.report import analyse
 from models.sizing import _kernel_flops
@@ -181,6 +181,31 @@ def test_reference_rates_are_medians_per_preset_and_task(tmp_path) -> None:
     assert rates["s5", "sdigits"] == pytest.approx(3.0)
     assert rates["s5", "mqar"] == pytest.approx(10.0)
     assert rates["s5", None] == pytest.approx(4.0)  # median of 1, 3, 5, 10
+
+
+def test_runs_in_the_dual_form_are_priced_only_by_runs_in_that_form(tmp_path) -> None:
+    """A Mamba-3 run that a CPU computes in the chunked dual form is priced by committed rows that
+    ran in it (resolved mode chunked, a layer config with a dual form), not by the rows of the same
+    preset in the recurrence, which ran 3x to 20x slower per FLOP; with none, at the assumed rate."""
+    folder = tmp_path / "exp" / "runs"
+    folder.mkdir(parents=True)
+    ssm = flatten({"model": {"ssm": models.preset("mamba3", d_model=8, d_state=16).identity()}})
+    for i, (mode, gflops) in enumerate([("recurrent", 1.0), ("recurrent", 2.0), ("chunked", 9.0)]):
+        pd.DataFrame([{"preset": "mamba3", "task.name": "mqar", "status": "ok", "device": "cpu", "threads": 1,
+                       "resolved_mode": mode, "flops_per_token": 1e6, "tokens_per_s": gflops * 1e9 / 3 / 1e6,
+                       **ssm}]).to_parquet(folder / f"{i}.parquet")
+    rates = reference_rates(tmp_path)
+    assert rates["mamba3", "mqar"] == pytest.approx(1.5)
+    assert rates["mamba3 (dual form)", "mqar"] == pytest.approx(9.0)
+    run = resolved(tmp_path, "model=mamba3", "task=mqar")
+    assert run.model.ssm.chunked_is_dual and plan_entry(run)["dual"]
+    assert not plan_entry(resolved(tmp_path, "model=mamba3", "task=mqar", "model.ssm.mode=recurrent"))["dual"]
+    dual = {**entry(0, "a"), "preset": "mamba3", "dual": True, "task": "mqar", "flops": 9e9 * 3600}
+    assert "~1 core-hours" in totals_lines([dual], rates)[0]
+    assert "(mamba3 (dual form) on mqar 9)" in totals_lines([dual], rates)[0]
+    del rates["mamba3 (dual form)", "mqar"], rates["mamba3 (dual form)", None]
+    assert "assumed 6 GFLOP/s per core where its preset has no committed CPU runs (mamba3 (dual form))" \
+        in totals_lines([dual], rates)[0]
 
 
 def sweep_cells(tmp_path, experiment: str, *fixed: str) -> list:

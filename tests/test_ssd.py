@@ -1,0 +1,114 @@
+"""The chunked dual form (models.ssd) equals the step-by-step recurrence it unrolls, and the head
+layers' mode chunked runs it where ``chunked_is_dual`` says (their every-mode tests in
+tests/test_frontier.py and tests/test_modes.py then compare it with ``recurrent``)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import models.heads
+from models import SSMLayer, preset
+from models.ssd import chunked_dual
+
+from helpers import randomize_, relative_error
+
+
+def loop(log_a: torch.Tensor, X: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """h_t = exp(ℓ_t) h_{t-1} + Σ_j X_t[j] ⊗ B_t[j],  y_t[r] = h_t C_t[r], one step at a time."""
+    batch, L, J, E, P = X.shape
+    log_a = log_a.expand(batch, L, E)
+    h = X.new_zeros(batch, E, P, B.shape[-1])
+    out = []
+    for t in range(L):
+        h = torch.exp(log_a[:, t]).view(batch, E, 1, 1) * h + torch.einsum("bjep,bjen->bepn", X[:, t], B[:, t])
+        out.append(torch.einsum("bepn,bren->brep", h, C[:, t]))
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("time_invariant", [False, True])
+@pytest.mark.parametrize("chunk_size", [1, 3, 5, 64])
+def test_chunked_dual_equals_the_recurrence(chunk_size: int, time_invariant: bool) -> None:
+    g = torch.Generator().manual_seed(1)
+    batch, J, R, E, P, N = 2, 3, 2, 2, 3, 4
+    for L in (1, 2, 5, 7, 16, 17):
+        shape = (1, 1, E) if time_invariant else (batch, L, E)
+        log_a = (-torch.rand(shape, dtype=torch.float64, generator=g) * 2).requires_grad_()
+        X, B, C = (torch.randn(batch, L, k, E, m, dtype=torch.float64, generator=g).requires_grad_()
+                   for k, m in ((J, P), (J, N), (R, N)))
+        expected = loop(log_a, X, B, C)
+        w = torch.randn(expected.shape, dtype=torch.float64, generator=g)
+        got = chunked_dual(log_a, X, B, C, chunk_size)
+        assert got.shape == (batch, L, R, E, P)
+        assert relative_error(got, expected) < 1e-13, L
+        for a, b in zip(torch.autograd.grad((got * w).sum(), (log_a, X, B, C)),
+                        torch.autograd.grad((expected * w).sum(), (log_a, X, B, C))):
+            assert relative_error(a, b) < 1e-13, L
+
+
+def test_strong_decay_underflows_to_zero_without_nan() -> None:
+    """A decay of exp(-1000) per step: the states forget at once; nothing is inf or NaN, the
+    gradients neither (the masked pairs' exp(-inf) = 0 backpropagates as 0)."""
+    log_a = torch.full((1, 9, 1), -1000.0, requires_grad=True)
+    X, B, C = (torch.randn(1, 9, 1, 1, 2, requires_grad=True) for _ in range(3))
+    y = chunked_dual(log_a, X, B, C, 4)
+    torch.testing.assert_close(y, loop(log_a, X, B, C))
+    grads = torch.autograd.grad(y.sum(), (log_a, X, B, C))
+    assert all(torch.isfinite(t).all() for t in (y, *grads))
+
+
+DUAL = {
+    "mamba2": preset("mamba2", d_model=4, d_state=8, headdim=2),
+    "mamba3": preset("mamba3", d_model=4, d_state=8, headdim=2),
+    "mamba2_zoh": preset("mamba2", d_model=4, d_state=8, headdim=2, discretization="zoh"),
+    "data_A_per_channel": preset("mamba", d_model=4, d_state=4, a_source="data"),
+}
+NOT_DUAL = {
+    "mamba3_mimo": preset("mamba3_mimo", d_model=4, d_state=8, headdim=4),
+    "complex_rotation": preset("mamba3", d_model=4, d_state=8, headdim=2, rotation_form="complex"),
+    "signed": preset("mamba2", d_model=4, d_state=8, headdim=2, eig_range=[-1, 1]),
+    "bilinear": preset("mamba2", d_model=4, d_state=8, headdim=2, discretization="bilinear"),
+    "B_not_selective": preset("mamba2", d_model=4, d_state=8, headdim=2, selective="dt,C"),
+    "A_per_state": preset("mamba", d_model=4, d_state=4, bc_norm=True),
+    "mamba": preset("mamba", d_model=4, d_state=4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DUAL) + sorted(NOT_DUAL))
+def test_mode_chunked_of_a_head_layer_runs_the_dual_form_where_it_applies(name: str, monkeypatch) -> None:
+    cfg = {**DUAL, **NOT_DUAL}[name].with_(chunk_size=3)
+    assert cfg.chunked_is_dual == (name in DUAL)
+    torch.manual_seed(0)
+    layer = randomize_(SSMLayer(cfg).double(), scale=0.1)
+    u = torch.randn(2, 8, cfg.d_model, dtype=torch.float64)
+    layer.cfg.mode = "recurrent"
+    with torch.no_grad():
+        expected = layer(u)
+    calls = []
+    real = models.heads.chunked_dual
+    monkeypatch.setattr(models.heads, "chunked_dual", lambda *a: calls.append(1) or real(*a))
+    layer.cfg.mode = "chunked"
+    with torch.no_grad():
+        got = layer(u)
+    assert calls == ([1] if name in DUAL else [])
+    assert relative_error(got, expected) < 1e-12
+
+
+def test_the_dual_form_in_float32_is_as_accurate_as_the_recurrence() -> None:
+    """Against the float64 recurrence at L = 1024 (16 chunks of 64), strong and weak decays."""
+    torch.manual_seed(0)
+    for dt in ((1e-3, 1e-2), (0.1, 1.0)):
+        cfg = preset("mamba3", d_model=16, d_state=16, dt_min=dt[0], dt_max=dt[1])
+        layer = SSMLayer(cfg)
+        u = torch.randn(2, 1024, 16)
+        reference = copy.deepcopy(layer).double()
+        reference.cfg.mode = "recurrent"
+        with torch.no_grad():
+            y64 = reference(u.double())
+            errors = {}
+            for mode in ("recurrent", "chunked"):
+                layer.cfg.mode = mode
+                errors[mode] = relative_error(layer(u).double(), y64)
+        assert errors["chunked"] < 2 * errors["recurrent"] + 1e-7, (dt, errors)
