@@ -386,9 +386,8 @@ class HeadSSM(nn.Module):
         batch, L, D = x.shape
         E, R, P = cfg.n_heads, cfg.mimo_rank, D // cfg.n_heads
         c = self.coefficients(x, parts=parts)
-        per_head = lambda t: t.repeat_interleave(E // t.shape[2], dim=2)  # noqa: E731  (B, L, U, ...) -> (B, L, E, ...)
-        B_t = per_head(c.B_t).transpose(2, 3)  # (B, L, R, E, N)
-        C_t = per_head(c.read).transpose(2, 3)
+        # B̃_t, C̃_t per unit (a group, or a head) -> per head: (B, L, R, E, N)
+        B_t, C_t = (t.repeat_interleave(E // t.shape[2], dim=2).transpose(2, 3) for t in (c.B_t, c.read))
         X = c.lifted.reshape(batch, L, R, E, P)
         log_a = (c.delta * c.A)[..., 0]  # ℓ_t = log α_t = Δ_t A_t, (B|1, L|1, E)
         if cfg.discretization == "trapezoidal":  # b_t = γ_t v_t + β_t v_{t-1}, γ = λΔ, β = (1 - λ)Δα
