@@ -63,15 +63,16 @@ def test_every_mode_equals_recurrent(name: str) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (make gpu-check)")
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_on_a_gpu_scan_and_auto_equal_recurrent_on_the_cpu(name: str) -> None:
-    """Each point of the new axes runs on a GPU: ``scan``, and the mode ``auto`` picks there,
-    on a CUDA copy of the layer equal the CPU recurrence (float64, output and every gradient)."""
+    """Each point of the new axes runs on a GPU: ``scan``, ``chunked`` (the dual form where it
+    applies) and the mode ``auto`` picks there, on a CUDA copy of the layer equal the CPU
+    recurrence (float64, output and every gradient)."""
     cfg = CONFIGS[name].with_(chunk_size=5)
     torch.manual_seed(0)
     layer = randomize_(SSMLayer(cfg).double(), scale=0.1)
     u = torch.randn(2, 19, cfg.d_model, dtype=torch.float64)
     y_ref, g_ref = outputs_and_grads(layer, u, "recurrent")
     gpu_layer = copy.deepcopy(layer).cuda()
-    for mode in ("scan", "auto"):
+    for mode in ("scan", "chunked", "auto"):
         y, grads = outputs_and_grads(gpu_layer, u.cuda(), mode)
         assert relative_error(y.cpu(), y_ref) < 1e-10, (name, mode, gpu_layer.resolve_mode(u.cuda().device))
         for (pname, _), g, gr in zip([("input", None), *layer.named_parameters()], grads, g_ref):
