@@ -182,7 +182,7 @@ def rate_text(used: list[tuple[str | None, str | None, float, str]]) -> str:
     text = "each run at the median GFLOP/s per core " + ", or ".join(parts) if parts else "each run"
     if assumed:
         text += f"{', or' if parts else ''} at an assumed {GFLOPS_PER_CORE:g} GFLOP/s per core where its preset has " \
-                f"no committed CPU runs ({assumed})"
+                f"no committed CPU runs in its form ({assumed})"
     return text
 
 

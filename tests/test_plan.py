@@ -159,7 +159,7 @@ def test_core_hours_use_each_presets_committed_rate_on_its_task() -> None:
     assert (f"{hours_text(hours)} core-hours, each run at the median GFLOP/s per core of its preset's committed CPU "
             f"runs on its task (s5 on sdigits {rates['s5', 'sdigits']:.2g}), or of its preset's committed CPU runs "
             f"on every task, where none is on its task (s5 on no_committed_task {rates['s5', None]:.2g}), or at an "
-            "assumed 6 GFLOP/s per core where its preset has no committed CPU runs (no_committed_runs)") in line
+            "assumed 6 GFLOP/s per core where its preset has no committed CPU runs in its form (no_committed_runs)") in line
 
 
 def test_reference_rates_are_medians_per_preset_and_task(tmp_path) -> None:
@@ -204,7 +204,7 @@ def test_runs_in_the_dual_form_are_priced_only_by_runs_in_that_form(tmp_path) ->
     assert "~1 core-hours" in totals_lines([dual], rates)[0]
     assert "(mamba3 (dual form) on mqar 9)" in totals_lines([dual], rates)[0]
     del rates["mamba3 (dual form)", "mqar"], rates["mamba3 (dual form)", None]
-    assert "assumed 6 GFLOP/s per core where its preset has no committed CPU runs (mamba3 (dual form))" \
+    assert "assumed 6 GFLOP/s per core where its preset has no committed CPU runs in its form (mamba3 (dual form))" \
         in totals_lines([dual], rates)[0]
 
 
