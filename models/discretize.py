@@ -65,6 +65,12 @@ def signed_transition(A_bar: torch.Tensor, log_A_bar: torch.Tensor | None = None
     return torch.polar(torch.ones_like(angle), angle) * (2 * modulus - 1)
 
 
+def trapezoid_weights(A_bar: torch.Tensor, delta: torch.Tensor, lam: torch.Tensor | float
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(γ_t, β_t) = (λ_t Δ_t, (1 - λ_t) Δ_t Ā_t): the weights of v_t and v_{t-1} in b_t."""
+    return lam * delta, (1 - lam) * delta * A_bar
+
+
 def trapezoid_drive(v: torch.Tensor, A_bar: torch.Tensor, delta: torch.Tensor, lam: torch.Tensor | float,
                     before: torch.Tensor | None = None) -> torch.Tensor:
     """b_t = β_t v_{t-1} + γ_t v_t along dim 1, with v_t = B_t x_t, γ = λΔ, β = (1 - λ) Δ Ā.
@@ -72,8 +78,7 @@ def trapezoid_drive(v: torch.Tensor, A_bar: torch.Tensor, delta: torch.Tensor, l
     v: (B, L, *S); A_bar, delta, lam broadcast against it; ``before``: v_{-1}, (B, 1, *S)
     (zero when None: the sequence starts here; step() passes the previous token's).
     """
-    gamma = lam * delta
-    beta = (1 - lam) * delta * A_bar
+    gamma, beta = trapezoid_weights(A_bar, delta, lam)
     if before is None:
         first = torch.zeros_like(v[:, :1])
     else:  # v may be broadcast over the states (B ≡ 1): widen it to the carried term's shape

@@ -71,7 +71,7 @@ from torch import nn
 from . import init as ssm_init
 from .block_parts import causal_conv, last_window
 from .config import SSMConfig
-from .discretize import discretize, log_transition, signed_transition, trapezoid_drive
+from .discretize import discretize, log_transition, signed_transition, trapezoid_drive, trapezoid_weights
 from .scan import linear_scan, state_convolution, widened
 from .ssd import chunked_dual
 
@@ -391,7 +391,7 @@ class HeadSSM(nn.Module):
         X = c.lifted.reshape(batch, L, R, E, P)
         log_a = (c.delta * c.A)[..., 0]  # ℓ_t = log α_t = Δ_t A_t, (B|1, L|1, E)
         if cfg.discretization == "trapezoidal":  # b_t = γ_t v_t + β_t v_{t-1}, γ = λΔ, β = (1 - λ)Δα
-            gamma, beta = c.lam * c.delta, (1 - c.lam) * c.delta * c.A_bar
+            gamma, beta = trapezoid_weights(c.A_bar, c.delta, c.lam)
             X_before = F.pad(X[:, :-1], (0, 0, 0, 0, 0, 0, 1, 0))
             B_before = F.pad(B_t[:, :-1], (0, 0, 0, 0, 0, 0, 1, 0))
             X = torch.cat([gamma.unsqueeze(2) * X, beta.unsqueeze(2) * X_before], 2)
