@@ -389,7 +389,13 @@ class HeadSSM(nn.Module):
         # B̃_t, C̃_t per unit (a group, or a head) -> per head: (B, L, R, E, N)
         B_t, C_t = (t.repeat_interleave(E // t.shape[2], dim=2).transpose(2, 3) for t in (c.B_t, c.read))
         X = c.lifted.reshape(batch, L, R, E, P)
-        log_a = (c.delta * c.A)[..., 0]  # ℓ_t = log α_t = Δ_t A_t, (B|1, L|1, E)
+        flips = None
+        if cfg.eig_range == (-1, 1):  # α_t = 2 exp(Δ_t A_t) - 1: ℓ_t = log|α_t| and its sign
+            a = c.A_bar[..., 0]
+            log_a = a.abs().clamp_min(torch.finfo(a.dtype).tiny).log()
+            flips = (a < 0).to(a.dtype)
+        else:
+            log_a = (c.delta * c.A)[..., 0]  # ℓ_t = log α_t = Δ_t A_t, (B|1, L|1, E)
         if cfg.discretization == "trapezoidal":  # b_t = γ_t v_t + β_t v_{t-1}, γ = λΔ, β = (1 - λ)Δα
             gamma, beta = trapezoid_weights(c.A_bar, c.delta, c.lam)
             X_before = F.pad(X[:, :-1], (0, 0, 0, 0, 0, 0, 1, 0))
@@ -399,7 +405,8 @@ class HeadSSM(nn.Module):
         else:
             X = c.factor.unsqueeze(2) * X
         dtype = self.state_dtype()
-        y = chunked_dual(log_a.to(dtype), X.to(dtype), B_t.to(dtype), C_t.to(dtype), cfg.chunk_size or DUAL_CHUNK)
+        y = chunked_dual(log_a.to(dtype), X.to(dtype), B_t.to(dtype), C_t.to(dtype), cfg.chunk_size or DUAL_CHUNK,
+                         None if flips is None else flips.to(dtype))
         return self.finish(y.reshape(batch, L, R, D), c.lifted, z)
 
     def readout(self, h: torch.Tensor, terms: Terms, z: torch.Tensor | None) -> tuple[torch.Tensor, bool]:

@@ -429,7 +429,8 @@ class SSMLayer(nn.Module):
         2.7x (Mamba-2), 1.15x and 2.3x (Mamba-3), 1.13x and 1.23x (Mamba-1). Only samples
         taken under a much heavier load had chunked ahead for Mamba-1 (2.0x at 160, 1.2x at
         1024); ``scan`` was ahead for Mamba-3 at L = 1024 (1.5x) but behind for Mamba-2 there.
-        A head layer with a dual form (``cfg.chunked_is_dual``: Mamba-2, Mamba-3 at rank 1) runs
+        A head layer with a dual form (``cfg.chunked_is_dual``: Mamba-2, Mamba-3 at rank 1, also
+        with eigenvalues in [-1, 1]: 852 -> 49 ms for Mamba-3 without rotation at L = 256) runs
         ``chunked``, that form (:mod:`models.ssd`): forward+backward of the layer, d_model 64,
         the presets' d_state 128, batch 4, one thread, medians of 5 (``python -m ablate.bench
         points=frontier modes=[recurrent,chunked] threads=1``): Mamba-2 509 -> 23 ms at L = 256

@@ -1,5 +1,6 @@
 """``mode='auto'`` on the CPU: the FFT convolution for a time-invariant SISO layer; the chunked
-dual form for a head layer with one real decay per head (Mamba-2, Mamba-3 at rank 1:
+dual form for a head layer with one real decay per head (Mamba-2, Mamba-3 at rank 1, also with
+eigenvalues in [-1, 1]:
 ``SSMConfig.chunked_is_dual``); the step-by-step recurrence for the other selective SISO and head
 layers (measured faster than the chunked scan, see SSMLayer.resolve_mode); the chunked scan
 otherwise (S5's MIMO)."""
@@ -21,7 +22,8 @@ from models import SSMLayer
     ("mamba3", {}, "chunked"),
     ("mamba3", {"rotation": "none"}, "chunked"),
     ("mamba3", {"rotation_form": "complex"}, "recurrent"),
-    ("mamba2", {"eig_range": (-1, 1)}, "recurrent"),
+    ("mamba2", {"eig_range": (-1, 1)}, "chunked"),
+    ("mamba3", {"rotation": "none", "eig_range": (-1, 1)}, "chunked"),
     ("mamba3_mimo", {}, "recurrent"),
     ("s5", {}, "chunked"),
     ("s5", {"selective": "dt,B,C"}, "chunked"),

@@ -27,6 +27,8 @@ CONFIGS = {
     "mamba3": preset("mamba3", headdim=2, **SMALL),
     "mamba3_mimo": preset("mamba3_mimo", headdim=4, **SMALL),
     "mamba3_with_conv": preset("mamba3", headdim=2, conv=4, **SMALL),  # B_t, C_t through the conv too (from u)
+    # steps long enough that 2α_t - 1 takes both signs (the dual form's sign flips)
+    "mamba3_signed": preset("mamba3", headdim=2, eig_range=[-1, 1], dt_min=0.5, dt_max=5.0, **SMALL),
     "mamba3_complex_form_signed": preset("mamba3", headdim=2, rope_fraction=1.0, rotation_form="complex",
                                          eig_range=[-1, 1], **SMALL),
     "heads_lti_s4d": preset("s4d", headdim=2, **SMALL),

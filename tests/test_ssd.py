@@ -16,31 +16,39 @@ from models.ssd import chunked_dual
 from helpers import randomize_, relative_error
 
 
-def loop(log_a: torch.Tensor, X: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """h_t = exp(ℓ_t) h_{t-1} + Σ_j X_t[j] ⊗ B_t[j],  y_t[r] = h_t C_t[r], one step at a time."""
+def loop(log_a: torch.Tensor, X: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+         flips: torch.Tensor | None = None) -> torch.Tensor:
+    """h_t = α_t h_{t-1} + Σ_j X_t[j] ⊗ B_t[j],  y_t[r] = h_t C_t[r], one step at a time, with
+    α_t = exp(ℓ_t), negated where ``flips`` is 1."""
     batch, L, J, E, P = X.shape
-    log_a = log_a.expand(batch, L, E)
+    alpha = torch.exp(log_a)
+    if flips is not None:
+        alpha = torch.where(flips > 0, -alpha, alpha)
+    alpha = alpha.expand(batch, L, E)
     h = X.new_zeros(batch, E, P, B.shape[-1])
     out = []
     for t in range(L):
-        h = torch.exp(log_a[:, t]).view(batch, E, 1, 1) * h + torch.einsum("bjep,bjen->bepn", X[:, t], B[:, t])
+        h = alpha[:, t].view(batch, E, 1, 1) * h + torch.einsum("bjep,bjen->bepn", X[:, t], B[:, t])
         out.append(torch.einsum("bepn,bren->brep", h, C[:, t]))
     return torch.stack(out, 1)
 
 
+@pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("time_invariant", [False, True])
 @pytest.mark.parametrize("chunk_size", [1, 3, 5, 64])
-def test_chunked_dual_equals_the_recurrence(chunk_size: int, time_invariant: bool) -> None:
+def test_chunked_dual_equals_the_recurrence(chunk_size: int, time_invariant: bool, signed: bool) -> None:
+    """Decays in (0, 1), or signed: negative at random steps (eigenvalues in [-1, 1])."""
     g = torch.Generator().manual_seed(1)
     batch, J, R, E, P, N = 2, 3, 2, 2, 3, 4
     for L in (1, 2, 5, 7, 16, 17):
         shape = (1, 1, E) if time_invariant else (batch, L, E)
         log_a = (-torch.rand(shape, dtype=torch.float64, generator=g) * 2).requires_grad_()
+        flips = (torch.rand(shape, generator=g) < 0.5).double() if signed else None
         X, B, C = (torch.randn(batch, L, k, E, m, dtype=torch.float64, generator=g).requires_grad_()
                    for k, m in ((J, P), (J, N), (R, N)))
-        expected = loop(log_a, X, B, C)
+        expected = loop(log_a, X, B, C, flips)
         w = torch.randn(expected.shape, dtype=torch.float64, generator=g)
-        got = chunked_dual(log_a, X, B, C, chunk_size)
+        got = chunked_dual(log_a, X, B, C, chunk_size, flips)
         assert got.shape == (batch, L, R, E, P)
         assert relative_error(got, expected) < 1e-13, L
         for a, b in zip(torch.autograd.grad((got * w).sum(), (log_a, X, B, C)),
@@ -64,11 +72,14 @@ DUAL = {
     "mamba3": preset("mamba3", d_model=4, d_state=8, headdim=2),
     "mamba2_zoh": preset("mamba2", d_model=4, d_state=8, headdim=2, discretization="zoh"),
     "data_A_per_channel": preset("mamba", d_model=4, d_state=4, a_source="data"),
+    "mamba2_signed": preset("mamba2", d_model=4, d_state=8, headdim=2, eig_range=[-1, 1]),
+    "mamba3_signed": preset("mamba3", d_model=4, d_state=8, headdim=2, eig_range=[-1, 1], dt_min=0.5, dt_max=5.0),
 }
 NOT_DUAL = {
     "mamba3_mimo": preset("mamba3_mimo", d_model=4, d_state=8, headdim=4),
     "complex_rotation": preset("mamba3", d_model=4, d_state=8, headdim=2, rotation_form="complex"),
-    "signed": preset("mamba2", d_model=4, d_state=8, headdim=2, eig_range=[-1, 1]),
+    "signed_complex_rotation": preset("mamba3", d_model=4, d_state=8, headdim=2, rotation_form="complex",
+                                      eig_range=[-1, 1]),
     "bilinear": preset("mamba2", d_model=4, d_state=8, headdim=2, discretization="bilinear"),
     "B_not_selective": preset("mamba2", d_model=4, d_state=8, headdim=2, selective="dt,C"),
     "A_per_state": preset("mamba", d_model=4, d_state=4, bc_norm=True),
@@ -88,19 +99,23 @@ def test_mode_chunked_of_a_head_layer_runs_the_dual_form_where_it_applies(name: 
         expected = layer(u)
     calls = []
     real = models.heads.chunked_dual
-    monkeypatch.setattr(models.heads, "chunked_dual", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(models.heads, "chunked_dual", lambda *a: calls.append(a[5]) or real(*a))
     layer.cfg.mode = "chunked"
     with torch.no_grad():
         got = layer(u)
-    assert calls == ([1] if name in DUAL else [])
+    assert len(calls) == (1 if name in DUAL else 0)
+    if "signed" in name and calls:  # the sign flips are passed, and both signs occur here
+        assert 0 < calls[0].mean() < 1
     assert relative_error(got, expected) < 1e-12
 
 
-def test_the_dual_form_in_float32_is_as_accurate_as_the_recurrence() -> None:
-    """Against the float64 recurrence at L = 1024 (16 chunks of 64), strong and weak decays."""
+@pytest.mark.parametrize("eig_range", [[0, 1], [-1, 1]])
+def test_the_dual_form_in_float32_is_as_accurate_as_the_recurrence(eig_range: list) -> None:
+    """Against the float64 recurrence at L = 1024 (16 chunks of 64), strong and weak decays (with
+    eigenvalues in [-1, 1] the longest steps make about half of the transitions negative)."""
     torch.manual_seed(0)
-    for dt in ((1e-3, 1e-2), (0.1, 1.0)):
-        cfg = preset("mamba3", d_model=16, d_state=16, dt_min=dt[0], dt_max=dt[1])
+    for dt in ((1e-3, 1e-2), (0.1, 1.0), (0.5, 5.0)):
+        cfg = preset("mamba3", d_model=16, d_state=16, dt_min=dt[0], dt_max=dt[1], eig_range=eig_range)
         layer = SSMLayer(cfg)
         u = torch.randn(2, 1024, 16)
         reference = copy.deepcopy(layer).double()
