@@ -41,7 +41,8 @@ eq. k, "[M3 §k]" the Mamba-3 paper (arXiv 2603.15569), "[mamba3.py]" mamba-ssm 
    ``chunked``, where ``cfg.chunked_is_dual`` (one real α_t per head, B_t and C_t selective, rank
    1), computes y in Mamba-2's chunked dual form instead (:mod:`models.ssd`, :meth:`HeadSSM.dual`):
    the drive terms as (X, B) pairs, the trapezoidal rule's β_t v_{t-1} as a second pair of the
-   previous step's x and B_t, and no state formed but those the chunks hand on.
+   previous step's x and B_t, a negative 2α_t - 1 as log|2α_t - 1| and a sign flip, and no state
+   formed but those the chunks hand on.
 7. y^(r)_t[d] = s·Re(C̃_t[r] · h_t[d]) + D[d] x^(r)_t[d] (s = 2 for a conjugate-symmetric
    complex state, else 1; ``skip_per='head'``: D[d] = D_e, one per head e of channel d). R > 1: y^(r) ⊙ SiLU(mimo_z[r] ⊙ z) inside (init 1) when the gate
    is ``silu``, then y = Σ_r mimo_o[r] ⊙ y^(r) (init 1/R) [mamba3.py]; any other gate acts
