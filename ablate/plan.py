@@ -44,8 +44,8 @@ from .run import describe
 
 # Forward+backward training rate assumed for core-hours of a preset without committed CPU runs
 # (3 × FLOPs per token × tokens/s per thread): the CPU reference runs in results/reference span
-# 0.2 to 28 GFLOP/s, their median 5.1, by preset medians Mamba-2 0.31, Mamba 4.0, Mamba-3 4.6
-# (23 in the chunked dual form), S4D 6.5, S5 13.
+# 0.2 to 28 GFLOP/s, their median 5.1, by preset medians Mamba-2 0.31 (14 in the chunked dual
+# form), Mamba 4.0, Mamba-3 4.6 (17 in the chunked dual form), S4D 6.5, S5 13.
 GFLOPS_PER_CORE = 6.0
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 RATE_COLUMNS = ("preset", "status", "device", "flops_per_token", "tokens_per_s", "threads", "task.name", "resolved_mode")
