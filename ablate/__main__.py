@@ -30,6 +30,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from .allocator import restart_with_tuned_malloc
 from .command_line import (check_command_line, config_dir, discard_idle_sweep, discard_output, refuse_job,
                            uses_app_config)
 
@@ -117,6 +118,7 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
+    restart_with_tuned_malloc("ablate")
     try:
         cli()
     except KeyboardInterrupt:  # Ctrl-C outside a training step (a run in training saves its checkpoint)

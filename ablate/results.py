@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from . import allocator
 from .files import atomic_write
 
 RUNS, CURVES, CHECKPOINTS, CLAIMS = "runs", "curves", "checkpoints", "claims"
@@ -119,6 +120,7 @@ def environment() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
+        "glibc_tunables": allocator.current(),
         "gpu": torch.cuda.get_device_name(0) if cuda else "none",
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -7,6 +7,7 @@ import glob
 import importlib.util
 import math
 import os
+import platform
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import models
+from ablate.allocator import TUNABLES, VARIABLE
 from ablate.bench import resolve
 from ablate.bench.measure import Deadline, OverBudget, _saved_tensor_bytes, is_out_of_memory, io_bytes
 from ablate.bench.run import COLUMNS
@@ -70,6 +72,9 @@ def test_smoke_benchmark_writes_a_valid_parquet(tmp_path) -> None:
     assert (sweep["fwdbwd_ms"] > 0).all() and (sweep["tokens_per_s"] > 0).all()
     assert set(sweep["peak_memory_kind"]) == {"cpu_allocator_profiler"}
     assert set(sweep["device"]) == {"cpu"} and (frame["threads"] == 1).all()
+    # the job restarted under glibc's malloc settings, unless the caller had its own
+    tuned = TUNABLES if sys.platform == "linux" and platform.libc_ver()[0] == "glibc" else ""
+    assert set(frame["glibc_tunables"]) == {os.environ.get(VARIABLE, tuned)}
 
     # the peers installed (`make test` installs both) ran, labelled, with ratios against ours
     expected = {}

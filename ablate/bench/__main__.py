@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from ..allocator import restart_with_tuned_malloc
 from ..command_line import check_command_line, config_dir, refuse_job, uses_app_config
 from .report import render
 from .run import make_job_id, run_bench
@@ -55,4 +56,5 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
+    restart_with_tuned_malloc("ablate.bench")
     cli()

@@ -44,7 +44,7 @@ COLUMNS = (
     # how
     "status", "note", "repeats", "warmup", "budget_s", "wall_s", "load_average", "seed", "config_hash",
     # where
-    "device", "device_name", "threads", "interop_threads", "omp_num_threads", "hostname", "cpu",
+    "device", "device_name", "threads", "interop_threads", "omp_num_threads", "glibc_tunables", "hostname", "cpu",
     "version_torch", "version_cuda", "version_python", "version_ssm_ablate", "version_mamba_ssm",
     "version_s5_pytorch", "peer_version", "started_at", "finished_at",
 )
