@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 import seaborn as sns
@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 TIME_COLUMNS = ("fwd_ms", "fwdbwd_ms")
 STATUS_TEXT = {"over_budget": "over budget", "oom": "OOM"}
-MEASURED_WITH = ("batch", "device", "threads")  # how a series was measured: part of its identity
+# how a series was measured: part of its identity (glibc_tunables: the malloc setting, ablate.allocator)
+MEASURED_WITH = ("batch", "device", "threads", "glibc_tunables")
 WIDTHS = ("d_model", "d_state")
 _MARKS = "Points: mean over repeated measurements of a series (no interval); ▼: not measured (over budget / OOM)."
 NOTES = {
@@ -51,8 +52,8 @@ def sweep_rows(bench: pd.DataFrame) -> pd.DataFrame:
 
 
 def series_keys(rows: pd.DataFrame) -> list[str]:
-    """name and mode, plus each of batch, device, threads, d_model and d_state that takes several
-    values (a missing value counts as one of them)."""
+    """name and mode, plus each of batch, device, threads, glibc_tunables, d_model and d_state that
+    takes several values (a missing value counts as one of them)."""
     keys = ["name", "mode"]
     for col in (*MEASURED_WITH, *WIDTHS):
         if col in rows.columns and rows[col].astype(object).map(format_value).nunique() > 1:
@@ -70,7 +71,16 @@ def style_keys(rows: pd.DataFrame, keys: Sequence[str]) -> list[str]:
 
 def _label(row: pd.Series, keys: Sequence[str]) -> str:
     parts = [str(row[k]) for k in keys if k in ("name", "mode") and row[k] not in ("-", "")]
-    return " / ".join(parts + [f"{k}={format_value(row[k])}" for k in keys if k not in ("name", "mode")])
+    return " / ".join(parts + [_key_label(k, row[k]) for k in keys if k not in ("name", "mode")])
+
+
+def _key_label(key: str, value: Any) -> str:
+    """'threads=2'; the malloc setting as 'malloc=defaults' (none recorded or empty) or its
+    tunables without glibc's prefix, 'malloc=hugetlb=1:mmap_threshold=...'."""
+    if key != "glibc_tunables":
+        return f"{key}={format_value(value)}"
+    text = format_value(value)
+    return "malloc=" + ("defaults" if text in ("", "n/a") else text.replace("glibc.malloc.", ""))
 
 
 def add_series_label(rows: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:

@@ -113,6 +113,16 @@ def test_bench_series_label_names_device_and_batch_when_they_vary() -> None:
     assert "1 thread" in table.caption
 
 
+def test_bench_jobs_under_different_malloc_settings_are_separate_series() -> None:
+    defaults = bench_frame(threads=(1,))  # rows written before the setting was recorded: no column
+    tuned = bench_frame(threads=(1,)).assign(glibc_tunables="glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=9",
+                                             fwdbwd_ms=lambda f: f["fwdbwd_ms"] / 2)
+    table = speed_table(pd.concat([defaults, tuned], ignore_index=True), "fwdbwd_ms")
+    rows = {row[0].text: [c.markdown() for c in row[1:]] for row in table.rows}
+    assert set(rows) == {"S5 / scan / malloc=defaults", "S5 / scan / malloc=hugetlb=1:trim_threshold=9"}
+    assert rows["S5 / scan / malloc=defaults"] == ["7.68", "15.4"]  # not averaged with the other setting
+
+
 def test_repeated_measurements_of_one_series_say_they_are_averaged(tmp_path) -> None:
     root = tmp_path / "b"
     (root / "bench").mkdir(parents=True)
