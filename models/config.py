@@ -438,9 +438,8 @@ class SSMConfig:
         """Whether mode chunked runs this layer in the chunked dual form (:mod:`models.ssd`,
         Mamba-2's SSD): a head layer whose decay is one real α_t = exp(Δ_t A_t) per head (A per
         head or from the data, eigenvalues in [0, 1] or [-1, 1]; no complex state, no rotation as a
-        complex transition) with input-dependent B_t and C_t, at rank 1 (at rank 4 it measured no
-        faster than the chunked scan: ``SSMLayer.resolve_mode``)."""
-        return (self.uses_heads and self.mimo_rank == 1 and (bool(self.headdim) or self.a_source == "data") and not self.complex
+        complex transition) with input-dependent B_t and C_t, at any MIMO rank."""
+        return (self.uses_heads and (bool(self.headdim) or self.a_source == "data") and not self.complex
                 and not (self.rotation != "none" and self.rotation_form == "complex")
                 and self.discretization in ("zoh", "zoh_euler", "trapezoidal")
                 and "B" in self.selective and "C" in self.selective)

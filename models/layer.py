@@ -429,15 +429,18 @@ class SSMLayer(nn.Module):
         2.7x (Mamba-2), 1.15x and 2.3x (Mamba-3), 1.13x and 1.23x (Mamba-1). Only samples
         taken under a much heavier load had chunked ahead for Mamba-1 (2.0x at 160, 1.2x at
         1024); ``scan`` was ahead for Mamba-3 at L = 1024 (1.5x) but behind for Mamba-2 there.
-        A head layer with a dual form (``cfg.chunked_is_dual``: Mamba-2, Mamba-3 at rank 1, also
+        A head layer with a dual form (``cfg.chunked_is_dual``: Mamba-2, Mamba-3 at any rank, also
         with eigenvalues in [-1, 1]: 852 -> 49 ms for Mamba-3 without rotation at L = 256) runs
         ``chunked``, that form (:mod:`models.ssd`): forward+backward of the layer, d_model 64,
         the presets' d_state 128, batch 4, one thread, medians of 5 (``python -m ablate.bench
         points=frontier modes=[recurrent,chunked] threads=1``): Mamba-2 509 -> 23 ms at L = 256
         and 2575 -> 98 ms at L = 1024, Mamba-3 856 -> 25 and 2217 -> 97 ms; a 2-layer model's
         training step at mamba3_components' sizes (d_state 16, L 32, batch 32) 59 -> 20 ms
-        (Mamba-3) and 76 -> 18 ms (Mamba-2). At rank 4 it measured 1.4x to 1.7x slower than
-        ``recurrent`` there (the (T·R x T·2R) scores outgrow the states), so rank R > 1 keeps it.
+        (Mamba-3) and 76 -> 18 ms (Mamba-2). At rank R > 1 in chunks of chunk_size // (2R)
+        steps (:func:`models.heads.dual_chunk`; in chunks of 64, rank 4 had measured 1.4x to 1.7x
+        slower than ``recurrent``): layer forward+backward, d_model 32, one thread, rank 2
+        27.3 -> 17.8 ms and rank 4 29.8 -> 29.6 ms at batch 32, L 64, d_state 16; 200 -> 61 and
+        269 -> 142 ms at batch 16, L 256, d_state 64.
         """
         cfg, mode = self.cfg, self.cfg.mode
         if mode == "cuda" and (device.type != "cuda" or selective_scan_kernel() is None):

@@ -1,5 +1,5 @@
 """``mode='auto'`` on the CPU: the FFT convolution for a time-invariant SISO layer; the chunked
-dual form for a head layer with one real decay per head (Mamba-2, Mamba-3 at rank 1, also with
+dual form for a head layer with one real decay per head (Mamba-2, Mamba-3 at any rank, also with
 eigenvalues in [-1, 1]:
 ``SSMConfig.chunked_is_dual``); the step-by-step recurrence for the other selective SISO and head
 layers (measured faster than the chunked scan, see SSMLayer.resolve_mode); the chunked scan
@@ -24,7 +24,9 @@ from models import SSMLayer
     ("mamba3", {"rotation_form": "complex"}, "recurrent"),
     ("mamba2", {"eig_range": (-1, 1)}, "chunked"),
     ("mamba3", {"rotation": "none", "eig_range": (-1, 1)}, "chunked"),
-    ("mamba3_mimo", {}, "recurrent"),
+    ("mamba3_mimo", {}, "chunked"),
+    ("mamba3_mimo", {"mimo_rank": 2, "eig_range": (-1, 1)}, "chunked"),
+    ("mamba3_mimo", {"rotation_form": "complex"}, "recurrent"),
     ("s5", {}, "chunked"),
     ("s5", {"selective": "dt,B,C"}, "chunked"),
     ("s4d", {}, "fft"),

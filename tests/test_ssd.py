@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import models.heads
+from models.heads import dual_chunk
 from models import SSMLayer, preset
 from models.ssd import chunked_dual
 
@@ -74,9 +75,11 @@ DUAL = {
     "data_A_per_channel": preset("mamba", d_model=4, d_state=4, a_source="data"),
     "mamba2_signed": preset("mamba2", d_model=4, d_state=8, headdim=2, eig_range=[-1, 1]),
     "mamba3_signed": preset("mamba3", d_model=4, d_state=8, headdim=2, eig_range=[-1, 1], dt_min=0.5, dt_max=5.0),
+    "mamba3_mimo": preset("mamba3_mimo", d_model=4, d_state=8, headdim=4),
+    "mamba3_mimo_signed": preset("mamba3_mimo", d_model=4, d_state=8, headdim=2, mimo_rank=2, eig_range=[-1, 1],
+                                 dt_min=0.5, dt_max=5.0),
 }
 NOT_DUAL = {
-    "mamba3_mimo": preset("mamba3_mimo", d_model=4, d_state=8, headdim=4),
     "complex_rotation": preset("mamba3", d_model=4, d_state=8, headdim=2, rotation_form="complex"),
     "signed_complex_rotation": preset("mamba3", d_model=4, d_state=8, headdim=2, rotation_form="complex",
                                       eig_range=[-1, 1]),
@@ -109,13 +112,21 @@ def test_mode_chunked_of_a_head_layer_runs_the_dual_form_where_it_applies(name: 
     assert relative_error(got, expected) < 1e-12
 
 
-@pytest.mark.parametrize("eig_range", [[0, 1], [-1, 1]])
-def test_the_dual_form_in_float32_is_as_accurate_as_the_recurrence(eig_range: list) -> None:
-    """Against the float64 recurrence at L = 1024 (16 chunks of 64), strong and weak decays (with
-    eigenvalues in [-1, 1] the longest steps make about half of the transitions negative)."""
+def test_the_dual_forms_chunk_at_rank_r_holds_chunk_size_over_2r_steps() -> None:
+    assert dual_chunk(preset("mamba3")) == 64 and dual_chunk(preset("mamba2", chunk_size=5)) == 5
+    assert dual_chunk(preset("mamba3_mimo")) == 8 and dual_chunk(preset("mamba3_mimo", mimo_rank=2)) == 16
+    assert dual_chunk(preset("mamba3_mimo", chunk_size=5)) == 1
+    assert dual_chunk(preset("mamba3_mimo", chunk_size=None)) == 8  # the presets' 64 where none is set
+
+
+@pytest.mark.parametrize("name, eig_range", [("mamba3", [0, 1]), ("mamba3", [-1, 1]), ("mamba3_mimo", [0, 1])])
+def test_the_dual_form_in_float32_is_as_accurate_as_the_recurrence(name: str, eig_range: list) -> None:
+    """Against the float64 recurrence at L = 1024 (16 chunks of 64; at rank 4, 128 of 8), strong
+    and weak decays (with eigenvalues in [-1, 1] the longest steps make about half of the
+    transitions negative)."""
     torch.manual_seed(0)
     for dt in ((1e-3, 1e-2), (0.1, 1.0), (0.5, 5.0)):
-        cfg = preset("mamba3", d_model=16, d_state=16, dt_min=dt[0], dt_max=dt[1], eig_range=eig_range)
+        cfg = preset(name, d_model=16, d_state=16, dt_min=dt[0], dt_max=dt[1], eig_range=eig_range)
         layer = SSMLayer(cfg)
         u = torch.randn(2, 1024, 16)
         reference = copy.deepcopy(layer).double()
