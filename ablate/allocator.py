@@ -8,7 +8,7 @@ of glibc's tunables (``GLIBC_TUNABLES``, read when a process starts) stop that:
 
 * ``glibc.malloc.mmap_threshold=33554432``: blocks up to 32 MiB (glibc's largest threshold)
   come from the heap, which keeps them when freed;
-* ``glibc.malloc.trim_threshold=4294967295``: the heap is never trimmed back;
+* ``glibc.malloc.trim_threshold=4294967295``: the heap keeps up to 4 GiB of freed memory at its top;
 * ``glibc.malloc.hugetlb=1``: transparent huge pages (2 MiB) where the kernel lends them on
   request (``madvise``, the usual setting), so that a fresh block faults 512x less often.
 
@@ -49,29 +49,50 @@ def tuned_environment(environ: Mapping[str, str], system: str, libc: str) -> dic
     return {**environ, VARIABLE: TUNABLES}
 
 
+# CPython's options that take a value: attached (-Wignore) or as the next argument (-W ignore)
+VALUE_OPTIONS = "cmWX"
+
+
 def started_as(module: str, orig_argv: list[str]) -> bool:
     """Whether the interpreter's own command line (``sys.orig_argv``) is ``python [options] -m
-    module ...``, not a script or ``-c`` program that runs the module inside itself (``runpy``)."""
-    args = iter(orig_argv[1:])
-    for arg in args:
-        if arg == "-m":
-            return next(args, None) == module
-        if arg == "-c" or not arg.startswith("-"):
+    module ...``, not a script, ``-c`` program or stdin that runs the module inside itself
+    (``runpy``). Short options may be clustered (``-um ablate``, ``-mablate``)."""
+    args = orig_argv[1:]
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--check-hash-based-pycs"):
+            i += 1 if "=" in arg else 2
+            continue
+        if not arg.startswith("-") or arg.startswith("--") or arg == "-":  # a script, --, stdin
             return False
-        if arg in ("-X", "-W", "--check-hash-based-pycs"):  # the options that take a separate value
-            next(args, None)
+        for j, letter in enumerate(arg[1:], start=1):
+            if letter in VALUE_OPTIONS:
+                value = arg[j + 1:] or (args[i + 1] if i + 1 < len(args) else None)
+                if letter == "m":
+                    return value == module
+                if letter == "c":
+                    return False
+                i += 0 if arg[j + 1:] else 1
+                break
+        i += 1
     return False
 
 
 def restart_with_tuned_malloc(module: str) -> None:
     """Replace this process by its own command line under :func:`tuned_environment`, where the
-    process was started as ``python -m module`` (:func:`started_as`); otherwise return."""
+    process was started as ``python -m module`` (:func:`started_as`); otherwise, or where the
+    interpreter cannot be started again, return and go on under glibc's defaults."""
     environment = tuned_environment(os.environ, sys.platform, platform.libc_ver()[0])
     if environment is None or not sys.executable or not started_as(module, sys.orig_argv):
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, environment)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None where the descriptor was closed
+            stream.flush()
+    try:
+        os.execve(sys.executable, sys.orig_argv, environment)
+    except OSError:
+        return
 
 
 def current() -> str:

@@ -54,10 +54,21 @@ Rates = dict[tuple[str, Optional[str]], float]
 log = logging.getLogger(__name__)
 
 
-def rate_subject(preset: str, dual: bool) -> str:
+def rate_subject(preset: str, dual: bool, rank: int = 1) -> str:
     """What a rate is kept under: the preset, or ``<preset> (dual form)`` for runs in the chunked
-    dual form (:attr:`models.SSMConfig.chunked_is_dual`, mode chunked or auto on a CPU)."""
-    return f"{preset} (dual form)" if dual else preset
+    dual form (:attr:`models.SSMConfig.chunked_is_dual`, mode chunked or auto on a CPU), with
+    ``, R=<rank>`` at a MIMO rank above 1, whose chunks are shorter (on sequential digits, one
+    thread, mimo_vs_siso's runs: rank 2 9.2 to 13.6 and rank 4 9.7 to 11.1 GFLOP/s per core,
+    where rank 1's committed runs ran 15 on parity and 23 on MQAR)."""
+    if not dual:
+        return preset
+    return f"{preset} (dual form)" if rank == 1 else f"{preset} (dual form, R={rank})"
+
+
+def mimo_rank(row: dict[str, Any]) -> int:
+    """The MIMO rank of a row or plan entry (1 where none is recorded: rows from before the axis)."""
+    rank = row.get("model.ssm.mimo_rank", row.get("rank"))
+    return 1 if rank is None or rank != rank else int(rank)
 
 
 def ran_dual(row: dict[str, Any]) -> bool:
@@ -94,7 +105,7 @@ def reference_rates(folder: Path = REFERENCE) -> Rates:
             threads = row.get("threads") or 1
             if row["status"] == "ok" and str(row["device"]).startswith("cpu") and (row["tokens_per_s"] or 0) > 0:
                 rate = 3 * row["flops_per_token"] * row["tokens_per_s"] / threads / 1e9
-                preset = rate_subject(str(row["preset"]), ran_dual(row))
+                preset = rate_subject(str(row["preset"]), ran_dual(row), mimo_rank(row))
                 for task in {None, row.get("task.name")}:
                     samples.setdefault((preset, task), []).append(rate)
     return {key: statistics.median(values) for key, values in sorted(samples.items(), key=str)}
@@ -141,7 +152,8 @@ def plan_entry(run: ResolvedRun) -> dict[str, Any]:
                      for kind in ("tokens", "flops"))
     ssm = run.model.ssm
     dual = ssm.chunked_is_dual and ssm.mode in ("auto", "chunked")
-    return {"run_id": rid, "state": state, "trains": trains, "preset": run.preset, "dual": dual, "task": run.task.name,
+    return {"run_id": rid, "state": state, "trains": trains, "preset": run.preset, "dual": dual,
+            "rank": ssm.mimo_rank, "task": run.task.name,
             "label": " ".join(filter(None, [describe(run), settings(run)])),
             "params": models.param_count(run.model, spec.io), "tokens": round(tokens), "flops": flops,
             "time_budget_s": trainer.time_budget_s}
@@ -201,7 +213,7 @@ def totals_lines(entries: list[dict[str, Any]], rates: Rates | None = None) -> l
     to_train = [entry for entry in runs if entry["trains"]]
     flops = sum(entry["flops"] for entry in to_train)
     bound = "≤ " if any(entry["time_budget_s"] is not None for entry in to_train) else ""
-    subjects = [rate_subject(entry.get("preset"), entry.get("dual", False)) for entry in to_train]
+    subjects = [rate_subject(entry.get("preset"), entry.get("dual", False), mimo_rank(entry)) for entry in to_train]
     used = [(subject, entry.get("task"), *rate_of(rates, subject, entry.get("task")))
             for subject, entry in zip(subjects, to_train)]
     core_hours = sum(entry["flops"] / (rate * 1e9) / 3600 for entry, (_, _, rate, _) in zip(to_train, used))

@@ -285,6 +285,22 @@ def memory_title(runs: pd.DataFrame) -> str:
     return "Peak mem. (MB, see caption)" + ("" if not memory_comparable(runs) else " ↓")
 
 
+def malloc_settings(runs: pd.DataFrame) -> set[str]:
+    """The glibc malloc settings the rows trained under (``glibc_tunables``; '' for glibc's
+    defaults, also where a row records none: rows written before the column)."""
+    if "glibc_tunables" not in runs:
+        return {""}
+    return set(runs["glibc_tunables"].fillna("").astype(str))
+
+
+def speed_phrase(runs: pd.DataFrame) -> str:
+    """A caption sentence when the rows' Tokens/s were measured under different malloc settings."""
+    if len(malloc_settings(runs)) < 2:
+        return ""
+    return (" Tokens/s: the rows trained under different glibc malloc settings (`glibc_tunables`), which "
+            "change CPU training speed by up to 1.6x: no value of that column is in bold.")
+
+
 def selected_columns(an: Analysis, task: str) -> list[tuple[str, list[str]]]:
     """('Sel. <key>', text per configuration) for each tuned key (empty when nothing was tuned)."""
     if not an.tuned:
@@ -309,8 +325,11 @@ def task_table(an: Analysis, task: str, columns: Sequence[str] | None = None) ->
     sig = task_significance(an, task)
     beside = {main: [("p vs baseline", [p_text(r) for _, r in sig.iterrows()])]} if sig["tested"].any() else {}
     caption, titles, unranked = task_caption(an, task, columns[0]), {}, []
+    runs = an.runs[an.runs["task"] == task]
+    if "tokens_per_s" in columns and speed_phrase(runs):
+        caption += speed_phrase(runs)
+        unranked.append("tokens_per_s")
     if "peak_memory_mb" in columns:
-        runs = an.runs[an.runs["task"] == task]
         caption += memory_phrase(runs)
         titles["peak_memory_mb"] = memory_title(runs)
         unranked += [] if memory_comparable(runs) else ["peak_memory_mb"]

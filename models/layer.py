@@ -440,7 +440,8 @@ class SSMLayer(nn.Module):
         steps (:func:`models.heads.dual_chunk`; in chunks of 64, rank 4 had measured 1.4x to 1.7x
         slower than ``recurrent``): layer forward+backward, d_model 32, one thread, rank 2
         27.3 -> 17.8 ms and rank 4 29.8 -> 29.6 ms at batch 32, L 64, d_state 16; 200 -> 61 and
-        269 -> 142 ms at batch 16, L 256, d_state 64.
+        269 -> 142 ms at batch 16, L 256, d_state 64; but at mamba3_components' sizes (MQAR, L 32,
+        d_model 64, d_state 16) rank 4 trained 4% to 15% slower (two pairs of 150-step runs).
         """
         cfg, mode = self.cfg, self.cfg.mode
         if mode == "cuda" and (device.type != "cuda" or selective_scan_kernel() is None):

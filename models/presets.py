@@ -35,7 +35,8 @@ run script, S4's ``configs/experiment/lra/s4-*.yaml``); ``norm='batch'`` gives t
 Their defaults are the reference modules' (``Mamba2``, ``Mamba3``): d_state 128, headdim 64,
 expand 2, ngroups 1, rope_fraction 0.5, A_floor 1e-4, mimo_rank 4; chunk_size 64 is
 ``Mamba3``'s SISO default (``Mamba2``'s is 256; ``Mamba3`` MIMO recommends 64/R), here only
-the chunk of the ``chunked`` mode, which computes the same function at any chunk. A layer
+the chunk of the ``chunked`` mode, which computes the same function at any chunk (at MIMO rank
+R its dual form takes chunk_size // (2R) steps a chunk: :func:`models.heads.dual_chunk`). A layer
 narrower than one head of 64 (D = expand·H not a multiple of 64) gets the largest headdim
 that divides both D and 64.
 """

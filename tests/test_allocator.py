@@ -42,6 +42,14 @@ def test_only_a_process_started_as_the_module_restarts() -> None:
     assert not started_as("ablate", ["python", "-c", "import runpy; runpy.run_module('ablate')", "-m", "ablate"])
     assert not started_as("ablate", ["python", "script.py", "-m", "ablate"])
     assert not started_as("ablate", ["python", "-m"])
+    # clustered short options, as CPython reads them
+    assert started_as("ablate", ["python", "-um", "ablate"]) and started_as("ablate", ["python", "-mablate"])
+    assert started_as("ablate", ["python", "-uW", "ignore", "-m", "ablate"])
+    assert started_as("ablate", ["python", "--check-hash-based-pycs", "always", "-m", "ablate"])
+    assert not started_as("ablate", ["python", "-uW", "-m", "ablate"])  # -m is the value of -W
+    assert not started_as("ablate", ["python", "-uc", "-m", "ablate"])  # a -c program
+    assert not started_as("ablate", ["python", "-", "-m", "ablate"])  # a program on stdin
+    assert not started_as("ablate", ["python", "--", "-m", "ablate"])
     assert not started_as("ablate", ["ipykernel_launcher.py", "-f", "kernel.json"])
 
 

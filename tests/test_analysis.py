@@ -184,6 +184,26 @@ def test_peak_memory_of_mixed_kinds_is_not_ranked(tmp_path) -> None:
     assert sum(cells[accuracy].startswith("**") for cells in body) == 1
 
 
+def test_tokens_per_s_under_mixed_malloc_settings_is_not_ranked(tmp_path) -> None:
+    """Rows trained under glibc's defaults (no glibc_tunables column, older rows) beside rows
+    under the tuned malloc: the caption says so and no Tokens/s value is in bold; a report of
+    one setting only says nothing of it."""
+    rows = fx.all_rows(tasks=("sdigits",), damaged=False)
+    fx.write_runs(tmp_path / "one", rows)
+    build_report([tmp_path / "one"], tmp_path / "report_one", formats=("png",))
+    assert "malloc" not in (tmp_path / "report_one" / "results_sdigits.md").read_text()
+    for row in rows:
+        if row["model.ssm.structure"] == "siso":
+            row.update(glibc_tunables="glibc.malloc.hugetlb=1", tokens_per_s=1e9)
+    fx.write_runs(tmp_path / "mixed", rows)
+    build_report([tmp_path / "mixed"], tmp_path / "report", formats=("png",))
+    caption = (tmp_path / "report" / "results_sdigits.md").read_text().splitlines()[0]
+    assert "the rows trained under different glibc malloc settings" in caption
+    header, body = parse_markdown_table(tmp_path / "report" / "results_sdigits.md")
+    speed = next(i for i, h in enumerate(header) if h.startswith("Tokens/s"))
+    assert not any("**" in cells[speed] for cells in body)
+
+
 def _main_effect(cells: dict[tuple[str, str], float], axis: str) -> str:
     """summary.main_effect on configurations (a, b) -> test accuracy, two seeds each (±0.01)."""
     ok = pd.DataFrame([{"config": f"{a}, {b}", "model.a": a, "model.b": b, "test_accuracy": value + delta}

@@ -194,15 +194,25 @@ def test_runs_in_the_dual_form_are_priced_only_by_runs_in_that_form(tmp_path) ->
         pd.DataFrame([{"preset": "mamba3", "task.name": "mqar", "status": "ok", "device": "cpu", "threads": 1,
                        "resolved_mode": mode, "flops_per_token": 1e6, "tokens_per_s": gflops * 1e9 / 3 / 1e6,
                        **ssm}]).to_parquet(folder / f"{i}.parquet")
+    rank4 = flatten({"model": {"ssm": models.preset("mamba3", d_model=8, d_state=16, mimo_rank=4).identity()}})
+    pd.DataFrame([{"preset": "mamba3", "task.name": "mqar", "status": "ok", "device": "cpu", "threads": 1,
+                   "resolved_mode": "chunked", "flops_per_token": 1e6, "tokens_per_s": 4e9 / 3 / 1e6,
+                   **rank4}]).to_parquet(folder / "3.parquet")
     rates = reference_rates(tmp_path)
     assert rates["mamba3", "mqar"] == pytest.approx(1.5)
     assert rates["mamba3 (dual form)", "mqar"] == pytest.approx(9.0)
+    assert rates["mamba3 (dual form, R=4)", "mqar"] == pytest.approx(4.0)
     run = resolved(tmp_path, "model=mamba3", "task=mqar")
     assert run.model.ssm.chunked_is_dual and plan_entry(run)["dual"]
     assert not plan_entry(resolved(tmp_path, "model=mamba3", "task=mqar", "model.ssm.mode=recurrent"))["dual"]
+    assert plan_entry(resolved(tmp_path, "model=mamba3", "task=mqar", "model.ssm.mimo_rank=4"))["rank"] == 4
     dual = {**entry(0, "a"), "preset": "mamba3", "dual": True, "task": "mqar", "flops": 9e9 * 3600}
     assert "~1 core-hours" in totals_lines([dual], rates)[0]
     assert "(mamba3 (dual form) on mqar 9)" in totals_lines([dual], rates)[0]
+    assert "(mamba3 (dual form, R=4) on mqar 4)" in totals_lines([{**dual, "rank": 4}], rates)[0]
+    del rates["mamba3 (dual form, R=4)", "mqar"], rates["mamba3 (dual form, R=4)", None]
+    assert "where its preset has no committed CPU runs in its form (mamba3 (dual form, R=4))" \
+        in totals_lines([{**dual, "rank": 4}], rates)[0]
     del rates["mamba3 (dual form)", "mqar"], rates["mamba3 (dual form)", None]
     assert "assumed 6 GFLOP/s per core where its preset has no committed CPU runs in its form (mamba3 (dual form))" \
         in totals_lines([dual], rates)[0]

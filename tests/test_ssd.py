@@ -92,7 +92,8 @@ NOT_DUAL = {
 
 @pytest.mark.parametrize("name", sorted(DUAL) + sorted(NOT_DUAL))
 def test_mode_chunked_of_a_head_layer_runs_the_dual_form_where_it_applies(name: str, monkeypatch) -> None:
-    cfg = {**DUAL, **NOT_DUAL}[name].with_(chunk_size=3)
+    cfg = {**DUAL, **NOT_DUAL}[name]
+    cfg = cfg.with_(chunk_size=3 if cfg.mimo_rank == 1 else 6 * cfg.mimo_rank)  # chunks of 3 steps at any rank
     assert cfg.chunked_is_dual == (name in DUAL)
     torch.manual_seed(0)
     layer = randomize_(SSMLayer(cfg).double(), scale=0.1)
@@ -102,13 +103,16 @@ def test_mode_chunked_of_a_head_layer_runs_the_dual_form_where_it_applies(name: 
         expected = layer(u)
     calls = []
     real = models.heads.chunked_dual
-    monkeypatch.setattr(models.heads, "chunked_dual", lambda *a: calls.append(a[5]) or real(*a))
+    monkeypatch.setattr(models.heads, "chunked_dual", lambda *a: calls.append(a[4:]) or real(*a))
     layer.cfg.mode = "chunked"
     with torch.no_grad():
         got = layer(u)
     assert len(calls) == (1 if name in DUAL else 0)
-    if "signed" in name and calls:  # the sign flips are passed, and both signs occur here
-        assert 0 < calls[0].mean() < 1
+    if calls:
+        chunk, flips = calls[0]
+        assert chunk == 3
+        if "signed" in name:  # the sign flips are passed, and both signs occur here
+            assert 0 < flips.mean() < 1
     assert relative_error(got, expected) < 1e-12
 
 
