@@ -66,8 +66,8 @@ def rate_subject(preset: str, dual: bool, rank: int = 1) -> str:
 
 
 def mimo_rank(row: dict[str, Any]) -> int:
-    """The MIMO rank of a row or plan entry (1 where none is recorded: rows from before the axis)."""
-    rank = row.get("model.ssm.mimo_rank", row.get("rank"))
+    """The MIMO rank of a committed row (1 where none is recorded: rows from before the axis)."""
+    rank = row.get("model.ssm.mimo_rank")
     return 1 if rank is None or rank != rank else int(rank)
 
 
@@ -213,7 +213,7 @@ def totals_lines(entries: list[dict[str, Any]], rates: Rates | None = None) -> l
     to_train = [entry for entry in runs if entry["trains"]]
     flops = sum(entry["flops"] for entry in to_train)
     bound = "≤ " if any(entry["time_budget_s"] is not None for entry in to_train) else ""
-    subjects = [rate_subject(entry.get("preset"), entry.get("dual", False), mimo_rank(entry)) for entry in to_train]
+    subjects = [rate_subject(entry.get("preset"), entry.get("dual", False), entry.get("rank", 1)) for entry in to_train]
     used = [(subject, entry.get("task"), *rate_of(rates, subject, entry.get("task")))
             for subject, entry in zip(subjects, to_train)]
     core_hours = sum(entry["flops"] / (rate * 1e9) / 3600 for entry, (_, _, rate, _) in zip(to_train, used))

@@ -326,8 +326,9 @@ def task_table(an: Analysis, task: str, columns: Sequence[str] | None = None) ->
     beside = {main: [("p vs baseline", [p_text(r) for _, r in sig.iterrows()])]} if sig["tested"].any() else {}
     caption, titles, unranked = task_caption(an, task, columns[0]), {}, []
     runs = an.runs[an.runs["task"] == task]
-    if "tokens_per_s" in columns and speed_phrase(runs):
-        caption += speed_phrase(runs)
+    speed = speed_phrase(runs) if "tokens_per_s" in columns else ""
+    if speed:
+        caption += speed
         unranked.append("tokens_per_s")
     if "peak_memory_mb" in columns:
         caption += memory_phrase(runs)

@@ -76,11 +76,12 @@ from .discretize import discretize, log_transition, signed_transition, trapezoid
 from .scan import linear_scan, state_convolution, widened
 from .ssd import chunked_dual
 
+DUAL_CHUNK = 64  # chunk_size of the dual form where the config sets none (Mamba-2/3's presets: 64)
 
 
 def dual_chunk(cfg: SSMConfig) -> int:
-    """T, the steps in a chunk of the dual form: the config's ``chunk_size`` (else 64, Mamba-2/3's
-    presets') at rank 1; at rank R > 1, chunk_size // (2R), at least 1, so that
+    """T, the steps in a chunk of the dual form: the config's ``chunk_size`` (else
+    :data:`DUAL_CHUNK`) at rank 1; at rank R > 1, chunk_size // (2R), at least 1, so that
     a chunk's (T·R x T·J) scores keep chunk_size / 2 rows (Mamba-3 recommends 64/R for its MIMO
     kernel on a GPU; on a CPU half of that measured fastest).
 
@@ -91,7 +92,7 @@ def dual_chunk(cfg: SSMConfig) -> int:
     Rank 1 keeps T = chunk_size (32 measured 10% faster than 64 there, but the committed rank-1
     runs used 64, and a float32 training run's trajectory depends on its rounding).
     """
-    chunk = cfg.chunk_size or 64
+    chunk = cfg.chunk_size or DUAL_CHUNK
     return chunk if cfg.mimo_rank == 1 else max(1, chunk // (2 * cfg.mimo_rank))
 
 
