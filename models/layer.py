@@ -394,11 +394,13 @@ class SSMLayer(nn.Module):
         hr = torch.view_as_real(h) if cplx else h  # (B, L, G, n[, 2])
         conj = torch.tensor([1.0, -1.0], dtype=hr.dtype, device=hr.device) * self.scale
         if self.siso:
-            if C_param is None:  # selective C_t (B, L, n), shared by channels
-                Ct = torch.view_as_real(sel.C_t) * conj if cplx else sel.C_t * self.scale
-                return torch.einsum("blgnk,blnk->blg" if cplx else "blgn,bln->blg", hr, Ct)
-            Cw = C_param * conj if cplx else C_param * self.scale
-            return torch.einsum("blgnk,gnk->blg" if cplx else "blgn,gn->blg", hr, Cw)
+            if C_param is None:  # selective C_t (B, L, n), shared by channels: (B, L, 1, n[, 2])
+                Cw = (torch.view_as_real(sel.C_t) * conj if cplx else sel.C_t * self.scale).unsqueeze(2)
+            else:  # (G, n[, 2])
+                Cw = C_param * conj if cplx else C_param * self.scale
+            # Σ_n as a broadcast product and a sum over the trailing dims: on a CPU an einsum here
+            # copied h into a bmm's layout (forward+backward 1.8x to 4x slower, README "Speed")
+            return (hr * Cw).sum((-2, -1) if cplx else -1)
         if sel.gain_C is not None:
             hr = hr * (sel.gain_C.unsqueeze(-1) if cplx else sel.gain_C)
         Cw = C_param * conj if cplx else C_param * self.scale

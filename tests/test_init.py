@@ -83,6 +83,31 @@ def test_discretisation_closed_forms(A: complex) -> None:
     assert abs(factor.item() - (A_bar.item() - 1) / A) < 1e-14
 
 
+@pytest.mark.parametrize("method", ["zoh", "zoh_euler", "bilinear"])
+@pytest.mark.parametrize("complex_A", [True, False])
+def test_per_step_discretisation_equals_the_textbook_formulas(method: str, complex_A: bool) -> None:
+    # Δ per step (B, L, D, 1) against A (D, n): a complex Ā by its modulus and angle, F by one
+    # reciprocal; values and gradients equal those of exp(ΔA), (Ā - 1)/A and the quotients
+    g = torch.Generator().manual_seed(0)
+    real = -0.1 - torch.rand(3, 4, generator=g, dtype=torch.float64)
+    A = (torch.complex(real, 5 * torch.randn(3, 4, generator=g, dtype=torch.float64)) if complex_A else real).requires_grad_()
+    delta = (0.01 + 0.5 * torch.rand(2, 5, 3, 1, generator=g, dtype=torch.float64)).requires_grad_()
+    dA = delta * A
+    textbook = {"zoh": (torch.exp(dA), (torch.exp(dA) - 1) / A), "zoh_euler": (torch.exp(dA), delta),
+                "bilinear": ((1 + dA / 2) / (1 - dA / 2), delta / (1 - dA / 2))}[method]
+    got = discretize(method, A, delta)
+    weights = [torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64) for _ in range(4)]
+
+    def loss(pair):
+        return sum(((w1 * t.real + w2 * t.imag) if t.is_complex() else w1 * t).sum()
+                   for t, w1, w2 in zip(pair, weights[::2], weights[1::2]))
+
+    for mine, want in zip(got, textbook):
+        torch.testing.assert_close(mine, want, rtol=1e-14, atol=1e-15)
+    for mine, want in zip(torch.autograd.grad(loss(got), (A, delta)), torch.autograd.grad(loss(textbook), (A, delta))):
+        torch.testing.assert_close(mine, want, rtol=1e-13, atol=1e-14)
+
+
 def test_unknown_discretisation_is_refused() -> None:
     with pytest.raises(ValueError, match="zoh"):
         discretize("euler", torch.tensor(-1.0), torch.tensor(0.1))
