@@ -399,7 +399,7 @@ class SSMLayer(nn.Module):
             else:  # (G, n[, 2])
                 Cw = C_param * conj if cplx else C_param * self.scale
             # Σ_n as a broadcast product and a sum over the trailing dims: on a CPU an einsum here
-            # copied h into a bmm's layout (forward+backward 1.8x to 4x slower, README "Speed")
+            # copied h into a bmm's layout (README "Complex transitions and SISO readouts on a CPU")
             return (hr * Cw).sum((-2, -1) if cplx else -1)
         if sel.gain_C is not None:
             hr = hr * (sel.gain_C.unsqueeze(-1) if cplx else sel.gain_C)
