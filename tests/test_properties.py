@@ -74,10 +74,9 @@ def test_random_configs_build_and_run_or_fail_clearly(overrides: dict) -> None:
     except TypeError as err:  # e.g. "4" > 0 on a string: must not happen, validation comes first
         raise AssertionError(f"{overrides} raised TypeError instead of a clear ValueError: {err}") from err
     if cfg.mode == "triton":
-        # valid, so the layer is built; it runs the recurrence: under triton's interpreter one call
-        # at the default width (64 channels, 32 complex states) took 198 s. The kernels' layer-level
-        # agreement with the recurrence is tests/test_modes.py's, at small widths.
-        SSMLayer(cfg)
+        # the same layer (its parameters do not depend on the mode), run by the recurrence: under
+        # triton's interpreter one call at the default width (64 channels, 32 complex states) took
+        # 198 s. The kernels' agreement with the recurrence is tests/test_modes.py's, at small widths.
         cfg = cfg.with_(mode="recurrent")
     layer = SSMLayer(cfg).double()
     u = torch.randn(2, 5, cfg.d_model, dtype=torch.float64, requires_grad=True)
